@@ -1,0 +1,526 @@
+//! `conf/walua.toml` → a typed [`Config`].
+//!
+//! Every secret may be written literally, as `env:NAME` (read from the environment) or as
+//! `file:PATH` (read from a file, e.g. a systemd credential). Secrets are held in
+//! [`Secret`], whose `Debug` and `Display` never show the value. Every error names the file
+//! and the key at fault.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors found while reading the configuration; each names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{file}: cannot read the configuration: {source}")]
+    Read {
+        /// The configuration file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type or is unknown.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The configuration file.
+        file: PathBuf,
+        /// toml's message, which names the key and the line.
+        message: String,
+    },
+    /// A key is present but its value is not acceptable.
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        /// The configuration file.
+        file: PathBuf,
+        /// The dotted key, e.g. `whatsapp.access_token`.
+        key: String,
+        /// What is wrong with it (never the secret's value).
+        message: String,
+    },
+}
+
+/// A secret value (token, key, password). Never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value known to be secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's value, for the one place that must use it (a header, an HMAC key).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The whole daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from, named in errors.
+    pub file: PathBuf,
+    /// `[server]`: the HTTP listener and the admin API.
+    pub server: ServerConfig,
+    /// `[store]`: where the redb file lives.
+    pub store: StoreConfig,
+    /// `[whatsapp]`: the Meta Cloud API account.
+    pub whatsapp: WhatsAppConfig,
+    /// `[odoo]`: the optional Odoo connection.
+    pub odoo: Option<OdooConfig>,
+    /// `[scripts]`: where the Lua scripts live.
+    pub scripts: ScriptsConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[vars]`: free-form values that scripts read as `env.vars`.
+    pub vars: serde_json::Value,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds (`listen`).
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API; when absent the admin API only answers on loopback.
+    pub admin_token: Option<Secret>,
+    /// Largest webhook body accepted before answering 413 (`body_limit`, bytes).
+    pub body_limit: usize,
+    /// How long a graceful shutdown waits for in-flight work (`shutdown_timeout`).
+    pub shutdown_timeout: Duration,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The redb file (`path`); its directory is created when missing.
+    pub path: PathBuf,
+}
+
+/// `[whatsapp]`.
+#[derive(Debug, Clone)]
+pub struct WhatsAppConfig {
+    /// The Graph API phone number id messages are sent from.
+    pub phone_number_id: String,
+    /// Permanent (system user) access token for the Graph API.
+    pub access_token: Option<Secret>,
+    /// App secret that signs webhook deliveries (X-Hub-Signature-256).
+    pub app_secret: Option<Secret>,
+    /// Token Meta echoes back during the webhook subscription check.
+    pub verify_token: Option<Secret>,
+    /// Graph API base URL, version included; tests point it at a fake.
+    pub api_base: String,
+    /// Record outbound messages with their exact JSON, send nothing.
+    pub dry_run: bool,
+    /// Outbound rate limit for this number (messages per second).
+    pub max_per_second: u32,
+    /// Send free-form messages even when the 24 h customer-service window is closed.
+    pub allow_outside_window: bool,
+    /// How long a message keeps being retried on 429 / 5xx / timeouts before it fails.
+    pub retry_horizon: Duration,
+    /// Timeout of one Graph API request.
+    pub request_timeout: Duration,
+    /// Largest inbound media file downloaded and kept beside the store (bytes).
+    pub media_max_bytes: u64,
+}
+
+/// `[odoo]`.
+#[derive(Debug, Clone)]
+pub struct OdooConfig {
+    /// Base URL of the Odoo server, e.g. `http://localhost:8069`.
+    pub url: String,
+    /// Database name.
+    pub db: String,
+    /// Login of the bot user.
+    pub login: String,
+    /// API key (preferred) of the bot user.
+    pub api_key: Option<Secret>,
+    /// Password, allowing a web session for `/report/pdf` as well.
+    pub password: Option<Secret>,
+    /// How often hook scripts poll Odoo.
+    pub poll_interval: Duration,
+    /// Timeout of one JSON-RPC call.
+    pub timeout: Duration,
+}
+
+/// `[scripts]`.
+#[derive(Debug, Clone)]
+pub struct ScriptsConfig {
+    /// Root of the scripts tree (buttons/, scenarios/, templates/, hooks/, cron/, lib/).
+    pub dir: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `text` for terminals, `json` for log collectors.
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is not set, e.g. `info` or `walua=debug`.
+    pub level: String,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    whatsapp: RawWhatsApp,
+    odoo: Option<RawOdoo>,
+    #[serde(default)]
+    scripts: RawScripts,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    vars: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_token: Option<String>,
+    body_limit: Option<usize>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWhatsApp {
+    phone_number_id: Option<String>,
+    access_token: Option<String>,
+    app_secret: Option<String>,
+    verify_token: Option<String>,
+    api_base: Option<String>,
+    dry_run: Option<bool>,
+    max_per_second: Option<u32>,
+    allow_outside_window: Option<bool>,
+    retry_horizon: Option<String>,
+    request_timeout: Option<String>,
+    media_max_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOdoo {
+    url: Option<String>,
+    db: Option<String>,
+    login: Option<String>,
+    api_key: Option<String>,
+    password: Option<String>,
+    poll_interval: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawScripts {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+}
+
+/// The Graph API base used when `api_base` is not set.
+pub const DEFAULT_API_BASE: &str = "https://graph.facebook.com/v21.0";
+
+impl Config {
+    /// Reads and validates a configuration file, resolving every secret reference.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Parses configuration text; `file` is only used to name the source in errors.
+    pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let cx = Cx { file };
+
+        let listen_text = raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text
+            .parse::<SocketAddr>()
+            .map_err(|e| cx.invalid("server.listen", format!("`{listen_text}` is not an address:port ({e})")))?;
+        let server = ServerConfig {
+            listen,
+            admin_token: cx.secret("server.admin_token", raw.server.admin_token)?,
+            body_limit: match raw.server.body_limit {
+                Some(0) => return Err(cx.invalid("server.body_limit", "must be greater than 0")),
+                Some(n) => n,
+                None => 1024 * 1024,
+            },
+            shutdown_timeout: cx.duration("server.shutdown_timeout", raw.server.shutdown_timeout, "10s")?,
+        };
+
+        let store = StoreConfig {
+            path: raw.store.path.unwrap_or_else(|| PathBuf::from("var/walua.redb")),
+        };
+
+        let w = raw.whatsapp;
+        let dry_run = w.dry_run.unwrap_or(true);
+        let whatsapp = WhatsAppConfig {
+            phone_number_id: w.phone_number_id.unwrap_or_default(),
+            access_token: cx.secret("whatsapp.access_token", w.access_token)?,
+            app_secret: cx.secret("whatsapp.app_secret", w.app_secret)?,
+            verify_token: cx.secret("whatsapp.verify_token", w.verify_token)?,
+            api_base: w.api_base.unwrap_or_else(|| DEFAULT_API_BASE.into()).trim_end_matches('/').to_string(),
+            dry_run,
+            max_per_second: match w.max_per_second {
+                Some(0) => return Err(cx.invalid("whatsapp.max_per_second", "must be greater than 0")),
+                Some(n) => n,
+                None => 80,
+            },
+            allow_outside_window: w.allow_outside_window.unwrap_or(false),
+            retry_horizon: cx.duration("whatsapp.retry_horizon", w.retry_horizon, "1h")?,
+            request_timeout: cx.duration("whatsapp.request_timeout", w.request_timeout, "30s")?,
+            media_max_bytes: w.media_max_bytes.unwrap_or(16 * 1024 * 1024),
+        };
+        if url::Url::parse(&whatsapp.api_base).is_err() {
+            return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));
+        }
+        if !dry_run {
+            if whatsapp.phone_number_id.is_empty() {
+                return Err(cx.invalid("whatsapp.phone_number_id", "required unless dry_run = true"));
+            }
+            for (key, value) in [
+                ("whatsapp.access_token", &whatsapp.access_token),
+                ("whatsapp.app_secret", &whatsapp.app_secret),
+                ("whatsapp.verify_token", &whatsapp.verify_token),
+            ] {
+                if value.is_none() {
+                    return Err(cx.invalid(key, "required unless dry_run = true"));
+                }
+            }
+        }
+
+        let odoo = match raw.odoo {
+            None => None,
+            Some(o) => {
+                let url = o.url.ok_or_else(|| cx.invalid("odoo.url", "missing"))?;
+                if url::Url::parse(&url).is_err() {
+                    return Err(cx.invalid("odoo.url", format!("`{url}` is not a URL")));
+                }
+                let api_key = cx.secret("odoo.api_key", o.api_key)?;
+                let password = cx.secret("odoo.password", o.password)?;
+                if api_key.is_none() && password.is_none() {
+                    return Err(cx.invalid("odoo.api_key", "set odoo.api_key (or odoo.password)"));
+                }
+                Some(OdooConfig {
+                    url: url.trim_end_matches('/').to_string(),
+                    db: o.db.ok_or_else(|| cx.invalid("odoo.db", "missing"))?,
+                    login: o.login.ok_or_else(|| cx.invalid("odoo.login", "missing"))?,
+                    api_key,
+                    password,
+                    poll_interval: cx.duration("odoo.poll_interval", o.poll_interval, "30s")?,
+                    timeout: cx.duration("odoo.timeout", o.timeout, "30s")?,
+                })
+            }
+        };
+
+        let scripts = ScriptsConfig {
+            dir: raw.scripts.dir.unwrap_or_else(|| PathBuf::from("scripts")),
+        };
+        let log = LogConfig {
+            format: raw.log.format.unwrap_or(LogFormat::Text),
+            level: raw.log.level.unwrap_or_else(|| "info".into()),
+        };
+        let vars = serde_json::to_value(&raw.vars).map_err(|e| cx.invalid("vars", e.to_string()))?;
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            server,
+            store,
+            whatsapp,
+            odoo,
+            scripts,
+            log,
+            vars,
+        })
+    }
+
+    /// The configuration the binary embeds: dry-run, loopback, no secret needed.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(Path::new("<embedded conf/walua.toml>"), EMBEDDED_CONFIG)
+            .expect("the embedded configuration is valid")
+    }
+
+    /// Every secret in this configuration, so that tests and log filters can look for them.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let mut out = Vec::new();
+        out.extend(self.server.admin_token.iter());
+        out.extend(self.whatsapp.access_token.iter());
+        out.extend(self.whatsapp.app_secret.iter());
+        out.extend(self.whatsapp.verify_token.iter());
+        if let Some(o) = &self.odoo {
+            out.extend(o.api_key.iter());
+            out.extend(o.password.iter());
+        }
+        out
+    }
+}
+
+/// The example configuration shipped as `conf/walua.toml`, embedded in the binary.
+pub const EMBEDDED_CONFIG: &str = include_str!("../conf/walua.toml");
+
+struct Cx<'a> {
+    file: &'a Path,
+}
+
+impl Cx<'_> {
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn secret(&self, key: &str, raw: Option<String>) -> Result<Option<Secret>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let value = if let Some(name) = raw.strip_prefix("env:") {
+            std::env::var(name).map_err(|_| {
+                self.invalid(key, format!("environment variable {name} is not set (or not UTF-8)"))
+            })?
+        } else if let Some(path) = raw.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| self.invalid(key, format!("cannot read secret file {path}: {e}")))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            raw
+        };
+        if value.is_empty() {
+            return Err(self.invalid(key, "is empty"));
+        }
+        Ok(Some(Secret(value)))
+    }
+
+    fn duration(&self, key: &str, raw: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+        let text = raw.unwrap_or_else(|| default.to_string());
+        parse_duration(&text).ok_or_else(|| {
+            self.invalid(key, format!("`{text}` is not a duration (use e.g. 500ms, 30s, 5m, 1h, 1d)"))
+        })
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `1d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn embedded_default_is_dry_run_and_needs_no_secret() {
+        let c = Config::embedded_default();
+        assert!(c.whatsapp.dry_run);
+        assert!(c.secrets().is_empty());
+    }
+
+    #[test]
+    fn missing_env_secret_names_key_and_file_but_not_value() {
+        let err = load("[whatsapp]\naccess_token = \"env:WALUA_TEST_SURELY_UNSET_VAR\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("test.toml"), "{text}");
+        assert!(text.contains("whatsapp.access_token"), "{text}");
+        assert!(text.contains("WALUA_TEST_SURELY_UNSET_VAR"), "{text}");
+    }
+
+    #[test]
+    fn file_secret_is_read_and_never_displayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "s3cr3t-value\n").unwrap();
+        let c = load(&format!("[server]\nadmin_token = \"file:{}\"\n", p.display())).unwrap();
+        let token = c.server.admin_token.as_ref().unwrap();
+        assert_eq!(token.expose(), "s3cr3t-value");
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn live_mode_requires_the_meta_secrets() {
+        let err = load("[whatsapp]\ndry_run = false\nphone_number_id = \"1\"\n").unwrap_err();
+        assert!(err.to_string().contains("whatsapp.access_token"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_malformed_keys_are_named() {
+        let err = load("[server]\nlisten_on = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("listen_on"), "{err}");
+        let err = load("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        let err = load("[whatsapp]\nmax_per_second = \"fast\"\n").unwrap_err().to_string();
+        assert!(err.contains("max_per_second"), "{err}");
+        let err = load("[odoo]\nurl = \"http://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("odoo."), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}
