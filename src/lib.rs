@@ -1,1 +1,137 @@
-//! walua
+//! # walua
+//!
+//! One daemon for a business's WhatsApp automation: it receives Meta's WhatsApp Cloud API
+//! webhooks, keeps every message and status in an embedded redb store, and (in later
+//! modules) sends from a durable outbox and runs the business's Lua scripts.
+//!
+//! # Layout
+//!
+//! - [`config`]: `conf/walua.toml` → typed [`Config`], secrets from `env:` / `file:`.
+//! - [`store`]: the redb tables and the only code that opens transactions.
+//! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group
+//!   commit) and the processor that turns journaled deliveries into stored messages.
+//! - [`http`]: the hyper server and router: webhook, health, admin API.
+//! - [`cli`]: the client side of `walua conversations` / `walua messages`.
+//!
+//! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod store;
+pub mod webhook;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use store::Store;
+use webhook::journal::DeliveryJournal;
+use webhook::processor::DeliveryProcessor;
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened.
+    #[error("cannot open the store at {path}: {source}")]
+    Store {
+        /// The redb file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: store::StoreError,
+    },
+}
+
+/// The running daemon's shared state, handed to every request handler.
+pub struct App {
+    /// The configuration it was started with.
+    pub config: Arc<Config>,
+    /// The store.
+    pub store: Store,
+    /// The journal writer of webhook deliveries.
+    pub journal: DeliveryJournal,
+}
+
+/// Explains a Meta error code for an operator.
+pub fn explain_error(code: i64) -> String {
+    match code {
+        0 => "no error code was given".to_string(),
+        _ => format!("Meta error {code}: see https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"),
+    }
+}
+
+/// Runs the daemon on an already bound `listener` until `shutdown` completes, then drains:
+/// the HTTP server stops accepting and finishes in-flight requests, the journal writer
+/// commits what it holds, and background tasks stop, all within `server.shutdown_timeout`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let path = config.store.path.clone();
+    let store = {
+        let open_path = path.clone();
+        tokio::task::spawn_blocking(move || Store::open(&open_path))
+            .await
+            .expect("store open task does not panic")
+            .map_err(|source| RunError::Store { path: path.clone(), source })?
+    };
+
+    let stop_tasks = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let journaled = Arc::new(Notify::new());
+    let processed = Arc::new(Notify::new());
+
+    let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
+    tasks.spawn(
+        DeliveryProcessor {
+            store: store.clone(),
+            journaled: journaled.clone(),
+            processed: processed.clone(),
+            explain: explain_error,
+            shutdown: stop_tasks.clone(),
+        }
+        .run(),
+    );
+
+    let app = Arc::new(App {
+        config: config.clone(),
+        store: store.clone(),
+        journal,
+    });
+    if config.whatsapp.app_secret.is_none() {
+        tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
+    }
+    if config.server.admin_token.is_none() {
+        tracing::warn!("server.admin_token is not set: the admin API answers loopback clients only");
+    }
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, store = %path.display(), dry_run = config.whatsapp.dry_run, "walua is listening");
+
+    let stop_http = CancellationToken::new();
+    let http = tokio::spawn(http::serve(
+        app.clone(),
+        listener,
+        stop_http.clone(),
+        config.server.shutdown_timeout,
+    ));
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop_http.cancel();
+    let _ = http.await;
+    // No handler is left: dropping the last journal handle lets the writer drain and stop.
+    drop(app);
+    let deadline = config.server.shutdown_timeout;
+    if tokio::time::timeout(deadline, journal_task).await.is_err() {
+        tracing::warn!("journal writer did not stop in time");
+    }
+    stop_tasks.cancel();
+    tasks.close();
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

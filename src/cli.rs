@@ -1,0 +1,162 @@
+//! The client side of the CLI commands that talk to a running daemon's admin API.
+
+use serde_json::Value;
+
+use crate::Config;
+
+/// Errors of CLI client commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The daemon could not be reached.
+    #[error("cannot reach walua at {url}: {reason} (is `walua serve` running with this config?)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The daemon answered with an error.
+    #[error("walua answered {status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error message it gave.
+        message: String,
+    },
+}
+
+/// A small client of the admin API, built from the same configuration as the daemon.
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// Targets the daemon that `config` describes (a wildcard listen address means loopback).
+    pub fn new(config: &Config) -> AdminClient {
+        let mut addr = config.server.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        AdminClient {
+            base: format!("http://{addr}"),
+            token: config.server.admin_token.as_ref().map(|t| t.expose().to_string()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request to the admin API and returns its JSON answer.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// Formats rows as an aligned text table with a header.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn time(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Renders `GET /api/conversations` as a table.
+pub fn render_conversations(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["conversations"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| {
+            vec![
+                s(c, "contact"),
+                s(c, "wa_id"),
+                s(c, "name"),
+                s(c, "message_count"),
+                time(c, "last_message_at"),
+                s(c, "last_summary"),
+            ]
+        })
+        .collect();
+    table(&["CONTACT", "PHONE", "NAME", "MESSAGES", "LAST (UTC)", "LAST MESSAGE"], &rows)
+}
+
+/// Renders `GET /api/conversations/{contact}/messages` as a table.
+pub fn render_messages(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["messages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|m| {
+            let dir = if m["direction"] == "inbound" { "<-" } else { "->" };
+            vec![
+                s(m, "id"),
+                time(m, "timestamp"),
+                dir.to_string(),
+                s(m, "type"),
+                s(m, "status"),
+                s(m, "summary"),
+            ]
+        })
+        .collect();
+    table(&["ID", "TIME (UTC)", "DIR", "TYPE", "STATUS", "CONTENT"], &rows)
+}

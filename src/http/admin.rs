@@ -1,0 +1,109 @@
+//! The admin API: `/api/...`, behind the bearer admin token.
+//!
+//! Without a configured `server.admin_token` the API answers loopback peers only, so the
+//! dry-run example works out of the box and a public listener is never left open.
+
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use percent_encoding::percent_decode_str;
+use subtle::ConstantTimeEq;
+
+use super::{HttpResponse, error, json};
+use crate::App;
+
+/// Default and maximum page sizes of list endpoints.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// Routes an `/api/...` request after checking the admin token.
+pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
+    if let Err(denied) = authorize(app, peer, &req) {
+        return denied;
+    }
+    let path = req.uri().path().to_string();
+    let segments: Vec<String> = path
+        .trim_start_matches("/api/")
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let limit = query_limit(req.uri().query());
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["conversations"]) => {
+            let result = app.store.blocking(move |s| s.conversations(limit)).await;
+            respond(result.map(|c| serde_json::json!({ "conversations": c })))
+        }
+        (&Method::GET, ["conversations", contact, "messages"]) => {
+            let contact = contact.to_string();
+            let c2 = contact.clone();
+            match app.store.blocking(move |s| s.conversation_messages(&c2, limit)).await {
+                Ok(Some(messages)) => json(StatusCode::OK, &serde_json::json!({ "contact": contact, "messages": messages })),
+                Ok(None) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::GET, ["messages", id]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
+            };
+            match app.store.blocking(move |s| s.message(id)).await {
+                Ok(Some(m)) => json(StatusCode::OK, &m),
+                Ok(None) => error(StatusCode::NOT_FOUND, format!("no message {id}")),
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::GET, ["events"]) => {
+            let result = app.store.blocking(move |s| s.events(limit)).await;
+            respond(result.map(|e| serde_json::json!({ "events": e })))
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no route for {} {path}", req.method())),
+    }
+}
+
+fn respond(result: Result<serde_json::Value, crate::store::StoreError>) -> HttpResponse {
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => store_error(e),
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> HttpResponse {
+    tracing::error!(error = %e, "admin API store error");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+fn query_limit(query: Option<&str>) -> usize {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT)
+}
+
+/// Checks the bearer token (constant time) or, without a configured token, a loopback peer.
+#[allow(clippy::result_large_err)]
+pub fn authorize<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> Result<(), HttpResponse> {
+    match &app.config.server.admin_token {
+        Some(expected) => {
+            let given = req
+                .headers()
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match given {
+                Some(t) if bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
+                Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
+                None => Err(error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <admin token>`")),
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(error(
+            StatusCode::FORBIDDEN,
+            "admin API disabled for non-loopback clients: set server.admin_token",
+        )),
+    }
+}
+

@@ -1,0 +1,81 @@
+//! `GET /webhook` (Meta's subscription check) and `POST /webhook` (deliveries).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use subtle::ConstantTimeEq;
+
+use super::{HttpResponse, error, text};
+use crate::App;
+use crate::webhook::{WebhookError, check_json, signature};
+
+/// Echoes `hub.challenge` when `hub.mode=subscribe` and `hub.verify_token` matches.
+pub fn verify(app: &App, req: &Request<Incoming>) -> HttpResponse {
+    let query = req.uri().query().unwrap_or("");
+    let (mut mode, mut token, mut challenge) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "hub.mode" => mode = Some(v.into_owned()),
+            "hub.verify_token" => token = Some(v.into_owned()),
+            "hub.challenge" => challenge = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(expected) = &app.config.whatsapp.verify_token else {
+        tracing::warn!("webhook verification refused: whatsapp.verify_token is not configured");
+        return error(StatusCode::FORBIDDEN, "verification refused");
+    };
+    let token_ok = token
+        .map(|t| bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())))
+        .unwrap_or(false);
+    match (mode.as_deref(), token_ok, challenge) {
+        (Some("subscribe"), true, Some(challenge)) => {
+            tracing::info!("webhook subscription verified");
+            text(StatusCode::OK, challenge)
+        }
+        _ => {
+            tracing::warn!("webhook verification refused: wrong mode or token");
+            error(StatusCode::FORBIDDEN, "verification refused")
+        }
+    }
+}
+
+/// Receives a delivery: size limit, signature, JSON check, durable journal, then 200.
+pub async fn receive(app: &App, req: Request<Incoming>) -> HttpResponse {
+    match accept(app, req).await {
+        Ok(id) => {
+            tracing::debug!(delivery = id, "delivery journaled");
+            text(StatusCode::OK, "EVENT_RECEIVED")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, status = e.status().as_u16(), "delivery refused");
+            error(e.status(), e)
+        }
+    }
+}
+
+async fn accept(app: &App, req: Request<Incoming>) -> Result<u64, WebhookError> {
+    let limit = app.config.server.body_limit;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(WebhookError::TooLarge { limit });
+    }
+    let signature = req.headers().get("x-hub-signature-256").map(|v| v.as_bytes().to_vec());
+    let body: Bytes = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(WebhookError::TooLarge { limit });
+        }
+        Err(e) => return Err(WebhookError::Body(e.to_string())),
+    };
+    if let Some(secret) = &app.config.whatsapp.app_secret {
+        signature::verify(secret.expose().as_bytes(), &body, signature.as_deref())?;
+    }
+    check_json(&body)?;
+    app.journal.append(body).await.map_err(WebhookError::Journal)
+}

@@ -1,0 +1,593 @@
+//! The redb store: the only module that opens transactions.
+//!
+//! Tables are declared once, below. Values are JSON (records in [`records`]); keys are ids or
+//! strings. Every method is synchronous and short: callers on the async runtime run them
+//! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
+
+pub mod records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use serde_json::Value;
+
+use crate::webhook::payload::{Change, ContactInfo, Delivery, InboundMessage, StatusUpdate};
+pub use records::{Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, StatusEntry};
+
+/// Webhook deliveries durably journaled and not yet processed: delivery id → raw body.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// Every message: id → JSON [`MessageRecord`].
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Meta's wamid → message id; makes redeliveries idempotent.
+const WAMIDS: TableDefinition<&str, u64> = TableDefinition::new("wamids");
+/// Conversation key → JSON [`Conversation`].
+const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
+/// Any form of contact id (phone, BSUID) → conversation key.
+const CONTACT_ALIASES: TableDefinition<&str, &str> = TableDefinition::new("contact_aliases");
+/// (conversation key, message id) → (); lists a conversation's messages in order.
+const CONVERSATION_MESSAGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("conversation_messages");
+/// Statuses for wamids not (yet) known: wamid → JSON list of [`StatusEntry`].
+const ORPHAN_STATUSES: TableDefinition<&str, &[u8]> = TableDefinition::new("orphan_statuses");
+/// Non-message webhook changes kept raw: id → JSON [`EventRecord`].
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Id sequences: name → last id given.
+const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+/// Small daemon metadata (health probe time, schema version).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error (I/O, corruption, lock).
+    #[error("store: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value could not be decoded.
+    #[error("store: corrupt record in {table}: {source}")]
+    Codec {
+        /// The table holding it.
+        table: &'static str,
+        /// serde's error.
+        source: serde_json::Error,
+    },
+    /// The blocking task running a store operation panicked or was cancelled.
+    #[error("store: background task failed: {0}")]
+    Join(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.into()) }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A handle on the redb database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+/// What applying a batch of deliveries did, for logs and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Deliveries applied (and removed from the journal).
+    pub deliveries: usize,
+    /// New inbound messages stored.
+    pub new_messages: Vec<u64>,
+    /// Messages already known (Meta redelivered them).
+    pub duplicates: usize,
+    /// Statuses applied to a known message.
+    pub statuses_applied: usize,
+    /// Statuses kept for a wamid not known yet.
+    pub statuses_orphaned: usize,
+    /// Non-message changes kept raw.
+    pub events: usize,
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records always serialize")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec { table, source })
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Normalizes a contact id typed by a person: `+221 77 123` → `22177123`; BSUIDs unchanged.
+pub fn normalize_contact(id: &str) -> String {
+    let t = id.trim();
+    let digits = t.trim_start_matches('+');
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') {
+        digits.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        t.to_string()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store file, creating its directory, and its tables.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Redb(redb::Error::Io(e)))?;
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(JOURNAL)?;
+            txn.open_table(MESSAGES)?;
+            txn.open_table(WAMIDS)?;
+            txn.open_table(CONVERSATIONS)?;
+            txn.open_table(CONTACT_ALIASES)?;
+            txn.open_table(CONVERSATION_MESSAGES)?;
+            txn.open_table(ORPHAN_STATUSES)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(SEQUENCES)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Runs a store operation on the blocking pool, off the async runtime.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Proves the store is writable: a tiny durable write transaction.
+    pub fn probe_writable(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert("health_probe", now_ms().to_be_bytes().as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- journal
+
+    /// Durably appends deliveries to the journal in ONE write transaction (group commit) and
+    /// returns their delivery ids, in order.
+    pub fn journal_append(&self, bodies: &[&[u8]]) -> Result<Vec<u64>> {
+        let txn = self.db.begin_write()?;
+        let ids = {
+            let mut seq = txn.open_table(SEQUENCES)?;
+            let first = next_ids(&mut seq, "delivery", bodies.len() as u64)?;
+            let mut journal = txn.open_table(JOURNAL)?;
+            let mut ids = Vec::with_capacity(bodies.len());
+            for (i, body) in bodies.iter().enumerate() {
+                let id = first + i as u64;
+                journal.insert(id, *body)?;
+                ids.push(id);
+            }
+            ids
+        };
+        txn.commit()?;
+        Ok(ids)
+    }
+
+    /// The oldest unprocessed deliveries, at most `limit`.
+    pub fn journal_pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let journal = txn.open_table(JOURNAL)?;
+        let mut out = Vec::new();
+        for row in journal.iter()?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many deliveries wait in the journal.
+    pub fn journal_len(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(JOURNAL)?.len()?)
+    }
+
+    /// Applies parsed deliveries and removes them from the journal, atomically: a crash
+    /// leaves either all of a batch's effects and no journal entries, or neither.
+    pub fn apply_deliveries(&self, batch: &[(u64, Delivery)], explain: &dyn Fn(i64) -> String) -> Result<ApplyReport> {
+        let txn = self.db.begin_write()?;
+        let mut report = ApplyReport::default();
+        {
+            let mut t = Tables::open(&txn)?;
+            for (delivery_id, delivery) in batch {
+                for change in &delivery.changes {
+                    match change {
+                        Change::Messages(v) => {
+                            for m in &v.messages {
+                                let sender = v.sender_of(m);
+                                t.insert_inbound(*delivery_id, m, sender.as_ref(), explain, &mut report)?;
+                            }
+                            for s in &v.statuses {
+                                t.apply_status(s, explain, &mut report)?;
+                            }
+                            if !v.errors.is_empty() {
+                                let value = serde_json::json!({ "errors": v.errors });
+                                t.insert_event(*delivery_id, "messages.errors", value)?;
+                                report.events += 1;
+                            }
+                        }
+                        Change::Other { field, value } => {
+                            t.insert_event(*delivery_id, field, value.clone())?;
+                            report.events += 1;
+                        }
+                    }
+                }
+                t.journal.remove(*delivery_id)?;
+                report.deliveries += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(report)
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// Conversations, most recent first.
+    pub fn conversations(&self, limit: usize) -> Result<Vec<Conversation>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CONVERSATIONS)?;
+        let mut out: Vec<Conversation> = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode("conversations", v.value())?);
+        }
+        out.sort_by(|a, b| b.last_message_at.cmp(&a.last_message_at).then(a.contact.cmp(&b.contact)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The conversation of a contact given by phone (any format) or BSUID.
+    pub fn conversation(&self, contact: &str) -> Result<Option<Conversation>> {
+        let txn = self.db.begin_read()?;
+        let Some(key) = resolve_alias(&txn.open_table(CONTACT_ALIASES)?, contact)? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(CONVERSATIONS)?;
+        let row = table.get(key.as_str())?;
+        row.map(|v| decode("conversations", v.value())).transpose()
+    }
+
+    /// A contact's messages, oldest first (`None` when the contact is unknown).
+    pub fn conversation_messages(&self, contact: &str, limit: usize) -> Result<Option<Vec<MessageRecord>>> {
+        let txn = self.db.begin_read()?;
+        let Some(key) = resolve_alias(&txn.open_table(CONTACT_ALIASES)?, contact)? else {
+            return Ok(None);
+        };
+        let index = txn.open_table(CONVERSATION_MESSAGES)?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut ids: Vec<u64> = Vec::new();
+        for row in index.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?.rev().take(limit) {
+            ids.push(row?.0.value().1);
+        }
+        ids.reverse();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(v) = messages.get(id)? {
+                out.push(decode("messages", v.value())?);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// One message by walua id.
+    pub fn message(&self, id: u64) -> Result<Option<MessageRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        let row = table.get(id)?;
+        row.map(|v| decode("messages", v.value())).transpose()
+    }
+
+    /// One message by Meta's wamid.
+    pub fn message_by_wamid(&self, wamid: &str) -> Result<Option<MessageRecord>> {
+        let txn = self.db.begin_read()?;
+        let Some(id) = txn.open_table(WAMIDS)?.get(wamid)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let table = txn.open_table(MESSAGES)?;
+        let row = table.get(id)?;
+        row.map(|v| decode("messages", v.value())).transpose()
+    }
+
+    /// Total number of stored messages.
+    pub fn message_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(MESSAGES)?.len()?)
+    }
+
+    /// Non-message events, oldest first.
+    pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.take(limit) {
+            out.push(decode("events", row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Statuses waiting for a wamid walua does not know yet.
+    pub fn orphan_statuses(&self, wamid: &str) -> Result<Vec<StatusEntry>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ORPHAN_STATUSES)?;
+        let row = table.get(wamid)?;
+        Ok(row.map(|v| decode("orphan_statuses", v.value())).transpose()?.unwrap_or_default())
+    }
+}
+
+fn next_ids(seq: &mut Table<&str, u64>, name: &str, count: u64) -> Result<u64> {
+    let last = seq.get(name)?.map(|v| v.value()).unwrap_or(0);
+    seq.insert(name, last + count)?;
+    Ok(last + 1)
+}
+
+fn resolve_alias(aliases: &impl ReadableTable<&'static str, &'static str>, contact: &str) -> Result<Option<String>> {
+    let normalized = normalize_contact(contact);
+    Ok(aliases.get(normalized.as_str())?.map(|v| v.value().to_string()))
+}
+
+/// The tables one delivery-applying transaction works on.
+struct Tables<'txn> {
+    journal: Table<'txn, u64, &'static [u8]>,
+    messages: Table<'txn, u64, &'static [u8]>,
+    wamids: Table<'txn, &'static str, u64>,
+    conversations: Table<'txn, &'static str, &'static [u8]>,
+    aliases: Table<'txn, &'static str, &'static str>,
+    conversation_messages: Table<'txn, (&'static str, u64), ()>,
+    orphans: Table<'txn, &'static str, &'static [u8]>,
+    events: Table<'txn, u64, &'static [u8]>,
+    sequences: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            journal: txn.open_table(JOURNAL)?,
+            messages: txn.open_table(MESSAGES)?,
+            wamids: txn.open_table(WAMIDS)?,
+            conversations: txn.open_table(CONVERSATIONS)?,
+            aliases: txn.open_table(CONTACT_ALIASES)?,
+            conversation_messages: txn.open_table(CONVERSATION_MESSAGES)?,
+            orphans: txn.open_table(ORPHAN_STATUSES)?,
+            events: txn.open_table(EVENTS)?,
+            sequences: txn.open_table(SEQUENCES)?,
+        })
+    }
+
+    fn get_message(&self, id: u64) -> Result<Option<MessageRecord>> {
+        let row = self.messages.get(id)?;
+        row.map(|v| decode("messages", v.value())).transpose()
+    }
+
+    fn put_message(&mut self, m: &MessageRecord) -> Result<()> {
+        self.messages.insert(m.id, encode(m).as_slice())?;
+        Ok(())
+    }
+
+    fn get_conversation(&self, key: &str) -> Result<Option<Conversation>> {
+        let row = self.conversations.get(key)?;
+        row.map(|v| decode("conversations", v.value())).transpose()
+    }
+
+    fn put_conversation(&mut self, c: &Conversation) -> Result<()> {
+        self.conversations.insert(c.contact.as_str(), encode(c).as_slice())?;
+        Ok(())
+    }
+
+    /// Finds or creates the conversation of a contact, merging a phone-keyed conversation
+    /// into the BSUID-keyed one on first sight of both. Returns the conversation.
+    fn upsert_contact(&mut self, info: &ContactInfo) -> Result<Conversation> {
+        let key = info.key().expect("callers pass a contact with a key").to_string();
+        let mut conv = self.get_conversation(&key)?.unwrap_or_else(|| Conversation {
+            contact: key.clone(),
+            ..Conversation::default()
+        });
+        // A conversation filed under the phone before the BSUID was known moves here.
+        if let (Some(_), Some(phone)) = (&info.user_id, &info.wa_id) {
+            let old_key = self.aliases.get(phone.as_str())?.map(|v| v.value().to_string());
+            if let Some(old_key) = old_key.filter(|k| *k != key) {
+                self.merge_conversation(&old_key, &mut conv)?;
+            }
+        }
+        if info.wa_id.is_some() {
+            conv.wa_id = info.wa_id.clone();
+        }
+        if info.user_id.is_some() {
+            conv.user_id = info.user_id.clone();
+        }
+        if info.parent_user_id.is_some() {
+            conv.parent_user_id = info.parent_user_id.clone();
+        }
+        if info.name.is_some() {
+            conv.name = info.name.clone();
+        }
+        if info.username.is_some() {
+            conv.username = info.username.clone();
+        }
+        for alias in [&info.user_id, &info.wa_id, &info.username].into_iter().flatten() {
+            self.aliases.insert(alias.as_str(), key.as_str())?;
+        }
+        Ok(conv)
+    }
+
+    fn merge_conversation(&mut self, old_key: &str, into: &mut Conversation) -> Result<()> {
+        let Some(old) = self.get_conversation(old_key)? else {
+            return Ok(());
+        };
+        let mut ids = Vec::new();
+        for row in self.conversation_messages.range((old_key, 0)..=(old_key, u64::MAX))? {
+            ids.push(row?.0.value().1);
+        }
+        for id in &ids {
+            self.conversation_messages.remove((old_key, *id))?;
+            self.conversation_messages.insert((into.contact.as_str(), *id), ())?;
+            if let Some(mut m) = self.get_message(*id)? {
+                m.contact = into.contact.clone();
+                self.put_message(&m)?;
+            }
+        }
+        into.message_count += old.message_count;
+        into.last_inbound_at = into.last_inbound_at.max(old.last_inbound_at);
+        if old.last_message_at > into.last_message_at {
+            into.last_message_at = old.last_message_at;
+            into.last_summary = old.last_summary.clone();
+        }
+        into.name = into.name.take().or(old.name);
+        into.username = into.username.take().or(old.username);
+        self.conversations.remove(old_key)?;
+        // Every alias that pointed at the old key now points at the merged conversation.
+        let stale: Vec<String> = self
+            .aliases
+            .iter()?
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| v.value() == old_key)
+            .map(|(k, _)| k.value().to_string())
+            .collect();
+        for alias in stale {
+            self.aliases.insert(alias.as_str(), into.contact.as_str())?;
+        }
+        tracing::info!(from = old_key, into = %into.contact, moved = ids.len(), "merged phone-keyed conversation into BSUID conversation");
+        Ok(())
+    }
+
+    fn insert_inbound(
+        &mut self,
+        delivery_id: u64,
+        m: &InboundMessage,
+        sender: Option<&ContactInfo>,
+        explain: &dyn Fn(i64) -> String,
+        report: &mut ApplyReport,
+    ) -> Result<()> {
+        if self.wamids.get(m.id.as_str())?.is_some() {
+            report.duplicates += 1;
+            return Ok(());
+        }
+        let unknown = ContactInfo {
+            wa_id: Some("unknown".into()),
+            ..ContactInfo::default()
+        };
+        let mut conv = self.upsert_contact(sender.unwrap_or(&unknown))?;
+        let id = next_ids(&mut self.sequences, "message", 1)?;
+        let summary = m.summary();
+        let mut record = MessageRecord {
+            id,
+            direction: Direction::Inbound,
+            wamid: Some(m.id.clone()),
+            contact: conv.contact.clone(),
+            from: m.from.clone().or(m.from_user_id.clone()),
+            to: None,
+            kind: m.kind.clone(),
+            summary: summary.clone(),
+            status: "received".into(),
+            statuses: vec![],
+            error: m.errors.first().map(|e| ErrorInfo {
+                code: e.code,
+                title: e.title.clone().or(e.message.clone()).unwrap_or_default(),
+                details: e.details.clone(),
+                explanation: explain(e.code),
+            }),
+            timestamp: m.timestamp,
+            stored_at_ms: now_ms(),
+            delivery_id: Some(delivery_id),
+            content: serde_json::to_value(&m.content).unwrap_or(Value::Null),
+            context: m.context.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            raw: m.raw.clone(),
+            response: None,
+        };
+        self.take_orphans(&mut record, explain)?;
+        self.put_message(&record)?;
+        self.wamids.insert(m.id.as_str(), id)?;
+        self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
+        conv.message_count += 1;
+        conv.last_inbound_at = conv.last_inbound_at.max(Some(m.timestamp));
+        if m.timestamp >= conv.last_message_at {
+            conv.last_message_at = m.timestamp;
+            conv.last_summary = summary;
+        }
+        self.put_conversation(&conv)?;
+        report.new_messages.push(id);
+        Ok(())
+    }
+
+    /// Applies statuses that arrived before their message.
+    fn take_orphans(&mut self, record: &mut MessageRecord, explain: &dyn Fn(i64) -> String) -> Result<()> {
+        let Some(wamid) = record.wamid.clone() else { return Ok(()) };
+        let orphans: Option<Vec<StatusEntry>> = {
+            let row = self.orphans.remove(wamid.as_str())?;
+            row.map(|v| decode("orphan_statuses", v.value())).transpose()?
+        };
+        for entry in orphans.unwrap_or_default() {
+            record.apply_status(entry, explain);
+        }
+        Ok(())
+    }
+
+    fn apply_status(&mut self, s: &StatusUpdate, explain: &dyn Fn(i64) -> String, report: &mut ApplyReport) -> Result<()> {
+        let entry = StatusEntry {
+            status: s.status.clone(),
+            timestamp: s.timestamp,
+            errors: s.errors.clone(),
+            conversation: s.conversation.clone(),
+            pricing: s.pricing.clone(),
+        };
+        let id = self.wamids.get(s.id.as_str())?.map(|v| v.value());
+        match id {
+            Some(id) => {
+                if let Some(mut m) = self.get_message(id)? {
+                    if m.apply_status(entry, explain) {
+                        tracing::debug!(message = id, wamid = %s.id, status = %m.status, "status applied");
+                    }
+                    self.put_message(&m)?;
+                }
+                report.statuses_applied += 1;
+            }
+            None => {
+                let mut list: Vec<StatusEntry> = {
+                    let row = self.orphans.get(s.id.as_str())?;
+                    row.map(|v| decode("orphan_statuses", v.value())).transpose()?.unwrap_or_default()
+                };
+                if !list.contains(&entry) {
+                    list.push(entry);
+                }
+                self.orphans.insert(s.id.as_str(), encode(&list).as_slice())?;
+                tracing::info!(wamid = %s.id, status = %s.status, "status for an unknown wamid kept until its message appears");
+                report.statuses_orphaned += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_event(&mut self, delivery_id: u64, field: &str, value: Value) -> Result<()> {
+        let id = next_ids(&mut self.sequences, "event", 1)?;
+        tracing::info!(event = id, delivery = delivery_id, field, "webhook event kept raw");
+        let record = EventRecord {
+            id,
+            field: field.to_string(),
+            value,
+            delivery_id,
+            stored_at_ms: now_ms(),
+        };
+        self.events.insert(id, encode(&record).as_slice())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! The records the store keeps, serialized as JSON inside redb values.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::webhook::payload::MetaError;
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From a customer to the business.
+    Inbound,
+    /// From the business to a customer.
+    Outbound,
+}
+
+/// One message, inbound or outbound, with its status history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// walua's own id (stable, used by the admin API and the outbox).
+    pub id: u64,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Meta's message id, once known.
+    pub wamid: Option<String>,
+    /// The conversation key (BSUID when known, else phone).
+    pub contact: String,
+    /// Sender (phone or BSUID) of an inbound message.
+    pub from: Option<String>,
+    /// Recipient (phone or BSUID) of an outbound message.
+    pub to: Option<String>,
+    /// Message type (`text`, `image`, `interactive`, `template`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short readable summary of the content.
+    pub summary: String,
+    /// Current status: `received` for inbound; `queued`, `sending`, `sent`, `delivered`,
+    /// `read`, `played`, `failed` or `dry_run` for outbound. Never goes backwards.
+    pub status: String,
+    /// Every status received, in arrival order, with its time.
+    pub statuses: Vec<StatusEntry>,
+    /// Why the message failed, when it did.
+    pub error: Option<ErrorInfo>,
+    /// Meta's timestamp (unix seconds) for inbound, creation time for outbound.
+    pub timestamp: i64,
+    /// When walua stored it (unix milliseconds).
+    pub stored_at_ms: i64,
+    /// The journaled delivery it came from (inbound).
+    pub delivery_id: Option<u64>,
+    /// Typed content as JSON (inbound: parsed from Meta; outbound: the send request).
+    pub content: Value,
+    /// Reply / forward context.
+    pub context: Option<Value>,
+    /// Raw copy: Meta's message object (inbound) or the Graph API request body (outbound).
+    pub raw: Value,
+    /// Meta's answer to the send request (outbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Value>,
+}
+
+/// One entry of a message's status history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEntry {
+    /// The status name.
+    pub status: String,
+    /// Meta's timestamp (unix seconds) or walua's for local transitions.
+    pub timestamp: i64,
+    /// Errors that came with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<MetaError>,
+    /// `conversation` from the status webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Value>,
+    /// `pricing` from the status webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Value>,
+}
+
+/// Why a message failed, for the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Meta's error code (0 when the failure is walua's own, e.g. validation).
+    pub code: i64,
+    /// Meta's title or message.
+    pub title: String,
+    /// Meta's details, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// What it means and what to do.
+    pub explanation: String,
+}
+
+/// A conversation: everything known about one contact.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Conversation {
+    /// The key: BSUID when known, else phone number.
+    pub contact: String,
+    /// Phone number, when known.
+    pub wa_id: Option<String>,
+    /// BSUID, when known.
+    pub user_id: Option<String>,
+    /// Parent BSUID, when known.
+    pub parent_user_id: Option<String>,
+    /// WhatsApp profile name.
+    pub name: Option<String>,
+    /// WhatsApp username (2026), when the user has one.
+    pub username: Option<String>,
+    /// Messages in both directions.
+    pub message_count: u64,
+    /// Meta timestamp (unix seconds) of the last inbound message: opens the 24 h window.
+    pub last_inbound_at: Option<i64>,
+    /// Unix seconds of the latest message either way.
+    pub last_message_at: i64,
+    /// Summary of the latest message.
+    pub last_summary: String,
+}
+
+/// A webhook change that is not about messages, kept raw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// walua's id.
+    pub id: u64,
+    /// The webhook field (`account_update`, `message_template_status_update`, …).
+    pub field: String,
+    /// The change's value as received.
+    pub value: Value,
+    /// The delivery it came in.
+    pub delivery_id: u64,
+    /// When it was stored (unix milliseconds).
+    pub stored_at_ms: i64,
+}
+
+/// The rank of a status in the lifecycle; a status only replaces a lower one.
+pub fn status_rank(status: &str) -> Option<u8> {
+    Some(match status {
+        "queued" => 0,
+        "sending" => 1,
+        "accepted" => 2,
+        "sent" => 3,
+        "delivered" => 4,
+        "read" => 5,
+        "played" => 6,
+        _ => return None,
+    })
+}
+
+impl MessageRecord {
+    /// Applies one status: it always joins the history (once), and becomes the current status
+    /// only if it moves forward. `failed` is final.
+    pub fn apply_status(&mut self, entry: StatusEntry, explain: impl Fn(i64) -> String) -> bool {
+        if self.statuses.contains(&entry) {
+            return false;
+        }
+        let current = self.status.clone();
+        self.statuses.push(entry.clone());
+        if current == "failed" {
+            return false;
+        }
+        if entry.status == "failed" {
+            self.status = "failed".into();
+            let e = entry.errors.first();
+            self.error = Some(ErrorInfo {
+                code: e.map(|e| e.code).unwrap_or(0),
+                title: e
+                    .and_then(|e| e.title.clone().or(e.message.clone()))
+                    .unwrap_or_else(|| "failed".into()),
+                details: e.and_then(|e| e.details.clone()),
+                explanation: explain(e.map(|e| e.code).unwrap_or(0)),
+            });
+            return true;
+        }
+        match (status_rank(&current), status_rank(&entry.status)) {
+            (Some(old), Some(new)) if new > old => {
+                self.status = entry.status;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(status: &str) -> MessageRecord {
+        MessageRecord {
+            id: 1,
+            direction: Direction::Outbound,
+            wamid: Some("w".into()),
+            contact: "c".into(),
+            from: None,
+            to: Some("c".into()),
+            kind: "text".into(),
+            summary: String::new(),
+            status: status.into(),
+            statuses: vec![],
+            error: None,
+            timestamp: 0,
+            stored_at_ms: 0,
+            delivery_id: None,
+            content: Value::Null,
+            context: None,
+            raw: Value::Null,
+            response: None,
+        }
+    }
+
+    fn st(s: &str, t: i64) -> StatusEntry {
+        StatusEntry {
+            status: s.into(),
+            timestamp: t,
+            errors: vec![],
+            conversation: None,
+            pricing: None,
+        }
+    }
+
+    #[test]
+    fn statuses_never_go_backwards_and_failed_is_final() {
+        let mut r = rec("sent");
+        r.apply_status(st("read", 3), |_| String::new());
+        r.apply_status(st("delivered", 2), |_| String::new());
+        assert_eq!(r.status, "read");
+        assert_eq!(r.statuses.len(), 2);
+        r.apply_status(st("failed", 4), |_| "why".into());
+        r.apply_status(st("read", 5), |_| String::new());
+        assert_eq!(r.status, "failed");
+        assert_eq!(r.error.as_ref().unwrap().explanation, "why");
+        // a redelivered status is recorded once
+        assert!(!r.apply_status(st("read", 5), |_| String::new()));
+        assert_eq!(r.statuses.len(), 4);
+    }
+}
