@@ -63,7 +63,11 @@ impl AdminClient {
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no details")
+                .to_string();
             return Err(CliError::Api {
                 status: status.as_u16(),
                 message,
@@ -136,7 +140,10 @@ pub fn render_conversations(answer: &Value) -> String {
             ]
         })
         .collect();
-    table(&["CONTACT", "PHONE", "NAME", "MESSAGES", "LAST (UTC)", "LAST MESSAGE"], &rows)
+    table(
+        &["CONTACT", "PHONE", "NAME", "MESSAGES", "LAST (UTC)", "LAST MESSAGE"],
+        &rows,
+    )
 }
 
 /// Renders `GET /api/conversations/{contact}/messages` as a table.

@@ -307,7 +307,11 @@ impl Config {
             access_token: cx.secret("whatsapp.access_token", w.access_token)?,
             app_secret: cx.secret("whatsapp.app_secret", w.app_secret)?,
             verify_token: cx.secret("whatsapp.verify_token", w.verify_token)?,
-            api_base: w.api_base.unwrap_or_else(|| DEFAULT_API_BASE.into()).trim_end_matches('/').to_string(),
+            api_base: w
+                .api_base
+                .unwrap_or_else(|| DEFAULT_API_BASE.into())
+                .trim_end_matches('/')
+                .to_string(),
             dry_run,
             max_per_second: match w.max_per_second {
                 Some(0) => return Err(cx.invalid("whatsapp.max_per_second", "must be greater than 0")),
@@ -422,9 +426,8 @@ impl Cx<'_> {
     fn secret(&self, key: &str, raw: Option<String>) -> Result<Option<Secret>, ConfigError> {
         let Some(raw) = raw else { return Ok(None) };
         let value = if let Some(name) = raw.strip_prefix("env:") {
-            std::env::var(name).map_err(|_| {
-                self.invalid(key, format!("environment variable {name} is not set (or not UTF-8)"))
-            })?
+            std::env::var(name)
+                .map_err(|_| self.invalid(key, format!("environment variable {name} is not set (or not UTF-8)")))?
         } else if let Some(path) = raw.strip_prefix("file:") {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| self.invalid(key, format!("cannot read secret file {path}: {e}")))?;
@@ -441,7 +444,10 @@ impl Cx<'_> {
     fn duration(&self, key: &str, raw: Option<String>, default: &str) -> Result<Duration, ConfigError> {
         let text = raw.unwrap_or_else(|| default.to_string());
         parse_duration(&text).ok_or_else(|| {
-            self.invalid(key, format!("`{text}` is not a duration (use e.g. 500ms, 30s, 5m, 1h, 1d)"))
+            self.invalid(
+                key,
+                format!("`{text}` is not a duration (use e.g. 500ms, 30s, 5m, 1h, 1d)"),
+            )
         })
     }
 }

@@ -61,7 +61,9 @@ pub struct App {
 pub fn explain_error(code: i64) -> String {
     match code {
         0 => "no error code was given".to_string(),
-        _ => format!("Meta error {code}: see https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"),
+        _ => format!(
+            "Meta error {code}: see https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+        ),
     }
 }
 
@@ -76,7 +78,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tokio::task::spawn_blocking(move || Store::open(&open_path))
             .await
             .expect("store open task does not panic")
-            .map_err(|source| RunError::Store { path: path.clone(), source })?
+            .map_err(|source| RunError::Store {
+                path: path.clone(),
+                source,
+            })?
     };
 
     let stop_tasks = CancellationToken::new();

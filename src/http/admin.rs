@@ -39,7 +39,10 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             let contact = contact.to_string();
             let c2 = contact.clone();
             match app.store.blocking(move |s| s.conversation_messages(&c2, limit)).await {
-                Ok(Some(messages)) => json(StatusCode::OK, &serde_json::json!({ "contact": contact, "messages": messages })),
+                Ok(Some(messages)) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "contact": contact, "messages": messages }),
+                ),
                 Ok(None) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
                 Err(e) => store_error(e),
             }
@@ -96,7 +99,10 @@ pub fn authorize<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> Result<(),
             match given {
                 Some(t) if bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
                 Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong admin token")),
-                None => Err(error(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer <admin token>`")),
+                None => Err(error(
+                    StatusCode::UNAUTHORIZED,
+                    "missing `Authorization: Bearer <admin token>`",
+                )),
             }
         }
         None if peer.ip().is_loopback() => Ok(()),
@@ -106,4 +112,3 @@ pub fn authorize<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> Result<(),
         )),
     }
 }
-

@@ -9,7 +9,9 @@ pub mod records;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
 use serde_json::Value;
 
 use crate::webhook::payload::{Change, ContactInfo, Delivery, InboundMessage, StatusUpdate};
@@ -158,7 +160,8 @@ impl Store {
     /// Proves the store is writable: a tiny durable write transaction.
     pub fn probe_writable(&self) -> Result<()> {
         let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert("health_probe", now_ms().to_be_bytes().as_slice())?;
+        txn.open_table(META)?
+            .insert("health_probe", now_ms().to_be_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -252,7 +255,11 @@ impl Store {
             let (_, v) = row?;
             out.push(decode("conversations", v.value())?);
         }
-        out.sort_by(|a, b| b.last_message_at.cmp(&a.last_message_at).then(a.contact.cmp(&b.contact)));
+        out.sort_by(|a, b| {
+            b.last_message_at
+                .cmp(&a.last_message_at)
+                .then(a.contact.cmp(&b.contact))
+        });
         out.truncate(limit);
         Ok(out)
     }
@@ -277,7 +284,11 @@ impl Store {
         let index = txn.open_table(CONVERSATION_MESSAGES)?;
         let messages = txn.open_table(MESSAGES)?;
         let mut ids: Vec<u64> = Vec::new();
-        for row in index.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?.rev().take(limit) {
+        for row in index
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+            .rev()
+            .take(limit)
+        {
             ids.push(row?.0.value().1);
         }
         ids.reverse();
@@ -331,7 +342,10 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ORPHAN_STATUSES)?;
         let row = table.get(wamid)?;
-        Ok(row.map(|v| decode("orphan_statuses", v.value())).transpose()?.unwrap_or_default())
+        Ok(row
+            .map(|v| decode("orphan_statuses", v.value()))
+            .transpose()?
+            .unwrap_or_default())
     }
 }
 
@@ -518,6 +532,17 @@ impl<'txn> Tables<'txn> {
         self.put_message(&record)?;
         self.wamids.insert(m.id.as_str(), id)?;
         self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
+        if let crate::webhook::payload::Content::System {
+            new_wa_id: Some(new_phone),
+            system_type,
+            ..
+        } = &m.content
+            && system_type.as_deref() == Some("user_changed_number")
+        {
+            // The customer changed numbers: the conversation follows them.
+            self.aliases.insert(new_phone.as_str(), conv.contact.as_str())?;
+            conv.wa_id = Some(new_phone.clone());
+        }
         conv.message_count += 1;
         conv.last_inbound_at = conv.last_inbound_at.max(Some(m.timestamp));
         if m.timestamp >= conv.last_message_at {
@@ -531,7 +556,9 @@ impl<'txn> Tables<'txn> {
 
     /// Applies statuses that arrived before their message.
     fn take_orphans(&mut self, record: &mut MessageRecord, explain: &dyn Fn(i64) -> String) -> Result<()> {
-        let Some(wamid) = record.wamid.clone() else { return Ok(()) };
+        let Some(wamid) = record.wamid.clone() else {
+            return Ok(());
+        };
         let orphans: Option<Vec<StatusEntry>> = {
             let row = self.orphans.remove(wamid.as_str())?;
             row.map(|v| decode("orphan_statuses", v.value())).transpose()?
@@ -542,7 +569,12 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    fn apply_status(&mut self, s: &StatusUpdate, explain: &dyn Fn(i64) -> String, report: &mut ApplyReport) -> Result<()> {
+    fn apply_status(
+        &mut self,
+        s: &StatusUpdate,
+        explain: &dyn Fn(i64) -> String,
+        report: &mut ApplyReport,
+    ) -> Result<()> {
         let entry = StatusEntry {
             status: s.status.clone(),
             timestamp: s.timestamp,
@@ -564,7 +596,9 @@ impl<'txn> Tables<'txn> {
             None => {
                 let mut list: Vec<StatusEntry> = {
                     let row = self.orphans.get(s.id.as_str())?;
-                    row.map(|v| decode("orphan_statuses", v.value())).transpose()?.unwrap_or_default()
+                    row.map(|v| decode("orphan_statuses", v.value()))
+                        .transpose()?
+                        .unwrap_or_default()
                 };
                 if !list.contains(&entry) {
                     list.push(entry);

@@ -376,10 +376,13 @@ impl MessagesValue {
     /// only one, or one built from the message's own `from` / `from_user_id`.
     pub fn sender_of(&self, message: &InboundMessage) -> Option<ContactInfo> {
         let matching = self.contacts.iter().find(|c| {
-            (c.wa_id.is_some() && c.wa_id == message.from)
-                || (c.user_id.is_some() && c.user_id == message.from_user_id)
+            (c.wa_id.is_some() && c.wa_id == message.from) || (c.user_id.is_some() && c.user_id == message.from_user_id)
         });
-        let found = matching.or(if self.contacts.len() == 1 { self.contacts.first() } else { None });
+        let found = matching.or(if self.contacts.len() == 1 {
+            self.contacts.first()
+        } else {
+            None
+        });
         let mut contact = found.cloned().unwrap_or_default();
         if contact.wa_id.is_none() {
             contact.wa_id = message.from.clone();
@@ -542,7 +545,9 @@ fn parse_interactive(i: &Value) -> Content {
             body: string(n.get("body")),
             response_json: string(n.get("response_json")),
         },
-        _ => Content::OtherInteractive { interactive_type: itype },
+        _ => Content::OtherInteractive {
+            interactive_type: itype,
+        },
     }
 }
 

@@ -79,7 +79,11 @@ impl DeliveryProcessor {
 }
 
 /// Parses and applies up to `limit` journaled deliveries in one transaction.
-pub fn process_batch(store: &Store, limit: usize, explain: &dyn Fn(i64) -> String) -> Result<ApplyReport, crate::store::StoreError> {
+pub fn process_batch(
+    store: &Store,
+    limit: usize,
+    explain: &dyn Fn(i64) -> String,
+) -> Result<ApplyReport, crate::store::StoreError> {
     let pending = store.journal_pending(limit)?;
     if pending.is_empty() {
         return Ok(ApplyReport::default());

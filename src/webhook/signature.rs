@@ -30,10 +30,22 @@ mod tests {
     fn good_bad_and_missing() {
         let h = sign(b"k", b"{}");
         assert!(verify(b"k", b"{}", Some(h.as_bytes())).is_ok());
-        assert!(matches!(verify(b"other", b"{}", Some(h.as_bytes())), Err(WebhookError::BadSignature)));
-        assert!(matches!(verify(b"k", b"{ }", Some(h.as_bytes())), Err(WebhookError::BadSignature)));
-        assert!(matches!(verify(b"k", b"{}", Some(b"sha1=00")), Err(WebhookError::BadSignature)));
-        assert!(matches!(verify(b"k", b"{}", Some(b"sha256=zz")), Err(WebhookError::BadSignature)));
+        assert!(matches!(
+            verify(b"other", b"{}", Some(h.as_bytes())),
+            Err(WebhookError::BadSignature)
+        ));
+        assert!(matches!(
+            verify(b"k", b"{ }", Some(h.as_bytes())),
+            Err(WebhookError::BadSignature)
+        ));
+        assert!(matches!(
+            verify(b"k", b"{}", Some(b"sha1=00")),
+            Err(WebhookError::BadSignature)
+        ));
+        assert!(matches!(
+            verify(b"k", b"{}", Some(b"sha256=zz")),
+            Err(WebhookError::BadSignature)
+        ));
         assert!(matches!(verify(b"k", b"{}", None), Err(WebhookError::MissingSignature)));
     }
 }

@@ -1,0 +1,252 @@
+//! Test support: run the real daemon on an ephemeral port with a temporary store, and talk
+//! to it over HTTP like Meta and an operator would.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use walua::Config;
+
+pub const APP_SECRET: &str = "test-app-secret-3f9a";
+pub const VERIFY_TOKEN: &str = "test-verify-token-77c1";
+pub const ADMIN_TOKEN: &str = "test-admin-token-b8e2";
+
+/// A daemon under test. Dropping it stops the daemon.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub addr: std::net::SocketAddr,
+    pub config_text: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub http: reqwest::Client,
+}
+
+/// The base configuration of tests: literal secrets, store in the temp dir. `extra` is
+/// appended (TOML) and may add sections such as `[vars]`.
+pub fn config_text(dir: &Path, extra_whatsapp: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_token = "{ADMIN_TOKEN}"
+body_limit = 65536
+shutdown_timeout = "5s"
+
+[store]
+path = "{store}"
+
+[whatsapp]
+phone_number_id = "1234567890"
+access_token = "test-access-token-9d4c"
+app_secret = "{APP_SECRET}"
+verify_token = "{VERIFY_TOKEN}"
+dry_run = true
+{extra_whatsapp}
+
+[scripts]
+dir = "{scripts}"
+
+{extra}
+"#,
+        store = dir.join("walua.redb").display(),
+        scripts = dir.join("scripts").display(),
+    )
+}
+
+impl TestDaemon {
+    /// Starts a daemon with the default test configuration.
+    pub async fn start() -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(dir.path(), "", "");
+        TestDaemon::start_in(dir, text).await
+    }
+
+    /// Starts a daemon in `dir` with the given configuration text.
+    pub async fn start_in(dir: tempfile::TempDir, config_text: String) -> TestDaemon {
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        let config = Config::from_toml(&dir.path().join("walua.toml"), &config_text).expect("test config is valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            walua::run(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("daemon runs");
+        });
+        TestDaemon {
+            dir,
+            addr,
+            config_text,
+            stop: Some(stop),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("walua.redb")
+    }
+
+    /// Stops the daemon gracefully and waits for it; returns the temp dir for a restart.
+    pub async fn stop(mut self) -> (tempfile::TempDir, String) {
+        self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, self.config_text.clone())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("daemon stops cleanly");
+        }
+    }
+
+    /// Stops and starts again on the same store and configuration.
+    pub async fn restart(self) -> TestDaemon {
+        let (dir, text) = self.stop().await;
+        TestDaemon::start_in(dir, text).await
+    }
+
+    /// POSTs a delivery signed with the test app secret.
+    pub async fn deliver(&self, body: &[u8]) -> reqwest::Response {
+        let sig = walua::webhook::signature::sign(APP_SECRET.as_bytes(), body);
+        self.http
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a signed delivery and asserts 200.
+    pub async fn deliver_ok(&self, body: &Value) {
+        let bytes = serde_json::to_vec(body).unwrap();
+        let r = self.deliver(&bytes).await;
+        assert_eq!(r.status(), 200, "delivery refused: {}", r.text().await.unwrap());
+    }
+
+    /// GET on the admin API with the admin token; returns (status, JSON).
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST on the admin API with the admin token; returns (status, JSON).
+    pub async fn api_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A contact's messages through the admin API (empty when unknown).
+    pub async fn messages_of(&self, contact: &str) -> Vec<Value> {
+        let (status, body) = self
+            .api(&format!("/api/conversations/{contact}/messages?limit=1000"))
+            .await;
+        if status == 404 {
+            return vec![];
+        }
+        assert_eq!(status, 200, "{body}");
+        body["messages"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `probe` returns Some, polling; panics after 10 s.
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                panic!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the journal is empty (every delivery processed).
+    pub async fn settled(&self) {
+        self.eventually("journal drained", || async {
+            let (_, h) = self.api("/healthz").await;
+            (h["journal_backlog"] == 0).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads a fixture under tests/fixtures/webhooks/.
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/webhooks")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// A minimal inbound text delivery from `from` (phone) with wamid `wamid`.
+pub fn text_delivery(from: &str, wamid: &str, body: &str, ts: i64) -> Value {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
+            "contacts": [{"profile": {"name": "Client"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}}]
+        }}]}]
+    })
+}
+
+/// A status delivery for `wamid`.
+pub fn status_delivery(wamid: &str, status: &str, ts: i64) -> Value {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
+            "statuses": [{"id": wamid, "status": status, "timestamp": ts.to_string(), "recipient_id": "221771234567"}]
+        }}]}]
+    })
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
