@@ -10,6 +10,8 @@
 //! - [`store`]: the redb tables and the only code that opens transactions.
 //! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group
 //!   commit) and the processor that turns journaled deliveries into stored messages.
+//! - [`whatsapp`]: the Graph API client, outbound message builders with Meta's limits, and
+//!   Meta's error codes explained for operators.
 //! - [`http`]: the hyper server and router: webhook, health, admin API.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
@@ -20,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod store;
 pub mod webhook;
+pub mod whatsapp;
 
 use std::future::Future;
 use std::sync::Arc;
