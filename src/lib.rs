@@ -13,6 +13,9 @@
 //! - [`whatsapp`]: the Graph API client, outbound message builders with Meta's limits, and
 //!   Meta's error codes explained for operators.
 //! - [`http`]: the hyper server and router: webhook, health, admin API.
+//! - [`outbox`]: the durable send queue: enqueue (validation, 24 h window), rate limits,
+//!   retries, and the crash policy for interrupted sends.
+//! - [`script`]: the Lua runtime: sandbox, script registry, hot reload, dispatch.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -20,6 +23,8 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod outbox;
+pub mod script;
 pub mod store;
 pub mod webhook;
 pub mod whatsapp;

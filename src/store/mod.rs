@@ -4,6 +4,7 @@
 //! strings. Every method is synchronous and short: callers on the async runtime run them
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
+pub mod outbox;
 pub mod records;
 
 use std::path::Path;
@@ -140,6 +141,7 @@ impl Store {
             txn.open_table(EVENTS)?;
             txn.open_table(SEQUENCES)?;
             txn.open_table(META)?;
+            txn.open_table(outbox::OUTBOX)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -527,6 +529,9 @@ impl<'txn> Tables<'txn> {
             context: m.context.as_ref().and_then(|c| serde_json::to_value(c).ok()),
             raw: m.raw.clone(),
             response: None,
+            attempts: 0,
+            media_file: None,
+            origin: None,
         };
         self.take_orphans(&mut record, explain)?;
         self.put_message(&record)?;
@@ -582,7 +587,10 @@ impl<'txn> Tables<'txn> {
             conversation: s.conversation.clone(),
             pricing: s.pricing.clone(),
         };
-        let id = self.wamids.get(s.id.as_str())?.map(|v| v.value());
+        let mut id = self.wamids.get(s.id.as_str())?.map(|v| v.value());
+        if id.is_none() {
+            id = self.reconcile_by_callback(s)?;
+        }
         match id {
             Some(id) => {
                 if let Some(mut m) = self.get_message(id)? {
@@ -609,6 +617,34 @@ impl<'txn> Tables<'txn> {
             }
         }
         Ok(())
+    }
+
+    /// A status for an unknown wamid that carries walua's callback data belongs to a message
+    /// whose send was interrupted before Meta's answer was recorded: attach the wamid to it.
+    fn reconcile_by_callback(&mut self, s: &StatusUpdate) -> Result<Option<u64>> {
+        let Some(id) = s
+            .raw
+            .get("biz_opaque_callback_data")
+            .and_then(Value::as_str)
+            .and_then(|c| c.strip_prefix(outbox::CALLBACK_PREFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(mut m) = self.get_message(id)? else {
+            return Ok(None);
+        };
+        if m.direction != Direction::Outbound || m.wamid.is_some() {
+            return Ok(None);
+        }
+        m.wamid = Some(s.id.clone());
+        if m.status == "unknown" {
+            m.error = None;
+        }
+        self.put_message(&m)?;
+        self.wamids.insert(s.id.as_str(), id)?;
+        tracing::info!(message = id, wamid = %s.id, "interrupted send reconciled from a status webhook");
+        Ok(Some(id))
     }
 
     fn insert_event(&mut self, delivery_id: u64, field: &str, value: Value) -> Result<()> {

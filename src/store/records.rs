@@ -57,6 +57,15 @@ pub struct MessageRecord {
     /// Meta's answer to the send request (outbound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<Value>,
+    /// Send attempts made (outbound).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Inbound media saved beside the store (path relative to the store's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_file: Option<String>,
+    /// Where this message came from when a script or the API queued it (`api`, `script:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// One entry of a message's status history.
@@ -136,7 +145,7 @@ pub fn status_rank(status: &str) -> Option<u8> {
     Some(match status {
         "queued" => 0,
         "sending" => 1,
-        "accepted" => 2,
+        "unknown" => 2,
         "sent" => 3,
         "delivered" => 4,
         "read" => 5,
@@ -166,7 +175,10 @@ impl MessageRecord {
                     .and_then(|e| e.title.clone().or(e.message.clone()))
                     .unwrap_or_else(|| "failed".into()),
                 details: e.and_then(|e| e.details.clone()),
-                explanation: explain(e.map(|e| e.code).unwrap_or(0)),
+                explanation: match e {
+                    Some(e) => explain(e.code),
+                    None => "Meta reported the message as failed without an error code.".into(),
+                },
             });
             return true;
         }
@@ -204,6 +216,9 @@ mod tests {
             context: None,
             raw: Value::Null,
             response: None,
+            attempts: 0,
+            media_file: None,
+            origin: None,
         }
     }
 

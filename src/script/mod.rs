@@ -1,0 +1,3 @@
+//! Lua scripting support.
+
+pub mod sandbox;

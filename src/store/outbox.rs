@@ -1,0 +1,452 @@
+//! The outbox tables: outbound messages recorded before any network call, and the jobs that
+//! send them.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    Conversation, Direction, ErrorInfo, MessageRecord, Result, StatusEntry, Store, Tables, decode, encode,
+    normalize_contact, now_ms,
+};
+
+/// Send jobs: message id → JSON [`OutboxJob`]. A message is in here until Meta's answer is
+/// definite (accepted, or failed) or the retry horizon passes.
+pub(super) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+/// The prefix of `biz_opaque_callback_data` walua puts on every send; Meta echoes it in
+/// status webhooks, which lets walua find a message whose send was interrupted.
+pub const CALLBACK_PREFIX: &str = "walua:";
+
+/// Where a send job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its time (`next_attempt_ms`).
+    Queued,
+    /// Handed to the Graph API; the answer is not recorded yet.
+    Sending,
+}
+
+/// A durable send job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxJob {
+    /// The outbound message it sends.
+    pub message_id: u64,
+    /// The recipient as sent (phone or BSUID): the key of the per-recipient pacing.
+    pub recipient: String,
+    /// Queued or sending.
+    pub state: JobState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Not before this time (unix ms).
+    pub next_attempt_ms: i64,
+    /// When it was queued (unix ms): the retry horizon counts from here.
+    pub queued_at_ms: i64,
+    /// The last retryable error, for the operator.
+    pub last_error: Option<String>,
+}
+
+/// An outbound message to record.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    /// The recipient as it goes to Meta (phone or BSUID).
+    pub recipient: String,
+    /// Message type (`text`, `template`, …).
+    pub kind: String,
+    /// Readable summary.
+    pub summary: String,
+    /// The request as given (API body or script call).
+    pub content: Value,
+    /// The exact Graph API body, without `biz_opaque_callback_data` (added here).
+    pub body: Value,
+    /// Whether the 24 h window applies (free-form content).
+    pub free_form: bool,
+    /// Send outside the window anyway.
+    pub allow_outside_window: bool,
+    /// Record only (dry run): status `dry_run`, no job.
+    pub dry_run: bool,
+    /// Who asked (`api`, `script:NAME`, `cli`).
+    pub origin: String,
+    /// Reply context (wamid), if any.
+    pub reply_to: Option<String>,
+}
+
+/// The 24 h customer-service window, in seconds.
+pub const WINDOW_SECS: i64 = 24 * 3600;
+
+/// Whether a conversation's 24 h window is open at `now_secs`.
+pub fn window_open(conv: Option<&Conversation>, now_secs: i64) -> bool {
+    conv.and_then(|c| c.last_inbound_at)
+        .is_some_and(|t| now_secs - t < WINDOW_SECS)
+}
+
+/// The explanation given when walua refuses a free-form send outside the window.
+pub fn window_closed_error(contact: &str, conv: Option<&Conversation>) -> ErrorInfo {
+    let why = match conv.and_then(|c| c.last_inbound_at) {
+        Some(t) => format!(
+            "the last message from {contact} was at {} UTC, more than 24 hours ago",
+            chrono::DateTime::from_timestamp(t, 0)
+                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default()
+        ),
+        None => format!("{contact} has never written to this number"),
+    };
+    ErrorInfo {
+        code: 131026,
+        title: "Outside the 24-hour customer-service window".into(),
+        details: Some(why),
+        explanation: format!(
+            "{} walua refused it before sending: free-form messages only reach a customer within 24 hours of their last message. Send an approved template instead (or set whatsapp.allow_outside_window = true).",
+            crate::whatsapp::error::explain(131026)
+        ),
+    }
+}
+
+impl Store {
+    /// Records an outbound message and, unless it is a dry run or refused by the 24 h window,
+    /// its send job, in one durable transaction. Returns the message as recorded.
+    pub fn enqueue_outbound(&self, new: NewOutbound) -> Result<MessageRecord> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut t = Tables::open(&txn)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let now = now_ms();
+            let alias = normalize_contact(&new.recipient);
+            let key = t.aliases.get(alias.as_str())?.map(|v| v.value().to_string());
+            let existing = match &key {
+                Some(k) => t.get_conversation(k)?,
+                None => None,
+            };
+            let mut conv = existing.clone().unwrap_or_else(|| {
+                let bsuid = crate::whatsapp::message::Recipient::parse(&alias)
+                    .map(|r| matches!(r, crate::whatsapp::message::Recipient::Bsuid(_)))
+                    .unwrap_or(false);
+                Conversation {
+                    contact: alias.clone(),
+                    wa_id: (!bsuid).then(|| alias.clone()),
+                    user_id: bsuid.then(|| alias.clone()),
+                    ..Conversation::default()
+                }
+            });
+            let id = super::next_ids(&mut t.sequences, "message", 1)?;
+            let mut body = new.body.clone();
+            if body.get("status").is_none() {
+                body["biz_opaque_callback_data"] = Value::String(format!("{CALLBACK_PREFIX}{id}"));
+            }
+            let mut record = MessageRecord {
+                id,
+                direction: Direction::Outbound,
+                wamid: None,
+                contact: conv.contact.clone(),
+                from: None,
+                to: Some(new.recipient.clone()),
+                kind: new.kind.clone(),
+                summary: new.summary.clone(),
+                status: "queued".into(),
+                statuses: vec![],
+                error: None,
+                timestamp: now / 1000,
+                stored_at_ms: now,
+                delivery_id: None,
+                content: new.content.clone(),
+                context: new.reply_to.as_ref().map(|w| serde_json::json!({ "id": w })),
+                raw: body,
+                response: None,
+                attempts: 0,
+                media_file: None,
+                origin: Some(new.origin.clone()),
+            };
+            let local = |status: &str| StatusEntry {
+                status: status.into(),
+                timestamp: now / 1000,
+                errors: vec![],
+                conversation: None,
+                pricing: None,
+            };
+            if new.free_form && !new.allow_outside_window && !super::outbox::window_open(existing.as_ref(), now / 1000)
+            {
+                record.status = "failed".into();
+                record.statuses.push(local("failed"));
+                record.error = Some(window_closed_error(&new.recipient, existing.as_ref()));
+            } else if new.dry_run {
+                record.status = "dry_run".into();
+                record.statuses.push(local("dry_run"));
+            } else {
+                record.statuses.push(local("queued"));
+                let job = OutboxJob {
+                    message_id: id,
+                    recipient: new.recipient.clone(),
+                    state: JobState::Queued,
+                    attempts: 0,
+                    next_attempt_ms: now,
+                    queued_at_ms: now,
+                    last_error: None,
+                };
+                outbox.insert(id, encode(&job).as_slice())?;
+            }
+            t.put_message(&record)?;
+            t.conversation_messages.insert((conv.contact.as_str(), id), ())?;
+            conv.message_count += 1;
+            conv.last_message_at = conv.last_message_at.max(now / 1000);
+            conv.last_summary = new.summary.clone();
+            t.put_conversation(&conv)?;
+            t.aliases.insert(alias.as_str(), conv.contact.as_str())?;
+            record
+        };
+        txn.commit()?;
+        Ok(record)
+    }
+
+    /// Jobs due at `now_ms`, oldest first, at most one per recipient (a recipient's later
+    /// messages wait for its earlier ones, so order is kept), skipping recipients in `busy`.
+    pub fn outbox_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        busy: &std::collections::HashSet<String>,
+    ) -> Result<(Vec<OutboxJob>, Option<i64>)> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut due = Vec::new();
+        let mut next_wakeup: Option<i64> = None;
+        for row in table.iter()? {
+            let job: OutboxJob = decode("outbox", row?.1.value())?;
+            if !seen.insert(job.recipient.clone()) || busy.contains(&job.recipient) {
+                continue;
+            }
+            if job.state == JobState::Queued {
+                if job.next_attempt_ms <= now_ms {
+                    due.push(job);
+                    if due.len() >= limit {
+                        break;
+                    }
+                } else {
+                    next_wakeup = Some(next_wakeup.map_or(job.next_attempt_ms, |n| n.min(job.next_attempt_ms)));
+                }
+            }
+        }
+        Ok((due, next_wakeup))
+    }
+
+    /// Number of jobs in the outbox (queued or sending).
+    pub fn outbox_len(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(OUTBOX)?.len()?)
+    }
+
+    /// Marks a job as being sent (durably, before the network call) and returns the Graph
+    /// API body to send.
+    pub fn outbox_mark_sending(&self, id: u64) -> Result<Option<Value>> {
+        self.update_job(id, |job, msg| {
+            job.state = JobState::Sending;
+            job.attempts += 1;
+            msg.attempts = job.attempts;
+            msg.status = "sending".into();
+            Some(msg.raw.clone())
+        })
+    }
+
+    /// Records Meta's acceptance: the wamid is indexed (statuses that came first are applied)
+    /// and the job is done.
+    pub fn outbox_accepted(
+        &self,
+        id: u64,
+        wamid: &str,
+        response: Value,
+        explain: &dyn Fn(i64) -> String,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            outbox.remove(id)?;
+            if let Some(mut m) = t.get_message(id)? {
+                m.response = Some(response);
+                let entry = StatusEntry {
+                    status: "sent".into(),
+                    timestamp: now_ms() / 1000,
+                    errors: vec![],
+                    conversation: None,
+                    pricing: None,
+                };
+                if m.status == "sending" {
+                    m.status = "queued".into();
+                }
+                m.apply_status(entry, explain);
+                if !wamid.is_empty() {
+                    m.wamid = Some(wamid.to_string());
+                    t.wamids.insert(wamid, id)?;
+                    t.take_orphans(&mut m, explain)?;
+                }
+                t.put_message(&m)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Puts a job back in the queue after a retryable failure.
+    pub fn outbox_retry(&self, id: u64, next_attempt_ms: i64, error: String) -> Result<()> {
+        self.update_job(id, |job, msg| {
+            job.state = JobState::Queued;
+            job.next_attempt_ms = next_attempt_ms;
+            job.last_error = Some(error.clone());
+            msg.status = "queued".into();
+            msg.statuses.push(StatusEntry {
+                status: "retry".into(),
+                timestamp: now_ms() / 1000,
+                errors: vec![crate::webhook::payload::MetaError {
+                    code: 0,
+                    title: Some(error.clone()),
+                    ..Default::default()
+                }],
+                conversation: None,
+                pricing: None,
+            });
+            Some(())
+        })
+        .map(|_| ())
+    }
+
+    /// Marks a message failed for good and drops its job.
+    pub fn outbox_failed(&self, id: u64, error: ErrorInfo, response: Option<Value>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            txn.open_table(OUTBOX)?.remove(id)?;
+            if let Some(mut m) = t.get_message(id)? {
+                m.status = "failed".into();
+                m.statuses.push(StatusEntry {
+                    status: "failed".into(),
+                    timestamp: now_ms() / 1000,
+                    errors: vec![],
+                    conversation: None,
+                    pricing: None,
+                });
+                m.error = Some(error);
+                if response.is_some() {
+                    m.response = response;
+                }
+                t.put_message(&m)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// At start-up: jobs left in `sending` were interrupted between the network call and the
+    /// record of Meta's answer. They are NOT resent (Meta may have delivered them); their
+    /// message gets status `unknown` with an explanation, and a later status webhook carrying
+    /// walua's callback data reconciles it. Returns the ids concerned.
+    pub fn outbox_recover_interrupted(&self) -> Result<Vec<u64>> {
+        let txn = self.db.begin_write()?;
+        let mut ids = Vec::new();
+        {
+            let mut t = Tables::open(&txn)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut interrupted = Vec::new();
+            for row in outbox.iter()? {
+                let (k, v) = row?;
+                let job: OutboxJob = decode("outbox", v.value())?;
+                if job.state == JobState::Sending {
+                    interrupted.push(k.value());
+                }
+            }
+            for id in interrupted {
+                outbox.remove(id)?;
+                if let Some(mut m) = t.get_message(id)? {
+                    m.status = "unknown".into();
+                    m.statuses.push(StatusEntry {
+                        status: "unknown".into(),
+                        timestamp: now_ms() / 1000,
+                        errors: vec![],
+                        conversation: None,
+                        pricing: None,
+                    });
+                    m.error = Some(ErrorInfo {
+                        code: 0,
+                        title: "Send interrupted".into(),
+                        details: None,
+                        explanation: "walua stopped while Meta was answering this send, so whether Meta accepted it is unknown. It was NOT resent, to avoid a duplicate. If Meta delivered it, its status webhooks will update this message; otherwise resend it with POST /api/messages/{id}/resend.".into(),
+                    });
+                    t.put_message(&m)?;
+                }
+                ids.push(id);
+            }
+        }
+        txn.commit()?;
+        Ok(ids)
+    }
+
+    /// Queues again a message that failed or whose send outcome is unknown (operator action).
+    pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut t = Tables::open(&txn)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            match t.get_message(id)? {
+                Some(mut m)
+                    if m.direction == Direction::Outbound
+                        && matches!(m.status.as_str(), "failed" | "unknown")
+                        && m.wamid.is_none() =>
+                {
+                    let now = now_ms();
+                    let job = OutboxJob {
+                        message_id: id,
+                        recipient: m.to.clone().unwrap_or_default(),
+                        state: JobState::Queued,
+                        attempts: 0,
+                        next_attempt_ms: now,
+                        queued_at_ms: now,
+                        last_error: None,
+                    };
+                    outbox.insert(id, encode(&job).as_slice())?;
+                    m.status = "queued".into();
+                    m.error = None;
+                    m.statuses.push(StatusEntry {
+                        status: "queued".into(),
+                        timestamp: now / 1000,
+                        errors: vec![],
+                        conversation: None,
+                        pricing: None,
+                    });
+                    t.put_message(&m)?;
+                    Some(m)
+                }
+                _ => None,
+            }
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn update_job<T>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut OutboxJob, &mut MessageRecord) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut t = Tables::open(&txn)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let job: Option<OutboxJob> = {
+                let row = outbox.get(id)?;
+                row.map(|v| decode("outbox", v.value())).transpose()?
+            };
+            match (job, t.get_message(id)?) {
+                (Some(mut job), Some(mut msg)) => {
+                    let out = f(&mut job, &mut msg);
+                    outbox.insert(id, encode(&job).as_slice())?;
+                    t.put_message(&msg)?;
+                    out
+                }
+                _ => None,
+            }
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+}
