@@ -77,6 +77,35 @@ impl AdminClient {
     }
 }
 
+impl AdminClient {
+    /// Uploads a local file through `POST /api/media`; returns the daemon's answer.
+    pub async fn upload(&self, filename: &str, bytes: Vec<u8>) -> Result<Value, CliError> {
+        let url = format!(
+            "{}/api/media?filename={}",
+            self.base,
+            percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let mut req = self.http.post(&url).body(bytes);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(value)
+    }
+}
+
 /// Formats rows as an aligned text table with a header.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();

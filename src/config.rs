@@ -137,6 +137,14 @@ pub struct WhatsAppConfig {
     pub request_timeout: Duration,
     /// Largest inbound media file downloaded and kept beside the store (bytes).
     pub media_max_bytes: u64,
+    /// Messages that may go to one recipient back to back (Meta's pair rate).
+    pub pair_burst: u32,
+    /// After the burst, one message per this interval to the same recipient.
+    pub pair_interval: Duration,
+    /// First retry delay; doubles each attempt (±25 % jitter), capped at 10 minutes.
+    pub retry_base: Duration,
+    /// Sends in flight at once.
+    pub max_in_flight: usize,
 }
 
 /// `[odoo]`.
@@ -233,6 +241,10 @@ struct RawWhatsApp {
     retry_horizon: Option<String>,
     request_timeout: Option<String>,
     media_max_bytes: Option<u64>,
+    pair_burst: Option<u32>,
+    pair_interval: Option<String>,
+    retry_base: Option<String>,
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +334,10 @@ impl Config {
             retry_horizon: cx.duration("whatsapp.retry_horizon", w.retry_horizon, "1h")?,
             request_timeout: cx.duration("whatsapp.request_timeout", w.request_timeout, "30s")?,
             media_max_bytes: w.media_max_bytes.unwrap_or(16 * 1024 * 1024),
+            pair_burst: w.pair_burst.unwrap_or(10).max(1),
+            pair_interval: cx.duration("whatsapp.pair_interval", w.pair_interval, "6s")?,
+            retry_base: cx.duration("whatsapp.retry_base", w.retry_base, "2s")?,
+            max_in_flight: w.max_in_flight.unwrap_or(32).max(1),
         };
         if url::Url::parse(&whatsapp.api_base).is_err() {
             return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));

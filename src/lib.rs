@@ -16,6 +16,7 @@
 //! - [`outbox`]: the durable send queue: enqueue (validation, 24 h window), rate limits,
 //!   retries, and the crash policy for interrupted sends.
 //! - [`script`]: the Lua runtime: sandbox, script registry, hot reload, dispatch.
+//! - [`media`]: media files kept beside the store.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -23,6 +24,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod media;
 pub mod outbox;
 pub mod script;
 pub mod store;
@@ -53,6 +55,9 @@ pub enum RunError {
         /// Why.
         source: store::StoreError,
     },
+    /// The Graph API client could not be built from the configuration.
+    #[error("whatsapp: {0}")]
+    Graph(String),
 }
 
 /// The running daemon's shared state, handed to every request handler.
@@ -63,6 +68,10 @@ pub struct App {
     pub store: Store,
     /// The journal writer of webhook deliveries.
     pub journal: DeliveryJournal,
+    /// The enqueue side of the outbox.
+    pub outbox: outbox::Outbox,
+    /// The Graph API client (absent in dry run without an access token).
+    pub graph: Option<Arc<whatsapp::client::GraphClient>>,
 }
 
 /// Explains a Meta error code for an operator.
@@ -109,10 +118,50 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .run(),
     );
 
+    let outbox_wake = Arc::new(Notify::new());
+    let outbox = outbox::Outbox::new(
+        store.clone(),
+        outbox_wake.clone(),
+        config.whatsapp.dry_run,
+        config.whatsapp.allow_outside_window,
+    );
+    let w = &config.whatsapp;
+    let graph = match &w.access_token {
+        Some(token) => Some(Arc::new(
+            whatsapp::client::GraphClient::new(&w.api_base, &w.phone_number_id, token.expose().to_string(), w.request_timeout)
+                .map_err(|e| RunError::Graph(e.to_string()))?,
+        )),
+        None => None,
+    };
+    match (&graph, w.dry_run) {
+        (Some(client), false) => {
+            tasks.spawn(
+                outbox::OutboxWorker {
+                    store: store.clone(),
+                    client: client.clone(),
+                    wake: outbox_wake.clone(),
+                    shutdown: stop_tasks.clone(),
+                    settings: outbox::OutboxSettings {
+                        max_per_second: w.max_per_second,
+                        pair_burst: w.pair_burst,
+                        pair_interval: w.pair_interval,
+                        retry_base: w.retry_base,
+                        retry_horizon: w.retry_horizon,
+                        max_in_flight: w.max_in_flight,
+                    },
+                }
+                .run(),
+            );
+        }
+        _ => tracing::info!("dry run: outbound messages are recorded with status dry_run, nothing is sent"),
+    }
+
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
         journal,
+        outbox,
+        graph,
     });
     if config.whatsapp.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");

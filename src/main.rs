@@ -27,6 +27,8 @@ enum Command {
     Serve,
     /// Load the configuration and report every error; exit 1 if any.
     Check,
+    /// Queue a message through a running daemon's admin API.
+    Send(SendArgs),
     /// List conversations of a running daemon, most recent first.
     Conversations {
         /// How many.
@@ -41,6 +43,41 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("content").required(true).args(["text", "template", "image", "document"])))]
+struct SendArgs {
+    /// Recipient: phone number, BSUID or a known contact's username.
+    #[arg(long)]
+    to: String,
+    /// A text message.
+    #[arg(long)]
+    text: Option<String>,
+    /// An approved template's name.
+    #[arg(long)]
+    template: Option<String>,
+    /// The template's language code.
+    #[arg(long, default_value = "fr")]
+    lang: String,
+    /// A body parameter of the template (repeat in order).
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// An image by URL.
+    #[arg(long)]
+    image: Option<String>,
+    /// A document: a URL, or a local file that is uploaded first.
+    #[arg(long)]
+    document: Option<String>,
+    /// Caption of an image or document.
+    #[arg(long)]
+    caption: Option<String>,
+    /// File name shown for a document (defaults to the local file's name).
+    #[arg(long)]
+    filename: Option<String>,
+    /// Reply to this wamid.
+    #[arg(long)]
+    reply_to: Option<String>,
 }
 
 const DEFAULT_CONFIG: &str = "conf/walua.toml";
@@ -101,6 +138,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: configuration OK", config.file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Send(args) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            let request = build_send_request(&client, args).await?;
+            let answer = client.request(reqwest::Method::POST, "/api/messages", Some(&request)).await;
+            match answer {
+                Ok(a) => {
+                    println!("message {} {}", a["id"], a["status"].as_str().unwrap_or("?"));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }),
         Command::Conversations { limit } => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let answer = client
@@ -120,6 +169,48 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> anyhow::Result<serde_json::Value> {
+    use serde_json::json;
+    let mut req = if let Some(text) = a.text {
+        json!({ "type": "text", "text": text })
+    } else if let Some(name) = a.template {
+        let mut req = json!({ "type": "template", "name": name, "lang": a.lang });
+        if !a.params.is_empty() {
+            let parameters: Vec<_> = a.params.iter().map(|p| json!({ "type": "text", "text": p })).collect();
+            req["components"] = json!([{ "type": "body", "parameters": parameters }]);
+        }
+        req
+    } else if let Some(link) = a.image {
+        json!({ "type": "image", "link": link, "caption": a.caption })
+    } else if let Some(doc) = a.document {
+        if doc.starts_with("http://") || doc.starts_with("https://") {
+            json!({ "type": "document", "link": doc, "caption": a.caption, "filename": a.filename })
+        } else {
+            let path = Path::new(&doc);
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {doc}"))?;
+            let filename = a
+                .filename
+                .clone()
+                .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "document".into());
+            let uploaded = client.upload(&filename, bytes).await?;
+            let id = uploaded["id"].as_str().context("the daemon answered no media id")?.to_string();
+            json!({ "type": "document", "media": id, "caption": a.caption, "filename": filename })
+        }
+    } else {
+        unreachable!("clap requires one content argument")
+    };
+    req["to"] = json!(a.to);
+    if let Some(r) = a.reply_to {
+        req["reply_to"] = json!(r);
+    }
+    // drop nulls so that optional fields are simply absent
+    if let Some(obj) = req.as_object_mut() {
+        obj.retain(|_, v| !v.is_null());
+    }
+    Ok(req)
 }
 
 /// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).

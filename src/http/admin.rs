@@ -57,11 +57,100 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 Err(e) => store_error(e),
             }
         }
+        (&Method::POST, ["messages"]) => send_message(app, req).await,
+        (&Method::POST, ["messages", id, "resend"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
+            };
+            match app.store.blocking(move |s| s.outbox_resend(id)).await {
+                Ok(Some(m)) if !app.config.whatsapp.dry_run => {
+                    app.outbox.wake();
+                    json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status }))
+                }
+                Ok(Some(m)) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status })),
+                Ok(None) => error(
+                    StatusCode::CONFLICT,
+                    format!("message {id} is not an outbound message in status failed or unknown without a wamid"),
+                ),
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::POST, ["media"]) => upload_media(app, req).await,
         (&Method::GET, ["events"]) => {
             let result = app.store.blocking(move |s| s.events(limit)).await;
             respond(result.map(|e| serde_json::json!({ "events": e })))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no route for {} {path}", req.method())),
+    }
+}
+
+/// Largest admin request body (JSON or media upload).
+const MAX_ADMIN_BODY: usize = 100 * 1024 * 1024;
+
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, HttpResponse> {
+    use http_body_util::{BodyExt, Limited};
+    match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {e}"))),
+    }
+}
+
+async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let request: crate::outbox::SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid message request: {e}")),
+    };
+    match app.outbox.enqueue(request, "api".into()).await {
+        Ok(m) if m.status == "failed" => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "id": m.id, "status": m.status, "error": m.error }),
+        ),
+        Ok(m) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status })),
+        Err(crate::outbox::SendError::Invalid(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(crate::outbox::SendError::Store(e)) => store_error(e),
+    }
+}
+
+/// `POST /api/media?filename=F&mime=M` with the file as body: uploads it to Meta and answers
+/// `{"id": MEDIA_ID}`. In dry run the file is kept beside the store and a local id returned.
+async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
+    let mut filename = None;
+    let mut mime = None;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "filename" => filename = Some(v.into_owned()),
+            "mime" => mime = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(filename) = filename.filter(|f| !f.is_empty() && !f.contains('/')) else {
+        return error(StatusCode::BAD_REQUEST, "query parameter `filename` is required (no slashes)");
+    };
+    let mime = mime.unwrap_or_else(|| crate::media::mime_for(&filename).to_string());
+    let body = match read_body(req).await {
+        Ok(b) if !b.is_empty() => b,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "empty file"),
+        Err(r) => return r,
+    };
+    match (&app.graph, app.config.whatsapp.dry_run) {
+        (Some(client), false) => match client.upload_media(body.to_vec(), &mime, &filename).await {
+            Ok(id) => {
+                tracing::info!(media = %id, %filename, bytes = body.len(), "media uploaded");
+                json(StatusCode::OK, &serde_json::json!({ "id": id }))
+            }
+            Err(f) => {
+                let info = crate::outbox::error_info(&f);
+                json(StatusCode::BAD_GATEWAY, &serde_json::json!({ "error": info.title, "code": info.code, "explanation": info.explanation }))
+            }
+        },
+        _ => match crate::media::save_local(&app.config.store.path, &filename, &body) {
+            Ok(id) => json(StatusCode::OK, &serde_json::json!({ "id": id, "dry_run": true })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot keep the file: {e}")),
+        },
     }
 }
 

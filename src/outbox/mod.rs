@@ -80,6 +80,11 @@ impl Outbox {
         }
     }
 
+    /// Wakes the worker (after a job was queued by another path, e.g. a resend).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Validates and records a message (synchronous: call it off the async runtime).
     pub fn enqueue_blocking(&self, req: &SendRequest, origin: &str) -> Result<MessageRecord, SendError> {
         let recipient = self.resolve_recipient(&req.to)?;
