@@ -63,11 +63,7 @@ impl AdminClient {
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no details")
-                .to_string();
+            let message = error_message(&value);
             return Err(CliError::Api {
                 status: status.as_u16(),
                 message,
@@ -96,13 +92,36 @@ impl AdminClient {
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = value.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
+            let message = error_message(&value);
             return Err(CliError::Api {
                 status: status.as_u16(),
                 message,
             });
         }
         Ok(value)
+    }
+}
+
+/// The readable reason of an admin API error answer (`{"error": "…"}` or a failed message).
+fn error_message(answer: &Value) -> String {
+    match answer.get("error") {
+        Some(Value::String(s)) => s.clone(),
+        Some(e @ Value::Object(_)) => {
+            let mut m = format!(
+                "message {} {}: {}",
+                answer["id"],
+                answer["status"].as_str().unwrap_or("failed"),
+                e["title"].as_str().unwrap_or("")
+            );
+            if let Some(d) = e["details"].as_str() {
+                m.push_str(&format!(" ({d})"));
+            }
+            if let Some(x) = e["explanation"].as_str() {
+                m.push_str(&format!("\n{x}"));
+            }
+            m
+        }
+        _ => "no details".into(),
     }
 }
 
