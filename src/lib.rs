@@ -104,19 +104,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let stop_tasks = CancellationToken::new();
     let tasks = TaskTracker::new();
     let journaled = Arc::new(Notify::new());
-    let processed = Arc::new(Notify::new());
+    let media_wake = Arc::new(Notify::new());
 
-    let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
-    tasks.spawn(
-        DeliveryProcessor {
-            store: store.clone(),
-            journaled: journaled.clone(),
-            processed: processed.clone(),
-            explain: explain_error,
-            shutdown: stop_tasks.clone(),
-        }
-        .run(),
-    );
 
     let outbox_wake = Arc::new(Notify::new());
     let outbox = outbox::Outbox::new(
@@ -155,6 +144,32 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         _ => tracing::info!("dry run: outbound messages are recorded with status dry_run, nothing is sent"),
     }
+    let queue_media = graph.is_some() && !w.dry_run;
+    if let (Some(client), true) = (&graph, queue_media) {
+        tasks.spawn(
+            media::MediaDownloader {
+                store: store.clone(),
+                client: client.clone(),
+                store_path: config.store.path.clone(),
+                max_bytes: w.media_max_bytes,
+                wake: media_wake.clone(),
+                shutdown: stop_tasks.clone(),
+            }
+            .run(),
+        );
+    }
+    let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
+    tasks.spawn(
+        DeliveryProcessor {
+            store: store.clone(),
+            journaled: journaled.clone(),
+            processed: vec![media_wake.clone()],
+            explain: explain_error,
+            shutdown: stop_tasks.clone(),
+            queue_media,
+        }
+        .run(),
+    );
 
     let app = Arc::new(App {
         config: config.clone(),

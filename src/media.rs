@@ -2,6 +2,15 @@
 //! uploaded in dry run.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+use crate::whatsapp::client::GraphClient;
+use crate::whatsapp::error::Disposition;
 
 /// The directory for media files: `media/` next to the store file.
 pub fn media_dir(store_path: &Path) -> PathBuf {
@@ -65,4 +74,76 @@ pub fn save_local(store_path: &Path, filename: &str, bytes: &[u8]) -> std::io::R
         .collect();
     std::fs::write(dir.join(format!("{}-{safe}", &digest[..16])), bytes)?;
     Ok(id)
+}
+
+/// Downloads inbound media (queued durably with their message) into [`media_dir`], and links
+/// each file from its message (`media_file`). Retryable failures are tried again after a
+/// pause; definite ones (too large, unknown media) are logged and dropped.
+pub struct MediaDownloader {
+    /// The store.
+    pub store: Store,
+    /// The Graph API client.
+    pub client: Arc<GraphClient>,
+    /// The store file, whose directory holds `media/`.
+    pub store_path: PathBuf,
+    /// Largest file kept.
+    pub max_bytes: u64,
+    /// Notified when new inbound messages were stored.
+    pub wake: Arc<Notify>,
+    /// Stops the task.
+    pub shutdown: CancellationToken,
+}
+
+impl MediaDownloader {
+    /// Downloads until shutdown.
+    pub async fn run(self) {
+        let dir = media_dir(&self.store_path);
+        loop {
+            let pending = self.store.blocking(|s| s.media_pending(32)).await.unwrap_or_default();
+            let mut retry_later = false;
+            for (message_id, media_id) in pending {
+                if self.shutdown.is_cancelled() {
+                    return;
+                }
+                let outcome = match self.client.download_media(&media_id, self.max_bytes).await {
+                    Ok(media) => {
+                        let name = format!("{message_id}.{}", extension_for(&media.mime_type));
+                        let saved = tokio::fs::create_dir_all(&dir).await.and(tokio::fs::write(dir.join(&name), &media.bytes).await);
+                        match saved {
+                            Ok(()) => {
+                                tracing::info!(message = message_id, media = %media_id, bytes = media.bytes.len(), file = %name, "inbound media saved");
+                                Some(Some(format!("media/{name}")))
+                            }
+                            Err(e) => {
+                                tracing::error!(message = message_id, error = %e, "cannot write media file");
+                                None
+                            }
+                        }
+                    }
+                    Err(f) if f.disposition == Disposition::Retry => {
+                        tracing::warn!(message = message_id, media = %media_id, error = %f, "media download failed; will retry");
+                        None
+                    }
+                    Err(f) => {
+                        tracing::warn!(message = message_id, media = %media_id, error = %f, "media not downloaded");
+                        Some(None)
+                    }
+                };
+                match outcome {
+                    Some(file) => {
+                        if let Err(e) = self.store.blocking(move |s| s.media_done(message_id, file)).await {
+                            tracing::error!(message = message_id, error = %e, "cannot record media download");
+                        }
+                    }
+                    None => retry_later = true,
+                }
+            }
+            let pause = if retry_later { Duration::from_secs(30) } else { Duration::from_secs(3600) };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
 }

@@ -36,6 +36,8 @@ const ORPHAN_STATUSES: TableDefinition<&str, &[u8]> = TableDefinition::new("orph
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Id sequences: name → last id given.
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
+/// Inbound media waiting to be downloaded: message id → Meta media id.
+const MEDIA_DOWNLOADS: TableDefinition<u64, &str> = TableDefinition::new("media_downloads");
 /// Small daemon metadata (health probe time, schema version).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -142,6 +144,7 @@ impl Store {
             txn.open_table(SEQUENCES)?;
             txn.open_table(META)?;
             txn.open_table(outbox::OUTBOX)?;
+            txn.open_table(MEDIA_DOWNLOADS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })
@@ -210,18 +213,33 @@ impl Store {
 
     /// Applies parsed deliveries and removes them from the journal, atomically: a crash
     /// leaves either all of a batch's effects and no journal entries, or neither.
-    pub fn apply_deliveries(&self, batch: &[(u64, Delivery)], explain: &dyn Fn(i64) -> String) -> Result<ApplyReport> {
+    /// With `queue_media`, inbound media messages are queued for download in the same
+    /// transaction.
+    pub fn apply_deliveries(
+        &self,
+        batch: &[(u64, Delivery)],
+        explain: &dyn Fn(i64) -> String,
+        queue_media: bool,
+    ) -> Result<ApplyReport> {
         let txn = self.db.begin_write()?;
         let mut report = ApplyReport::default();
         {
             let mut t = Tables::open(&txn)?;
+            let mut downloads = txn.open_table(MEDIA_DOWNLOADS)?;
             for (delivery_id, delivery) in batch {
                 for change in &delivery.changes {
                     match change {
                         Change::Messages(v) => {
                             for m in &v.messages {
                                 let sender = v.sender_of(m);
+                                let before = report.new_messages.len();
                                 t.insert_inbound(*delivery_id, m, sender.as_ref(), explain, &mut report)?;
+                                if let (true, Some(&id), crate::webhook::payload::Content::Media(media)) =
+                                    (queue_media, report.new_messages.get(before), &m.content)
+                                    && let Some(media_id) = &media.id
+                                {
+                                    downloads.insert(id, media_id.as_str())?;
+                                }
                             }
                             for s in &v.statuses {
                                 t.apply_status(s, explain, &mut report)?;
@@ -244,6 +262,34 @@ impl Store {
         }
         txn.commit()?;
         Ok(report)
+    }
+
+    /// Inbound media waiting for download: (message id, media id), oldest first.
+    pub fn media_pending(&self, limit: usize) -> Result<Vec<(u64, String)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEDIA_DOWNLOADS)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Records the outcome of a media download and takes it off the queue. `file` is the
+    /// path relative to the store's directory; `None` when the download failed for good.
+    pub fn media_done(&self, message_id: u64, file: Option<String>) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = Tables::open(&txn)?;
+            txn.open_table(MEDIA_DOWNLOADS)?.remove(message_id)?;
+            if let (Some(file), Some(mut m)) = (file, t.get_message(message_id)?) {
+                m.media_file = Some(file);
+                t.put_message(&m)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- reads

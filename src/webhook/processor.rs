@@ -21,12 +21,14 @@ pub struct DeliveryProcessor {
     pub store: Store,
     /// Notified by the journal writer after each commit.
     pub journaled: Arc<Notify>,
-    /// Notified after each applied batch that stored new inbound messages.
-    pub processed: Arc<Notify>,
+    /// Each notified after an applied batch that stored new inbound messages.
+    pub processed: Vec<Arc<Notify>>,
     /// Explains Meta error codes for the operator.
     pub explain: fn(i64) -> String,
     /// Stops the loop (the current batch finishes first).
     pub shutdown: CancellationToken,
+    /// Queue inbound media for download (a Graph client exists and this is not a dry run).
+    pub queue_media: bool,
 }
 
 impl DeliveryProcessor {
@@ -58,7 +60,11 @@ impl DeliveryProcessor {
                 return Ok(());
             }
             let explain = self.explain;
-            let report = self.store.blocking(move |s| process_batch(s, BATCH, &explain)).await?;
+            let queue_media = self.queue_media;
+            let report = self
+                .store
+                .blocking(move |s| process_batch(s, BATCH, &explain, queue_media))
+                .await?;
             if report.deliveries == 0 {
                 return Ok(());
             }
@@ -72,7 +78,7 @@ impl DeliveryProcessor {
                 "deliveries processed"
             );
             if !report.new_messages.is_empty() {
-                self.processed.notify_one();
+                self.processed.iter().for_each(|n| n.notify_one());
             }
         }
     }
@@ -83,6 +89,7 @@ pub fn process_batch(
     store: &Store,
     limit: usize,
     explain: &dyn Fn(i64) -> String,
+    queue_media: bool,
 ) -> Result<ApplyReport, crate::store::StoreError> {
     let pending = store.journal_pending(limit)?;
     if pending.is_empty() {
@@ -107,5 +114,5 @@ pub fn process_batch(
             }
         }
     }
-    store.apply_deliveries(&batch, explain)
+    store.apply_deliveries(&batch, explain, queue_media)
 }
