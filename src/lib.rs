@@ -106,7 +106,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let journaled = Arc::new(Notify::new());
     let media_wake = Arc::new(Notify::new());
 
-
     let outbox_wake = Arc::new(Notify::new());
     let outbox = outbox::Outbox::new(
         store.clone(),
@@ -117,8 +116,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let w = &config.whatsapp;
     let graph = match &w.access_token {
         Some(token) => Some(Arc::new(
-            whatsapp::client::GraphClient::new(&w.api_base, &w.phone_number_id, token.expose().to_string(), w.request_timeout)
-                .map_err(|e| RunError::Graph(e.to_string()))?,
+            whatsapp::client::GraphClient::new(
+                &w.api_base,
+                &w.phone_number_id,
+                token.expose().to_string(),
+                w.request_timeout,
+            )
+            .map_err(|e| RunError::Graph(e.to_string()))?,
         )),
         None => None,
     };

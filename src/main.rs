@@ -141,7 +141,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let request = build_send_request(&client, args).await?;
-            let answer = client.request(reqwest::Method::POST, "/api/messages", Some(&request)).await;
+            let answer = client
+                .request(reqwest::Method::POST, "/api/messages", Some(&request))
+                .await;
             match answer {
                 Ok(a) => {
                     println!("message {} {}", a["id"], a["status"].as_str().unwrap_or("?"));
@@ -196,7 +198,10 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
                 .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "document".into());
             let uploaded = client.upload(&filename, bytes).await?;
-            let id = uploaded["id"].as_str().context("the daemon answered no media id")?.to_string();
+            let id = uploaded["id"]
+                .as_str()
+                .context("the daemon answered no media id")?
+                .to_string();
             json!({ "type": "document", "media": id, "caption": a.caption, "filename": filename })
         }
     } else {

@@ -70,7 +70,13 @@ pub fn save_local(store_path: &Path, filename: &str, bytes: &[u8]) -> std::io::R
     std::fs::create_dir_all(&dir)?;
     let safe: String = filename
         .chars()
-        .map(|c| if c.is_alphanumeric() || ".-_".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     std::fs::write(dir.join(format!("{}-{safe}", &digest[..16])), bytes)?;
     Ok(id)
@@ -108,7 +114,9 @@ impl MediaDownloader {
                 let outcome = match self.client.download_media(&media_id, self.max_bytes).await {
                     Ok(media) => {
                         let name = format!("{message_id}.{}", extension_for(&media.mime_type));
-                        let saved = tokio::fs::create_dir_all(&dir).await.and(tokio::fs::write(dir.join(&name), &media.bytes).await);
+                        let saved = tokio::fs::create_dir_all(&dir)
+                            .await
+                            .and(tokio::fs::write(dir.join(&name), &media.bytes).await);
                         match saved {
                             Ok(()) => {
                                 tracing::info!(message = message_id, media = %media_id, bytes = media.bytes.len(), file = %name, "inbound media saved");
@@ -138,7 +146,11 @@ impl MediaDownloader {
                     None => retry_later = true,
                 }
             }
-            let pause = if retry_later { Duration::from_secs(30) } else { Duration::from_secs(3600) };
+            let pause = if retry_later {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_secs(3600)
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}

@@ -65,9 +65,15 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             match app.store.blocking(move |s| s.outbox_resend(id)).await {
                 Ok(Some(m)) if !app.config.whatsapp.dry_run => {
                     app.outbox.wake();
-                    json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status }))
+                    json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "id": m.id, "status": m.status }),
+                    )
                 }
-                Ok(Some(m)) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status })),
+                Ok(Some(m)) => json(
+                    StatusCode::ACCEPTED,
+                    &serde_json::json!({ "id": m.id, "status": m.status }),
+                ),
                 Ok(None) => error(
                     StatusCode::CONFLICT,
                     format!("message {id} is not an outbound message in status failed or unknown without a wamid"),
@@ -91,7 +97,10 @@ async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, HttpResponse>
     use http_body_util::{BodyExt, Limited};
     match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the body: {e}"))),
+        Err(e) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read the body: {e}"),
+        )),
     }
 }
 
@@ -109,7 +118,10 @@ async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
             StatusCode::UNPROCESSABLE_ENTITY,
             &serde_json::json!({ "id": m.id, "status": m.status, "error": m.error }),
         ),
-        Ok(m) => json(StatusCode::ACCEPTED, &serde_json::json!({ "id": m.id, "status": m.status })),
+        Ok(m) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "id": m.id, "status": m.status }),
+        ),
         Err(crate::outbox::SendError::Invalid(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(crate::outbox::SendError::Store(e)) => store_error(e),
     }
@@ -128,7 +140,10 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
         }
     }
     let Some(filename) = filename.filter(|f| !f.is_empty() && !f.contains('/')) else {
-        return error(StatusCode::BAD_REQUEST, "query parameter `filename` is required (no slashes)");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `filename` is required (no slashes)",
+        );
     };
     let mime = mime.unwrap_or_else(|| crate::media::mime_for(&filename).to_string());
     let body = match read_body(req).await {
@@ -144,7 +159,10 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
             }
             Err(f) => {
                 let info = crate::outbox::error_info(&f);
-                json(StatusCode::BAD_GATEWAY, &serde_json::json!({ "error": info.title, "code": info.code, "explanation": info.explanation }))
+                json(
+                    StatusCode::BAD_GATEWAY,
+                    &serde_json::json!({ "error": info.title, "code": info.code, "explanation": info.explanation }),
+                )
             }
         },
         _ => match crate::media::save_local(&app.config.store.path, &filename, &body) {

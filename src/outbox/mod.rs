@@ -85,12 +85,14 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Validates and records a message (synchronous: call it off the async runtime).
-    pub fn enqueue_blocking(&self, req: &SendRequest, origin: &str) -> Result<MessageRecord, SendError> {
+    /// Validates a request and gives it an id, without recording anything yet (scripts
+    /// commit their sends together with their outcome).
+    pub fn prepare(&self, req: &SendRequest, origin: &str) -> Result<NewOutbound, SendError> {
         let recipient = self.resolve_recipient(&req.to)?;
         let body = req.content.graph_body(&recipient, req.reply_to.as_deref())?;
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
-        let record = self.store.enqueue_outbound(NewOutbound {
+        Ok(NewOutbound {
+            id: self.store.allocate_message_id(),
             recipient: recipient.as_str().to_string(),
             kind: req.content.kind().to_string(),
             summary: req.content.summary(),
@@ -101,7 +103,12 @@ impl Outbox {
             dry_run: self.dry_run,
             origin: origin.to_string(),
             reply_to: req.reply_to.clone(),
-        })?;
+        })
+    }
+
+    /// Logs a recorded message and wakes the worker when it was queued.
+    pub fn recorded(&self, record: &MessageRecord, origin: &str) {
+        let recipient = record.to.as_deref().unwrap_or("?");
         match record.status.as_str() {
             "queued" => {
                 tracing::info!(message = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
@@ -114,6 +121,13 @@ impl Outbox {
                 tracing::warn!(message = record.id, to = %recipient, origin, error = ?record.error.as_ref().map(|e| &e.title), "outbound message refused")
             }
         }
+    }
+
+    /// Validates and records a message (synchronous: call it off the async runtime).
+    pub fn enqueue_blocking(&self, req: &SendRequest, origin: &str) -> Result<MessageRecord, SendError> {
+        let new = self.prepare(req, origin)?;
+        let record = self.store.enqueue_outbound(new)?;
+        self.recorded(&record, origin);
         Ok(record)
     }
 

@@ -81,6 +81,10 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The last message id handed out. Ids are allocated here, outside transactions, so that
+    /// a script run can know the ids of the messages it queues before they are committed
+    /// with its outcome; a crash leaves harmless gaps.
+    message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What applying a batch of deliveries did, for logs and metrics.
@@ -147,7 +151,20 @@ impl Store {
             txn.open_table(MEDIA_DOWNLOADS)?;
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        let last = {
+            let read = db.begin_read()?;
+            let seq = read.open_table(SEQUENCES)?;
+            seq.get("message")?.map(|v| v.value()).unwrap_or(0)
+        };
+        Ok(Store {
+            db: Arc::new(db),
+            message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
+        })
+    }
+
+    /// Hands out a new message id (see `message_ids`).
+    pub fn allocate_message_id(&self) -> u64 {
+        self.message_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
     /// Runs a store operation on the blocking pool, off the async runtime.
@@ -224,7 +241,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let mut report = ApplyReport::default();
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut downloads = txn.open_table(MEDIA_DOWNLOADS)?;
             for (delivery_id, delivery) in batch {
                 for change in &delivery.changes {
@@ -281,7 +298,7 @@ impl Store {
     pub fn media_done(&self, message_id: u64, file: Option<String>) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             txn.open_table(MEDIA_DOWNLOADS)?.remove(message_id)?;
             if let (Some(file), Some(mut m)) = (file, t.get_message(message_id)?) {
                 m.media_file = Some(file);
@@ -403,6 +420,15 @@ fn next_ids(seq: &mut Table<&str, u64>, name: &str, count: u64) -> Result<u64> {
     Ok(last + 1)
 }
 
+/// Keeps a sequence at least at `id` (ids allocated outside the transaction).
+fn record_id(seq: &mut Table<&str, u64>, name: &str, id: u64) -> Result<()> {
+    let last = seq.get(name)?.map(|v| v.value()).unwrap_or(0);
+    if id > last {
+        seq.insert(name, id)?;
+    }
+    Ok(())
+}
+
 fn resolve_alias(aliases: &impl ReadableTable<&'static str, &'static str>, contact: &str) -> Result<Option<String>> {
     let normalized = normalize_contact(contact);
     Ok(aliases.get(normalized.as_str())?.map(|v| v.value().to_string()))
@@ -419,10 +445,11 @@ struct Tables<'txn> {
     orphans: Table<'txn, &'static str, &'static [u8]>,
     events: Table<'txn, u64, &'static [u8]>,
     sequences: Table<'txn, &'static str, u64>,
+    message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+    fn open(txn: &'txn WriteTransaction, message_ids: &Arc<std::sync::atomic::AtomicU64>) -> Result<Self> {
         Ok(Tables {
             journal: txn.open_table(JOURNAL)?,
             messages: txn.open_table(MESSAGES)?,
@@ -433,6 +460,7 @@ impl<'txn> Tables<'txn> {
             orphans: txn.open_table(ORPHAN_STATUSES)?,
             events: txn.open_table(EVENTS)?,
             sequences: txn.open_table(SEQUENCES)?,
+            message_ids: message_ids.clone(),
         })
     }
 
@@ -549,7 +577,8 @@ impl<'txn> Tables<'txn> {
             ..ContactInfo::default()
         };
         let mut conv = self.upsert_contact(sender.unwrap_or(&unknown))?;
-        let id = next_ids(&mut self.sequences, "message", 1)?;
+        let id = self.message_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        record_id(&mut self.sequences, "message", id)?;
         let summary = m.summary();
         let mut record = MessageRecord {
             id,

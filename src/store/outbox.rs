@@ -50,6 +50,8 @@ pub struct OutboxJob {
 /// An outbound message to record.
 #[derive(Debug, Clone)]
 pub struct NewOutbound {
+    /// Its id, from [`Store::allocate_message_id`].
+    pub id: u64,
     /// The recipient as it goes to Meta (phone or BSUID).
     pub recipient: String,
     /// Message type (`text`, `template`, …).
@@ -109,90 +111,9 @@ impl Store {
     pub fn enqueue_outbound(&self, new: NewOutbound) -> Result<MessageRecord> {
         let txn = self.db.begin_write()?;
         let record = {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
-            let now = now_ms();
-            let alias = normalize_contact(&new.recipient);
-            let key = t.aliases.get(alias.as_str())?.map(|v| v.value().to_string());
-            let existing = match &key {
-                Some(k) => t.get_conversation(k)?,
-                None => None,
-            };
-            let mut conv = existing.clone().unwrap_or_else(|| {
-                let bsuid = crate::whatsapp::message::Recipient::parse(&alias)
-                    .map(|r| matches!(r, crate::whatsapp::message::Recipient::Bsuid(_)))
-                    .unwrap_or(false);
-                Conversation {
-                    contact: alias.clone(),
-                    wa_id: (!bsuid).then(|| alias.clone()),
-                    user_id: bsuid.then(|| alias.clone()),
-                    ..Conversation::default()
-                }
-            });
-            let id = super::next_ids(&mut t.sequences, "message", 1)?;
-            let mut body = new.body.clone();
-            if body.get("status").is_none() {
-                body["biz_opaque_callback_data"] = Value::String(format!("{CALLBACK_PREFIX}{id}"));
-            }
-            let mut record = MessageRecord {
-                id,
-                direction: Direction::Outbound,
-                wamid: None,
-                contact: conv.contact.clone(),
-                from: None,
-                to: Some(new.recipient.clone()),
-                kind: new.kind.clone(),
-                summary: new.summary.clone(),
-                status: "queued".into(),
-                statuses: vec![],
-                error: None,
-                timestamp: now / 1000,
-                stored_at_ms: now,
-                delivery_id: None,
-                content: new.content.clone(),
-                context: new.reply_to.as_ref().map(|w| serde_json::json!({ "id": w })),
-                raw: body,
-                response: None,
-                attempts: 0,
-                media_file: None,
-                origin: Some(new.origin.clone()),
-            };
-            let local = |status: &str| StatusEntry {
-                status: status.into(),
-                timestamp: now / 1000,
-                errors: vec![],
-                conversation: None,
-                pricing: None,
-            };
-            if new.free_form && !new.allow_outside_window && !super::outbox::window_open(existing.as_ref(), now / 1000)
-            {
-                record.status = "failed".into();
-                record.statuses.push(local("failed"));
-                record.error = Some(window_closed_error(&new.recipient, existing.as_ref()));
-            } else if new.dry_run {
-                record.status = "dry_run".into();
-                record.statuses.push(local("dry_run"));
-            } else {
-                record.statuses.push(local("queued"));
-                let job = OutboxJob {
-                    message_id: id,
-                    recipient: new.recipient.clone(),
-                    state: JobState::Queued,
-                    attempts: 0,
-                    next_attempt_ms: now,
-                    queued_at_ms: now,
-                    last_error: None,
-                };
-                outbox.insert(id, encode(&job).as_slice())?;
-            }
-            t.put_message(&record)?;
-            t.conversation_messages.insert((conv.contact.as_str(), id), ())?;
-            conv.message_count += 1;
-            conv.last_message_at = conv.last_message_at.max(now / 1000);
-            conv.last_summary = new.summary.clone();
-            t.put_conversation(&conv)?;
-            t.aliases.insert(alias.as_str(), conv.contact.as_str())?;
-            record
+            t.insert_outbound(&mut outbox, &new)?
         };
         txn.commit()?;
         Ok(record)
@@ -260,7 +181,7 @@ impl Store {
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             outbox.remove(id)?;
             if let Some(mut m) = t.get_message(id)? {
@@ -315,7 +236,7 @@ impl Store {
     pub fn outbox_failed(&self, id: u64, error: ErrorInfo, response: Option<Value>) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             txn.open_table(OUTBOX)?.remove(id)?;
             if let Some(mut m) = t.get_message(id)? {
                 m.status = "failed".into();
@@ -345,7 +266,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let mut ids = Vec::new();
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut interrupted = Vec::new();
             for row in outbox.iter()? {
@@ -385,7 +306,7 @@ impl Store {
     pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
         let txn = self.db.begin_write()?;
         let out = {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             match t.get_message(id)? {
                 Some(mut m)
@@ -430,7 +351,7 @@ impl Store {
     ) -> Result<Option<T>> {
         let txn = self.db.begin_write()?;
         let out = {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             let job: Option<OutboxJob> = {
                 let row = outbox.get(id)?;
@@ -448,5 +369,98 @@ impl Store {
         };
         txn.commit()?;
         Ok(out)
+    }
+}
+
+impl Tables<'_> {
+    /// Records an outbound message (and its job unless dry run or refused by the window)
+    /// inside the caller's transaction.
+    pub(super) fn insert_outbound(
+        &mut self,
+        outbox: &mut redb::Table<'_, u64, &'static [u8]>,
+        new: &NewOutbound,
+    ) -> Result<MessageRecord> {
+        let now = now_ms();
+        let alias = normalize_contact(&new.recipient);
+        let key = self.aliases.get(alias.as_str())?.map(|v| v.value().to_string());
+        let existing = match &key {
+            Some(k) => self.get_conversation(k)?,
+            None => None,
+        };
+        let mut conv = existing.clone().unwrap_or_else(|| {
+            let bsuid = crate::whatsapp::message::Recipient::parse(&alias)
+                .map(|r| matches!(r, crate::whatsapp::message::Recipient::Bsuid(_)))
+                .unwrap_or(false);
+            Conversation {
+                contact: alias.clone(),
+                wa_id: (!bsuid).then(|| alias.clone()),
+                user_id: bsuid.then(|| alias.clone()),
+                ..Conversation::default()
+            }
+        });
+        let id = new.id;
+        super::record_id(&mut self.sequences, "message", id)?;
+        let mut body = new.body.clone();
+        if body.get("status").is_none() {
+            body["biz_opaque_callback_data"] = Value::String(format!("{CALLBACK_PREFIX}{id}"));
+        }
+        let mut record = MessageRecord {
+            id,
+            direction: Direction::Outbound,
+            wamid: None,
+            contact: conv.contact.clone(),
+            from: None,
+            to: Some(new.recipient.clone()),
+            kind: new.kind.clone(),
+            summary: new.summary.clone(),
+            status: "queued".into(),
+            statuses: vec![],
+            error: None,
+            timestamp: now / 1000,
+            stored_at_ms: now,
+            delivery_id: None,
+            content: new.content.clone(),
+            context: new.reply_to.as_ref().map(|w| serde_json::json!({ "id": w })),
+            raw: body,
+            response: None,
+            attempts: 0,
+            media_file: None,
+            origin: Some(new.origin.clone()),
+        };
+        let local = |status: &str| StatusEntry {
+            status: status.into(),
+            timestamp: now / 1000,
+            errors: vec![],
+            conversation: None,
+            pricing: None,
+        };
+        if new.free_form && !new.allow_outside_window && !super::outbox::window_open(existing.as_ref(), now / 1000) {
+            record.status = "failed".into();
+            record.statuses.push(local("failed"));
+            record.error = Some(window_closed_error(&new.recipient, existing.as_ref()));
+        } else if new.dry_run {
+            record.status = "dry_run".into();
+            record.statuses.push(local("dry_run"));
+        } else {
+            record.statuses.push(local("queued"));
+            let job = OutboxJob {
+                message_id: id,
+                recipient: new.recipient.clone(),
+                state: JobState::Queued,
+                attempts: 0,
+                next_attempt_ms: now,
+                queued_at_ms: now,
+                last_error: None,
+            };
+            outbox.insert(id, encode(&job).as_slice())?;
+        }
+        self.put_message(&record)?;
+        self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
+        conv.message_count += 1;
+        conv.last_message_at = conv.last_message_at.max(now / 1000);
+        conv.last_summary = new.summary.clone();
+        self.put_conversation(&conv)?;
+        self.aliases.insert(alias.as_str(), conv.contact.as_str())?;
+        Ok(record)
     }
 }
