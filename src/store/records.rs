@@ -239,10 +239,16 @@ mod tests {
         r.apply_status(st("delivered", 2), |_| String::new());
         assert_eq!(r.status, "read");
         assert_eq!(r.statuses.len(), 2);
-        r.apply_status(st("failed", 4), |_| "why".into());
+        let mut failed = st("failed", 4);
+        failed.errors.push(MetaError {
+            code: 131047,
+            ..MetaError::default()
+        });
+        r.apply_status(failed, |code| format!("why {code}"));
         r.apply_status(st("read", 5), |_| String::new());
         assert_eq!(r.status, "failed");
-        assert_eq!(r.error.as_ref().unwrap().explanation, "why");
+        assert_eq!(r.error.as_ref().unwrap().explanation, "why 131047");
+        assert_eq!(r.error.as_ref().unwrap().code, 131047);
         // a redelivered status is recorded once
         assert!(!r.apply_status(st("read", 5), |_| String::new()));
         assert_eq!(r.statuses.len(), 4);
