@@ -171,6 +171,14 @@ pub struct OdooConfig {
 pub struct ScriptsConfig {
     /// Root of the scripts tree (buttons/, scenarios/, templates/, hooks/, cron/, lib/).
     pub dir: PathBuf,
+    /// Lua worker threads (each owns one Lua state).
+    pub workers: usize,
+    /// CPU budget of one script run.
+    pub cpu_budget: Duration,
+    /// Memory budget of one Lua state (bytes).
+    pub memory_budget: usize,
+    /// Watch the directory and reload scripts when they are saved.
+    pub hot_reload: bool,
 }
 
 /// `[log]`.
@@ -263,6 +271,10 @@ struct RawOdoo {
 #[serde(deny_unknown_fields)]
 struct RawScripts {
     dir: Option<PathBuf>,
+    workers: Option<usize>,
+    cpu_budget: Option<String>,
+    memory_budget: Option<usize>,
+    hot_reload: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +395,16 @@ impl Config {
 
         let scripts = ScriptsConfig {
             dir: raw.scripts.dir.unwrap_or_else(|| PathBuf::from("scripts")),
+            workers: raw.scripts.workers.unwrap_or(2).clamp(1, 64),
+            cpu_budget: cx.duration("scripts.cpu_budget", raw.scripts.cpu_budget, "200ms")?,
+            memory_budget: match raw.scripts.memory_budget {
+                Some(n) if n < 1024 * 1024 => {
+                    return Err(cx.invalid("scripts.memory_budget", "must be at least 1048576 bytes"));
+                }
+                Some(n) => n,
+                None => 32 * 1024 * 1024,
+            },
+            hot_reload: raw.scripts.hot_reload.unwrap_or(true),
         };
         let log = LogConfig {
             format: raw.log.format.unwrap_or(LogFormat::Text),

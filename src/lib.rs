@@ -55,6 +55,9 @@ pub enum RunError {
         /// Why.
         source: store::StoreError,
     },
+    /// The script runtime could not start.
+    #[error("scripts: {0}")]
+    Scripts(String),
     /// The Graph API client could not be built from the configuration.
     #[error("whatsapp: {0}")]
     Graph(String),
@@ -72,6 +75,8 @@ pub struct App {
     pub outbox: outbox::Outbox,
     /// The Graph API client (absent in dry run without an access token).
     pub graph: Option<Arc<whatsapp::client::GraphClient>>,
+    /// The loaded scripts, their watcher and the Lua pool.
+    pub scripts: script::Scripts,
 }
 
 /// Explains a Meta error code for an operator.
@@ -162,12 +167,30 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             .run(),
         );
     }
+    // Scripts: load, watch, and the Lua pool with its dispatcher.
+    let scripts =
+        script::Scripts::start(&config, store.clone(), outbox.clone()).map_err(|e| RunError::Scripts(e.to_string()))?;
+    let dispatch_wake = Arc::new(Notify::new());
+    tasks.spawn(
+        script::dispatch::Dispatcher {
+            store: store.clone(),
+            runtime: scripts.runtime.clone(),
+            outbox: outbox.clone(),
+            wake: dispatch_wake.clone(),
+            shutdown: stop_tasks.clone(),
+            workers: config.scripts.workers,
+            on_outcome: Arc::new(|_| {}),
+        }
+        .run(),
+    );
+    tasks.spawn(script::reload_on_sighup(scripts.clone(), stop_tasks.clone()));
+
     let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
     tasks.spawn(
         DeliveryProcessor {
             store: store.clone(),
             journaled: journaled.clone(),
-            processed: vec![media_wake.clone()],
+            processed: vec![media_wake.clone(), dispatch_wake.clone()],
             explain: explain_error,
             shutdown: stop_tasks.clone(),
             queue_media,
@@ -181,6 +204,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         journal,
         outbox,
         graph,
+        scripts: scripts.clone(),
     });
     if config.whatsapp.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
@@ -213,6 +237,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop in time");
     }
+    let _ = tokio::task::spawn_blocking(move || scripts.stop()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -28,7 +28,7 @@ enum Command {
     /// Load the configuration and report every error; exit 1 if any.
     Check,
     /// Queue a message through a running daemon's admin API.
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// List conversations of a running daemon, most recent first.
     Conversations {
         /// How many.
@@ -140,7 +140,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Send(args) => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
-            let request = build_send_request(&client, args).await?;
+            let request = build_send_request(&client, *args).await?;
             let answer = client
                 .request(reqwest::Method::POST, "/api/messages", Some(&request))
                 .await;

@@ -440,7 +440,7 @@ fn the_cli_prints_conversations_and_messages_tables() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let text = config_text(dir.path(), "", "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let text = config_text(dir.path(), DRY_RUN, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let conf = dir.path().join("walua.toml");
     std::fs::write(&conf, &text).unwrap();
     let config = walua::Config::from_toml(&conf, &text).unwrap();

@@ -82,6 +82,25 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             }
         }
         (&Method::POST, ["media"]) => upload_media(app, req).await,
+        (&Method::GET, ["scripts"]) => {
+            let status = app.scripts.registry.read().expect("not poisoned").status();
+            json(StatusCode::OK, &serde_json::json!({ "scripts": status }))
+        }
+        (&Method::POST, ["scripts", "reload"]) => {
+            let scripts = app.scripts.clone();
+            let report = tokio::task::spawn_blocking(move || scripts.reload_all()).await;
+            match report {
+                Ok(r) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "loaded": r.loaded.len(),
+                        "removed": r.removed.len(),
+                        "errors": r.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+                    }),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
         (&Method::GET, ["events"]) => {
             let result = app.store.blocking(move |s| s.events(limit)).await;
             respond(result.map(|e| serde_json::json!({ "events": e })))

@@ -315,6 +315,12 @@ impl Sandbox {
         self.make_env.call(())
     }
 
+    /// The Lua function that [`Sandbox::fresh_env`] calls, for Rust callbacks that need a
+    /// fresh environment of their own (e.g. rendering a template from inside a run).
+    pub fn env_factory(&self) -> Function {
+        self.make_env.clone()
+    }
+
     /// Runs a compiled chunk with `env` as its globals (`_ENV`), under the budgets.
     ///
     /// The chunk's `_ENV` upvalue is re-pointed with [`Function::set_environment`], so a chunk

@@ -16,7 +16,9 @@ use redb::{
 use serde_json::Value;
 
 use crate::webhook::payload::{Change, ContactInfo, Delivery, InboundMessage, StatusUpdate};
-pub use records::{Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, StatusEntry};
+pub use records::{
+    Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, ScenarioState, ScriptOutcome, StatusEntry,
+};
 
 /// Webhook deliveries durably journaled and not yet processed: delivery id → raw body.
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
@@ -38,6 +40,12 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 /// Inbound media waiting to be downloaded: message id → Meta media id.
 const MEDIA_DOWNLOADS: TableDefinition<u64, &str> = TableDefinition::new("media_downloads");
+/// Inbound messages waiting for their script dispatch: message id → ().
+const DISPATCH: TableDefinition<u64, ()> = TableDefinition::new("dispatch");
+/// Scripts' persistent key/value store (`env.store`): key → JSON value.
+const SCRIPT_KV: TableDefinition<&str, &[u8]> = TableDefinition::new("script_kv");
+/// Active scenario per contact: conversation key → JSON [`ScenarioState`].
+const SCENARIOS: TableDefinition<&str, &[u8]> = TableDefinition::new("scenarios");
 /// Small daemon metadata (health probe time, schema version).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -85,6 +93,19 @@ pub struct Store {
     /// a script run can know the ids of the messages it queues before they are committed
     /// with its outcome; a crash leaves harmless gaps.
     message_ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The effects of script runs, committed together by [`Store::commit_script_runs`].
+#[derive(Debug, Default, Clone)]
+pub struct ScriptCommit {
+    /// Outbound messages the scripts queued (ids already allocated).
+    pub sends: Vec<outbox::NewOutbound>,
+    /// `env.store` writes, in order (`None` deletes).
+    pub kv: Vec<(String, Option<Value>)>,
+    /// Scenario state changes per contact (`None` ends the scenario).
+    pub scenarios: Vec<(String, Option<ScenarioState>)>,
+    /// Dispatched inbound messages and what their scripts did.
+    pub outcomes: Vec<(u64, ScriptOutcome)>,
 }
 
 /// What applying a batch of deliveries did, for logs and metrics.
@@ -149,6 +170,9 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(outbox::OUTBOX)?;
             txn.open_table(MEDIA_DOWNLOADS)?;
+            txn.open_table(DISPATCH)?;
+            txn.open_table(SCRIPT_KV)?;
+            txn.open_table(SCENARIOS)?;
         }
         txn.commit()?;
         let last = {
@@ -243,6 +267,7 @@ impl Store {
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut downloads = txn.open_table(MEDIA_DOWNLOADS)?;
+            let mut dispatch = txn.open_table(DISPATCH)?;
             for (delivery_id, delivery) in batch {
                 for change in &delivery.changes {
                     match change {
@@ -251,6 +276,9 @@ impl Store {
                                 let sender = v.sender_of(m);
                                 let before = report.new_messages.len();
                                 t.insert_inbound(*delivery_id, m, sender.as_ref(), explain, &mut report)?;
+                                if let Some(&id) = report.new_messages.get(before) {
+                                    dispatch.insert(id, ())?;
+                                }
                                 if let (true, Some(&id), crate::webhook::payload::Content::Media(media)) =
                                     (queue_media, report.new_messages.get(before), &m.content)
                                     && let Some(media_id) = &media.id
@@ -307,6 +335,75 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    // ---------------------------------------------------------------- scripts
+
+    /// Inbound messages whose scripts have not run yet, oldest first.
+    pub fn dispatch_pending(&self, limit: usize) -> Result<Vec<u64>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DISPATCH)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.take(limit) {
+            out.push(row?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// A script key/value entry.
+    pub fn kv_get(&self, key: &str) -> Result<Option<Value>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SCRIPT_KV)?;
+        let row = table.get(key)?;
+        row.map(|v| decode("script_kv", v.value())).transpose()
+    }
+
+    /// A contact's active scenario (expired ones included; the caller checks).
+    pub fn scenario_get(&self, contact: &str) -> Result<Option<ScenarioState>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SCENARIOS)?;
+        let row = table.get(contact)?;
+        row.map(|v| decode("scenarios", v.value())).transpose()
+    }
+
+    /// Commits what script runs did, atomically: their sends, key/value writes, scenario
+    /// changes, outcomes recorded on the messages, and the removal of the dispatched
+    /// messages from the dispatch queue. A crash before this commit re-runs the scripts;
+    /// after it, nothing runs twice. Returns the outbound messages as recorded.
+    pub fn commit_script_runs(&self, commit: &ScriptCommit) -> Result<Vec<MessageRecord>> {
+        let txn = self.db.begin_write()?;
+        let mut sent = Vec::new();
+        {
+            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut outbox_table = txn.open_table(outbox::OUTBOX)?;
+            let mut dispatch = txn.open_table(DISPATCH)?;
+            let mut kv = txn.open_table(SCRIPT_KV)?;
+            let mut scenarios = txn.open_table(SCENARIOS)?;
+            for new in &commit.sends {
+                sent.push(t.insert_outbound(&mut outbox_table, new)?);
+            }
+            for (key, value) in &commit.kv {
+                match value {
+                    Some(v) => kv.insert(key.as_str(), encode(v).as_slice())?,
+                    None => kv.remove(key.as_str())?,
+                };
+            }
+            for (contact, state) in &commit.scenarios {
+                match state {
+                    Some(s) => scenarios.insert(contact.as_str(), encode(s).as_slice())?,
+                    None => scenarios.remove(contact.as_str())?,
+                };
+            }
+            for (id, outcome) in &commit.outcomes {
+                dispatch.remove(*id)?;
+                if let Some(mut m) = t.get_message(*id)? {
+                    m.script = Some(outcome.clone());
+                    t.put_message(&m)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(sent)
     }
 
     // ---------------------------------------------------------------- reads
@@ -607,6 +704,7 @@ impl<'txn> Tables<'txn> {
             attempts: 0,
             media_file: None,
             origin: None,
+            script: None,
         };
         self.take_orphans(&mut record, explain)?;
         self.put_message(&record)?;

@@ -426,6 +426,7 @@ impl Tables<'_> {
             attempts: 0,
             media_file: None,
             origin: Some(new.origin.clone()),
+            script: None,
         };
         let local = |status: &str| StatusEntry {
             status: status.into(),

@@ -66,6 +66,40 @@ pub struct MessageRecord {
     /// Where this message came from when a script or the API queued it (`api`, `script:NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// What the scripts did with this inbound message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<ScriptOutcome>,
+}
+
+/// The outcome of dispatching an inbound message to the scripts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScriptOutcome {
+    /// The scripts that ran, in order (`scenarios/order_validation:ask`, `buttons/validate_order`).
+    pub scripts: Vec<String>,
+    /// The error of the failing script (file:line), if one failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Outbound messages queued.
+    #[serde(default)]
+    pub sent: Vec<u64>,
+    /// When the dispatch ran (unix ms).
+    pub at_ms: i64,
+}
+
+/// A contact's position in a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioState {
+    /// The scenario's script name.
+    pub scenario: String,
+    /// The current step.
+    pub step: String,
+    /// Variables carried through the scenario (`env.scenario.start`'s third argument, and
+    /// what step code puts in them).
+    pub vars: Value,
+    /// When the scenario was entered or last moved (unix ms).
+    pub updated_ms: i64,
+    /// After this (unix ms) the scenario is over and clicks on its buttons are ignored.
+    pub expires_ms: i64,
 }
 
 /// One entry of a message's status history.
@@ -219,6 +253,7 @@ mod tests {
             attempts: 0,
             media_file: None,
             origin: None,
+            script: None,
         }
     }
 

@@ -2,6 +2,8 @@
 //! to it over HTTP like Meta and an operator would.
 #![allow(dead_code)]
 
+pub mod fake_graph;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use walua::Config;
 pub const APP_SECRET: &str = "test-app-secret-3f9a";
 pub const VERIFY_TOKEN: &str = "test-verify-token-77c1";
 pub const ADMIN_TOKEN: &str = "test-admin-token-b8e2";
+pub const ACCESS_TOKEN: &str = "test-access-token-9d4c";
 
 /// A daemon under test. Dropping it stops the daemon.
 pub struct TestDaemon {
@@ -24,8 +27,9 @@ pub struct TestDaemon {
     pub http: reqwest::Client,
 }
 
-/// The base configuration of tests: literal secrets, store in the temp dir. `extra` is
-/// appended (TOML) and may add sections such as `[vars]`.
+/// The base configuration of tests: literal secrets, store in the temp dir.
+/// `extra_whatsapp` goes in `[whatsapp]` (it must set `dry_run`, see [`DRY_RUN`]); `extra`
+/// is appended (TOML) and may add sections such as `[vars]`.
 pub fn config_text(dir: &Path, extra_whatsapp: &str, extra: &str) -> String {
     format!(
         r#"
@@ -40,10 +44,9 @@ path = "{store}"
 
 [whatsapp]
 phone_number_id = "1234567890"
-access_token = "test-access-token-9d4c"
+access_token = "{ACCESS_TOKEN}"
 app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
-dry_run = true
 {extra_whatsapp}
 
 [scripts]
@@ -60,7 +63,15 @@ impl TestDaemon {
     /// Starts a daemon with the default test configuration.
     pub async fn start() -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
-        let text = config_text(dir.path(), "", "");
+        let text = config_text(dir.path(), DRY_RUN, "");
+        TestDaemon::start_in(dir, text).await
+    }
+
+    /// Starts a daemon that sends for real, to the fake Graph API at `api_base`, with quick
+    /// retries. `extra_whatsapp` adds or overrides `[whatsapp]` keys.
+    pub async fn start_live(api_base: &str, extra_whatsapp: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(dir.path(), &live_whatsapp(api_base, extra_whatsapp), "");
         TestDaemon::start_in(dir, text).await
     }
 
@@ -211,6 +222,28 @@ impl Drop for TestDaemon {
             let _ = stop.send(());
         }
     }
+}
+
+/// `[whatsapp]` keys of a dry-run test daemon.
+pub const DRY_RUN: &str = "dry_run = true";
+
+/// `[whatsapp]` keys of a live test daemon against `api_base`; `extra` keys win.
+pub fn live_whatsapp(api_base: &str, extra: &str) -> String {
+    let mut keys = vec![
+        ("dry_run", "false".to_string()),
+        ("api_base", format!("\"{api_base}\"")),
+        ("retry_base", "\"50ms\"".to_string()),
+        ("request_timeout", "\"2s\"".to_string()),
+        ("max_per_second", "1000".to_string()),
+        ("pair_burst", "1000".to_string()),
+        ("pair_interval", "\"1ms\"".to_string()),
+    ];
+    for line in extra.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once('=').expect("key = value");
+        keys.retain(|(name, _)| *name != k.trim());
+        keys.push((Box::leak(k.trim().to_string().into_boxed_str()), v.trim().to_string()));
+    }
+    keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
 }
 
 /// Reads a fixture under tests/fixtures/webhooks/.

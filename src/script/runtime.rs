@@ -1,0 +1,1048 @@
+//! The Lua worker pool and the script API (`env`, `message`, `contact`, `button_id`,
+//! `logger`).
+//!
+//! # Threads
+//!
+//! Lua never runs on the tokio runtime: a fixed pool of OS threads each owns one
+//! [`Sandbox`] (one Lua state) and takes jobs from a channel. Async code hands a closure to
+//! [`ScriptRuntime::exec`] and awaits its answer. Each thread compiles a script once per
+//! version (hot reload bumps the version) and runs it with a fresh environment every time.
+//!
+//! # Effects are buffered
+//!
+//! What a run does — messages queued, `env.store` writes, scenario moves — is collected in
+//! [`Effects`] and committed by the caller in ONE transaction together with the removal of the
+//! dispatched message from the dispatch queue. A crash before that commit runs the scripts
+//! again with nothing half-done; after it, nothing runs twice. A run that fails leaves no
+//! effect at all. Later runs of the same batch see earlier runs' effects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue, Variadic};
+use serde_json::{Value, json};
+
+use super::registry::{ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
+use super::sandbox::{Limits, RunError, Sandbox};
+use crate::outbox::{Outbox, SendRequest};
+use crate::store::outbox::NewOutbound;
+use crate::store::{Conversation, MessageRecord, ScenarioState, ScriptCommit, ScriptOutcome, Store, now_ms};
+
+/// The prefix of the button ids walua generates for scenario steps:
+/// `wsc|<scenario>|<step>|<button>`.
+pub const SCENARIO_BUTTON_PREFIX: &str = "wsc|";
+
+/// What every worker needs.
+pub struct RuntimeContext {
+    /// The store (reads; writes go through [`ScriptCommit`]).
+    pub store: Store,
+    /// Validates and gives ids to the messages scripts queue.
+    pub outbox: Outbox,
+    /// The loaded scripts.
+    pub registry: SharedRegistry,
+    /// `[vars]`, given to scripts as `env.vars`.
+    pub vars: Value,
+    /// CPU and memory budgets of a run.
+    pub limits: Limits,
+    /// `scripts/lib`, the only place `require` reads.
+    pub lib_dir: PathBuf,
+}
+
+/// The buffered effects of the runs of one batch.
+#[derive(Debug, Default, Clone)]
+pub struct Effects {
+    /// Who is acting, recorded as the messages' origin (`script:buttons/validate_order`).
+    pub origin: String,
+    /// Messages queued.
+    pub sends: Vec<NewOutbound>,
+    /// `env.store` writes in order.
+    pub kv: Vec<(String, Option<Value>)>,
+    /// Scenario state per contact (`None`: ended).
+    pub scenarios: HashMap<String, Option<ScenarioState>>,
+}
+
+impl Effects {
+    /// Turns the effects into a commit, with the dispatch outcomes.
+    pub fn into_commit(self, outcomes: Vec<(u64, ScriptOutcome)>) -> ScriptCommit {
+        ScriptCommit {
+            sends: self.sends,
+            kv: self.kv,
+            scenarios: self.scenarios.into_iter().collect(),
+            outcomes,
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut LuaWorker) + Send>;
+
+/// The pool of Lua threads.
+pub struct ScriptRuntime {
+    jobs: flume::Sender<Job>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Errors of the runtime itself (not of scripts).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A Lua state could not be created.
+    #[error("cannot create a Lua state: {0}")]
+    Lua(String),
+    /// The pool is stopped.
+    #[error("the Lua worker pool is stopped")]
+    Stopped,
+}
+
+impl ScriptRuntime {
+    /// Starts `threads` workers.
+    pub fn start(threads: usize, ctx: Arc<RuntimeContext>) -> Result<ScriptRuntime, RuntimeError> {
+        let (jobs, rx) = flume::unbounded::<Job>();
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let mut worker = LuaWorker::new(ctx.clone())?;
+            let rx = rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("walua-lua-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job(&mut worker);
+                    }
+                })
+                .map_err(|e| RuntimeError::Lua(e.to_string()))?;
+            handles.push(handle);
+        }
+        Ok(ScriptRuntime { jobs, threads: handles })
+    }
+
+    /// Runs `f` on a Lua worker and returns its result.
+    pub async fn exec<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| RuntimeError::Stopped)?;
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Runs `f` on a Lua worker from a blocking context.
+    pub fn exec_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| RuntimeError::Stopped)?;
+        rx.recv().map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Stops the workers once the queued jobs are done.
+    pub fn stop(self) {
+        drop(self.jobs);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// State shared by a worker and the Rust functions it exposes to Lua.
+struct Shared {
+    ctx: Arc<RuntimeContext>,
+    effects: Mutex<Effects>,
+    compiled: Mutex<HashMap<PathBuf, (u64, Function)>>,
+    make_env: Function,
+    label: Mutex<String>,
+}
+
+/// One Lua thread's state.
+pub struct LuaWorker {
+    sandbox: Sandbox,
+    shared: Arc<Shared>,
+    api: Table,
+}
+
+fn lua_err(e: impl std::fmt::Display) -> mlua::Error {
+    mlua::Error::runtime(e.to_string())
+}
+
+impl LuaWorker {
+    fn new(ctx: Arc<RuntimeContext>) -> Result<LuaWorker, RuntimeError> {
+        let sandbox = Sandbox::new(ctx.limits, ctx.lib_dir.clone()).map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            ctx,
+            effects: Mutex::default(),
+            compiled: Mutex::default(),
+            make_env: sandbox.env_factory(),
+            label: Mutex::default(),
+        });
+        let api = build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        Ok(LuaWorker { sandbox, shared, api })
+    }
+
+    /// Takes the effects buffered so far (and starts a new buffer).
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut *self.shared.effects.lock().expect("not poisoned"))
+    }
+
+    /// Runs the scripts for a batch of stored inbound messages; returns the buffered effects
+    /// and each message's outcome, for the caller to commit.
+    pub fn dispatch_batch(&mut self, ids: &[u64]) -> (Effects, Vec<(u64, ScriptOutcome)>) {
+        self.take_effects();
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let outcome = match self.shared.ctx.store.message(id) {
+                Ok(Some(record)) => self.dispatch(&record),
+                Ok(None) => ScriptOutcome {
+                    error: Some("message not found".into()),
+                    at_ms: now_ms(),
+                    ..Default::default()
+                },
+                Err(e) => ScriptOutcome {
+                    error: Some(format!("store: {e}")),
+                    at_ms: now_ms(),
+                    ..Default::default()
+                },
+            };
+            outcomes.push((id, outcome));
+        }
+        (self.take_effects(), outcomes)
+    }
+
+    /// Runs the scripts for one inbound message: the contact's active scenario step first,
+    /// then the first button action whose pattern matches, then `on_message.lua`. A failing
+    /// run leaves no effect; its error (file:line) is the outcome's error.
+    pub fn dispatch(&mut self, record: &MessageRecord) -> ScriptOutcome {
+        let checkpoint = self.shared.effects.lock().expect("not poisoned").clone();
+        let sends_before = checkpoint.sends.len();
+        let mut scripts = Vec::new();
+        let result = self.route(record, &mut scripts);
+        let mut outcome = ScriptOutcome {
+            scripts,
+            at_ms: now_ms(),
+            ..Default::default()
+        };
+        match result {
+            Ok(()) => {
+                let effects = self.shared.effects.lock().expect("not poisoned");
+                outcome.sent = effects.sends[sends_before..].iter().map(|s| s.id).collect();
+            }
+            Err(e) => {
+                tracing::warn!(message = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped");
+                outcome.error = Some(e);
+                *self.shared.effects.lock().expect("not poisoned") = checkpoint;
+            }
+        }
+        outcome
+    }
+
+    fn route(&mut self, record: &MessageRecord, scripts: &mut Vec<String>) -> Result<(), String> {
+        let conv = self
+            .shared
+            .ctx
+            .store
+            .conversation(&record.contact)
+            .map_err(|e| e.to_string())?;
+        let button = button_of(record);
+        let contact_key = record.contact.clone();
+
+        if let Some((scenario, step, button_id)) = button.as_ref().and_then(|(id, _)| parse_scenario_button(id)) {
+            scripts.push(format!("scenarios/{scenario}:{step}"));
+            return self.scenario_click(record, conv.as_ref(), &scenario, &step, &button_id);
+        }
+        if let Some(state) = self.active_scenario(&contact_key)?
+            && let Some(file) = self.scenario_file(&state.scenario)
+            && let ScriptMeta::Scenario(def) = &file.meta
+            && def.steps.get(&state.step).is_some_and(|s| s.has_run)
+        {
+            scripts.push(format!("scenarios/{}:{}", state.scenario, state.step));
+            return self.scenario_step_run(record, conv.as_ref(), &file, state);
+        }
+        if let Some((id, _)) = &button {
+            let buttons: Vec<ScriptFile> = {
+                let reg = self.shared.ctx.registry.read().expect("not poisoned");
+                reg.buttons().cloned().collect()
+            };
+            for file in buttons {
+                let ScriptMeta::Button { pattern } = &file.meta else {
+                    continue;
+                };
+                if let Some(captures) = self.pattern_match(id, pattern)? {
+                    scripts.push(format!("buttons/{}", file.name));
+                    let env = self.run_env(record, conv.as_ref(), &file)?;
+                    let table = self.load_table(&file, &env)?;
+                    let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
+                    return self.sandbox.call::<()>(&run, captures).map_err(|e| e.to_string());
+                }
+            }
+        }
+        let on_message = {
+            let reg = self.shared.ctx.registry.read().expect("not poisoned");
+            reg.all().find(|f| f.kind == ScriptKind::OnMessage).cloned()
+        };
+        if let Some(file) = on_message {
+            scripts.push("on_message".into());
+            let env = self.run_env(record, conv.as_ref(), &file)?;
+            let table = self.load_table(&file, &env)?;
+            let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
+            let message: LuaValue = env.get("message").map_err(|e| e.to_string())?;
+            return self.sandbox.call::<()>(&run, message).map_err(|e| e.to_string());
+        }
+        Ok(())
+    }
+
+    fn set_label(&self, label: String) {
+        *self.shared.label.lock().expect("not poisoned") = label.clone();
+        self.shared.effects.lock().expect("not poisoned").origin = format!("script:{label}");
+    }
+
+    /// A fresh environment for a run of `file` about `record`.
+    fn run_env(&self, record: &MessageRecord, conv: Option<&Conversation>, file: &ScriptFile) -> Result<Table, String> {
+        self.set_label(format!("{}/{}", kind_dir(file.kind), file.name));
+        let lua = self.sandbox.lua();
+        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
+        let build = || -> mlua::Result<()> {
+            env.set("env", copy_api(lua, &self.api, &self.shared.ctx.vars)?)?;
+            env.set("message", message_table(lua, record)?)?;
+            env.set("contact", contact_table(lua, &record.contact, conv)?)?;
+            env.set("button_id", button_of(record).map(|(id, _)| id))?;
+            env.set("logger", self.api.get::<Table>("__logger")?)?;
+            Ok(())
+        };
+        build().map_err(|e| e.to_string())?;
+        Ok(env)
+    }
+
+    /// Runs a script's chunk in `env` and returns the table it returns.
+    fn load_table(&self, file: &ScriptFile, env: &Table) -> Result<Table, String> {
+        let chunk = compiled(&self.shared, self.sandbox.lua(), file).map_err(|e| e.to_string())?;
+        self.sandbox
+            .run::<Table>(&chunk, env, ())
+            .map_err(|e: RunError| e.to_string())
+    }
+
+    fn pattern_match(&self, id: &str, pattern: &str) -> Result<Option<MultiValue>, String> {
+        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
+        let find: Function = env
+            .get::<Table>("string")
+            .and_then(|s| s.get("find"))
+            .map_err(|e| e.to_string())?;
+        let found: MultiValue = find.call((id, pattern)).map_err(|e| e.to_string())?;
+        let mut values = found.into_iter();
+        match values.next() {
+            Some(LuaValue::Nil) | None => Ok(None),
+            Some(_) => {
+                let _end = values.next();
+                let captures: MultiValue = values.collect();
+                if captures.is_empty() {
+                    let whole = self.sandbox.lua().create_string(id).map_err(|e| e.to_string())?;
+                    Ok(Some(MultiValue::from_iter([LuaValue::String(whole)])))
+                } else {
+                    Ok(Some(captures))
+                }
+            }
+        }
+    }
+
+    fn active_scenario(&self, contact: &str) -> Result<Option<ScenarioState>, String> {
+        active_scenario(&self.shared, contact)
+    }
+
+    fn scenario_file(&self, name: &str) -> Option<ScriptFile> {
+        let reg = self.shared.ctx.registry.read().expect("not poisoned");
+        reg.get(ScriptKind::Scenario, name).cloned()
+    }
+
+    fn scenario_click(
+        &mut self,
+        record: &MessageRecord,
+        conv: Option<&Conversation>,
+        scenario: &str,
+        step: &str,
+        button_id: &str,
+    ) -> Result<(), String> {
+        let Some(state) = self.active_scenario(&record.contact)? else {
+            tracing::info!(
+                message = record.id,
+                scenario,
+                step,
+                "click on a scenario that is over; ignored"
+            );
+            return Ok(());
+        };
+        if state.scenario != scenario || state.step != step {
+            tracing::info!(message = record.id, scenario, step, current = %format!("{}:{}", state.scenario, state.step), "click on an old scenario step; ignored");
+            return Ok(());
+        }
+        let file = self
+            .scenario_file(scenario)
+            .ok_or_else(|| format!("scenario `{scenario}` is not loaded"))?;
+        let ScriptMeta::Scenario(def) = &file.meta else {
+            return Err(format!("`{scenario}` is not a scenario"));
+        };
+        let step_def = def
+            .steps
+            .get(step)
+            .ok_or_else(|| format!("{}: step `{step}` no longer exists", file.chunk_name))?;
+        let Some((index, button)) = step_def.buttons.iter().enumerate().find(|(_, b)| b.id == button_id) else {
+            return Err(format!(
+                "{}: step `{step}` has no button `{button_id}`",
+                file.chunk_name
+            ));
+        };
+        let to = reply_address(record);
+        if let Some(reply) = &button.reply {
+            queue(&self.shared, json!({ "to": to, "type": "text", "text": reply })).map_err(|e| e.to_string())?;
+        }
+        let mut next = button.next.clone();
+        let mut vars = state.vars.clone();
+        if button.has_run {
+            let env = self.run_env(record, conv, &file)?;
+            self.set_label(format!("scenarios/{scenario}"));
+            let table = self.load_table(&file, &env)?;
+            let run: Function = table
+                .get::<Table>("steps")
+                .and_then(|s| s.get::<Table>(step))
+                .and_then(|s| s.get::<Table>("buttons"))
+                .and_then(|b| b.get::<Table>(index + 1))
+                .and_then(|b| b.get("run"))
+                .map_err(|e| format!("{}: {e}", file.chunk_name))?;
+            let lua = self.sandbox.lua();
+            let vars_table = lua.to_value(&vars).map_err(|e| e.to_string())?;
+            let ret: LuaValue = self.sandbox.call(&run, vars_table.clone()).map_err(|e| e.to_string())?;
+            vars = lua.from_value(vars_table).unwrap_or(vars);
+            if let LuaValue::String(s) = ret {
+                next = Some(s.to_str().map_err(|e| e.to_string())?.to_string());
+            }
+        }
+        move_scenario(&self.shared, &record.contact, &to, state, next, vars).map_err(|e| e.to_string())
+    }
+
+    fn scenario_step_run(
+        &mut self,
+        record: &MessageRecord,
+        conv: Option<&Conversation>,
+        file: &ScriptFile,
+        state: ScenarioState,
+    ) -> Result<(), String> {
+        let env = self.run_env(record, conv, file)?;
+        let table = self.load_table(file, &env)?;
+        let run: Function = table
+            .get::<Table>("steps")
+            .and_then(|s| s.get::<Table>(state.step.as_str()))
+            .and_then(|s| s.get("run"))
+            .map_err(|e| format!("{}: {e}", file.chunk_name))?;
+        let lua = self.sandbox.lua();
+        let vars_table = lua.to_value(&state.vars).map_err(|e| e.to_string())?;
+        let message: LuaValue = env.get("message").map_err(|e| e.to_string())?;
+        let ret: LuaValue = self
+            .sandbox
+            .call(&run, (message, vars_table.clone()))
+            .map_err(|e| e.to_string())?;
+        let vars = lua.from_value(vars_table).unwrap_or(state.vars.clone());
+        let to = reply_address(record);
+        match ret {
+            LuaValue::String(s) => {
+                let next = s.to_str().map_err(|e| e.to_string())?.to_string();
+                move_scenario(&self.shared, &record.contact, &to, state, Some(next), vars).map_err(|e| e.to_string())
+            }
+            _ => {
+                let mut state = state;
+                state.vars = vars;
+                state.updated_ms = now_ms();
+                self.shared
+                    .effects
+                    .lock()
+                    .expect("not poisoned")
+                    .scenarios
+                    .insert(record.contact.clone(), Some(state));
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs a function-valued or table-valued script outside any inbound message (hooks,
+    /// cron, replay helpers): `f` receives the script's returned value and the sandbox.
+    pub fn run_script(
+        &mut self,
+        file: &ScriptFile,
+        call: impl FnOnce(&Sandbox, LuaValue) -> Result<(), RunError>,
+    ) -> Result<(), String> {
+        self.set_label(format!("{}/{}", kind_dir(file.kind), file.name));
+        let lua = self.sandbox.lua();
+        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
+        let build = || -> mlua::Result<()> {
+            env.set("env", copy_api(lua, &self.api, &self.shared.ctx.vars)?)?;
+            env.set("logger", self.api.get::<Table>("__logger")?)?;
+            Ok(())
+        };
+        build().map_err(|e| e.to_string())?;
+        let chunk = compiled(&self.shared, lua, file).map_err(|e| e.to_string())?;
+        let value: LuaValue = self.sandbox.run(&chunk, &env, ()).map_err(|e| e.to_string())?;
+        call(&self.sandbox, value).map_err(|e| e.to_string())
+    }
+}
+
+fn kind_dir(kind: ScriptKind) -> &'static str {
+    match kind {
+        ScriptKind::Button => "buttons",
+        ScriptKind::Scenario => "scenarios",
+        ScriptKind::Template => "templates",
+        ScriptKind::Hook => "hooks",
+        ScriptKind::Cron => "cron",
+        ScriptKind::OnMessage => "on_message",
+    }
+}
+
+/// Compiles a script once per version on this worker.
+fn compiled(shared: &Shared, lua: &Lua, file: &ScriptFile) -> mlua::Result<Function> {
+    let mut cache = shared.compiled.lock().expect("not poisoned");
+    if let Some((version, f)) = cache.get(&file.path)
+        && *version == file.version
+    {
+        return Ok(f.clone());
+    }
+    let f = lua
+        .load(&*file.source)
+        .set_name(format!("@{}", file.chunk_name))
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .into_function()?;
+    cache.insert(file.path.clone(), (file.version, f.clone()));
+    Ok(f)
+}
+
+fn active_scenario(shared: &Shared, contact: &str) -> Result<Option<ScenarioState>, String> {
+    let overlay = shared
+        .effects
+        .lock()
+        .expect("not poisoned")
+        .scenarios
+        .get(contact)
+        .cloned();
+    let state = match overlay {
+        Some(s) => s,
+        None => shared.ctx.store.scenario_get(contact).map_err(|e| e.to_string())?,
+    };
+    Ok(state.filter(|s| s.expires_ms > now_ms()))
+}
+
+/// `wsc|scenario|step|button` → its parts.
+pub fn parse_scenario_button(id: &str) -> Option<(String, String, String)> {
+    let rest = id.strip_prefix(SCENARIO_BUTTON_PREFIX)?;
+    let mut parts = rest.splitn(3, '|');
+    Some((
+        parts.next()?.to_string(),
+        parts.next()?.to_string(),
+        parts.next()?.to_string(),
+    ))
+}
+
+/// The button id (or template quick-reply payload, or list row id) and title of a message.
+fn button_of(record: &MessageRecord) -> Option<(String, String)> {
+    let c = &record.content;
+    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+    match c.get("kind").and_then(Value::as_str)? {
+        "button_reply" | "list_reply" => Some((s("id")?, s("title").unwrap_or_default())),
+        "button" => Some((s("payload")?, s("text").unwrap_or_default())),
+        _ => None,
+    }
+}
+
+/// Where replies to an inbound message go: its sender as Meta gave it (phone or BSUID).
+fn reply_address(record: &MessageRecord) -> String {
+    record.from.clone().unwrap_or_else(|| record.contact.clone())
+}
+
+/// Validates a send (a JSON request like `POST /api/messages`) and buffers it.
+fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
+    let req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
+    let origin = shared.effects.lock().expect("not poisoned").origin.clone();
+    let new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;
+    let id = new.id;
+    shared.effects.lock().expect("not poisoned").sends.push(new);
+    Ok(id)
+}
+
+/// The message of a scenario step: its body with its buttons (ids routed back here).
+fn send_step(shared: &Shared, to: &str, scenario: &str, step: &str) -> Result<(), String> {
+    let file = {
+        let reg = shared.ctx.registry.read().expect("not poisoned");
+        reg.get(ScriptKind::Scenario, scenario).cloned()
+    }
+    .ok_or_else(|| format!("scenario `{scenario}` is not loaded"))?;
+    let ScriptMeta::Scenario(def) = &file.meta else {
+        return Err(format!("`{scenario}` is not a scenario"));
+    };
+    let s = def
+        .steps
+        .get(step)
+        .ok_or_else(|| format!("{}: no step `{step}`", file.chunk_name))?;
+    let Some(body) = &s.body else { return Ok(()) };
+    let request = if s.buttons.is_empty() {
+        json!({ "to": to, "type": "text", "text": body })
+    } else {
+        let buttons: Vec<Value> = s
+            .buttons
+            .iter()
+            .map(|b| json!({ "id": format!("{SCENARIO_BUTTON_PREFIX}{scenario}|{step}|{}", b.id), "title": b.title }))
+            .collect();
+        let mut r = json!({ "to": to, "type": "buttons", "body": body, "buttons": buttons });
+        if let Some(h) = &s.header {
+            r["header"] = json!(h);
+        }
+        if let Some(f) = &s.footer {
+            r["footer"] = json!(f);
+        }
+        r
+    };
+    queue(shared, request).map(|_| ())
+}
+
+/// Starts a scenario for a contact: state at the start step, and the step's message sent.
+fn start_scenario(shared: &Shared, contact_key: &str, to: &str, scenario: &str, vars: Value) -> Result<(), String> {
+    let def = {
+        let reg = shared.ctx.registry.read().expect("not poisoned");
+        match reg.get(ScriptKind::Scenario, scenario).map(|f| &f.meta) {
+            Some(ScriptMeta::Scenario(def)) => def.clone(),
+            _ => return Err(format!("scenario `{scenario}` is not loaded")),
+        }
+    };
+    let now = now_ms();
+    let state = ScenarioState {
+        scenario: scenario.to_string(),
+        step: def.start.clone(),
+        vars,
+        updated_ms: now,
+        expires_ms: now + def.expires_secs as i64 * 1000,
+    };
+    shared
+        .effects
+        .lock()
+        .expect("not poisoned")
+        .scenarios
+        .insert(contact_key.to_string(), Some(state));
+    send_step(shared, to, scenario, &def.start)
+}
+
+/// Moves a contact's scenario to `next` (a step, `scenario:OTHER`, or `None` to end it).
+fn move_scenario(
+    shared: &Shared,
+    contact_key: &str,
+    to: &str,
+    mut state: ScenarioState,
+    next: Option<String>,
+    vars: Value,
+) -> Result<(), String> {
+    match next {
+        None => {
+            shared
+                .effects
+                .lock()
+                .expect("not poisoned")
+                .scenarios
+                .insert(contact_key.to_string(), None);
+            Ok(())
+        }
+        Some(n) => {
+            if let Some(other) = n.strip_prefix("scenario:") {
+                return start_scenario(shared, contact_key, to, other, vars);
+            }
+            state.step = n.clone();
+            state.vars = vars;
+            state.updated_ms = now_ms();
+            shared
+                .effects
+                .lock()
+                .expect("not poisoned")
+                .scenarios
+                .insert(contact_key.to_string(), Some(state.clone()));
+            send_step(shared, to, &state.scenario, &n)
+        }
+    }
+}
+
+/// Resolves a contact reference (phone, BSUID, username) to its conversation key.
+fn contact_key(shared: &Shared, to: &str) -> String {
+    match shared.ctx.store.conversation(to) {
+        Ok(Some(c)) => c.contact,
+        _ => crate::store::normalize_contact(to),
+    }
+}
+
+/// Builds the API functions once per worker; each run gets a copy of these tables.
+fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let api = lua.create_table()?;
+
+    let whatsapp = lua.create_table()?;
+    let s = shared.clone();
+    whatsapp.set(
+        "send_text",
+        lua.create_function(move |_, (to, body, opts): (String, String, Option<Table>)| {
+            let mut req = json!({ "to": to, "type": "text", "text": body });
+            if let Some(o) = opts {
+                if let Some(r) = o.get::<Option<String>>("reply_to")? {
+                    req["reply_to"] = json!(r);
+                }
+                if let Some(p) = o.get::<Option<bool>>("preview_url")? {
+                    req["preview_url"] = json!(p);
+                }
+            }
+            queue(&s, req).map_err(lua_err)
+        })?,
+    )?;
+    for (name, kind) in [
+        ("send_image", "image"),
+        ("send_document", "document"),
+        ("send_video", "video"),
+        ("send_audio", "audio"),
+    ] {
+        let s = shared.clone();
+        whatsapp.set(
+            name,
+            lua.create_function(move |lua, (to, spec): (String, Table)| {
+                let mut req: Value = lua.from_value(LuaValue::Table(spec))?;
+                if !req.is_object() {
+                    req = json!({});
+                }
+                if req.get("bytes").is_some() {
+                    return Err(lua_err(format!(
+                        "{name}: `bytes` is not supported yet; upload the file and pass `media`"
+                    )));
+                }
+                req["to"] = json!(to);
+                req["type"] = json!(kind);
+                queue(&s, req).map_err(lua_err)
+            })?,
+        )?;
+    }
+    let s = shared.clone();
+    whatsapp.set(
+        "send_template",
+        lua.create_function(
+            move |lua, (to, name, lang, components): (String, String, Option<String>, Option<LuaValue>)| {
+                let mut req =
+                    json!({ "to": to, "type": "template", "name": name, "lang": lang.unwrap_or_else(|| "fr".into()) });
+                if let Some(c) = components {
+                    req["components"] = lua.from_value(c)?;
+                }
+                queue(&s, req).map_err(lua_err)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "send_buttons",
+        lua.create_function(
+            move |lua, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
+                let mut req =
+                    json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
+                if let Some(o) = opts {
+                    for k in ["header", "footer", "reply_to"] {
+                        if let Some(v) = o.get::<Option<String>>(k)? {
+                            req[k] = json!(v);
+                        }
+                    }
+                }
+                queue(&s, req).map_err(lua_err)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "send_list",
+        lua.create_function(
+            move |lua, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
+                let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
+                if let Some(o) = opts {
+                    for k in ["header", "footer", "reply_to"] {
+                        if let Some(v) = o.get::<Option<String>>(k)? {
+                            req[k] = json!(v);
+                        }
+                    }
+                }
+                queue(&s, req).map_err(lua_err)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "send",
+        lua.create_function(move |lua, (to, spec): (String, LuaValue)| {
+            let mut req: Value = lua.from_value(spec)?;
+            req["to"] = json!(to);
+            queue(&s, req).map_err(lua_err)
+        })?,
+    )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "mark_read",
+        lua.create_function(move |_, wamid: String| {
+            let sender = s
+                .ctx
+                .store
+                .message_by_wamid(&wamid)
+                .map_err(lua_err)?
+                .and_then(|m| m.from)
+                .ok_or_else(|| lua_err(format!("mark_read: no inbound message {wamid}")))?;
+            queue(&s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
+        })?,
+    )?;
+    api.set("whatsapp", whatsapp)?;
+
+    let store = lua.create_table()?;
+    let s = shared.clone();
+    store.set(
+        "get",
+        lua.create_function(move |lua, key: String| {
+            let overlay = {
+                let e = s.effects.lock().expect("not poisoned");
+                e.kv.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+            };
+            let value = match overlay {
+                Some(v) => v,
+                None => s.ctx.store.kv_get(&key).map_err(lua_err)?,
+            };
+            match value {
+                Some(v) => lua.to_value(&v),
+                None => Ok(LuaValue::Nil),
+            }
+        })?,
+    )?;
+    let s = shared.clone();
+    store.set(
+        "set",
+        lua.create_function(move |lua, (key, value): (String, LuaValue)| {
+            let v: Value = lua.from_value(value)?;
+            let v = if v.is_null() { None } else { Some(v) };
+            s.effects.lock().expect("not poisoned").kv.push((key, v));
+            Ok(())
+        })?,
+    )?;
+    let s = shared.clone();
+    store.set(
+        "delete",
+        lua.create_function(move |_, key: String| {
+            s.effects.lock().expect("not poisoned").kv.push((key, None));
+            Ok(())
+        })?,
+    )?;
+    api.set("store", store)?;
+
+    let scenario = lua.create_table()?;
+    let s = shared.clone();
+    scenario.set(
+        "start",
+        lua.create_function(move |lua, (name, to, vars): (String, String, Option<LuaValue>)| {
+            let vars: Value = match vars {
+                Some(v) => lua.from_value(v)?,
+                None => json!({}),
+            };
+            let key = contact_key(&s, &to);
+            start_scenario(&s, &key, &to, &name, vars).map_err(lua_err)
+        })?,
+    )?;
+    api.set("scenario", scenario)?;
+
+    let s = shared.clone();
+    api.set(
+        "notify",
+        lua.create_function(move |lua, (to, template, record): (String, String, LuaValue)| {
+            let file = {
+                let reg = s.ctx.registry.read().expect("not poisoned");
+                reg.get(ScriptKind::Template, &template).cloned()
+            }
+            .ok_or_else(|| lua_err(format!("notify: template `{template}` is not loaded")))?;
+            let chunk = compiled(&s, lua, &file)?;
+            let env: Table = s.make_env.call(())?;
+            chunk.set_environment(env)?;
+            let render: Function = chunk.call(())?;
+            let spec: LuaValue = render.call(record)?;
+            let mut req: Value = lua.from_value(spec)?;
+            if !req.is_object() {
+                return Err(lua_err(format!(
+                    "{}: the template must return a message table",
+                    file.chunk_name
+                )));
+            }
+            req["to"] = json!(to);
+            queue(&s, req).map_err(lua_err)
+        })?,
+    )?;
+
+    let odoo = lua.create_table()?;
+    for name in [
+        "call",
+        "search_read",
+        "read",
+        "write",
+        "create",
+        "report_pdf",
+        "invoice_pdf",
+    ] {
+        odoo.set(
+            name,
+            lua.create_function(move |_, _: Variadic<LuaValue>| -> mlua::Result<()> {
+                Err(lua_err(format!(
+                    "env.odoo.{name}: Odoo is not configured (add an [odoo] section to the configuration)"
+                )))
+            })?,
+        )?;
+    }
+    api.set("odoo", odoo)?;
+
+    let logger = lua.create_table()?;
+    for level in ["debug", "info", "warn", "error"] {
+        let s = shared.clone();
+        logger.set(
+            level,
+            lua.create_function(move |_, args: Variadic<LuaValue>| {
+                let text: Vec<String> = args
+                    .iter()
+                    .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
+                    .collect();
+                let text = text.join(" ");
+                let script = s.label.lock().expect("not poisoned").clone();
+                match level {
+                    "debug" => tracing::debug!(target: "walua::lua", %script, "{text}"),
+                    "info" => tracing::info!(target: "walua::lua", %script, "{text}"),
+                    "warn" => tracing::warn!(target: "walua::lua", %script, "{text}"),
+                    _ => tracing::error!(target: "walua::lua", %script, "{text}"),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+    api.set("__logger", logger)?;
+    Ok(api)
+}
+
+/// A run's `env`: fresh tables holding the worker's API functions, and `vars` read-only.
+fn copy_api(lua: &Lua, api: &Table, vars: &Value) -> mlua::Result<Table> {
+    let env = lua.create_table()?;
+    for pair in api.pairs::<String, LuaValue>() {
+        let (k, v) = pair?;
+        if k.starts_with("__") {
+            continue;
+        }
+        match v {
+            LuaValue::Table(t) => {
+                let copy = lua.create_table()?;
+                for p in t.pairs::<LuaValue, LuaValue>() {
+                    let (k2, v2) = p?;
+                    copy.set(k2, v2)?;
+                }
+                env.set(k, copy)?;
+            }
+            other => env.set(k, other)?,
+        }
+    }
+    env.set("vars", read_only(lua, lua.to_value(vars)?)?)?;
+    Ok(env)
+}
+
+fn read_only(lua: &Lua, value: LuaValue) -> mlua::Result<LuaValue> {
+    let LuaValue::Table(inner) = value else {
+        return Ok(value);
+    };
+    let proxy = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.set("__index", inner.clone())?;
+    meta.set(
+        "__newindex",
+        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> { Err(lua_err("env.vars is read-only")) })?,
+    )?;
+    let pairs_inner = inner.clone();
+    meta.set(
+        "__pairs",
+        lua.create_function(move |lua, _: LuaValue| {
+            let next: Function = lua.create_function(|_, (t, k): (Table, LuaValue)| {
+                let mut iter = t.pairs::<LuaValue, LuaValue>();
+                if k.is_nil() {
+                    return match iter.next() {
+                        Some(r) => r.map(|(k, v)| MultiValue::from_iter([k, v])),
+                        None => Ok(MultiValue::new()),
+                    };
+                }
+                let mut found = false;
+                for r in iter {
+                    let (k2, v2) = r?;
+                    if found {
+                        return Ok(MultiValue::from_iter([k2, v2]));
+                    }
+                    if k2 == k {
+                        found = true;
+                    }
+                }
+                Ok(MultiValue::new())
+            })?;
+            Ok((next, pairs_inner.clone(), LuaValue::Nil))
+        })?,
+    )?;
+    meta.set("__len", lua.create_function(move |_, _: LuaValue| Ok(inner.raw_len()))?)?;
+    meta.set("__metatable", false)?;
+    proxy.set_metatable(Some(meta))?;
+    Ok(LuaValue::Table(proxy))
+}
+
+/// The `message` table of a run.
+fn message_table(lua: &Lua, record: &MessageRecord) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("id", record.wamid.clone())?;
+    t.set("db_id", record.id)?;
+    t.set("from", record.from.clone())?;
+    t.set("type", record.kind.clone())?;
+    t.set("timestamp", record.timestamp)?;
+    let c = &record.content;
+    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+    let kind = c.get("kind").and_then(Value::as_str).unwrap_or("");
+    let text = match kind {
+        "text" => s("body"),
+        "media" => s("caption"),
+        "button_reply" | "list_reply" => s("title"),
+        "button" => s("text"),
+        _ => None,
+    };
+    t.set("text", text)?;
+    match kind {
+        "button_reply" => t.set("button", lua.to_value(&json!({ "id": s("id"), "title": s("title") }))?)?,
+        "button" => t.set("button", lua.to_value(&json!({ "id": s("payload"), "title": s("text") }))?)?,
+        "list_reply" => t.set(
+            "list",
+            lua.to_value(&json!({ "id": s("id"), "title": s("title"), "description": s("description") }))?,
+        )?,
+        "media" => t.set(
+            "media",
+            lua.to_value(&json!({ "id": s("id"), "mime_type": s("mime_type"), "caption": s("caption"), "filename": s("filename") }))?,
+        )?,
+        "location" => t.set("location", lua.to_value(c)?)?,
+        _ => {}
+    }
+    if let Some(ctx) = &record.context {
+        t.set("context", lua.to_value(ctx)?)?;
+    }
+    t.set("raw", lua.to_value(&record.raw)?)?;
+    Ok(t)
+}
+
+/// The `contact` table of a run.
+fn contact_table(lua: &Lua, key: &str, conv: Option<&Conversation>) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("id", key)?;
+    if let Some(c) = conv {
+        t.set("wa_id", c.wa_id.clone())?;
+        t.set("user_id", c.user_id.clone())?;
+        t.set("name", c.name.clone())?;
+        t.set("username", c.username.clone())?;
+        t.set(
+            "conversation",
+            lua.to_value(&json!({ "message_count": c.message_count, "last_inbound_at": c.last_inbound_at }))?,
+        )?;
+    }
+    t.set("window_open", crate::store::outbox::window_open(conv, now_ms() / 1000))?;
+    Ok(t)
+}

@@ -1,0 +1,594 @@
+//! A fake of Meta's Graph API (v21.0) for integration tests: a hyper 1.x server on
+//! `127.0.0.1:0` that checks what walua sends the way Meta does, records every request and
+//! can be scripted to fail, stall or drop connections.
+//!
+//! ```ignore
+//! let fg = FakeGraph::start("token").await;   // api_base = fg.url()
+//! fg.push_response(Scripted::RateLimited);    // next /messages answers 429, then normal
+//! let sent = fg.wait_for_accepted(1, Duration::from_secs(5)).await;
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use rand::Rng;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A scripted answer for the next `/messages` request (see [`FakeGraph::push_response`]).
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    /// This HTTP status with a generic Meta error body (`{}` for a status below 400).
+    Status(u16),
+    /// 429 with code 130429 "Rate limit hit".
+    RateLimited,
+    /// Any Meta error.
+    MetaError {
+        http: u16,
+        code: i64,
+        message: String,
+        details: String,
+    },
+    /// Wait, then process normally. The wamid is issued before the wait, as when Meta accepts a
+    /// message but the answer is slow: a client that times out has still sent it.
+    Delay(Duration),
+    /// Never answer (the client must time out). Not accepted.
+    Hang,
+    /// Close the connection without answering. Not accepted.
+    Drop,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+    /// The JSON body, or `Null` when the body is not JSON (multipart, empty, …).
+    pub body: Value,
+    /// When the request head arrived.
+    pub at: Instant,
+    /// The HTTP status answered; 0 for `Hang` and `Drop`.
+    pub outcome_status: u16,
+    /// The wamid issued, for accepted message sends.
+    pub wamid: Option<String>,
+}
+
+/// A media file uploaded with `POST /{phone_number_id}/media`.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: String,
+    pub filename: Option<String>,
+    pub mime_type: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    scripted: VecDeque<Scripted>,
+    failure_rate: f64,
+    failure_kinds: Vec<Scripted>,
+    latency: Duration,
+    requests: Vec<Recorded>,
+    accepted: Vec<(String, Value)>,
+    uploads: Vec<Upload>,
+    media: HashMap<String, (Vec<u8>, String)>,
+    next_wamid: u64,
+    next_media: u64,
+    next_trace: u64,
+}
+
+struct Inner {
+    token: String,
+    base: String,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The fake Graph API server. Dropping it stops the server and all its connections.
+pub struct FakeGraph {
+    inner: Arc<Inner>,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeGraph {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What to do with a request once it has been checked.
+enum Outcome {
+    Answer(u16, Value),
+    Hang,
+    Drop,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl FakeGraph {
+    /// Starts the server; requests must carry `Authorization: Bearer {token}`.
+    pub async fn start(token: &str) -> FakeGraph {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake graph");
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Inner {
+            token: token.to_string(),
+            base: format!("http://{addr}"),
+            state: Mutex::new(State::default()),
+        });
+        let srv = inner.clone();
+        let task = tokio::spawn(async move {
+            // Connections live in the JoinSet so aborting this task also ends hung requests.
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                while conns.try_join_next().is_some() {}
+                let srv = srv.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(srv.clone(), req));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        FakeGraph { inner, addr, task }
+    }
+
+    /// The `api_base` for walua's config: `http://127.0.0.1:PORT/v21.0`.
+    pub fn url(&self) -> String {
+        format!("{}/v21.0", self.inner.base)
+    }
+
+    /// Queues a scripted answer, consumed (FIFO) by the next `/messages` requests.
+    pub fn push_response(&self, s: Scripted) {
+        self.inner.lock().scripted.push_back(s);
+    }
+
+    /// From now on each `/messages` request (with no scripted answer queued) fails with
+    /// probability `p` with a kind chosen at random from `kinds`. `p = 0.0` disables.
+    pub fn set_failure_rate(&self, p: f64, kinds: Vec<Scripted>) {
+        let mut st = self.inner.lock();
+        st.failure_rate = p;
+        st.failure_kinds = kinds;
+    }
+
+    /// Latency added to every answer.
+    pub fn set_latency(&self, d: Duration) {
+        self.inner.lock().latency = d;
+    }
+
+    /// Registers downloadable media, as if a user had sent it.
+    pub fn add_media(&self, id: &str, bytes: impl Into<Vec<u8>>, mime: &str) {
+        self.inner
+            .lock()
+            .media
+            .insert(id.to_string(), (bytes.into(), mime.to_string()));
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().requests.clone()
+    }
+
+    /// `(wamid, body)` of every accepted message send (not mark-as-read), in order.
+    pub fn accepted(&self) -> Vec<(String, Value)> {
+        self.inner.lock().accepted.clone()
+    }
+
+    /// Every uploaded media file.
+    pub fn uploads(&self) -> Vec<Upload> {
+        self.inner.lock().uploads.clone()
+    }
+
+    /// Polls until at least `n` sends were accepted; panics after `timeout`.
+    pub async fn wait_for_accepted(&self, n: usize, timeout: Duration) -> Vec<(String, Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let acc = self.accepted();
+            if acc.len() >= n {
+                return acc;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "fake graph: {} accepted after {timeout:?}, wanted {n}: {acc:?}",
+                    acc.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std::io::Error> {
+    let at = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let authorization = header("authorization");
+    let content_type = header("content-type").unwrap_or_default();
+    let raw = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let authorized = authorization.as_deref() == Some(format!("Bearer {}", inner.token).as_str());
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+
+    let media = segs.last().and_then(|id| inner.lock().media.get(*id).cloned()); // guard dropped here
+    let mut extra_delay = Duration::ZERO;
+    let mut wamid = None;
+    let mut file = None;
+    let outcome = match (method.as_str(), segs.as_slice()) {
+        ("POST", ["v21.0", _, "messages"]) => {
+            let script = {
+                let mut st = inner.lock();
+                let p = st.failure_rate;
+                st.scripted.pop_front().or_else(|| {
+                    let mut rng = rand::rng();
+                    (p > 0.0 && !st.failure_kinds.is_empty() && rng.random_bool(p.min(1.0)))
+                        .then(|| st.failure_kinds[rng.random_range(0..st.failure_kinds.len())].clone())
+                })
+            };
+            match script {
+                Some(Scripted::Status(s)) if s < 400 => Outcome::Answer(s, json!({})),
+                Some(Scripted::Status(s)) => {
+                    let (code, msg) = match s {
+                        401 => (190, "Invalid OAuth access token"),
+                        429 => (130429, "Rate limit hit"),
+                        503 => (2, "Service temporarily unavailable"),
+                        _ => (1, "An unknown error occurred"),
+                    };
+                    Outcome::Answer(s, meta_error(&inner, code, None, msg, msg))
+                }
+                Some(Scripted::RateLimited) => Outcome::Answer(
+                    429,
+                    meta_error(
+                        &inner,
+                        130429,
+                        None,
+                        "(#130429) Rate limit hit",
+                        "Cloud API message throughput has been reached.",
+                    ),
+                ),
+                Some(Scripted::MetaError {
+                    http,
+                    code,
+                    message,
+                    details,
+                }) => Outcome::Answer(http, meta_error(&inner, code, None, &message, &details)),
+                Some(Scripted::Hang) => Outcome::Hang,
+                Some(Scripted::Drop) => Outcome::Drop,
+                Some(Scripted::Delay(d)) => {
+                    extra_delay = d;
+                    messages(&inner, authorized, segs[1], &body, &mut wamid)
+                }
+                None => messages(&inner, authorized, segs[1], &body, &mut wamid),
+            }
+        }
+        ("POST", ["v21.0", _, "media"]) if !authorized => unauthorized(&inner),
+        ("POST", ["v21.0", _, "media"]) => match upload(&inner, &content_type, &raw) {
+            Ok(v) => Outcome::Answer(200, v),
+            Err(msg) => bad_param(&inner, &msg),
+        },
+        ("GET", ["v21.0", _] | ["files", _]) if !authorized => unauthorized(&inner),
+        ("GET", ["v21.0", id]) => match media {
+            Some((bytes, mime)) => Outcome::Answer(
+                200,
+                json!({
+                    "url": format!("{}/files/{id}", inner.base),
+                    "mime_type": mime,
+                    "sha256": hex::encode(Sha256::digest(&bytes)),
+                    "file_size": bytes.len(),
+                    "id": id,
+                    "messaging_product": "whatsapp",
+                }),
+            ),
+            None => unknown_object(&inner, "get", id),
+        },
+        ("GET", ["files", _]) => match media {
+            Some(m) => {
+                file = Some(m);
+                Outcome::Answer(200, Value::Null)
+            }
+            None => Outcome::Answer(
+                404,
+                meta_error(&inner, 100, Some(33), "Media not found", "Media not found"),
+            ),
+        },
+        _ => {
+            let msg = format!("Unknown path components: {path}");
+            Outcome::Answer(404, meta_error(&inner, 100, None, &msg, &msg))
+        }
+    };
+
+    let (latency, status) = {
+        let mut st = inner.lock();
+        let status = match &outcome {
+            Outcome::Answer(s, _) => *s,
+            _ => 0,
+        };
+        if let Some(id) = &wamid {
+            st.accepted.push((id.clone(), body.clone()));
+        }
+        st.requests.push(Recorded {
+            method,
+            path,
+            authorization,
+            body,
+            at,
+            outcome_status: status,
+            wamid,
+        });
+        (st.latency, status)
+    };
+    tokio::time::sleep(latency + extra_delay).await;
+    let (ct, payload) = match (outcome, file) {
+        (Outcome::Hang, _) => std::future::pending().await,
+        // An error from the service makes hyper close the connection without a response.
+        (Outcome::Drop, _) => return Err(std::io::Error::other("scripted connection drop")),
+        (Outcome::Answer(..), Some((bytes, mime))) => (mime, Bytes::from(bytes)),
+        (Outcome::Answer(_, v), None) => ("application/json".to_string(), Bytes::from(v.to_string())),
+    };
+    let mut resp = Response::new(Full::new(payload));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert("content-type", ct.parse().unwrap());
+    Ok(resp)
+}
+
+/// Normal behaviour of `POST /{phone_number_id}/messages`.
+fn messages(inner: &Inner, authorized: bool, pnid: &str, body: &Value, wamid: &mut Option<String>) -> Outcome {
+    if !authorized {
+        return unauthorized(inner);
+    }
+    if pnid.is_empty() || !pnid.bytes().all(|b| b.is_ascii_digit()) {
+        return unknown_object(inner, "post", pnid);
+    }
+    if body.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
+        return bad_param(inner, "(#100) The parameter messaging_product is required.");
+    }
+    if body.get("status").and_then(Value::as_str) == Some("read") {
+        return match body.get("message_id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => Outcome::Answer(200, json!({"success": true})),
+            _ => bad_param(inner, "(#100) The parameter message_id is required."),
+        };
+    }
+    if let Err(msg) = check_message(body) {
+        return bad_param(inner, &msg);
+    }
+    let to = body.get("to").and_then(Value::as_str);
+    let input = to
+        .or_else(|| body.get("recipient").and_then(Value::as_str))
+        .unwrap_or_default();
+    let contact = match to {
+        Some(to) => json!({"input": input, "wa_id": to}),
+        None => json!({"input": input, "user_id": input}),
+    };
+    let id = {
+        let mut st = inner.lock();
+        st.next_wamid += 1;
+        format!("wamid.FAKE{}", st.next_wamid)
+    };
+    *wamid = Some(id.clone());
+    Outcome::Answer(
+        200,
+        json!({"messaging_product": "whatsapp", "contacts": [contact],
+               "messages": [{"id": id, "message_status": "accepted"}]}),
+    )
+}
+
+const TYPES: [&str; 11] = [
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "template",
+    "interactive",
+    "location",
+    "contacts",
+    "reaction",
+];
+
+/// Meta's parameter checks on a message body; `Err` is the error message.
+fn check_message(b: &Value) -> Result<(), String> {
+    let s = |p: &str| b.pointer(p).and_then(Value::as_str);
+    let len = |p: &str| s(p).map_or(0, |v| v.chars().count());
+    let too_long = |name: &str, max: usize| format!("(#100) Param {name} must be at most {max} characters long.");
+    match (s("/to"), s("/recipient")) {
+        (Some(to), _) if to.is_empty() || !to.bytes().all(|c| c.is_ascii_digit()) => {
+            return Err("(#100) Invalid parameter: to must be a phone number in digits.".into());
+        }
+        (None, None | Some("")) => return Err("(#100) The parameter to is required.".into()),
+        _ => {}
+    }
+    let ty = s("/type").unwrap_or("text");
+    if !TYPES.contains(&ty) {
+        return Err(format!(
+            "(#100) Param type must be one of {{{}}} - got \"{ty}\".",
+            TYPES.join(", ")
+        ));
+    }
+    if !b.get(ty).is_some_and(Value::is_object) && ty != "contacts" {
+        return Err(format!("(#100) The parameter {ty} is required."));
+    }
+    if ty == "text" && s("/text/body").is_none_or(str::is_empty) {
+        return Err("(#100) The parameter text['body'] is required.".into());
+    }
+    if len("/text/body") > 4096 {
+        return Err(too_long("text['body']", 4096));
+    }
+    if len("/biz_opaque_callback_data") > 512 {
+        return Err(too_long("biz_opaque_callback_data", 512));
+    }
+    if ty == "interactive" && s("/interactive/type") == Some("button") {
+        let buttons = b.pointer("/interactive/action/buttons").and_then(Value::as_array);
+        let buttons = buttons.map(Vec::as_slice).unwrap_or_default();
+        if buttons.is_empty() || buttons.len() > 3 {
+            return Err("(#100) Param interactive['action']['buttons'] must have 1 to 3 elements.".into());
+        }
+        for (i, bt) in buttons.iter().enumerate() {
+            let t = bt.pointer("/reply/title").and_then(Value::as_str).unwrap_or_default();
+            if t.is_empty() || t.chars().count() > 20 {
+                return Err(too_long(
+                    &format!("interactive['action']['buttons'][{i}]['reply']['title']"),
+                    20,
+                ));
+            }
+        }
+    }
+    if ty == "interactive" && s("/interactive/type") == Some("list") {
+        let sections = b.pointer("/interactive/action/sections").and_then(Value::as_array);
+        let rows: usize = sections
+            .into_iter()
+            .flatten()
+            .map(|s| s["rows"].as_array().map_or(0, Vec::len))
+            .sum();
+        if rows == 0 || rows > 10 {
+            return Err("(#100) Param interactive['action']['sections'] must have 1 to 10 rows in total.".into());
+        }
+    }
+    Ok(())
+}
+
+/// `POST /{phone_number_id}/media`: minimal multipart parsing.
+fn upload(inner: &Inner, content_type: &str, body: &[u8]) -> Result<Value, String> {
+    let parts = parse_multipart(content_type, body).ok_or("(#100) The request is not valid multipart/form-data.")?;
+    let field = |n: &str| parts.iter().find(|p| p.name == n);
+    if field("messaging_product").map(|p| p.data.as_slice()) != Some(b"whatsapp") {
+        return Err("(#100) The parameter messaging_product is required.".into());
+    }
+    let file = field("file").ok_or("(#100) The parameter file is required.")?;
+    let ty = field("type").map(|p| String::from_utf8_lossy(&p.data).into_owned());
+    let mime = file
+        .content_type
+        .clone()
+        .or(ty)
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let mut st = inner.lock();
+    st.next_media += 1;
+    let id = format!("media-{}", st.next_media);
+    st.media.insert(id.clone(), (file.data.clone(), mime.clone()));
+    st.uploads.push(Upload {
+        id: id.clone(),
+        filename: file.filename.clone(),
+        mime_type: mime,
+        bytes: file.data.clone(),
+    });
+    Ok(json!({ "id": id }))
+}
+
+struct Part {
+    name: String,
+    filename: Option<String>,
+    content_type: Option<String>,
+    data: Vec<u8>,
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"');
+    let delim = format!("--{boundary}").into_bytes();
+    let mut pos = find(body, &delim, 0)? + delim.len();
+    let mut parts = Vec::new();
+    while !body.get(pos..)?.starts_with(b"--") {
+        let start = pos + 2; // CRLF after the delimiter
+        let next = find(body, &delim, start)?;
+        let chunk = body.get(start..next.checked_sub(2)?)?; // CRLF before the next delimiter
+        let hdr_end = find(chunk, b"\r\n\r\n", 0)?;
+        let headers = std::str::from_utf8(&chunk[..hdr_end]).ok()?;
+        let mut part = Part {
+            name: String::new(),
+            filename: None,
+            content_type: None,
+            data: chunk[hdr_end + 4..].to_vec(),
+        };
+        for line in headers.lines() {
+            let (k, v) = line.split_once(':')?;
+            if k.eq_ignore_ascii_case("content-type") {
+                part.content_type = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("content-disposition") {
+                for p in v.split(';').map(str::trim) {
+                    if let Some(n) = p.strip_prefix("name=") {
+                        part.name = n.trim_matches('"').to_string();
+                    } else if let Some(f) = p.strip_prefix("filename=") {
+                        part.filename = Some(f.trim_matches('"').to_string());
+                    }
+                }
+            }
+        }
+        parts.push(part);
+        pos = next + delim.len();
+    }
+    Some(parts)
+}
+
+/// Meta's error body.
+fn meta_error(inner: &Inner, code: i64, subcode: Option<i64>, message: &str, details: &str) -> Value {
+    let trace = {
+        let mut st = inner.lock();
+        st.next_trace += 1;
+        st.next_trace
+    };
+    let mut e = json!({
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "error_data": {"messaging_product": "whatsapp", "details": details},
+        "fbtrace_id": format!("AfakeTrace{trace}"),
+    });
+    if let Some(sc) = subcode {
+        e["error_subcode"] = json!(sc);
+    }
+    json!({ "error": e })
+}
+
+fn unauthorized(inner: &Inner) -> Outcome {
+    let msg = "Invalid OAuth access token - Cannot parse access token";
+    Outcome::Answer(401, meta_error(inner, 190, None, msg, msg))
+}
+
+fn bad_param(inner: &Inner, msg: &str) -> Outcome {
+    Outcome::Answer(400, meta_error(inner, 100, None, msg, msg))
+}
+
+fn unknown_object(inner: &Inner, verb: &str, id: &str) -> Outcome {
+    let msg = format!(
+        "Unsupported {verb} request. Object with ID '{id}' does not exist, cannot be loaded due to missing \
+         permissions, or does not support this operation."
+    );
+    Outcome::Answer(400, meta_error(inner, 100, Some(33), &msg, &msg))
+}
