@@ -119,28 +119,28 @@ impl MediaDownloader {
                             .and(tokio::fs::write(dir.join(&name), &media.bytes).await);
                         match saved {
                             Ok(()) => {
-                                tracing::info!(message = message_id, media = %media_id, bytes = media.bytes.len(), file = %name, "inbound media saved");
+                                tracing::info!(message_id = message_id, media = %media_id, bytes = media.bytes.len(), file = %name, "inbound media saved");
                                 Some(Some(format!("media/{name}")))
                             }
                             Err(e) => {
-                                tracing::error!(message = message_id, error = %e, "cannot write media file");
+                                tracing::error!(message_id = message_id, error = %e, "cannot write media file");
                                 None
                             }
                         }
                     }
                     Err(f) if f.disposition == Disposition::Retry => {
-                        tracing::warn!(message = message_id, media = %media_id, error = %f, "media download failed; will retry");
+                        tracing::warn!(message_id = message_id, media = %media_id, error = %f, "media download failed; will retry");
                         None
                     }
                     Err(f) => {
-                        tracing::warn!(message = message_id, media = %media_id, error = %f, "media not downloaded");
+                        tracing::warn!(message_id = message_id, media = %media_id, error = %f, "media not downloaded");
                         Some(None)
                     }
                 };
                 match outcome {
                     Some(file) => {
                         if let Err(e) = self.store.blocking(move |s| s.media_done(message_id, file)).await {
-                            tracing::error!(message = message_id, error = %e, "cannot record media download");
+                            tracing::error!(message_id = message_id, error = %e, "cannot record media download");
                         }
                     }
                     None => retry_later = true,

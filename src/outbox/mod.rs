@@ -111,14 +111,14 @@ impl Outbox {
         let recipient = record.to.as_deref().unwrap_or("?");
         match record.status.as_str() {
             "queued" => {
-                tracing::info!(message = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
+                tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
                 self.wake.notify_one();
             }
             "dry_run" => {
-                tracing::info!(message = record.id, to = %recipient, kind = %record.kind, origin, body = %record.raw, "dry run: message recorded, not sent")
+                tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, body = %record.raw, "dry run: message recorded, not sent")
             }
             _ => {
-                tracing::warn!(message = record.id, to = %recipient, origin, error = ?record.error.as_ref().map(|e| &e.title), "outbound message refused")
+                tracing::warn!(message_id = record.id, to = %recipient, origin, error = ?record.error.as_ref().map(|e| &e.title), "outbound message refused")
             }
         }
     }
@@ -259,7 +259,7 @@ impl OutboxWorker {
                     Ok(Some(body)) => body,
                     Ok(None) => continue,
                     Err(e) => {
-                        tracing::error!(message = id, error = %e, "cannot mark the message as sending; will retry");
+                        tracing::error!(message_id = id, error = %e, "cannot mark the message as sending; will retry");
                         continue;
                     }
                 };
@@ -305,7 +305,7 @@ impl SendContext {
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let record = match result {
             Ok(ok) => {
-                tracing::info!(message = id, wamid = %ok.wamid, attempt, elapsed_ms, "sent");
+                tracing::info!(message_id = id, wamid = %ok.wamid, attempt, elapsed_ms, "sent");
                 let wamid = ok.wamid.clone();
                 self.store
                     .blocking(move |s| s.outbox_accepted(id, &wamid, ok.response, &crate::explain_error))
@@ -317,7 +317,7 @@ impl SendContext {
                 match failure.disposition {
                     Disposition::Retry if retry_at <= horizon_end => {
                         let reason = failure.to_string();
-                        tracing::warn!(message = id, attempt, error = %reason, retry_in_ms = retry_at - now_ms(), "send failed; will retry");
+                        tracing::warn!(message_id = id, attempt, error = %reason, retry_in_ms = retry_at - now_ms(), "send failed; will retry");
                         self.store.blocking(move |s| s.outbox_retry(id, retry_at, reason)).await
                     }
                     disposition => {
@@ -329,7 +329,7 @@ impl SendContext {
                                 info.title
                             );
                         }
-                        tracing::warn!(message = id, attempt, code = info.code, error = %info.title, "send failed for good");
+                        tracing::warn!(message_id = id, attempt, code = info.code, error = %info.title, "send failed for good");
                         let response = failure.response.clone();
                         self.store.blocking(move |s| s.outbox_failed(id, info, response)).await
                     }
@@ -338,7 +338,7 @@ impl SendContext {
         };
         if let Err(e) = record {
             // The job stays `sending`: at the next start it is marked `unknown`, never resent blindly.
-            tracing::error!(message = id, error = %e, "could not record the send outcome");
+            tracing::error!(message_id = id, error = %e, "could not record the send outcome");
         }
         self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
         self.wake.notify_one();

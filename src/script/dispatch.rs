@@ -107,9 +107,9 @@ impl Dispatcher {
             for (id, o) in &outcomes {
                 (self.on_outcome)(o);
                 if o.scripts.is_empty() {
-                    tracing::debug!(message = id, "no script for this message");
+                    tracing::debug!(message_id = id, "no script for this message");
                 } else {
-                    tracing::info!(message = id, scripts = ?o.scripts, sent = o.sent.len(), error = ?o.error, "scripts ran");
+                    tracing::info!(message_id = id, scripts = ?o.scripts, sent = o.sent.len(), error = ?o.error, "scripts ran");
                 }
             }
             let commit = effects.into_commit(outcomes);

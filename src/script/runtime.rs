@@ -233,7 +233,7 @@ impl LuaWorker {
                 outcome.sent = effects.sends[sends_before..].iter().map(|s| s.id).collect();
             }
             Err(e) => {
-                tracing::warn!(message = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped");
+                tracing::warn!(message_id = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped");
                 outcome.error = Some(e);
                 *self.shared.effects.lock().expect("not poisoned") = checkpoint;
             }
@@ -368,7 +368,7 @@ impl LuaWorker {
     ) -> Result<(), String> {
         let Some(state) = self.active_scenario(&record.contact)? else {
             tracing::info!(
-                message = record.id,
+                message_id = record.id,
                 scenario,
                 step,
                 "click on a scenario that is over; ignored"
@@ -376,7 +376,7 @@ impl LuaWorker {
             return Ok(());
         };
         if state.scenario != scenario || state.step != step {
-            tracing::info!(message = record.id, scenario, step, current = %format!("{}:{}", state.scenario, state.step), "click on an old scenario step; ignored");
+            tracing::info!(message_id = record.id, scenario, step, current = %format!("{}:{}", state.scenario, state.step), "click on an old scenario step; ignored");
             return Ok(());
         }
         let file = self

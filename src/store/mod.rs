@@ -768,7 +768,7 @@ impl<'txn> Tables<'txn> {
             Some(id) => {
                 if let Some(mut m) = self.get_message(id)? {
                     if m.apply_status(entry, explain) {
-                        tracing::debug!(message = id, wamid = %s.id, status = %m.status, "status applied");
+                        tracing::debug!(message_id = id, wamid = %s.id, status = %m.status, "status applied");
                     }
                     self.put_message(&m)?;
                 }
@@ -816,7 +816,7 @@ impl<'txn> Tables<'txn> {
         }
         self.put_message(&m)?;
         self.wamids.insert(s.id.as_str(), id)?;
-        tracing::info!(message = id, wamid = %s.id, "interrupted send reconciled from a status webhook");
+        tracing::info!(message_id = id, wamid = %s.id, "interrupted send reconciled from a status webhook");
         Ok(Some(id))
     }
 

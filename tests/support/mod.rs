@@ -283,3 +283,56 @@ pub fn status_delivery(wamid: &str, status: &str, ts: i64) -> Value {
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+/// A reply-button click (`interactive` / `button_reply`) from `from`.
+pub fn click_delivery(from: &str, wamid: &str, button_id: &str, title: &str) -> Value {
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
+            "contacts": [{"profile": {"name": "Awa Diop"}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": now().to_string(), "type": "interactive",
+                          "context": {"from": "221338601234", "id": "wamid.PREVIOUS"},
+                          "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}}}]
+        }}]}]
+    })
+}
+
+impl TestDaemon {
+    /// Writes a script file under the daemon's scripts directory (atomically: temp + rename).
+    pub fn write_script(&self, relative: &str, source: &str) {
+        let path = self.dir.path().join("scripts").join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_extension("lua.tmp-save");
+        std::fs::write(&tmp, source).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    /// The outbound messages of a contact, oldest first.
+    pub async fn outbound_of(&self, contact: &str) -> Vec<Value> {
+        self.messages_of(contact)
+            .await
+            .into_iter()
+            .filter(|m| m["direction"] == "outbound")
+            .collect()
+    }
+
+    /// Waits until the inbound message `wamid` has a script outcome, and returns the message.
+    pub async fn dispatched(&self, contact: &str, wamid: &str) -> Value {
+        self.eventually(&format!("scripts ran for {wamid}"), || async {
+            self.messages_of(contact)
+                .await
+                .into_iter()
+                .find(|m| m["wamid"] == wamid && m["script"].is_object())
+        })
+        .await
+    }
+}
+
+/// Writes a script file into a scripts dir before a daemon starts.
+pub fn put_script(dir: &Path, relative: &str, source: &str) {
+    let path = dir.join("scripts").join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, source).unwrap();
+}
