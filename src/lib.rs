@@ -17,6 +17,7 @@
 //!   retries, and the crash policy for interrupted sends.
 //! - [`script`]: the Lua runtime: sandbox, script registry, hot reload, dispatch.
 //! - [`media`]: media files kept beside the store.
+//! - [`replay`]: `walua check` and `walua replay`.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod outbox;
+pub mod replay;
 pub mod script;
 pub mod store;
 pub mod webhook;

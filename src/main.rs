@@ -25,8 +25,14 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve,
-    /// Load the configuration and report every error; exit 1 if any.
+    /// Load the configuration and every script; report each error with file:line; exit 1 if any.
     Check,
+    /// Feed one webhook payload through parsing and the scripts; print what would be stored
+    /// and sent. Nothing is sent and the store is not touched.
+    Replay {
+        /// A webhook delivery body (JSON), as Meta would POST it.
+        file: PathBuf,
+    },
     /// Queue a message through a running daemon's admin API.
     Send(Box<SendArgs>),
     /// List conversations of a running daemon, most recent first.
@@ -136,6 +142,29 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => {
             println!("{}: configuration OK", config.file.display());
+            let report = walua::replay::check(&config);
+            for w in &report.warnings {
+                println!("warning: {}", w.message);
+            }
+            for e in &report.errors {
+                println!("error: {}", e.message);
+            }
+            println!(
+                "{}: {} script(s) loaded, {} error(s), {} warning(s)",
+                config.scripts.dir.display(),
+                report.loaded,
+                report.errors.len(),
+                report.warnings.len()
+            );
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Replay { file } => {
+            let report = walua::replay::replay(&config, &file)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Send(args) => runtime.block_on(async {

@@ -1,0 +1,114 @@
+//! `walua check` and `walua replay`, run as an operator would.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn walua(conf: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_walua"))
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_reports_every_broken_script_with_file_and_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    put_script(
+        dir.path(),
+        "buttons/good.lua",
+        "return { match = '^ok$', run = function() end }",
+    );
+    put_script(
+        dir.path(),
+        "buttons/syntax.lua",
+        "return { match = '^x$',\n run = function( end }",
+    );
+    put_script(dir.path(), "buttons/shape.lua", "return { match = '^x$' }");
+    put_script(
+        dir.path(),
+        "cron/bad_schedule.lua",
+        "return { schedule = 'every day', run = function() end }",
+    );
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(&conf, config_text(dir.path(), DRY_RUN, "")).unwrap();
+    let out = walua(&conf, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("buttons/syntax.lua:2:"), "{stdout}");
+    assert!(stdout.contains("buttons/shape.lua"), "{stdout}");
+    assert!(stdout.contains("cron/bad_schedule.lua"), "{stdout}");
+    assert!(stdout.contains("1 script(s) loaded, 3 error(s)"), "{stdout}");
+
+    std::fs::remove_file(dir.path().join("scripts/buttons/syntax.lua")).unwrap();
+    std::fs::remove_file(dir.path().join("scripts/buttons/shape.lua")).unwrap();
+    std::fs::remove_file(dir.path().join("scripts/cron/bad_schedule.lua")).unwrap();
+    let out = walua(&conf, &["check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn check_names_the_config_key_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(&conf, "[whatsapp]\ndry_run = false\n").unwrap();
+    let out = walua(&conf, &["check"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("walua.toml") && stdout.contains("whatsapp.phone_number_id"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn replay_shows_what_would_be_stored_and_sent_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    put_script(
+        dir.path(),
+        "buttons/validate_order.lua",
+        "return { match = '^btn_validate_order_(%d+)$', run = function(id) env.whatsapp.send_text(message.from, 'Commande ' .. id .. ' validée') end }",
+    );
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(
+        &conf,
+        config_text(
+            dir.path(),
+            "dry_run = false\napi_base = \"http://127.0.0.1:9\"\nallow_outside_window = true",
+            "",
+        ),
+    )
+    .unwrap();
+    let payload =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks/interactive_button_reply.json");
+    let out = walua(&conf, &["replay", payload.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["stored"][0]["summary"],
+        "[button] Valider (btn_validate_order_42)"
+    );
+    assert_eq!(report["scripts"][0]["scripts"][0], "buttons/validate_order");
+    assert_eq!(report["would_send"][0]["body"]["text"]["body"], "Commande 42 validée");
+    assert_eq!(report["would_send"][0]["body"]["to"], "221771234567");
+    assert!(!dir.path().join("walua.redb").exists(), "the store was not created");
+
+    // With an existing store: it is left byte for byte as it was.
+    walua::store::Store::open(&dir.path().join("walua.redb")).unwrap();
+    let before = std::fs::read(dir.path().join("walua.redb")).unwrap();
+    let out = walua(&conf, &["replay", payload.to_str().unwrap()]);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["on_store_copy"], true);
+    assert_eq!(std::fs::read(dir.path().join("walua.redb")).unwrap(), before);
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{oops").unwrap();
+    let out = walua(&conf, &["replay", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+}
