@@ -179,6 +179,8 @@ pub struct ScriptsConfig {
     pub memory_budget: usize,
     /// Watch the directory and reload scripts when they are saved.
     pub hot_reload: bool,
+    /// Time zone of cron jobs that name none (IANA name, e.g. `Africa/Dakar`).
+    pub timezone: chrono_tz::Tz,
 }
 
 /// `[log]`.
@@ -275,6 +277,7 @@ struct RawScripts {
     cpu_budget: Option<String>,
     memory_budget: Option<usize>,
     hot_reload: Option<bool>,
+    timezone: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -405,6 +408,15 @@ impl Config {
                 None => 32 * 1024 * 1024,
             },
             hot_reload: raw.scripts.hot_reload.unwrap_or(true),
+            timezone: match raw.scripts.timezone {
+                None => chrono_tz::UTC,
+                Some(name) => name.parse().map_err(|_| {
+                    cx.invalid(
+                        "scripts.timezone",
+                        format!("`{name}` is not an IANA time zone (e.g. Africa/Dakar)"),
+                    )
+                })?,
+            },
         };
         let log = LogConfig {
             format: raw.log.format.unwrap_or(LogFormat::Text),

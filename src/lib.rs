@@ -17,6 +17,7 @@
 //!   retries, and the crash policy for interrupted sends.
 //! - [`script`]: the Lua runtime: sandbox, script registry, hot reload, dispatch.
 //! - [`media`]: media files kept beside the store.
+//! - [`scheduler`]: cron jobs from `scripts/cron/`, with catch-up after downtime.
 //! - [`replay`]: `walua check` and `walua replay`.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
@@ -28,6 +29,7 @@ pub mod http;
 pub mod media;
 pub mod outbox;
 pub mod replay;
+pub mod scheduler;
 pub mod script;
 pub mod store;
 pub mod webhook;
@@ -186,6 +188,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .run(),
     );
     tasks.spawn(script::reload_on_sighup(scripts.clone(), stop_tasks.clone()));
+    tasks.spawn(
+        scheduler::Scheduler {
+            store: store.clone(),
+            runtime: scripts.runtime.clone(),
+            registry: scripts.registry.clone(),
+            outbox: outbox.clone(),
+            default_tz: config.scripts.timezone,
+            shutdown: stop_tasks.clone(),
+        }
+        .run(),
+    );
 
     let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
     tasks.spawn(

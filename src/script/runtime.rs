@@ -70,6 +70,7 @@ impl Effects {
             kv: self.kv,
             scenarios: self.scenarios.into_iter().collect(),
             outcomes,
+            state: Vec::new(),
         }
     }
 }

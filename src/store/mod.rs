@@ -46,6 +46,8 @@ const DISPATCH: TableDefinition<u64, ()> = TableDefinition::new("dispatch");
 const SCRIPT_KV: TableDefinition<&str, &[u8]> = TableDefinition::new("script_kv");
 /// Active scenario per contact: conversation key → JSON [`ScenarioState`].
 const SCENARIOS: TableDefinition<&str, &[u8]> = TableDefinition::new("scenarios");
+/// Durable state of schedulers and pollers: `cron:NAME`, `hook:NAME` → JSON.
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// Small daemon metadata (health probe time, schema version).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -106,6 +108,8 @@ pub struct ScriptCommit {
     pub scenarios: Vec<(String, Option<ScenarioState>)>,
     /// Dispatched inbound messages and what their scripts did.
     pub outcomes: Vec<(u64, ScriptOutcome)>,
+    /// Scheduler / poller state written with the effects (`cron:NAME`, `hook:NAME`).
+    pub state: Vec<(String, Value)>,
 }
 
 /// What applying a batch of deliveries did, for logs and metrics.
@@ -173,6 +177,7 @@ impl Store {
             txn.open_table(DISPATCH)?;
             txn.open_table(SCRIPT_KV)?;
             txn.open_table(SCENARIOS)?;
+            txn.open_table(STATE)?;
         }
         txn.commit()?;
         let last = {
@@ -358,6 +363,14 @@ impl Store {
         row.map(|v| decode("script_kv", v.value())).transpose()
     }
 
+    /// A scheduler / poller state entry.
+    pub fn state_get(&self, key: &str) -> Result<Option<Value>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let row = table.get(key)?;
+        row.map(|v| decode("state", v.value())).transpose()
+    }
+
     /// A contact's active scenario (expired ones included; the caller checks).
     pub fn scenario_get(&self, contact: &str) -> Result<Option<ScenarioState>> {
         let txn = self.db.begin_read()?;
@@ -393,6 +406,10 @@ impl Store {
                     Some(s) => scenarios.insert(contact.as_str(), encode(s).as_slice())?,
                     None => scenarios.remove(contact.as_str())?,
                 };
+            }
+            let mut state = txn.open_table(STATE)?;
+            for (key, value) in &commit.state {
+                state.insert(key.as_str(), encode(value).as_slice())?;
             }
             for (id, outcome) in &commit.outcomes {
                 dispatch.remove(*id)?;
