@@ -172,8 +172,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         );
     }
     // Scripts: load, watch, and the Lua pool with its dispatcher.
-    let scripts =
-        script::Scripts::start(&config, store.clone(), outbox.clone()).map_err(|e| RunError::Scripts(e.to_string()))?;
+    let scripts = script::Scripts::start(&config, store.clone(), outbox.clone(), graph.clone())
+        .map_err(|e| RunError::Scripts(e.to_string()))?;
     let dispatch_wake = Arc::new(Notify::new());
     tasks.spawn(
         script::dispatch::Dispatcher {

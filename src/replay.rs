@@ -118,6 +118,9 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         vars: config.vars.clone(),
         limits: limits(config),
         lib_dir: config.scripts.dir.join("lib"),
+        graph: None,
+        store_path: copy.clone(),
+        handle: None,
     });
     let runtime = ScriptRuntime::start(1, ctx).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let new_ids = report.new_messages.clone();

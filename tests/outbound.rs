@@ -468,3 +468,30 @@ async fn a_local_document_is_uploaded_as_media_then_sent() {
     wait_status(&d, &a["id"], "sent").await;
     assert_eq!(fake.accepted()[0].1["document"]["id"], media["id"]);
 }
+
+#[tokio::test]
+async fn a_script_sends_a_document_from_bytes_uploaded_as_media_first() {
+    let fake = FakeGraph::start(ACCESS_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    put_script(
+        dir.path(),
+        "buttons/invoice.lua",
+        r#"return { match = "^btn_invoice$", run = function()
+  local pdf = "%PDF-1.4\n\0\255 binary invoice"
+  env.whatsapp.send_document(message.from, { bytes = pdf, filename = "INV-2026-0001.pdf", caption = "Votre facture" })
+end }"#,
+    );
+    let text = config_text(dir.path(), &live_whatsapp(&fake.url(), ""), "");
+    let d = TestDaemon::start_in(dir, text).await;
+    d.deliver_ok(&click_delivery(CUSTOMER, "wamid.INV1", "btn_invoice", "Facture"))
+        .await;
+    let accepted = fake.wait_for_accepted(1, Duration::from_secs(10)).await;
+    let uploads = fake.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].bytes, b"%PDF-1.4\n\0\xff binary invoice");
+    assert_eq!(uploads[0].mime_type, "application/pdf");
+    let doc = &accepted[0].1["document"];
+    assert_eq!(doc["id"], uploads[0].id.as_str());
+    assert_eq!(doc["filename"], "INV-2026-0001.pdf");
+    assert_eq!(doc["caption"], "Votre facture");
+}

@@ -58,7 +58,12 @@ pub enum ScriptsError {
 
 impl Scripts {
     /// Loads every script, starts the watcher (when `hot_reload`) and the Lua pool.
-    pub fn start(config: &Config, store: Store, outbox: Outbox) -> Result<Scripts, ScriptsError> {
+    pub fn start(
+        config: &Config,
+        store: Store,
+        outbox: Outbox,
+        graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
+    ) -> Result<Scripts, ScriptsError> {
         let dir = config.scripts.dir.clone();
         let limits = Limits {
             cpu: config.scripts.cpu_budget,
@@ -87,6 +92,9 @@ impl Scripts {
             vars: config.vars.clone(),
             limits,
             lib_dir: dir.join("lib"),
+            graph: graph.filter(|_| !config.whatsapp.dry_run),
+            store_path: config.store.path.clone(),
+            handle: tokio::runtime::Handle::try_current().ok(),
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {

@@ -47,6 +47,25 @@ pub struct RuntimeContext {
     pub limits: Limits,
     /// `scripts/lib`, the only place `require` reads.
     pub lib_dir: PathBuf,
+    /// Uploads media given as bytes (`send_document(to, {bytes = …})`); `None` in dry run.
+    pub graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
+    /// The store file, beside which dry-run uploads are kept.
+    pub store_path: PathBuf,
+    /// The tokio runtime, to wait for network calls from Lua threads.
+    pub handle: Option<tokio::runtime::Handle>,
+}
+
+/// Uploads `bytes` as media (or keeps them beside the store in dry run) and returns the
+/// media id to send.
+fn upload_bytes(lua: &Lua, ctx: &RuntimeContext, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
+    let mime = crate::media::mime_for(filename);
+    match (&ctx.graph, &ctx.handle) {
+        (Some(graph), Some(handle)) => {
+            super::sandbox::outside_budget(lua, || handle.block_on(graph.upload_media(bytes, mime, filename)))
+                .map_err(|e| lua_err(format!("media upload failed: {e}")))
+        }
+        _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
+    }
 }
 
 /// The buffered effects of the runs of one batch.
@@ -706,14 +725,30 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         whatsapp.set(
             name,
             lua.create_function(move |lua, (to, spec): (String, Table)| {
-                let mut req: Value = lua.from_value(LuaValue::Table(spec))?;
+                let bytes: Option<mlua::LuaString> = spec.get("bytes")?;
+                let spec_copy = lua.create_table()?;
+                for pair in spec.pairs::<LuaValue, LuaValue>() {
+                    let (k, v) = pair?;
+                    if k.as_string().is_some_and(|k| k.as_bytes().as_ref() == b"bytes") {
+                        continue;
+                    }
+                    spec_copy.set(k, v)?;
+                }
+                let mut req: Value = lua.from_value(LuaValue::Table(spec_copy))?;
                 if !req.is_object() {
                     req = json!({});
                 }
-                if req.get("bytes").is_some() {
-                    return Err(lua_err(format!(
-                        "{name}: `bytes` is not supported yet; upload the file and pass `media`"
-                    )));
+                if let Some(bytes) = bytes {
+                    let filename = req
+                        .get("filename")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
+                    let id = upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)?;
+                    req["media"] = json!(id);
+                    if kind == "document" {
+                        req["filename"] = json!(filename);
+                    }
                 }
                 req["to"] = json!(to);
                 req["type"] = json!(kind);

@@ -446,6 +446,20 @@ fn env_builder(lua: &Lua, template: &Table, finish: Function) -> Result<Function
         .call(mlua::MultiValue::from_vec(values))
 }
 
+/// Runs `f` — blocking I/O from a Rust callback (an Odoo call, a media upload) — without
+/// charging its duration to the current run's CPU budget: the deadline moves by the time `f`
+/// took. The I/O has its own timeouts.
+pub fn outside_budget<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    let start = Instant::now();
+    let result = f();
+    if let Some(budget) = lua.app_data_ref::<Budget>()
+        && let Some(deadline) = budget.deadline.get()
+    {
+        budget.deadline.set(Some(deadline + start.elapsed()));
+    }
+    result
+}
+
 fn is_tripped(lua: &Lua) -> bool {
     lua.app_data_ref::<Budget>()
         .is_some_and(|b| b.tripped.borrow().is_some())
