@@ -17,6 +17,8 @@
 //!   retries, and the crash policy for interrupted sends.
 //! - [`script`]: the Lua runtime: sandbox, script registry, hot reload, dispatch.
 //! - [`media`]: media files kept beside the store.
+//! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
+//!   invoice and report PDFs).
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod odoo;
 pub mod outbox;
 pub mod script;
 pub mod store;
