@@ -19,6 +19,8 @@
 //! - [`media`]: media files kept beside the store.
 //! - [`scheduler`]: cron jobs from `scripts/cron/`, with catch-up after downtime.
 //! - [`replay`]: `walua check` and `walua replay`.
+//! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
+//!   invoice and report PDFs).
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -27,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod odoo;
 pub mod outbox;
 pub mod replay;
 pub mod scheduler;
