@@ -162,6 +162,8 @@ pub struct OdooConfig {
     pub password: Option<Secret>,
     /// How often hook scripts poll Odoo.
     pub poll_interval: Duration,
+    /// Secret that push hooks (`POST /hooks/odoo/{name}?token=…`) must carry.
+    pub hook_token: Option<Secret>,
     /// Timeout of one JSON-RPC call.
     pub timeout: Duration,
 }
@@ -266,6 +268,7 @@ struct RawOdoo {
     api_key: Option<String>,
     password: Option<String>,
     poll_interval: Option<String>,
+    hook_token: Option<String>,
     timeout: Option<String>,
 }
 
@@ -391,6 +394,7 @@ impl Config {
                     api_key,
                     password,
                     poll_interval: cx.duration("odoo.poll_interval", o.poll_interval, "30s")?,
+                    hook_token: cx.secret("odoo.hook_token", o.hook_token)?,
                     timeout: cx.duration("odoo.timeout", o.timeout, "30s")?,
                 })
             }
@@ -452,6 +456,7 @@ impl Config {
         if let Some(o) = &self.odoo {
             out.extend(o.api_key.iter());
             out.extend(o.password.iter());
+            out.extend(o.hook_token.iter());
         }
         out
     }

@@ -62,6 +62,9 @@ pub enum RunError {
         /// Why.
         source: store::StoreError,
     },
+    /// The Odoo client could not be built from the configuration.
+    #[error("odoo: {0}")]
+    Odoo(String),
     /// The script runtime could not start.
     #[error("scripts: {0}")]
     Scripts(String),
@@ -84,6 +87,8 @@ pub struct App {
     pub graph: Option<Arc<whatsapp::client::GraphClient>>,
     /// The loaded scripts, their watcher and the Lua pool.
     pub scripts: script::Scripts,
+    /// Odoo hooks (push endpoint), when `[odoo]` is configured.
+    pub hooks: Option<odoo::hooks::Hooks>,
 }
 
 /// Explains a Meta error code for an operator.
@@ -175,7 +180,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         );
     }
     // Scripts: load, watch, and the Lua pool with its dispatcher.
-    let scripts = script::Scripts::start(&config, store.clone(), outbox.clone(), graph.clone())
+    let odoo = match &config.odoo {
+        Some(o) => Some(Arc::new(
+            odoo::OdooClient::new(o).map_err(|e| RunError::Odoo(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let scripts = script::Scripts::start(&config, store.clone(), outbox.clone(), graph.clone(), odoo.clone())
         .map_err(|e| RunError::Scripts(e.to_string()))?;
     let dispatch_wake = Arc::new(Notify::new());
     tasks.spawn(
@@ -191,6 +202,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .run(),
     );
     tasks.spawn(script::reload_on_sighup(scripts.clone(), stop_tasks.clone()));
+    let hooks = match (&odoo, &config.odoo) {
+        (Some(client), Some(o)) => {
+            let hooks = odoo::hooks::Hooks {
+                store: store.clone(),
+                runtime: scripts.runtime.clone(),
+                registry: scripts.registry.clone(),
+                odoo: client.clone(),
+                outbox: outbox.clone(),
+            };
+            tasks.spawn(hooks.clone().poll_forever(o.poll_interval, stop_tasks.clone()));
+            Some(hooks)
+        }
+        _ => None,
+    };
     tasks.spawn(
         scheduler::Scheduler {
             store: store.clone(),
@@ -223,6 +248,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         outbox,
         graph,
         scripts: scripts.clone(),
+        hooks,
     });
     if config.whatsapp.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");

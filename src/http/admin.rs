@@ -191,6 +191,39 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
+/// `POST /hooks/odoo/{name}`: an Odoo 17+ webhook action. Authorised by `?token=` equal to
+/// `odoo.hook_token`, or by the admin bearer token.
+pub async fn odoo_push(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
+    let token_ok = match app.config.odoo.as_ref().and_then(|o| o.hook_token.as_ref()) {
+        Some(expected) => form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "token" && bool::from(v.as_bytes().ct_eq(expected.expose().as_bytes()))),
+        None => false,
+    };
+    if !token_ok && let Err(denied) = authorize(app, peer, &req) {
+        return denied;
+    }
+    let name = percent_decode_str(req.uri().path().trim_start_matches("/hooks/odoo/"))
+        .decode_utf8_lossy()
+        .into_owned();
+    let Some(hooks) = app.hooks.clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Odoo is not configured");
+    };
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("payload is not JSON: {e}")),
+    };
+    match hooks.push(&name, &payload).await {
+        Ok(fired) => json(StatusCode::OK, &serde_json::json!({ "fired": fired })),
+        Err(e @ crate::odoo::hooks::HookError::Unknown(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e @ crate::odoo::hooks::HookError::BadPayload(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
 fn respond(result: Result<serde_json::Value, crate::store::StoreError>) -> HttpResponse {
     match result {
         Ok(v) => json(StatusCode::OK, &v),

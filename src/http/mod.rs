@@ -97,6 +97,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpR
         (&Method::GET, "/healthz") => health(&app).await,
         (_, "/webhook") | (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         (_, p) if p.starts_with("/api/") => admin::route(&app, peer, req).await,
+        (&Method::POST, p) if p.starts_with("/hooks/odoo/") => admin::odoo_push(&app, peer, req).await,
         _ => error(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
     }
 }

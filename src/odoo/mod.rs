@@ -21,4 +21,6 @@
 
 mod client;
 
+pub mod hooks;
+
 pub use client::{OdooClient, OdooError, READ_ONLY_METHODS};

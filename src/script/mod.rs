@@ -63,6 +63,7 @@ impl Scripts {
         store: Store,
         outbox: Outbox,
         graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
+        odoo: Option<Arc<crate::odoo::OdooClient>>,
     ) -> Result<Scripts, ScriptsError> {
         let dir = config.scripts.dir.clone();
         let limits = Limits {
@@ -95,6 +96,7 @@ impl Scripts {
             graph: graph.filter(|_| !config.whatsapp.dry_run),
             store_path: config.store.path.clone(),
             handle: tokio::runtime::Handle::try_current().ok(),
+            odoo,
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {

@@ -53,6 +53,43 @@ pub struct RuntimeContext {
     pub store_path: PathBuf,
     /// The tokio runtime, to wait for network calls from Lua threads.
     pub handle: Option<tokio::runtime::Handle>,
+    /// The Odoo client, when `[odoo]` is configured.
+    pub odoo: Option<Arc<crate::odoo::OdooClient>>,
+}
+
+/// Runs an Odoo call from a Lua thread, outside the CPU budget.
+fn odoo_call<T>(
+    lua: &Lua,
+    ctx: &RuntimeContext,
+    what: &str,
+    f: impl FnOnce(
+        Arc<crate::odoo::OdooClient>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::odoo::OdooError>> + Send>>,
+) -> mlua::Result<T> {
+    let (Some(client), Some(handle)) = (&ctx.odoo, &ctx.handle) else {
+        return Err(lua_err(format!(
+            "env.odoo.{what}: Odoo is not configured (add an [odoo] section to the configuration)"
+        )));
+    };
+    let client = client.clone();
+    let started = std::time::Instant::now();
+    let result = super::sandbox::outside_budget(lua, || handle.block_on(f(client)));
+    match &result {
+        Ok(_) => tracing::debug!(
+            call = what,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "odoo call"
+        ),
+        Err(e) => tracing::warn!(call = what, error = %e, "odoo call failed"),
+    }
+    result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
+}
+
+fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
+    lua.from_value_with(
+        v,
+        mlua::serde::DeserializeOptions::new().encode_empty_tables_as_array(true),
+    )
 }
 
 /// Uploads `bytes` as media (or keeps them beside the store in dry run) and returns the
@@ -911,24 +948,117 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     )?;
 
     let odoo = lua.create_table()?;
-    for name in [
+    let s = shared.clone();
+    odoo.set(
         "call",
+        lua.create_function(
+            move |lua, (model, method, args, kwargs): (String, String, Option<LuaValue>, Option<LuaValue>)| {
+                let args = match args {
+                    Some(a) => as_array_value(lua, a)?,
+                    None => json!([]),
+                };
+                let kwargs: Value = match kwargs {
+                    Some(k) => lua.from_value(k)?,
+                    None => json!({}),
+                };
+                let kwargs = if kwargs.is_object() { kwargs } else { json!({}) };
+                let what = format!("call({model}, {method})");
+                let v = odoo_call(lua, &s.ctx, &what, move |c| {
+                    Box::pin(async move { c.call(&model, &method, args, kwargs).await })
+                })?;
+                lua.to_value(&v)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
         "search_read",
+        lua.create_function(move |lua, (model, domain, fields, opts): (String, Option<LuaValue>, Option<Vec<String>>, Option<LuaValue>)| {
+            let domain = match domain {
+                Some(d) => as_array_value(lua, d)?,
+                None => json!([]),
+            };
+            let fields = fields.unwrap_or_default();
+            let opts: Value = match opts {
+                Some(o) => lua.from_value(o)?,
+                None => json!({}),
+            };
+            let opts = if opts.is_object() { opts } else { json!({}) };
+            let v = odoo_call(lua, &s.ctx, "search_read", move |c| {
+                Box::pin(async move {
+                    let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                    c.search_read(&model, domain, &f, opts).await
+                })
+            })?;
+            lua.to_value(&v)
+        })?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
         "read",
+        lua.create_function(
+            move |lua, (model, ids, fields): (String, LuaValue, Option<Vec<String>>)| {
+                let ids: Vec<i64> = match ids {
+                    LuaValue::Integer(i) => vec![i],
+                    LuaValue::Number(n) => vec![n as i64],
+                    other => lua.from_value(other)?,
+                };
+                let fields = fields.unwrap_or_default();
+                let v = odoo_call(lua, &s.ctx, "read", move |c| {
+                    Box::pin(async move {
+                        let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                        c.read(&model, &ids, &f).await
+                    })
+                })?;
+                lua.to_value(&v)
+            },
+        )?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
         "write",
+        lua.create_function(move |lua, (model, ids, values): (String, LuaValue, LuaValue)| {
+            let ids: Vec<i64> = match ids {
+                LuaValue::Integer(i) => vec![i],
+                LuaValue::Number(n) => vec![n as i64],
+                other => lua.from_value(other)?,
+            };
+            let values: Value = lua.from_value(values)?;
+            odoo_call(lua, &s.ctx, "write", move |c| {
+                Box::pin(async move { c.write(&model, &ids, values).await })
+            })
+        })?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
         "create",
-        "report_pdf",
+        lua.create_function(move |lua, (model, values): (String, LuaValue)| {
+            let values: Value = lua.from_value(values)?;
+            odoo_call(lua, &s.ctx, "create", move |c| {
+                Box::pin(async move { c.create(&model, values).await })
+            })
+        })?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
         "invoice_pdf",
-    ] {
-        odoo.set(
-            name,
-            lua.create_function(move |_, _: Variadic<LuaValue>| -> mlua::Result<()> {
-                Err(lua_err(format!(
-                    "env.odoo.{name}: Odoo is not configured (add an [odoo] section to the configuration)"
-                )))
-            })?,
-        )?;
-    }
+        lua.create_function(move |lua, move_id: i64| {
+            let bytes = odoo_call(lua, &s.ctx, "invoice_pdf", move |c| {
+                Box::pin(async move { c.invoice_pdf(move_id).await })
+            })?;
+            lua.create_string(&bytes)
+        })?,
+    )?;
+    let s = shared.clone();
+    odoo.set(
+        "report_pdf",
+        lua.create_function(move |lua, (report, id): (String, i64)| {
+            let bytes = odoo_call(lua, &s.ctx, "report_pdf", move |c| {
+                Box::pin(async move { c.report_pdf(&report, id).await })
+            })?;
+            lua.create_string(&bytes)
+        })?,
+    )?;
     api.set("odoo", odoo)?;
 
     let logger = lua.create_table()?;
