@@ -865,6 +865,21 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             queue(&s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
         })?,
     )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "window_open",
+        lua.create_function(move |_, to: String| {
+            let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
+            Ok(crate::store::outbox::window_open(conv.as_ref(), now_ms() / 1000))
+        })?,
+    )?;
+    let s = shared.clone();
+    whatsapp.set(
+        "upload",
+        lua.create_function(move |lua, (bytes, filename): (mlua::LuaString, String)| {
+            upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)
+        })?,
+    )?;
     api.set("whatsapp", whatsapp)?;
 
     let store = lua.create_table()?;

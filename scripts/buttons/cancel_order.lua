@@ -1,0 +1,20 @@
+-- "Annuler": cancels the order in Odoo and answers.
+local b = require "boutique"
+
+return {
+  match = "^btn_cancel_order_(%d+)$",
+  run = function(order_id)
+    local order = b.order(order_id)
+    if not order then
+      env.whatsapp.send_text(message.from, "Commande introuvable.")
+      return
+    end
+    if order.state == "cancel" then
+      env.whatsapp.send_text(message.from, "La commande " .. order.name .. " est déjà annulée.")
+      return
+    end
+    env.odoo.call("sale.order", "action_cancel", { { order.id } })
+    env.whatsapp.send_text(message.from, "Commande " .. order.name .. " annulée.")
+    logger.info("order", order.name, "cancelled via WhatsApp")
+  end,
+}

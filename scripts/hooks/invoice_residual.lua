@@ -1,0 +1,26 @@
+-- The amount still due on an invoice changed (a payment was registered) -> a notification.
+local b = require "boutique"
+
+return {
+  model = "account.move",
+  on = "write",
+  domain = { { "move_type", "=", "out_invoice" }, { "state", "=", "posted" } },
+  fields = { "amount_residual", "name", "partner_id" },
+  run = function(invoice, previous)
+    if not previous or previous.amount_residual == invoice.amount_residual then return end
+    local phone = b.partner_phone(invoice.partner_id)
+    if not phone then return end
+    local text
+    if invoice.amount_residual <= 0 then
+      text = string.format("Facture %s soldée. Merci pour votre paiement !", invoice.name)
+    else
+      text = string.format("Paiement reçu pour la facture %s. Reste à payer : %s.", invoice.name, b.fcfa(invoice.amount_residual))
+    end
+    if env.whatsapp.window_open(phone) then
+      env.whatsapp.send_text(phone, text)
+    elseif env.vars.invoice_residual_template then
+      env.whatsapp.send_template(phone, env.vars.invoice_residual_template, "fr",
+        b.template_components({ invoice.name, b.fcfa(invoice.amount_residual) }))
+    end
+  end,
+}

@@ -1,0 +1,24 @@
+-- Order state change (confirmed, cancelled, locked) -> a notification.
+local b = require "boutique"
+
+return {
+  model = "sale.order",
+  on = "write",
+  fields = { "state", "name", "partner_id", "amount_total" },
+  run = function(order, previous)
+    if not previous or previous.state == order.state then return end
+    if order.state ~= "sale" and order.state ~= "cancel" and order.state ~= "done" then return end
+    local phone = b.partner_phone(order.partner_id)
+    if not phone then return end
+    local text = string.format("Votre commande %s est maintenant : %s (%s).",
+      order.name, b.states[order.state] or order.state, b.fcfa(order.amount_total))
+    if env.whatsapp.window_open(phone) then
+      env.whatsapp.send_text(phone, text)
+    elseif env.vars.order_state_template then
+      env.whatsapp.send_template(phone, env.vars.order_state_template, "fr",
+        b.template_components({ order.name, b.states[order.state] or order.state }))
+    else
+      logger.info("24 h window closed and no order_state_template: no notification for", order.name)
+    end
+  end,
+}
