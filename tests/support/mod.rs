@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_graph;
+pub mod fake_odoo;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,0 +1,2365 @@
+//! A fake Odoo 16 for integration tests: a hyper 1.x server on `127.0.0.1:0` that answers
+//! the external API exactly like the transcripts in `/work/shared/fixtures/odoo16/` (proved by
+//! `tests/fake_odoo_transcripts.rs`), over an in-memory database seeded like Odoo's demo data.
+//!
+//! What it serves:
+//! - `POST /jsonrpc`: `common.version`, `common.login` (password or API key; wrong → `false`),
+//!   `object.execute_kw` (credentials checked on every call);
+//! - `POST /web/session/authenticate` (password → session cookie; API key refused with
+//!   `odoo.exceptions.AccessDenied`, as Odoo 16 does) and `POST /web/dataset/call_kw[/…]`
+//!   (no or expired session → code 100, `id: null`);
+//! - `GET /report/pdf/{report}/{id}` (session; else 303 to `/web/login`), the portal PDFs
+//!   `GET /my/invoices/{id}` and `/my/orders/{id}` (`access_token`; a bad token → 303 to `/my`
+//!   → 303 to `/web/login`, an HTML page), and `GET /web/login`.
+//!
+//! Model methods: `search_read`, `search`, `search_count`, `read`, `write`, `create`,
+//! `unlink`, `fields_get`, `get_portal_url`, `sale.order.action_confirm`/`action_cancel`.
+//! Domains: `=`, `!=`, `>`, `>=`, `<`, `<=`, `=?`, `in`, `not in`, `like`, `not like`,
+//! `ilike`, `not ilike`, `=like`, `=ilike`, `child_of`, prefix `&`, `|`, `!`, dotted paths
+//! through many2one. Datetimes are stored with microseconds and answered truncated to the
+//! second, like PostgreSQL + Odoo: `write_date > "… 01:10:09"` matches records written at
+//! `01:10:09.29`. The clock is frozen and controlled by the test ([`FakeOdoo::set_time`],
+//! [`FakeOdoo::advance`]); each request takes one microsecond, so writes stay ordered.
+//!
+//! ```ignore
+//! let odoo = FakeOdoo::start("the-api-key", "the-password").await;   // login "admin", uid 2
+//! let id = odoo.insert("sale.order", json!({"partner_id": 10}));
+//! odoo.advance(Duration::from_secs(1));
+//! odoo.update("sale.order", id, json!({"state": "sent"}));
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{NaiveDate, NaiveDateTime};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The login of the fake's user (uid 2, "Mitchell Admin").
+pub const LOGIN: &str = "admin";
+/// The fake's database name.
+pub const DB: &str = "walua";
+/// The demo data's last write second: every seeded sale order was written at 01:08:57.
+pub const SEED_TIME: &str = "2026-11-25 01:08:57.412345";
+/// The clock's initial value (when the transcripts created S00021).
+pub const START_TIME: &str = "2026-11-25 01:10:09.293706";
+
+/// What the PDF routes answer (see [`FakeOdoo::set_pdf_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdfMode {
+    /// A PDF (`%PDF-1.4…`), as Odoo does.
+    Pdf,
+    /// An HTML error page with HTTP 200, as Odoo does when rendering fails.
+    Html,
+    /// A JSON-RPC error with HTTP 200.
+    Json,
+}
+
+/// One call the fake received.
+#[derive(Debug, Clone)]
+pub struct RecordedCall {
+    /// `common` or `object` for `/jsonrpc`, else the path (`/web/dataset/call_kw`,
+    /// `/web/session/authenticate`, `/my/invoices/1`, …).
+    pub service: String,
+    /// The model, for `execute_kw` and `call_kw`.
+    pub model: Option<String>,
+    /// The method (`login`, `search_read`, …), `authenticate`, or the HTTP method for GETs.
+    pub method: String,
+    /// The positional arguments (for `execute_kw`, those after db, uid, key, model, method).
+    pub args: Value,
+    /// The keyword arguments (`{}` when none).
+    pub kwargs: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ty {
+    Char,
+    Bool,
+    Int,
+    Float,
+    Date,
+    Datetime,
+    M2o(&'static str),
+    O2m(&'static str, &'static str),
+}
+
+struct ModelDef {
+    name: &'static str,
+    description: &'static str,
+    fields: &'static [(&'static str, Ty)],
+    order: &'static str,
+    /// Methods callable on this model beyond the ORM's.
+    methods: &'static [&'static str],
+}
+
+const COMMON_FIELDS: &[(&str, Ty)] = &[];
+
+static MODELS: &[ModelDef] = &[
+    ModelDef {
+        name: "res.partner",
+        description: "Contact",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("email", Ty::Char),
+            ("phone", Ty::Char),
+            ("mobile", Ty::Char),
+            ("is_company", Ty::Bool),
+            ("parent_id", Ty::M2o("res.partner")),
+            ("child_ids", Ty::O2m("res.partner", "parent_id")),
+            ("lang", Ty::Char),
+            ("active", Ty::Bool),
+        ],
+        order: "display_name asc, id desc",
+        methods: &[],
+    },
+    ModelDef {
+        name: "product.product",
+        description: "Product",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("default_code", Ty::Char),
+            ("list_price", Ty::Float),
+            ("sale_ok", Ty::Bool),
+            ("uom_id", Ty::M2o("uom.uom")),
+            ("active", Ty::Bool),
+        ],
+        order: "default_code asc, name asc, id asc",
+        methods: &[],
+    },
+    ModelDef {
+        name: "sale.order",
+        description: "Sales Order",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("partner_id", Ty::M2o("res.partner")),
+            ("state", Ty::Char),
+            ("date_order", Ty::Datetime),
+            ("client_order_ref", Ty::Char),
+            ("order_line", Ty::O2m("sale.order.line", "order_id")),
+            ("amount_untaxed", Ty::Float),
+            ("amount_total", Ty::Float),
+            ("currency_id", Ty::M2o("res.currency")),
+            ("access_token", Ty::Char),
+        ],
+        order: "date_order desc, id desc",
+        methods: &["action_confirm", "action_cancel", "get_portal_url"],
+    },
+    ModelDef {
+        name: "sale.order.line",
+        description: "Sales Order Line",
+        fields: &[
+            ("order_id", Ty::M2o("sale.order")),
+            ("display_name", Ty::Char),
+            ("product_id", Ty::M2o("product.product")),
+            ("name", Ty::Char),
+            ("product_uom_qty", Ty::Float),
+            ("price_unit", Ty::Float),
+            ("price_subtotal", Ty::Float),
+            ("price_total", Ty::Float),
+        ],
+        order: "order_id asc, id asc",
+        methods: &[],
+    },
+    ModelDef {
+        name: "account.move",
+        description: "Journal Entry",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("move_type", Ty::Char),
+            ("partner_id", Ty::M2o("res.partner")),
+            ("state", Ty::Char),
+            ("payment_state", Ty::Char),
+            ("amount_total", Ty::Float),
+            ("amount_residual", Ty::Float),
+            ("invoice_date", Ty::Date),
+            ("invoice_date_due", Ty::Date),
+            ("invoice_origin", Ty::Char),
+            ("currency_id", Ty::M2o("res.currency")),
+            ("access_token", Ty::Char),
+        ],
+        order: "invoice_date desc, name desc, id desc",
+        methods: &["get_portal_url"],
+    },
+    ModelDef {
+        name: "res.currency",
+        description: "Currency",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("symbol", Ty::Char),
+            ("active", Ty::Bool),
+        ],
+        order: "active desc, name asc",
+        methods: &[],
+    },
+    ModelDef {
+        name: "uom.uom",
+        description: "Product Unit of Measure",
+        fields: &[("name", Ty::Char), ("display_name", Ty::Char), ("active", Ty::Bool)],
+        order: "name asc",
+        methods: &[],
+    },
+];
+
+/// Fields every model has.
+const MAGIC_FIELDS: &[(&str, Ty)] = &[
+    ("id", Ty::Int),
+    ("create_date", Ty::Datetime),
+    ("write_date", Ty::Datetime),
+];
+
+/// Methods of every model callable over RPC.
+const ORM_METHODS: &[&str] = &[
+    "search_read",
+    "search",
+    "search_count",
+    "read",
+    "write",
+    "create",
+    "unlink",
+    "fields_get",
+];
+
+/// Fields computed at read time (never stored).
+const COMPUTED: &[&str] = &[
+    "display_name",
+    "order_line",
+    "child_ids",
+    "amount_total",
+    "amount_untaxed",
+    "price_subtotal",
+    "price_total",
+];
+
+fn model_def(name: &str) -> Option<&'static ModelDef> {
+    MODELS.iter().find(|m| m.name == name)
+}
+
+fn field_type(m: &ModelDef, field: &str) -> Option<Ty> {
+    COMMON_FIELDS
+        .iter()
+        .chain(MAGIC_FIELDS)
+        .chain(m.fields)
+        .find(|(n, _)| *n == field)
+        .map(|(_, t)| *t)
+}
+
+fn field_names(m: &ModelDef) -> Vec<&'static str> {
+    MAGIC_FIELDS.iter().chain(m.fields).map(|(n, _)| *n).collect()
+}
+
+/// An Odoo exception: the Python class and its message.
+#[derive(Debug)]
+struct Exc {
+    name: &'static str,
+    message: String,
+}
+
+fn exc(name: &'static str, message: impl Into<String>) -> Exc {
+    Exc {
+        name,
+        message: message.into(),
+    }
+}
+
+fn access_denied() -> Exc {
+    exc("odoo.exceptions.AccessDenied", "Access Denied")
+}
+
+type Res<T> = Result<T, Exc>;
+
+struct State {
+    api_key: String,
+    password: String,
+    uid: i64,
+    now: NaiveDateTime,
+    /// model → id → stored values (datetimes with microseconds).
+    tables: BTreeMap<&'static str, BTreeMap<i64, Map<String, Value>>>,
+    next_id: BTreeMap<&'static str, i64>,
+    next_order_number: i64,
+    sessions: HashSet<String>,
+    calls: Vec<RecordedCall>,
+    fail_next: u32,
+    latency: Duration,
+    pdf_mode: PdfMode,
+    /// The session id `/web/session/authenticate` just created, for its `Set-Cookie`.
+    pending_cookie: Option<String>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The fake Odoo server. Dropping it stops the server and its connections.
+pub struct FakeOdoo {
+    inner: Arc<Inner>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeOdoo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+impl FakeOdoo {
+    /// Starts a fake whose user `admin` (uid 2) has this API key and this password.
+    pub async fn start(api_key: &str, password: &str) -> FakeOdoo {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake odoo");
+        let addr = listener.local_addr().unwrap();
+        let mut state = State {
+            api_key: api_key.to_string(),
+            password: password.to_string(),
+            uid: 2,
+            now: parse_dt(START_TIME).unwrap(),
+            tables: BTreeMap::new(),
+            next_id: BTreeMap::new(),
+            next_order_number: 21,
+            sessions: HashSet::new(),
+            calls: Vec::new(),
+            fail_next: 0,
+            latency: Duration::ZERO,
+            pdf_mode: PdfMode::Pdf,
+            pending_cookie: None,
+        };
+        seed(&mut state);
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+        });
+        let srv = inner.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                while conns.try_join_next().is_some() {}
+                let srv = srv.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(srv.clone(), req));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        FakeOdoo { inner, addr, task }
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:PORT` (the config's `odoo.url`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The database name.
+    pub fn db(&self) -> &'static str {
+        DB
+    }
+
+    /// The user's login.
+    pub fn login(&self) -> &'static str {
+        LOGIN
+    }
+
+    /// Creates a record as a user would (defaults, `create_date`/`write_date` = now); returns
+    /// its id. Panics on an Odoo error.
+    pub fn insert(&self, model: &str, values: Value) -> i64 {
+        let mut st = self.inner.lock();
+        let now = st.tick();
+        let m = model_def(model).unwrap_or_else(|| panic!("fake odoo: unknown model {model}"));
+        create(&mut st, m, &values, now).unwrap_or_else(|e| panic!("fake odoo insert: {e:?}"))
+    }
+
+    /// Writes a record as a user editing it in Odoo would (`write_date` = now). Panics on an
+    /// Odoo error.
+    pub fn update(&self, model: &str, id: i64, values: Value) {
+        let mut st = self.inner.lock();
+        let now = st.tick();
+        let m = model_def(model).unwrap_or_else(|| panic!("fake odoo: unknown model {model}"));
+        write(&mut st, m, &[id], &values, now).unwrap_or_else(|e| panic!("fake odoo update: {e:?}"));
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, model: &str, id: i64) {
+        let mut st = self.inner.lock();
+        if let Some(t) = st.tables.get_mut(model) {
+            t.remove(&id);
+        }
+    }
+
+    /// A record as `read` answers it (every field), or `Null` when it does not exist.
+    pub fn get(&self, model: &str, id: i64) -> Value {
+        let st = self.inner.lock();
+        let Some(m) = model_def(model) else { return Value::Null };
+        if !st.exists(m.name, id) {
+            return Value::Null;
+        }
+        Value::Object(st.output(m, id, &field_names(m)))
+    }
+
+    /// A record's `write_date` with its microseconds, as PostgreSQL keeps it.
+    pub fn write_date_precise(&self, model: &str, id: i64) -> Option<String> {
+        let st = self.inner.lock();
+        st.tables
+            .get(model)?
+            .get(&id)?
+            .get("write_date")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Every call received, in order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.inner.lock().calls.clone()
+    }
+
+    /// Forgets the calls received so far.
+    pub fn clear_calls(&self) {
+        self.inner.lock().calls.clear();
+    }
+
+    /// Sets the clock (`YYYY-MM-DD HH:MM:SS[.ffffff]`, UTC).
+    pub fn set_time(&self, t: &str) {
+        self.inner.lock().now = parse_dt(t).unwrap_or_else(|| panic!("fake odoo: bad time {t}"));
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, d: Duration) {
+        let mut st = self.inner.lock();
+        st.now += chrono::Duration::from_std(d).unwrap();
+    }
+
+    /// The clock, `YYYY-MM-DD HH:MM:SS.ffffff`.
+    pub fn now(&self) -> String {
+        fmt_precise(self.inner.lock().now)
+    }
+
+    /// Logs out every web session (their next call answers code 100).
+    pub fn expire_sessions(&self) {
+        self.inner.lock().sessions.clear();
+    }
+
+    /// Replaces the user's API key (the old one is refused from now on).
+    pub fn set_api_key(&self, key: &str) {
+        self.inner.lock().api_key = key.to_string();
+    }
+
+    /// Replaces the user's password.
+    pub fn set_password(&self, password: &str) {
+        self.inner.lock().password = password.to_string();
+    }
+
+    /// Changes the user's uid (as after a database restore): calls with the old uid are
+    /// refused with `AccessDenied` until the client logs in again.
+    pub fn set_uid(&self, uid: i64) {
+        self.inner.lock().uid = uid;
+    }
+
+    /// The next `n` requests get their connection closed without an answer.
+    pub fn fail_next(&self, n: u32) {
+        self.inner.lock().fail_next = n;
+    }
+
+    /// Latency added to every answer.
+    pub fn set_latency(&self, d: Duration) {
+        self.inner.lock().latency = d;
+    }
+
+    /// What the PDF routes answer.
+    pub fn set_pdf_mode(&self, mode: PdfMode) {
+        self.inner.lock().pdf_mode = mode;
+    }
+}
+
+impl State {
+    /// The time of a new transaction; the clock moves one microsecond.
+    fn tick(&mut self) -> NaiveDateTime {
+        let now = self.now;
+        self.now += chrono::Duration::microseconds(1);
+        now
+    }
+
+    fn exists(&self, model: &str, id: i64) -> bool {
+        self.tables.get(model).is_some_and(|t| t.contains_key(&id))
+    }
+
+    fn raw(&self, model: &str, id: i64) -> Option<&Map<String, Value>> {
+        self.tables.get(model)?.get(&id)
+    }
+
+    /// A field's value for searching and sorting: stored or computed, many2one as an id,
+    /// datetimes with microseconds.
+    fn value(&self, m: &ModelDef, id: i64, field: &str) -> Value {
+        let Some(rec) = self.raw(m.name, id) else {
+            return Value::Bool(false);
+        };
+        match (m.name, field) {
+            (_, "id") => json!(id),
+            (_, "display_name") => json!(self.display_name(m.name, id)),
+            ("sale.order", "order_line") | ("res.partner", "child_ids") => {
+                let (comodel, inverse) = match field_type(m, field) {
+                    Some(Ty::O2m(c, i)) => (c, i),
+                    _ => unreachable!(),
+                };
+                let ids: Vec<i64> = self
+                    .tables
+                    .get(comodel)
+                    .map(|t| {
+                        t.iter()
+                            .filter(|(_, r)| r.get(inverse).and_then(Value::as_i64) == Some(id))
+                            .map(|(k, _)| *k)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!(ids)
+            }
+            ("sale.order", "amount_total" | "amount_untaxed") => {
+                let lines = self.value(m, id, "order_line");
+                let line_def = model_def("sale.order.line").unwrap();
+                let total: f64 = lines
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_i64)
+                    .map(|l| self.value(line_def, l, "price_subtotal").as_f64().unwrap_or_default())
+                    .sum();
+                json!(round2(total))
+            }
+            ("sale.order.line", "price_subtotal" | "price_total") => {
+                let q = rec.get("product_uom_qty").and_then(Value::as_f64).unwrap_or_default();
+                let p = rec.get("price_unit").and_then(Value::as_f64).unwrap_or_default();
+                json!(round2(q * p))
+            }
+            _ => rec.get(field).cloned().unwrap_or(Value::Bool(false)),
+        }
+    }
+
+    fn display_name(&self, model: &str, id: i64) -> String {
+        let Some(rec) = self.raw(model, id) else {
+            return String::new();
+        };
+        let name = rec.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        match model {
+            "res.partner" => match rec.get("parent_id").and_then(Value::as_i64) {
+                Some(p) if !name.is_empty() => format!("{}, {name}", self.display_name("res.partner", p)),
+                Some(p) => self.display_name("res.partner", p),
+                None => name,
+            },
+            "sale.order.line" => {
+                let order = rec.get("order_id").and_then(Value::as_i64).unwrap_or_default();
+                format!("{} - {name}", self.display_name("sale.order", order))
+            }
+            "account.move" if name == "/" => format!("Draft Invoice ({id})"),
+            _ => name,
+        }
+    }
+
+    /// A record as `read` answers it, for these fields (`id` first).
+    fn output(&self, m: &ModelDef, id: i64, fields: &[&str]) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert("id".into(), json!(id));
+        for f in fields {
+            if *f == "id" {
+                continue;
+            }
+            let v = self.value(m, id, f);
+            let v = match field_type(m, f) {
+                Some(Ty::Datetime) => match v.as_str() {
+                    Some(s) => json!(s.get(..19).unwrap_or(s)),
+                    None => Value::Bool(false),
+                },
+                Some(Ty::M2o(comodel)) => match v.as_i64() {
+                    Some(rid) if self.exists(comodel, rid) => json!([rid, self.display_name(comodel, rid)]),
+                    _ => Value::Bool(false),
+                },
+                Some(Ty::Float) => match v.as_f64() {
+                    Some(x) => json!(x),
+                    None => json!(0.0),
+                },
+                Some(Ty::Int) => match v.as_i64() {
+                    Some(x) => json!(x),
+                    None => json!(0),
+                },
+                Some(Ty::Char | Ty::Date) if v.is_null() || v.as_str() == Some("") => Value::Bool(false),
+                _ => v,
+            };
+            out.insert((*f).to_string(), v);
+        }
+        out
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn parse_dt(s: &str) -> Option<NaiveDateTime> {
+    let s = s.trim().replace('T', " ");
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(&s, fmt) {
+            return Some(t);
+        }
+    }
+    NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+}
+
+fn fmt_precise(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Seed: the demo database the transcripts were recorded on.
+
+fn seed(st: &mut State) {
+    let t = |s: &str| json!(s);
+    let put = |st: &mut State, model: &'static str, id: i64, mut values: Value, date: &str| {
+        let obj = values.as_object_mut().unwrap();
+        obj.entry("create_date").or_insert_with(|| t(date));
+        obj.entry("write_date").or_insert_with(|| t(date));
+        if model_def(model).is_some_and(|m| field_type(m, "active").is_some()) {
+            obj.entry("active").or_insert(json!(true));
+        }
+        st.tables.entry(model).or_default().insert(id, obj.clone());
+        let next = st.next_id.entry(model).or_insert(1);
+        *next = (*next).max(id + 1);
+    };
+    let d49 = "2026-11-25 01:08:49.103122";
+    put(st, "res.currency", 1, json!({"name": "EUR", "symbol": "€"}), d49);
+    put(st, "res.currency", 2, json!({"name": "USD", "symbol": "$"}), d49);
+    put(st, "uom.uom", 1, json!({"name": "Units"}), d49);
+
+    let partners: &[(i64, &str, Value, Value, Value, bool, Option<i64>, &str)] = &[
+        (
+            1,
+            "YourCompany",
+            json!("info@yourcompany.com"),
+            json!("+1 (650) 555-0111 "),
+            json!(false),
+            true,
+            None,
+            d49,
+        ),
+        (
+            2,
+            "OdooBot",
+            json!("odoobot@example.com"),
+            json!(false),
+            json!(false),
+            false,
+            None,
+            d49,
+        ),
+        (
+            3,
+            "Mitchell Admin",
+            json!("admin@yourcompany.example.com"),
+            json!("+1 555-555-5555"),
+            json!(false),
+            false,
+            Some(1),
+            d49,
+        ),
+        (
+            7,
+            "Marc Demo",
+            json!("mark.brown23@example.com"),
+            json!("(441)-695-2334"),
+            json!(false),
+            false,
+            Some(1),
+            "2026-11-25 01:08:50.221903",
+        ),
+        (
+            8,
+            "Joel Willis",
+            json!("joel.willis63@example.com"),
+            json!("(683)-556-5104"),
+            json!("+221 77 600 00 08"),
+            false,
+            Some(1),
+            "2026-11-25 01:08:50.221903",
+        ),
+        (
+            9,
+            "Wood Corner",
+            json!("wood.corner26@example.com"),
+            json!("(623)-853-7197"),
+            json!(false),
+            true,
+            None,
+            "2026-11-25 01:08:51.002214",
+        ),
+        (
+            10,
+            "Deco Addict",
+            json!("deco.addict82@example.com"),
+            json!("(603)-996-3829"),
+            json!(false),
+            true,
+            None,
+            SEED_TIME,
+        ),
+        (
+            11,
+            "Gemini Furniture",
+            json!("gemini.furniture39@example.com"),
+            json!("(941)-284-4875"),
+            json!(false),
+            true,
+            None,
+            SEED_TIME,
+        ),
+        (
+            12,
+            "Lumber Inc",
+            json!("lumber-inv92@example.com"),
+            json!("(828)-316-0593"),
+            json!(false),
+            true,
+            None,
+            SEED_TIME,
+        ),
+        (
+            13,
+            "Ready Mat",
+            json!("ready.mat28@example.com"),
+            json!("(803)-873-6126"),
+            json!(false),
+            true,
+            None,
+            SEED_TIME,
+        ),
+        (
+            14,
+            "Azure Interior",
+            json!("azure.Interior24@example.com"),
+            json!("(870)-931-0505"),
+            json!(false),
+            true,
+            None,
+            SEED_TIME,
+        ),
+        (
+            15,
+            "Brandon Freeman",
+            json!("brandon.freeman55@example.com"),
+            json!("(355)-687-3262"),
+            json!("+221 77 123 45 67"),
+            false,
+            Some(14),
+            SEED_TIME,
+        ),
+        (
+            16,
+            "Colleen Diaz",
+            json!("colleen.diaz83@example.com"),
+            json!("(255)-595-8393"),
+            json!("+221 70 555 01 16"),
+            false,
+            Some(14),
+            SEED_TIME,
+        ),
+    ];
+    for (id, name, email, phone, mobile, company, parent, date) in partners {
+        put(
+            st,
+            "res.partner",
+            *id,
+            json!({"name": name, "email": email, "phone": phone, "mobile": mobile, "is_company": company,
+                   "parent_id": parent.map_or(json!(false), |p| json!(p)), "lang": "en_US"}),
+            date,
+        );
+    }
+
+    let products: &[(i64, &str, &str, f64)] = &[
+        (1, "Restaurant Expenses", "", 14.0),
+        (2, "Hotel Accommodation", "", 400.0),
+        (3, "Virtual Interior Design", "", 20.0),
+        (4, "Virtual Home Staging", "", 25.0),
+        (5, "Office Chair", "", 70.0),
+        (6, "Office Lamp", "", 40.0),
+        (7, "Office Design Software", "", 280.0),
+        (8, "Desk Combination", "", 450.0),
+    ];
+    for (id, name, _code, price) in products {
+        put(
+            st,
+            "product.product",
+            *id,
+            // No internal references: the transcripts show bare names ("[CODE] name" otherwise).
+            json!({"name": name, "default_code": false, "list_price": price, "sale_ok": true, "uom_id": 1}),
+            d49,
+        );
+    }
+
+    // Sale orders S00001..S00020, all written at SEED_TIME. States as in transcript 23; the
+    // dates of order reproduce the default order ("date_order desc, id desc") of 23a.
+    let states = [
+        "draft", "draft", "draft", "sale", "draft", "sale", "sale", "sale", "sale", "sale", "sale", "sale", "sale",
+        "sale", "sale", "sale", "sale", "sale", "sent", "sale",
+    ];
+    let by_date_desc = [16, 14, 13, 12, 10, 8, 7, 6, 4, 3, 9, 15, 11, 17, 20, 19, 5, 2, 1, 18];
+    let customers = [10, 11, 12, 14, 9, 13, 15, 16];
+    let base_day = NaiveDate::from_ymd_opt(2026, 11, 24)
+        .unwrap()
+        .and_hms_opt(9, 0, 0)
+        .unwrap();
+    for id in 1..=20i64 {
+        let rank = by_date_desc.iter().position(|x| *x == id).unwrap() as i64;
+        let date_order = base_day - chrono::Duration::days(rank);
+        let partner = match id {
+            18 => 11,
+            19 | 20 => 8,
+            _ => customers[(id as usize) % customers.len()],
+        };
+        put(
+            st,
+            "sale.order",
+            id,
+            json!({"name": format!("S{id:05}"), "partner_id": partner, "state": states[id as usize - 1],
+                   "date_order": date_order.format("%Y-%m-%d %H:%M:%S").to_string(),
+                   "client_order_ref": false, "currency_id": 1, "access_token": false}),
+            SEED_TIME,
+        );
+    }
+    // Lines: 3 for S00001..S00003, 2 for S00004..S00018, 3 for S00019, 2 for S00020 (ids 1..44).
+    let mut line_id = 1;
+    let mut line = |st: &mut State, order: i64, product: i64, qty: f64, price: f64| {
+        let name = products.iter().find(|p| p.0 == product).unwrap().1;
+        put(
+            st,
+            "sale.order.line",
+            line_id,
+            json!({"order_id": order, "product_id": product, "name": name,
+                   "product_uom_qty": qty, "price_unit": price}),
+            SEED_TIME,
+        );
+        line_id += 1;
+    };
+    for order in 1..=17i64 {
+        let n = if order <= 3 { 3 } else { 2 };
+        for k in 0..n {
+            let product = 2 + ((order + k) % 7);
+            let qty = (1 + (order + 2 * k) % 5) as f64;
+            let price = products.iter().find(|p| p.0 == product).unwrap().3;
+            line(st, order, product, qty, price);
+        }
+    }
+    line(st, 18, 5, 1.0, 363.5);
+    line(st, 18, 6, 5.0, 93.5);
+    line(st, 19, 8, 2.0, 450.0);
+    line(st, 19, 6, 6.0, 40.0);
+    line(st, 19, 7, 2.0, 300.0);
+    line(st, 20, 3, 24.0, 75.0);
+    line(st, 20, 4, 30.0, 38.25);
+
+    // Invoices (transcript 14) and two entries that are not posted customer invoices.
+    let d_inv = "2026-11-25 01:09:00.118220";
+    let invoices: &[(i64, &str, &str, i64, &str, &str, f64, Value, Value)] = &[
+        (
+            1,
+            "INV/2026/00001",
+            "out_invoice",
+            14,
+            "posted",
+            "not_paid",
+            36512.5,
+            json!("2026-11-01"),
+            json!("2026-12-31"),
+        ),
+        (
+            2,
+            "INV/2026/00002",
+            "out_invoice",
+            10,
+            "posted",
+            "not_paid",
+            48012.5,
+            json!("2026-11-08"),
+            json!("2026-12-08"),
+        ),
+        (
+            3,
+            "INV/2026/00003",
+            "out_invoice",
+            10,
+            "posted",
+            "not_paid",
+            22137.5,
+            json!("2026-11-08"),
+            json!("2026-12-08"),
+        ),
+        (
+            4,
+            "INV/2026/00004",
+            "out_invoice",
+            10,
+            "posted",
+            "not_paid",
+            36512.5,
+            json!("2026-11-10"),
+            json!("2026-11-10"),
+        ),
+        (
+            5,
+            "BILL/2026/11/0001",
+            "in_invoice",
+            12,
+            "posted",
+            "not_paid",
+            1400.0,
+            json!("2026-11-12"),
+            json!("2026-12-12"),
+        ),
+        (
+            6,
+            "/",
+            "out_invoice",
+            11,
+            "draft",
+            "not_paid",
+            1000.0,
+            json!(false),
+            json!("2026-12-20"),
+        ),
+    ];
+    for (id, name, ty, partner, state, pay, amount, date, due) in invoices {
+        put(
+            st,
+            "account.move",
+            *id,
+            json!({"name": name, "move_type": ty, "partner_id": partner, "state": state, "payment_state": pay,
+                   "amount_total": amount, "amount_residual": amount, "invoice_date": date,
+                   "invoice_date_due": due, "invoice_origin": false, "currency_id": 2, "access_token": false}),
+            d_inv,
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Python reprs, as Odoo's messages show values.
+
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.to_string()
+            } else {
+                let f = n.as_f64().unwrap_or_default();
+                if f.fract() == 0.0 {
+                    format!("{f:.1}")
+                } else {
+                    f.to_string()
+                }
+            }
+        }
+        Value::String(s) => {
+            if s.contains('\'') && !s.contains('"') {
+                format!("\"{s}\"")
+            } else {
+                format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("{}: {}", py_repr(&json!(k)), py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A leaf as Python prints the tuple: `('name', '=', 'x')`.
+fn leaf_repr(leaf: &[Value]) -> String {
+    format!("({})", leaf.iter().map(py_repr).collect::<Vec<_>>().join(", "))
+}
+
+/// A recordset as Python prints it: `account.move(1, 2)` / `account.move(1,)`.
+fn recordset_repr(model: &str, ids: &[i64]) -> String {
+    let inner = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    if ids.len() == 1 {
+        format!("{model}({inner},)")
+    } else {
+        format!("{model}({inner})")
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Domains.
+
+const OPERATORS: &[&str] = &[
+    "=",
+    "!=",
+    "<=",
+    "<",
+    ">",
+    ">=",
+    "=?",
+    "=like",
+    "=ilike",
+    "like",
+    "not like",
+    "ilike",
+    "not ilike",
+    "in",
+    "not in",
+    "child_of",
+    "parent_of",
+];
+
+enum Node {
+    All,
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    Leaf(Vec<String>, String, Value),
+}
+
+fn not_a_domain() -> Exc {
+    exc(
+        "builtins.AssertionError",
+        "Domains to normalize must have a 'domain' form: a list or tuple of domain components",
+    )
+}
+
+/// Odoo's `normalize_domain` + `expression.parse` checks, then a tree.
+fn parse_domain(m: &ModelDef, domain: &Value) -> Res<Node> {
+    let items = match domain {
+        Value::Array(a) => a,
+        Value::Null | Value::Bool(false) => return Ok(Node::All),
+        _ => return Err(not_a_domain()),
+    };
+    if items.is_empty() {
+        return Ok(Node::All);
+    }
+    let mut normalized: Vec<&Value> = Vec::new();
+    let mut expected = 1i64;
+    for token in items {
+        if expected == 0 {
+            normalized.insert(0, &AND_TOKEN);
+            expected = 1;
+        }
+        match token {
+            Value::Array(_) => expected -= 1,
+            Value::String(op) => {
+                expected += match op.as_str() {
+                    "!" => 0,
+                    "&" | "|" => 1,
+                    _ => -1,
+                }
+            }
+            _ => expected -= 1,
+        }
+        normalized.push(token);
+    }
+    if expected != 0 {
+        return Err(exc(
+            "builtins.AssertionError",
+            format!("This domain is syntactically not correct: {}", py_repr(domain)),
+        ));
+    }
+    let mut pos = 0;
+    let node = build(m, &normalized, &mut pos)?;
+    Ok(node)
+}
+
+static AND_TOKEN: Value = Value::Null;
+
+fn build(m: &ModelDef, items: &[&Value], pos: &mut usize) -> Res<Node> {
+    let token = items[*pos];
+    *pos += 1;
+    if token.is_null() {
+        // The '&' normalize_domain inserted.
+        let a = build(m, items, pos)?;
+        let b = build(m, items, pos)?;
+        return Ok(Node::And(Box::new(a), Box::new(b)));
+    }
+    match token {
+        Value::String(op) if op == "&" || op == "|" => {
+            let a = build(m, items, pos)?;
+            let b = build(m, items, pos)?;
+            Ok(if op == "&" {
+                Node::And(Box::new(a), Box::new(b))
+            } else {
+                Node::Or(Box::new(a), Box::new(b))
+            })
+        }
+        Value::String(op) if op == "!" => Ok(Node::Not(Box::new(build(m, items, pos)?))),
+        Value::Array(leaf) => {
+            let invalid = || exc("builtins.ValueError", format!("Invalid leaf {}", leaf_repr(leaf)));
+            if leaf.len() != 3 {
+                return Err(invalid());
+            }
+            let (Some(field), Some(op)) = (leaf[0].as_str(), leaf[1].as_str()) else {
+                // TRUE_LEAF (1, '=', 1) / FALSE_LEAF (0, '=', 1).
+                if leaf[0].is_i64() && leaf[1].as_str() == Some("=") && leaf[2] == json!(1) {
+                    return Ok(if leaf[0] == json!(1) {
+                        Node::All
+                    } else {
+                        Node::Not(Box::new(Node::All))
+                    });
+                }
+                return Err(invalid());
+            };
+            let op = op.to_lowercase();
+            if !OPERATORS.contains(&op.as_str()) {
+                return Err(invalid());
+            }
+            let path: Vec<String> = field.split('.').map(str::to_string).collect();
+            // Check the path: every step a field, every step but the last a relation.
+            let mut model = m;
+            for (i, step) in path.iter().enumerate() {
+                match field_type(model, step) {
+                    None => {
+                        return Err(exc(
+                            "builtins.ValueError",
+                            format!("Invalid field {}.{} in leaf {}", model.name, step, leaf_repr(leaf)),
+                        ));
+                    }
+                    Some(Ty::M2o(c) | Ty::O2m(c, _)) if i + 1 < path.len() => model = model_def(c).unwrap(),
+                    Some(_) if i + 1 < path.len() => return Err(invalid()),
+                    Some(_) => {}
+                }
+            }
+            Ok(Node::Leaf(path, op, leaf[2].clone()))
+        }
+        _ => Err(exc("builtins.ValueError", format!("Invalid leaf {}", py_repr(token)))),
+    }
+}
+
+fn falsy(v: &Value) -> bool {
+    matches!(v, Value::Null | Value::Bool(false)) || v.as_array().is_some_and(|a| a.is_empty())
+}
+
+/// SQL LIKE with `%` and `_`.
+fn like(pattern: &str, text: &str, ci: bool) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = if ci {
+        (
+            pattern.to_lowercase().chars().collect(),
+            text.to_lowercase().chars().collect(),
+        )
+    } else {
+        (pattern.chars().collect(), text.chars().collect())
+    };
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => (0..=t.len()).any(|i| go(&p[1..], &t[i..])),
+            Some('_') => !t.is_empty() && go(&p[1..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(&p, &t)
+}
+
+fn compare(ty: Option<Ty>, a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match ty {
+        Some(Ty::Datetime) => Some(parse_dt(a.as_str()?)?.cmp(&parse_dt(b.as_str()?)?)),
+        Some(Ty::Int | Ty::Float | Ty::M2o(_)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        Some(Ty::Bool) => Some(a.as_bool()?.cmp(&b.as_bool()?)),
+        _ => Some(a.as_str()?.cmp(b.as_str()?)),
+    }
+}
+
+impl State {
+    fn matches(&self, m: &ModelDef, id: i64, node: &Node) -> bool {
+        match node {
+            Node::All => true,
+            Node::And(a, b) => self.matches(m, id, a) && self.matches(m, id, b),
+            Node::Or(a, b) => self.matches(m, id, a) || self.matches(m, id, b),
+            Node::Not(a) => !self.matches(m, id, a),
+            Node::Leaf(path, op, value) => self.leaf(m, id, path, op, value),
+        }
+    }
+
+    fn leaf(&self, m: &ModelDef, id: i64, path: &[String], op: &str, value: &Value) -> bool {
+        let ty = field_type(m, &path[0]);
+        if path.len() > 1 {
+            let comodel = match ty {
+                Some(Ty::M2o(c) | Ty::O2m(c, _)) => model_def(c).unwrap(),
+                _ => return false,
+            };
+            let v = self.value(m, id, &path[0]);
+            let ids: Vec<i64> = match &v {
+                Value::Array(a) => a.iter().filter_map(Value::as_i64).collect(),
+                other => other.as_i64().into_iter().collect(),
+            };
+            let negative = matches!(op, "!=" | "not in" | "not like" | "not ilike");
+            return if negative {
+                ids.iter().all(|r| self.leaf(comodel, *r, &path[1..], op, value))
+            } else {
+                ids.iter().any(|r| self.leaf(comodel, *r, &path[1..], op, value))
+            };
+        }
+        let field = path[0].as_str();
+        let v = self.value(m, id, field);
+        // Text operators on a relation compare the display name (name_search).
+        let text_of = |v: &Value| -> Option<String> {
+            match ty {
+                Some(Ty::M2o(c)) => v.as_i64().map(|r| self.display_name(c, r)),
+                _ => v.as_str().map(str::to_string),
+            }
+        };
+        match op {
+            "=?" if falsy(value) => true,
+            "=" | "=?" | "!=" => {
+                let eq = if falsy(value) {
+                    falsy(&v)
+                } else if let (Some(Ty::M2o(_)), Some(s)) = (ty, value.as_str()) {
+                    text_of(&v).as_deref() == Some(s)
+                } else if let Some(Ty::O2m(..)) = ty {
+                    v.as_array().is_some_and(|a| a.contains(value))
+                } else {
+                    !falsy(&v) && compare(ty, &v, value) == Some(std::cmp::Ordering::Equal)
+                };
+                if op == "!=" { !eq } else { eq }
+            }
+            "<" | "<=" | ">" | ">=" => {
+                if falsy(&v) || value.is_null() {
+                    return false;
+                }
+                match compare(ty, &v, value) {
+                    Some(o) => match op {
+                        "<" => o.is_lt(),
+                        "<=" => o.is_le(),
+                        ">" => o.is_gt(),
+                        _ => o.is_ge(),
+                    },
+                    None => false,
+                }
+            }
+            "in" | "not in" => {
+                let list: Vec<Value> = match value {
+                    Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                };
+                let found = match ty {
+                    Some(Ty::O2m(..)) => v.as_array().is_some_and(|ids| ids.iter().any(|i| list.contains(i))),
+                    _ => list.iter().any(|x| {
+                        (falsy(x) && falsy(&v)) || (!falsy(&v) && compare(ty, &v, x).is_some_and(|o| o.is_eq()))
+                    }),
+                };
+                if op == "in" { found } else { !found }
+            }
+            "like" | "ilike" | "not like" | "not ilike" | "=like" | "=ilike" => {
+                let ci = op.contains("ilike");
+                let pattern = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(false) | Value::Null => String::new(),
+                    other => py_repr(other),
+                };
+                let pattern = if op.starts_with('=') {
+                    pattern
+                } else {
+                    format!("%{pattern}%")
+                };
+                let hit = text_of(&v).is_some_and(|t| like(&pattern, &t, ci));
+                if op.starts_with("not") { !hit || falsy(&v) } else { hit }
+            }
+            "child_of" | "parent_of" => {
+                let roots: Vec<i64> = match value {
+                    Value::Array(a) => a.iter().filter_map(Value::as_i64).collect(),
+                    other => other.as_i64().into_iter().collect(),
+                };
+                let Some(me) = (if field == "id" { Some(id) } else { v.as_i64() }) else {
+                    return false;
+                };
+                let parent = |x: i64| {
+                    self.raw(m.name, x)
+                        .and_then(|r| r.get("parent_id"))
+                        .and_then(Value::as_i64)
+                };
+                if op == "child_of" {
+                    let mut cur = Some(me);
+                    while let Some(c) = cur {
+                        if roots.contains(&c) {
+                            return true;
+                        }
+                        cur = parent(c);
+                    }
+                    false
+                } else {
+                    roots.iter().any(|r| {
+                        let mut cur = Some(*r);
+                        while let Some(c) = cur {
+                            if c == me {
+                                return true;
+                            }
+                            cur = parent(c);
+                        }
+                        false
+                    })
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// `_search`: the ids matching `domain`, ordered, offset, limited.
+    fn search(
+        &self,
+        m: &ModelDef,
+        domain: &Value,
+        offset: usize,
+        limit: Option<usize>,
+        order: Option<&str>,
+    ) -> Res<Vec<i64>> {
+        let node = parse_domain(m, domain)?;
+        let mentions_active = domain.to_string().contains("\"active\"");
+        let has_active = field_type(m, "active").is_some();
+        let mut ids: Vec<i64> = self
+            .tables
+            .get(m.name)
+            .map(|t| t.keys().copied().collect())
+            .unwrap_or_default();
+        ids.retain(|id| {
+            (!has_active || mentions_active || self.value(m, *id, "active") == json!(true))
+                && self.matches(m, *id, &node)
+        });
+        let spec = parse_order(m, order.filter(|o| !o.trim().is_empty()).unwrap_or(m.order))?;
+        ids.sort_by(|a, b| {
+            for (field, desc) in &spec {
+                let ty = field_type(m, field);
+                let key = |id: i64| -> Value {
+                    let v = self.value(m, id, field);
+                    match ty {
+                        Some(Ty::M2o(c)) => v.as_i64().map_or(Value::Null, |r| json!(self.display_name(c, r))),
+                        _ if falsy(&v) => Value::Null,
+                        _ => v,
+                    }
+                };
+                let (va, vb) = (key(*a), key(*b));
+                // PostgreSQL: NULLs last ascending, first descending.
+                let o = match (va.is_null(), vb.is_null()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => {
+                        let cmp_ty = if matches!(ty, Some(Ty::M2o(_))) {
+                            Some(Ty::Char)
+                        } else {
+                            ty
+                        };
+                        compare(cmp_ty, &va, &vb).unwrap_or(std::cmp::Ordering::Equal)
+                    }
+                };
+                let o = if *desc { o.reverse() } else { o };
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            a.cmp(b)
+        });
+        let ids: Vec<i64> = ids.into_iter().skip(offset).collect();
+        Ok(match limit {
+            Some(l) => ids.into_iter().take(l).collect(),
+            None => ids,
+        })
+    }
+}
+
+fn parse_order(m: &ModelDef, spec: &str) -> Res<Vec<(String, bool)>> {
+    let bad = || {
+        exc(
+            "builtins.ValueError",
+            format!(
+                "Invalid \"order\" specified ({spec}). A valid \"order\" specification is a comma-separated list of valid field names (optionally followed by asc/desc for the direction)"
+            ),
+        )
+    };
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let (field, desc) = match words.as_slice() {
+            [f] => (*f, false),
+            [f, d] if d.eq_ignore_ascii_case("asc") => (*f, false),
+            [f, d] if d.eq_ignore_ascii_case("desc") => (*f, true),
+            _ => return Err(bad()),
+        };
+        if field_type(m, field).is_none() {
+            return Err(exc(
+                "builtins.ValueError",
+                format!("Invalid field {field:?} on model {:?}", m.name).replace('"', "'"),
+            ));
+        }
+        out.push((field.to_string(), desc));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// ORM methods.
+
+fn invalid_field(m: &ModelDef, f: &str) -> Exc {
+    exc(
+        "builtins.ValueError",
+        format!(
+            "Invalid field {} on model {}",
+            py_repr(&json!(f)),
+            py_repr(&json!(m.name))
+        ),
+    )
+}
+
+fn missing(m: &ModelDef, ids: &[i64], uid: i64) -> Exc {
+    exc(
+        "odoo.exceptions.MissingError",
+        format!(
+            "Record does not exist or has been deleted.\n(Record: {}, User: {uid})",
+            recordset_repr(m.name, ids)
+        ),
+    )
+}
+
+fn ids_arg(v: Option<&Value>) -> Res<Vec<i64>> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_i64().ok_or_else(|| {
+                    exc(
+                        "builtins.TypeError",
+                        format!("unhashable or invalid id: {}", py_repr(x)),
+                    )
+                })
+            })
+            .collect(),
+        Some(Value::Number(n)) => Ok(n.as_i64().into_iter().collect()),
+        Some(Value::Bool(false)) | None => Ok(vec![]),
+        Some(other) => Err(exc("builtins.TypeError", format!("invalid ids: {}", py_repr(other)))),
+    }
+}
+
+/// Positional argument `i`, or the keyword `name`.
+fn arg<'a>(args: &'a [Value], kwargs: &'a Map<String, Value>, i: usize, name: &str) -> Option<&'a Value> {
+    kwargs.get(name).or_else(|| args.get(i))
+}
+
+fn fields_arg(m: &ModelDef, v: Option<&Value>) -> Res<Vec<&'static str>> {
+    let names = field_names(m);
+    match v {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|f| {
+                let s = f.as_str().unwrap_or_default();
+                names
+                    .iter()
+                    .find(|n| **n == s)
+                    .copied()
+                    .ok_or_else(|| invalid_field(m, s))
+            })
+            .collect(),
+        _ => Ok(names),
+    }
+}
+
+fn check_values(m: &ModelDef, values: &Value) -> Res<Map<String, Value>> {
+    let Some(obj) = values.as_object() else {
+        return Err(exc(
+            "builtins.TypeError",
+            format!("values must be a dict, not {}", py_repr(values)),
+        ));
+    };
+    let mut out = Map::new();
+    for (k, v) in obj {
+        let Some(ty) = field_type(m, k) else {
+            return Err(invalid_field(m, k));
+        };
+        let v = match (ty, v) {
+            (Ty::Float, Value::Number(n)) => json!(n.as_f64().unwrap_or_default()),
+            (Ty::M2o(_), Value::Array(a)) if !a.is_empty() => a[0].clone(),
+            (Ty::Datetime, Value::String(s)) => match parse_dt(s) {
+                Some(t) => json!(t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                None => {
+                    return Err(exc(
+                        "builtins.ValueError",
+                        format!("time data {} does not match format '%Y-%m-%d %H:%M:%S'", py_repr(v)),
+                    ));
+                }
+            },
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    Ok(out)
+}
+
+fn create(st: &mut State, m: &'static ModelDef, values: &Value, now: NaiveDateTime) -> Res<i64> {
+    let mut vals = check_values(m, values)?;
+    let lines = match vals.remove("order_line") {
+        Some(Value::Array(cmds)) => cmds,
+        _ => vec![],
+    };
+    vals.remove("display_name");
+    for c in COMPUTED {
+        vals.remove(*c);
+    }
+    if m.name == "sale.order" && falsy(vals.get("partner_id").unwrap_or(&Value::Null)) {
+        return Err(exc(
+            "odoo.exceptions.ValidationError",
+            "The operation cannot be completed: \n- Create/update: a mandatory field is not set.\n- Delete: another model requires the record being deleted. If possible, archive it instead.\n\nModel: Sales Order (sale.order)\nField: Customer (partner_id)\n",
+        ));
+    }
+    for (field, ty) in m.fields {
+        if vals.contains_key(*field) || COMPUTED.contains(field) {
+            continue;
+        }
+        let default = match (m.name, *field, ty) {
+            (_, "active", _) => json!(true),
+            ("sale.order", "state", _) => json!("draft"),
+            ("sale.order", "date_order", _) => json!(now.format("%Y-%m-%d %H:%M:%S").to_string()),
+            ("sale.order", "currency_id", _) | ("account.move", "currency_id", _) => json!(1),
+            ("sale.order", "name", _) => {
+                let n = st.next_order_number;
+                st.next_order_number += 1;
+                json!(format!("S{n:05}"))
+            }
+            ("account.move", "name", _) => json!("/"),
+            ("account.move", "state", _) => json!("draft"),
+            ("account.move", "move_type", _) => json!("entry"),
+            ("account.move", "payment_state", _) => json!("not_paid"),
+            ("res.partner", "lang", _) => json!("en_US"),
+            ("product.product", "sale_ok", _) => json!(true),
+            ("product.product", "uom_id", _) => json!(1),
+            (_, _, Ty::Float) => json!(0.0),
+            (_, _, Ty::Int) => json!(0),
+            _ => json!(false),
+        };
+        vals.insert((*field).to_string(), default);
+    }
+    if m.name == "sale.order.line" {
+        if let Some(p) = vals.get("product_id").and_then(Value::as_i64) {
+            let product = st.raw("product.product", p).cloned().unwrap_or_default();
+            if falsy(vals.get("name").unwrap_or(&Value::Null)) {
+                vals.insert("name".into(), product.get("name").cloned().unwrap_or(json!(false)));
+            }
+            if !values.get("price_unit").is_some_and(Value::is_number) {
+                vals.insert(
+                    "price_unit".into(),
+                    product.get("list_price").cloned().unwrap_or(json!(0.0)),
+                );
+            }
+            if !values.get("product_uom_qty").is_some_and(Value::is_number) {
+                vals.insert("product_uom_qty".into(), json!(1.0));
+            }
+        }
+    }
+    let stamp = json!(fmt_precise(now));
+    vals.insert("create_date".into(), stamp.clone());
+    vals.insert("write_date".into(), stamp);
+    let next = st.next_id.entry(m.name).or_insert(1);
+    let id = *next;
+    *next += 1;
+    st.tables.entry(m.name).or_default().insert(id, vals);
+    if m.name == "sale.order" {
+        apply_lines(st, id, &lines, now)?;
+    }
+    Ok(id)
+}
+
+/// One2many commands on `sale.order.order_line`: (0, 0, vals), (1, id, vals), (2, id), (5,).
+fn apply_lines(st: &mut State, order: i64, cmds: &[Value], now: NaiveDateTime) -> Res<()> {
+    let line_def = model_def("sale.order.line").unwrap();
+    for cmd in cmds {
+        let c = cmd.as_array().cloned().unwrap_or_default();
+        match c.first().and_then(Value::as_i64) {
+            Some(0) => {
+                let mut vals = c.get(2).cloned().unwrap_or(json!({}));
+                vals["order_id"] = json!(order);
+                create(st, line_def, &vals, now)?;
+            }
+            Some(1) => {
+                let id = c.get(1).and_then(Value::as_i64).unwrap_or_default();
+                write(st, line_def, &[id], c.get(2).unwrap_or(&json!({})), now)?;
+            }
+            Some(2) => {
+                let id = c.get(1).and_then(Value::as_i64).unwrap_or_default();
+                if let Some(t) = st.tables.get_mut("sale.order.line") {
+                    t.remove(&id);
+                }
+            }
+            Some(5) => {
+                if let Some(t) = st.tables.get_mut("sale.order.line") {
+                    t.retain(|_, r| r.get("order_id").and_then(Value::as_i64) != Some(order));
+                }
+            }
+            _ => {
+                return Err(exc(
+                    "builtins.ValueError",
+                    format!("Invalid command {} for one2many field order_line", py_repr(cmd)),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `write`: like Odoo, every written record gets `write_date` = now, changed or not.
+fn write(st: &mut State, m: &'static ModelDef, ids: &[i64], values: &Value, now: NaiveDateTime) -> Res<bool> {
+    let mut vals = check_values(m, values)?;
+    let lines = vals.remove("order_line");
+    for c in COMPUTED {
+        vals.remove(*c);
+    }
+    let uid = st.uid;
+    let absent: Vec<i64> = ids.iter().copied().filter(|i| !st.exists(m.name, *i)).collect();
+    if !absent.is_empty() {
+        return Err(missing(m, &absent, uid));
+    }
+    vals.insert("write_date".into(), json!(fmt_precise(now)));
+    for id in ids {
+        let rec = st.tables.get_mut(m.name).and_then(|t| t.get_mut(id)).unwrap();
+        for (k, v) in &vals {
+            rec.insert(k.clone(), v.clone());
+        }
+        if let Some(Value::Array(cmds)) = &lines {
+            apply_lines(st, *id, cmds, now)?;
+        }
+    }
+    Ok(true)
+}
+
+fn portal_url(
+    st: &mut State,
+    m: &'static ModelDef,
+    ids: &[i64],
+    kwargs: &Map<String, Value>,
+    args: &[Value],
+    now: NaiveDateTime,
+) -> Res<Value> {
+    if ids.len() != 1 {
+        return Err(exc(
+            "builtins.ValueError",
+            format!("Expected singleton: {}", recordset_repr(m.name, ids)),
+        ));
+    }
+    let id = ids[0];
+    if !st.exists(m.name, id) {
+        return Err(missing(m, ids, st.uid));
+    }
+    // portal.mixin._portal_ensure_token: the first call writes the token (and write_date).
+    let token = match st
+        .raw(m.name, id)
+        .and_then(|r| r.get("access_token"))
+        .and_then(Value::as_str)
+    {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => {
+            let token = uuid4();
+            write(st, m, &[id], &json!({"access_token": token}), now)?;
+            token
+        }
+    };
+    let suffix = arg(args, kwargs, 0, "suffix")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let report_type = arg(args, kwargs, 1, "report_type").and_then(Value::as_str);
+    let download = arg(args, kwargs, 2, "download").is_some_and(|v| !falsy(v));
+    let query = arg(args, kwargs, 3, "query_string")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let anchor = arg(args, kwargs, 4, "anchor").and_then(Value::as_str);
+    let base = match m.name {
+        "account.move" => format!("/my/invoices/{id}"),
+        _ => format!("/my/orders/{id}"),
+    };
+    Ok(json!(format!(
+        "{base}{suffix}?access_token={token}{}{}{query}{}",
+        report_type.map(|r| format!("&report_type={r}")).unwrap_or_default(),
+        if download { "&download=true" } else { "" },
+        anchor.map(|a| format!("#{a}")).unwrap_or_default(),
+    )))
+}
+
+fn uuid4() -> String {
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+fn cancel_wizard(order: i64) -> Value {
+    json!({
+        "name": "Cancel Sales Order",
+        "view_mode": "form",
+        "res_model": "sale.order.cancel",
+        "view_id": 792,
+        "type": "ir.actions.act_window",
+        "context": {
+            "default_use_template": true,
+            "default_template_id": 13,
+            "default_order_id": order,
+            "mark_so_as_canceled": true,
+            "default_email_layout_xmlid": "mail.mail_notification_layout_with_responsible_signature",
+            "model_description": "Sales Order"
+        },
+        "target": "new"
+    })
+}
+
+/// `model.method(*args, **kwargs)` as `odoo.api.call_kw` runs it, after the credentials.
+fn dispatch(st: &mut State, model: &str, method: &str, args: &Value, kwargs: &Value) -> Res<Value> {
+    if method.starts_with('_') {
+        return Err(exc(
+            "odoo.exceptions.AccessError",
+            format!("Private methods (such as {method}) cannot be called remotely."),
+        ));
+    }
+    let Some(m) = model_def(model) else {
+        return Err(exc(
+            "odoo.exceptions.UserError",
+            format!("Object {model} doesn't exist"),
+        ));
+    };
+    if !ORM_METHODS.contains(&method) && !m.methods.contains(&method) {
+        return Err(exc(
+            "builtins.AttributeError",
+            format!("type object '{model}' has no attribute '{method}'"),
+        ));
+    }
+    let empty = Map::new();
+    let kwargs = kwargs.as_object().unwrap_or(&empty);
+    let args: Vec<Value> = match args {
+        Value::Array(a) => a.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    };
+    let now = st.tick();
+    let uid = st.uid;
+    let usize_arg = |v: Option<&Value>| v.and_then(Value::as_u64).map(|n| n as usize);
+    match method {
+        "search_read" | "search" | "search_count" => {
+            let domain = arg(&args, kwargs, 0, "domain").cloned().unwrap_or(json!([]));
+            let (fields, offset, limit, order) = if method == "search_read" {
+                (
+                    arg(&args, kwargs, 1, "fields"),
+                    usize_arg(arg(&args, kwargs, 2, "offset")),
+                    usize_arg(arg(&args, kwargs, 3, "limit")),
+                    arg(&args, kwargs, 4, "order"),
+                )
+            } else {
+                (
+                    None,
+                    usize_arg(arg(&args, kwargs, 1, "offset")),
+                    usize_arg(arg(&args, kwargs, 2, "limit")),
+                    arg(&args, kwargs, 3, "order"),
+                )
+            };
+            let fields = fields_arg(m, fields)?;
+            let order = order.and_then(Value::as_str);
+            let ids = st.search(m, &domain, offset.unwrap_or(0), limit, order)?;
+            Ok(match method {
+                "search_count" => json!(ids.len()),
+                "search" if kwargs.get("count").is_some_and(|c| !falsy(c)) => json!(ids.len()),
+                "search" => json!(ids),
+                _ => Value::Array(ids.iter().map(|id| Value::Object(st.output(m, *id, &fields))).collect()),
+            })
+        }
+        "read" => {
+            let ids = ids_arg(args.first())?;
+            let fields = fields_arg(m, arg(&args, kwargs, 1, "fields"))?;
+            let absent: Vec<i64> = ids.iter().copied().filter(|i| !st.exists(m.name, *i)).collect();
+            if !absent.is_empty() {
+                return Err(missing(m, &absent, uid));
+            }
+            Ok(Value::Array(
+                ids.iter().map(|id| Value::Object(st.output(m, *id, &fields))).collect(),
+            ))
+        }
+        "write" => {
+            let ids = ids_arg(args.first())?;
+            let values = arg(&args, kwargs, 1, "vals").cloned().unwrap_or(json!({}));
+            Ok(json!(write(st, m, &ids, &values, now)?))
+        }
+        "create" => {
+            let values = arg(&args, kwargs, 0, "vals_list").cloned().unwrap_or(json!({}));
+            match values {
+                Value::Array(list) => {
+                    let ids = list.iter().map(|v| create(st, m, v, now)).collect::<Res<Vec<_>>>()?;
+                    Ok(json!(ids))
+                }
+                v => Ok(json!(create(st, m, &v, now)?)),
+            }
+        }
+        "unlink" => {
+            let ids = ids_arg(args.first())?;
+            if let Some(t) = st.tables.get_mut(m.name) {
+                for id in ids {
+                    t.remove(&id);
+                }
+            }
+            Ok(json!(true))
+        }
+        "fields_get" => {
+            let mut out = Map::new();
+            for name in field_names(m) {
+                let ty = field_type(m, name).unwrap();
+                let (t, rel) = match ty {
+                    Ty::Char => ("char", None),
+                    Ty::Bool => ("boolean", None),
+                    Ty::Int => ("integer", None),
+                    Ty::Float => ("float", None),
+                    Ty::Date => ("date", None),
+                    Ty::Datetime => ("datetime", None),
+                    Ty::M2o(c) => ("many2one", Some(c)),
+                    Ty::O2m(c, _) => ("one2many", Some(c)),
+                };
+                let mut f = json!({"type": t, "string": name});
+                if let Some(c) = rel {
+                    f["relation"] = json!(c);
+                }
+                out.insert(name.to_string(), f);
+            }
+            Ok(Value::Object(out))
+        }
+        "get_portal_url" => {
+            let ids = ids_arg(args.first())?;
+            portal_url(st, m, &ids, kwargs, &args[1.min(args.len())..], now)
+        }
+        "action_confirm" => {
+            let ids = ids_arg(args.first())?;
+            let absent: Vec<i64> = ids.iter().copied().filter(|i| !st.exists(m.name, *i)).collect();
+            if !absent.is_empty() {
+                return Err(missing(m, &absent, uid));
+            }
+            if ids
+                .iter()
+                .any(|id| matches!(st.value(m, *id, "state").as_str(), Some("done" | "cancel")))
+            {
+                return Err(exc(
+                    "odoo.exceptions.UserError",
+                    "It is not allowed to confirm an order in the following states: done, cancel",
+                ));
+            }
+            let date = now.format("%Y-%m-%d %H:%M:%S").to_string();
+            write(st, m, &ids, &json!({"state": "sale", "date_order": date}), now)?;
+            Ok(json!(true))
+        }
+        "action_cancel" => {
+            let ids = ids_arg(args.first())?;
+            let absent: Vec<i64> = ids.iter().copied().filter(|i| !st.exists(m.name, *i)).collect();
+            if !absent.is_empty() {
+                return Err(missing(m, &absent, uid));
+            }
+            let no_warning = kwargs
+                .get("context")
+                .and_then(|c| c.get("disable_cancel_warning"))
+                .is_some_and(|v| !falsy(v));
+            // _show_cancel_wizard: any order that is not a draft asks for the wizard.
+            if !no_warning && ids.iter().any(|id| st.value(m, *id, "state").as_str() != Some("draft")) {
+                return Ok(cancel_wizard(ids[0]));
+            }
+            write(st, m, &ids, &json!({"state": "cancel"}), now)?;
+            Ok(json!(true))
+        }
+        _ => unreachable!(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP.
+
+fn traceback(e: &Exc) -> String {
+    format!(
+        "Traceback (most recent call last):\n  File \"/opt/odoo/odoo/http.py\", line 1589, in _serve_db\n    return service_model.retrying(self._serve_ir_http, self.env)\n  File \"/opt/odoo/odoo/service/model.py\", line 133, in retrying\n    result = func()\n{}: {}\n",
+        e.name, e.message
+    )
+}
+
+fn error_body(id: Value, code: i64, message: &str, e: &Exc) -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": code,
+            "message": message,
+            "data": {
+                "name": e.name,
+                "debug": traceback(e),
+                "message": e.message,
+                "arguments": [e.message],
+                "context": {}
+            }
+        }
+    })
+}
+
+fn server_error(id: Value, e: &Exc) -> Value {
+    error_body(id, 200, "Odoo Server Error", e)
+}
+
+fn session_expired() -> Value {
+    error_body(
+        Value::Null,
+        100,
+        "Odoo Session Expired",
+        &exc("odoo.http.SessionExpiredException", "Session expired"),
+    )
+}
+
+struct Out {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+}
+
+fn json_out(v: Value) -> Out {
+    Out {
+        status: 200,
+        headers: vec![("content-type", "application/json; charset=utf-8".into())],
+        body: Bytes::from(v.to_string()),
+    }
+}
+
+fn html_out(status: u16, html: String) -> Out {
+    Out {
+        status,
+        headers: vec![("content-type", "text/html; charset=utf-8".into())],
+        body: Bytes::from(html),
+    }
+}
+
+fn redirect(location: String) -> Out {
+    let html = format!(
+        "<!doctype html>\n<html lang=en>\n<title>Redirecting...</title>\n<h1>Redirecting...</h1>\n<p>You should be redirected automatically to the target URL: <a href=\"{location}\">{location}</a>. If not, click the link.\n"
+    );
+    let mut out = html_out(303, html);
+    out.headers.push(("location", location));
+    out
+}
+
+fn session_cookie(sid: &str) -> String {
+    format!("session_id={sid}; Expires=Thu, 24 Feb 2028 01:10:09 GMT; Max-Age=7776000; HttpOnly; Path=/")
+}
+
+fn session_info(db: &str, uid: i64) -> Value {
+    json!({
+        "uid": uid,
+        "is_system": true,
+        "is_admin": true,
+        "user_context": {"lang": "en_US", "tz": "Europe/Brussels", "uid": uid},
+        "db": db,
+        "server_version": "16.0-20231208",
+        "server_version_info": [16, 0, 0, "final", 0, ""],
+        "support_url": "https://www.odoo.com/buy",
+        "name": "Mitchell Admin",
+        "username": LOGIN,
+        "partner_display_name": "YourCompany, Mitchell Admin",
+        "company_id": 1,
+        "partner_id": 3,
+        "web.base.url": "http://127.0.0.1:8069",
+        "active_ids_limit": 20000,
+        "profile_session": null,
+        "profile_collectors": null,
+        "profile_params": null,
+        "max_file_upload_size": 134217728,
+        "home_action_id": false,
+        "cache_hashes": {
+            "translations": "c19361f0c58c360cc2ff75fdd7993e2b57954035",
+            "load_menus": "424bb3eafdd3b9cd73b425450fe59883883566aecf18e448cfacf34df557aa99"
+        },
+        "currencies": {
+            "1": {"symbol": "€", "position": "after", "digits": [69, 2]},
+            "2": {"symbol": "$", "position": "before", "digits": [69, 2]}
+        },
+        "bundle_params": {"lang": "en_US"},
+        "user_companies": {
+            "current_company": 1,
+            "allowed_companies": {"1": {"id": 1, "name": "YourCompany", "sequence": 0}}
+        },
+        "show_effect": true,
+        "display_switch_company_menu": false,
+        "user_id": [uid],
+        "web_tours": [],
+        "tour_disable": true,
+        "notification_type": "email",
+        "odoobot_initialized": true,
+        "iap_company_enrich": true
+    })
+}
+
+fn version_info() -> Value {
+    json!({
+        "server_version": "16.0-20231208",
+        "server_version_info": [16, 0, 0, "final", 0, ""],
+        "server_serie": "16.0",
+        "protocol_version": 1
+    })
+}
+
+fn login_page() -> String {
+    "<!DOCTYPE html>\n<html lang=\"en-US\">\n<head><meta charset=\"utf-8\"/><title>Odoo</title></head>\n<body class=\"bg-100\">\n<div class=\"container py-5\"><div class=\"card border-0 mx-auto bg-100 o_database_list\"><div class=\"card-body\">\n<form class=\"oe_login_form\" role=\"form\" method=\"post\" action=\"/web/login\">\n<div class=\"mb-3 field-login\"><label for=\"login\" class=\"form-label\">Email</label><input type=\"text\" name=\"login\" id=\"login\" class=\"form-control\"/></div>\n<div class=\"mb-3\"><label for=\"password\" class=\"form-label\">Password</label><input type=\"password\" name=\"password\" id=\"password\" class=\"form-control\"/></div>\n<button type=\"submit\" class=\"btn btn-primary\">Log in</button>\n</form></div></div></div>\n</body>\n</html>\n".to_string()
+}
+
+fn fake_pdf(title: &str) -> Bytes {
+    let mut pdf = format!(
+        "%PDF-1.4\n%\u{e2}\u{e3}\u{cf}\u{d3}\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n% fake Odoo report: {title}\n"
+    );
+    pdf.push_str("trailer\n<< /Root 1 0 R >>\n%%EOF\n");
+    Bytes::from(pdf)
+}
+
+impl State {
+    fn pdf_answer(&self, filename: &str, download: bool) -> Out {
+        match self.pdf_mode {
+            PdfMode::Pdf => {
+                let disposition = if download { "attachment" } else { "inline" };
+                let encoded = percent_encode(filename);
+                Out {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", "application/pdf".into()),
+                        ("content-disposition", format!("{disposition}; filename*=UTF-8''{encoded}")),
+                        ("set-cookie", "frontend_lang=en_US; Path=/".into()),
+                        ("set-cookie", session_cookie(&random_sid())),
+                    ],
+                    body: fake_pdf(filename),
+                }
+            }
+            PdfMode::Html => html_out(
+                200,
+                "<!DOCTYPE html>\n<html><head><title>Odoo Server Error</title></head><body><h1>Internal Server Error</h1><p>Unable to find Wkhtmltopdf on this system. The PDF can not be created.</p></body></html>\n".into(),
+            ),
+            PdfMode::Json => json_out(server_error(
+                Value::Null,
+                &exc("odoo.exceptions.UserError", "Unable to find Wkhtmltopdf on this system. The PDF can not be created."),
+            )),
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+        .replace("%2D", "-")
+        .replace("%2E", ".")
+        .replace("%5F", "_")
+}
+
+fn random_sid() -> String {
+    let b: [u8; 20] = rand::rng().random();
+    hex::encode(b)
+}
+
+fn cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std::io::Error> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let raw = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let (fail, latency) = {
+        let mut st = inner.lock();
+        let fail = st.fail_next > 0;
+        if fail {
+            st.fail_next -= 1;
+        }
+        (fail, st.latency)
+    };
+    if fail {
+        // An error from the service makes hyper close the connection without an answer.
+        return Err(std::io::Error::other("scripted connection drop"));
+    }
+    let out = {
+        let mut st = inner.lock();
+        route(&mut st, &method, &path, &query, &headers, &raw)
+    };
+    tokio::time::sleep(latency).await;
+    let mut resp = Response::new(Full::new(out.body));
+    *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in out.headers {
+        resp.headers_mut().append(k, v.parse().unwrap());
+    }
+    Ok(resp)
+}
+
+fn route(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    headers: &hyper::HeaderMap,
+    raw: &[u8],
+) -> Out {
+    let q = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segs.as_slice()) {
+        ("POST", ["jsonrpc"] | ["web", "session", "authenticate"] | ["web", "dataset", "call_kw", ..]) => {
+            let Ok(body) = serde_json::from_slice::<Value>(raw) else {
+                return html_out(
+                    400,
+                    "<!doctype html>\n<html lang=en>\n<title>400 Bad Request</title>\n<h1>Bad Request</h1>\n<p>Invalid JSON data</p>\n".into(),
+                );
+            };
+            let id = body.get("id").cloned().unwrap_or(Value::Null);
+            let params = body.get("params").cloned().unwrap_or(json!({}));
+            match segs[0] {
+                "jsonrpc" => json_out(jsonrpc(st, id, &params)),
+                "web" if segs[1] == "session" => {
+                    let mut out = json_out(authenticate(st, id, &params));
+                    if let Some(sid) = st.pending_cookie.take() {
+                        out.headers.push(("set-cookie", session_cookie(&sid)));
+                    }
+                    out
+                }
+                _ => {
+                    let model = params.get("model").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let m = params.get("method").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let args = params.get("args").cloned().unwrap_or(json!([]));
+                    let kwargs = params.get("kwargs").cloned().unwrap_or(json!({}));
+                    st.calls.push(RecordedCall {
+                        service: "/web/dataset/call_kw".into(),
+                        model: Some(model.clone()),
+                        method: m.clone(),
+                        args: args.clone(),
+                        kwargs: kwargs.clone(),
+                    });
+                    let valid = cookie(headers, "session_id").is_some_and(|s| st.sessions.contains(&s));
+                    if !valid {
+                        return json_out(session_expired());
+                    }
+                    json_out(match dispatch(st, &model, &m, &args, &kwargs) {
+                        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                        Err(e) => server_error(id, &e),
+                    })
+                }
+            }
+        }
+        ("GET", ["my", kind @ ("invoices" | "orders"), id]) => {
+            st.calls.push(RecordedCall {
+                service: path.to_string(),
+                model: None,
+                method: "GET".into(),
+                args: json!(query.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>()),
+                kwargs: json!({}),
+            });
+            let model = if *kind == "invoices" { "account.move" } else { "sale.order" };
+            let id: i64 = id.parse().unwrap_or_default();
+            let stored = st
+                .raw(model, id)
+                .and_then(|r| r.get("access_token"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let token_ok = matches!((&stored, q("access_token")), (Some(s), Some(t)) if !s.is_empty() && *s == t);
+            if !token_ok {
+                return redirect("/my".into());
+            }
+            if q("report_type").as_deref() != Some("pdf") {
+                return html_out(200, format!("<html><body>Portal page of {model} {id}</body></html>"));
+            }
+            let name = st.display_name(model, id);
+            let filename = if model == "account.move" {
+                format!("{}.pdf", name.replace('/', "-"))
+            } else {
+                let state = st.value(model_def(model).unwrap(), id, "state");
+                let kind = if matches!(state.as_str(), Some("draft" | "sent")) { "Quotation" } else { "Order" };
+                format!("{kind} - {name}.pdf")
+            };
+            st.pdf_answer(&filename, q("download").as_deref() == Some("true"))
+        }
+        ("GET", ["my"]) => redirect("/web/login?redirect=%2Fmy%3F".into()),
+        ("GET", ["web", "login"]) => html_out(200, login_page()),
+        ("GET", ["report", "pdf", report, id]) => {
+            st.calls.push(RecordedCall {
+                service: path.to_string(),
+                model: None,
+                method: "GET".into(),
+                args: json!([report, id]),
+                kwargs: json!({}),
+            });
+            let valid = cookie(headers, "session_id").is_some_and(|s| st.sessions.contains(&s));
+            if !valid {
+                let target = format!("{path}?");
+                let encoded = percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC);
+                return redirect(format!("/web/login?redirect={encoded}"));
+            }
+            let model = match *report {
+                r if r.starts_with("account.report_invoice") => "account.move",
+                r if r.starts_with("sale.report_saleorder") => "sale.order",
+                _ => {
+                    return html_out(
+                        500,
+                        format!("<html><body><h1>Internal Server Error</h1><p>ValueError: External ID not found in the system: {report}</p></body></html>"),
+                    );
+                }
+            };
+            let Ok(id) = id.parse::<i64>() else {
+                return html_out(404, "<html><body><h1>404: Page not found</h1></body></html>".into());
+            };
+            if !st.exists(model, id) {
+                return html_out(
+                    500,
+                    "<html><body><h1>Internal Server Error</h1><p>odoo.exceptions.MissingError: Record does not exist or has been deleted.</p></body></html>".into(),
+                );
+            }
+            let name = st.display_name(model, id).replace('/', "-");
+            st.pdf_answer(&format!("{name}.pdf"), false)
+        }
+        _ => html_out(
+            404,
+            "<!DOCTYPE html>\n<html><head><title>404 | Page not found</title></head><body><h1>404: Page not found!</h1></body></html>\n".into(),
+        ),
+    }
+}
+
+fn jsonrpc(st: &mut State, id: Value, params: &Value) -> Value {
+    let service = params
+        .get("service")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let method = params
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let args: Vec<Value> = params
+        .get("args")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ok = |r: Value| json!({"jsonrpc": "2.0", "id": id.clone(), "result": r});
+    match (service.as_str(), method.as_str()) {
+        ("common", m @ ("version" | "login" | "authenticate")) => {
+            st.calls.push(RecordedCall {
+                service: "common".into(),
+                model: None,
+                method: m.into(),
+                args: json!(args),
+                kwargs: json!({}),
+            });
+            if m == "version" {
+                return ok(version_info());
+            }
+            let db = args.first().and_then(Value::as_str).unwrap_or_default();
+            if db != DB {
+                return server_error(
+                    id,
+                    &exc(
+                        "psycopg2.OperationalError",
+                        format!(
+                            "connection to server on socket \"/var/run/postgresql/.s.PGSQL.5432\" failed: FATAL:  database \"{db}\" does not exist\n"
+                        ),
+                    ),
+                );
+            }
+            let login = args.get(1).and_then(Value::as_str).unwrap_or_default();
+            let secret = args.get(2).and_then(Value::as_str).unwrap_or_default();
+            if login == LOGIN && (secret == st.password || secret == st.api_key) {
+                ok(json!(st.uid))
+            } else {
+                ok(json!(false))
+            }
+        }
+        ("object", "execute_kw" | "execute") => {
+            let model = args.get(3).and_then(Value::as_str).unwrap_or_default().to_string();
+            let m = args.get(4).and_then(Value::as_str).unwrap_or_default().to_string();
+            let (call_args, kwargs) = if method == "execute_kw" {
+                (
+                    args.get(5).cloned().unwrap_or(json!([])),
+                    args.get(6).cloned().filter(|k| !k.is_null()).unwrap_or(json!({})),
+                )
+            } else {
+                (json!(args.get(5..).unwrap_or_default()), json!({}))
+            };
+            st.calls.push(RecordedCall {
+                service: "object".into(),
+                model: Some(model.clone()),
+                method: m.clone(),
+                args: call_args.clone(),
+                kwargs: kwargs.clone(),
+            });
+            let uid = args.get(1).and_then(Value::as_i64);
+            let secret = args.get(2).and_then(Value::as_str).unwrap_or_default();
+            if args.first().and_then(Value::as_str) != Some(DB)
+                || uid != Some(st.uid)
+                || (secret != st.api_key && secret != st.password)
+            {
+                return server_error(id, &access_denied());
+            }
+            match dispatch(st, &model, &m, &call_args, &kwargs) {
+                Ok(r) => ok(r),
+                Err(e) => server_error(id, &e),
+            }
+        }
+        _ => {
+            st.calls.push(RecordedCall {
+                service: service.clone(),
+                model: None,
+                method: method.clone(),
+                args: json!(args),
+                kwargs: json!({}),
+            });
+            server_error(id, &exc("builtins.KeyError", format!("'{service}.{method}'")))
+        }
+    }
+}
+
+fn authenticate(st: &mut State, id: Value, params: &Value) -> Value {
+    st.calls.push(RecordedCall {
+        service: "/web/session/authenticate".into(),
+        model: None,
+        method: "authenticate".into(),
+        args: json!([params.get("db"), params.get("login"), params.get("password")]),
+        kwargs: json!({}),
+    });
+    let login = params.get("login").and_then(Value::as_str).unwrap_or_default();
+    let password = params.get("password").and_then(Value::as_str).unwrap_or_default();
+    // API keys have scope "rpc": the interactive login only accepts the password.
+    if params.get("db").and_then(Value::as_str) != Some(DB) || login != LOGIN || password != st.password {
+        return server_error(id, &access_denied());
+    }
+    let sid = random_sid();
+    st.sessions.insert(sid.clone());
+    st.pending_cookie = Some(sid);
+    json!({"jsonrpc": "2.0", "id": id, "result": session_info(DB, st.uid)})
+}
