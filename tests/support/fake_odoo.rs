@@ -636,6 +636,21 @@ fn fmt_precise(t: NaiveDateTime) -> String {
 // ---------------------------------------------------------------------------------------
 // Seed: the demo database the transcripts were recorded on.
 
+/// id, name, email, phone, mobile, is_company, parent, write_date.
+type PartnerSeed = (i64, &'static str, Value, Value, Value, bool, Option<i64>, &'static str);
+/// id, name, move_type, partner, state, payment_state, amount, invoice_date, due date.
+type InvoiceSeed = (
+    i64,
+    &'static str,
+    &'static str,
+    i64,
+    &'static str,
+    &'static str,
+    f64,
+    Value,
+    Value,
+);
+
 fn seed(st: &mut State) {
     let t = |s: &str| json!(s);
     let put = |st: &mut State, model: &'static str, id: i64, mut values: Value, date: &str| {
@@ -654,7 +669,7 @@ fn seed(st: &mut State) {
     put(st, "res.currency", 2, json!({"name": "USD", "symbol": "$"}), d49);
     put(st, "uom.uom", 1, json!({"name": "Units"}), d49);
 
-    let partners: &[(i64, &str, Value, Value, Value, bool, Option<i64>, &str)] = &[
+    let partners: &[PartnerSeed] = &[
         (
             1,
             "YourCompany",
@@ -881,7 +896,7 @@ fn seed(st: &mut State) {
 
     // Invoices (transcript 14) and two entries that are not posted customer invoices.
     let d_inv = "2026-11-25 01:09:00.118220";
-    let invoices: &[(i64, &str, &str, i64, &str, &str, f64, Value, Value)] = &[
+    let invoices: &[InvoiceSeed] = &[
         (
             1,
             "INV/2026/00001",
@@ -1558,21 +1573,21 @@ fn create(st: &mut State, m: &'static ModelDef, values: &Value, now: NaiveDateTi
         };
         vals.insert((*field).to_string(), default);
     }
-    if m.name == "sale.order.line" {
-        if let Some(p) = vals.get("product_id").and_then(Value::as_i64) {
-            let product = st.raw("product.product", p).cloned().unwrap_or_default();
-            if falsy(vals.get("name").unwrap_or(&Value::Null)) {
-                vals.insert("name".into(), product.get("name").cloned().unwrap_or(json!(false)));
-            }
-            if !values.get("price_unit").is_some_and(Value::is_number) {
-                vals.insert(
-                    "price_unit".into(),
-                    product.get("list_price").cloned().unwrap_or(json!(0.0)),
-                );
-            }
-            if !values.get("product_uom_qty").is_some_and(Value::is_number) {
-                vals.insert("product_uom_qty".into(), json!(1.0));
-            }
+    if m.name == "sale.order.line"
+        && let Some(p) = vals.get("product_id").and_then(Value::as_i64)
+    {
+        let product = st.raw("product.product", p).cloned().unwrap_or_default();
+        if falsy(vals.get("name").unwrap_or(&Value::Null)) {
+            vals.insert("name".into(), product.get("name").cloned().unwrap_or(json!(false)));
+        }
+        if !values.get("price_unit").is_some_and(Value::is_number) {
+            vals.insert(
+                "price_unit".into(),
+                product.get("list_price").cloned().unwrap_or(json!(0.0)),
+            );
+        }
+        if !values.get("product_uom_qty").is_some_and(Value::is_number) {
+            vals.insert("product_uom_qty".into(), json!(1.0));
         }
     }
     let stamp = json!(fmt_precise(now));
