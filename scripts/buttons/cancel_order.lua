@@ -13,7 +13,7 @@ return {
       env.whatsapp.send_text(message.from, "La commande " .. order.name .. " est déjà annulée.")
       return
     end
-    env.odoo.call("sale.order", "action_cancel", { { order.id } })
+    env.odoo.call("sale.order", "action_cancel", { { order.id } }, { context = { disable_cancel_warning = true } })
     env.whatsapp.send_text(message.from, "Commande " .. order.name .. " annulée.")
     logger.info("order", order.name, "cancelled via WhatsApp")
   end,

@@ -10,7 +10,7 @@ return {
       return
     end
     local lines = env.odoo.search_read("sale.order.line", { { "order_id", "=", order.id } },
-      { "name", "product_uom_qty", "price_unit", "price_subtotal" }, { order = "sequence, id" })
+      { "name", "product_uom_qty", "price_unit", "price_subtotal" }, { order = "id asc" })
     local text = { "Détail de la commande " .. order.name .. " :" }
     for _, l in ipairs(lines) do
       local name = tostring(l.name):gsub("\n.*", "")

@@ -16,7 +16,7 @@ return {
         { id = "no", title = "Annuler", reply = "Commande annulée.",
           run = function(vars)
             if vars.order_id then
-              env.odoo.call("sale.order", "action_cancel", { { vars.order_id } })
+              env.odoo.call("sale.order", "action_cancel", { { vars.order_id } }, { context = { disable_cancel_warning = true } })
             end
           end },
       },

@@ -159,9 +159,14 @@ impl Hooks {
         let cursor = match cursor.filter(|c| c.def == def_value(def)) {
             Some(c) => c,
             None => {
-                let c = self.start_cursor(def).await?;
+                let (c, baselines) = self.start_cursor(def).await?;
                 tracing::info!(hook = %file.name, model = %def.model, on = def.on.as_str(), last_id = c.last_id, write_date = ?c.write_date, "odoo hook cursor started");
-                self.commit(Effects::default(), vec![(key, json!(c))]).await?;
+                let mut state: Vec<(String, Value)> = baselines
+                    .into_iter()
+                    .map(|(id, values)| (record_key(&file.name, id), values))
+                    .collect();
+                state.push((key, json!(c)));
+                self.commit(Effects::default(), state).await?;
                 return Ok(0);
             }
         };
@@ -243,8 +248,10 @@ impl Hooks {
     }
 
     /// Where a new cursor starts: after the newest existing record (create), or at the latest
-    /// `write_date` with the records written then as already seen (write).
-    async fn start_cursor(&self, def: &HookDef) -> Result<HookCursor, HookError> {
+    /// `write_date` with the records written during that second as already seen (write): their
+    /// watched values are returned as baselines.
+    async fn start_cursor(&self, def: &HookDef) -> Result<(HookCursor, Vec<(i64, Value)>), HookError> {
+        let mut baselines = Vec::new();
         let mut c = HookCursor {
             def: def_value(def),
             ..Default::default()
@@ -281,9 +288,24 @@ impl Hooks {
                     .and_then(|r| r.get("write_date"))
                     .and_then(Value::as_str)
                     .map(str::to_string);
+                if let Some(wd) = &c.write_date {
+                    let mut domain = domain_of(def);
+                    domain.push(json!(["write_date", ">=", wd]));
+                    let mut fields: Vec<&str> = def.fields.iter().map(String::as_str).collect();
+                    fields.push("id");
+                    for r in self
+                        .odoo
+                        .search_read(&def.model, Value::Array(domain), &fields, json!({}))
+                        .await?
+                    {
+                        if let Some(id) = r.get("id").and_then(Value::as_i64) {
+                            baselines.push((id, watched(def, &r)));
+                        }
+                    }
+                }
             }
         }
-        Ok(c)
+        Ok((c, baselines))
     }
 
     /// Runs a hook script with a record; returns its effects (empty when it failed) and error.
