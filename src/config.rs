@@ -1,7 +1,11 @@
 //! `conf/walua.toml` → a typed [`Config`].
 //!
 //! Every secret may be written literally, as `env:NAME` (read from the environment) or as
-//! `file:PATH` (read from a file, e.g. a systemd credential). Secrets are held in
+//! `file:PATH` (read from a file, e.g. a systemd credential). In a `file:` path,
+//! `$CREDENTIALS_DIRECTORY` (or `${CREDENTIALS_DIRECTORY}`) is replaced by that environment
+//! variable, which systemd sets for units with `LoadCredential=`:
+//! `access_token = "file:$CREDENTIALS_DIRECTORY/access_token"`. (systemd expands `%d` in
+//! unit files, not in this TOML file.) Secrets are held in
 //! [`Secret`], whose `Debug` and `Display` never show the value. Every error names the file
 //! and the key at fault.
 
@@ -467,6 +471,7 @@ impl Cx<'_> {
             std::env::var(name)
                 .map_err(|_| self.invalid(key, format!("environment variable {name} is not set (or not UTF-8)")))?
         } else if let Some(path) = raw.strip_prefix("file:") {
+            let path = &expand_credentials_dir(path).map_err(|m| self.invalid(key, m))?;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| self.invalid(key, format!("cannot read secret file {path}: {e}")))?;
             text.trim_end_matches(['\n', '\r']).to_string()
@@ -488,6 +493,22 @@ impl Cx<'_> {
             )
         })
     }
+}
+
+/// Replaces `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` in a `file:` path by the
+/// environment variable systemd sets for units with `LoadCredential=`.
+pub fn expand_credentials_dir(path: &str) -> Result<String, String> {
+    const NAMES: [&str; 2] = ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"];
+    if !NAMES.iter().any(|n| path.contains(n)) {
+        return Ok(path.to_string());
+    }
+    let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+        format!(
+            "{path} uses $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd for units with LoadCredential=)"
+        )
+    })?;
+    let dir = dir.trim_end_matches('/');
+    Ok(NAMES.iter().fold(path.to_string(), |p, n| p.replace(n, dir)))
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` (a bare number is seconds).
@@ -540,6 +561,23 @@ mod tests {
         let token = c.server.admin_token.as_ref().unwrap();
         assert_eq!(token.expose(), "s3cr3t-value");
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn credentials_directory_is_expanded_in_file_paths() {
+        assert_eq!(expand_credentials_dir("/etc/x").unwrap(), "/etc/x");
+        // The variable is only read when the path names it; this test owns that name.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin_token"), "from-credential\n").unwrap();
+        // SAFETY: no other test reads or writes CREDENTIALS_DIRECTORY.
+        unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", dir.path()) };
+        let c = load("[server]\nadmin_token = \"file:$CREDENTIALS_DIRECTORY/admin_token\"\n").unwrap();
+        assert_eq!(c.server.admin_token.unwrap().expose(), "from-credential");
+        let c = load("[server]\nadmin_token = \"file:${CREDENTIALS_DIRECTORY}/admin_token\"\n").unwrap();
+        assert_eq!(c.server.admin_token.unwrap().expose(), "from-credential");
+        unsafe { std::env::remove_var("CREDENTIALS_DIRECTORY") };
+        let err = load("[server]\nadmin_token = \"file:$CREDENTIALS_DIRECTORY/admin_token\"\n").unwrap_err();
+        assert!(err.to_string().contains("CREDENTIALS_DIRECTORY"), "{err}");
     }
 
     #[test]

@@ -58,7 +58,12 @@ pub enum ScriptsError {
 
 impl Scripts {
     /// Loads every script, starts the watcher (when `hot_reload`) and the Lua pool.
-    pub fn start(config: &Config, store: Store, outbox: Outbox) -> Result<Scripts, ScriptsError> {
+    pub fn start(
+        config: &Config,
+        store: Store,
+        outbox: Outbox,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Scripts, ScriptsError> {
         let dir = config.scripts.dir.clone();
         let limits = Limits {
             cpu: config.scripts.cpu_budget,
@@ -87,6 +92,7 @@ impl Scripts {
             vars: config.vars.clone(),
             limits,
             lib_dir: dir.join("lib"),
+            metrics,
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {
@@ -128,8 +134,9 @@ fn log_report(report: &watcher::ReloadReport) {
     }
 }
 
-/// Reloads every script on SIGHUP until `shutdown`.
-pub async fn reload_on_sighup(scripts: Scripts, shutdown: CancellationToken) {
+/// Reloads every script on SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
+/// `READY=1` with the new status line).
+pub async fn reload_on_sighup(scripts: Scripts, store: Store, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by saving files instead");
@@ -139,8 +146,16 @@ pub async fn reload_on_sighup(scripts: Scripts, shutdown: CancellationToken) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading every script");
-                let s = scripts.clone();
-                let _ = tokio::task::spawn_blocking(move || s.reload_all()).await;
+                crate::systemd::reloading();
+                let (s, st) = (scripts.clone(), store.clone());
+                let line = tokio::task::spawn_blocking(move || {
+                    let report = s.reload_all();
+                    tracing::info!(loaded = report.loaded.len(), removed = report.removed.len(), errors = report.errors.len(), "scripts reloaded");
+                    crate::status_line(&st, &s)
+                })
+                .await
+                .unwrap_or_default();
+                crate::systemd::ready(&line);
             }
             _ = shutdown.cancelled() => return,
         }

@@ -47,6 +47,8 @@ pub struct RuntimeContext {
     pub limits: Limits,
     /// `scripts/lib`, the only place `require` reads.
     pub lib_dir: PathBuf,
+    /// Times script runs (`walua_script_seconds`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The buffered effects of the runs of one batch.
@@ -221,7 +223,11 @@ impl LuaWorker {
         let checkpoint = self.shared.effects.lock().expect("not poisoned").clone();
         let sends_before = checkpoint.sends.len();
         let mut scripts = Vec::new();
+        let started = std::time::Instant::now();
         let result = self.route(record, &mut scripts);
+        if !scripts.is_empty() {
+            self.shared.ctx.metrics.script_time(started.elapsed());
+        }
         let mut outcome = ScriptOutcome {
             scripts,
             at_ms: now_ms(),
