@@ -305,7 +305,7 @@ impl Config {
     pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_message(text, &e),
         })?;
         let cx = Cx { file };
 
@@ -495,6 +495,37 @@ impl Cx<'_> {
     }
 }
 
+/// toml's message with the line and column, WITHOUT the source excerpt toml's `Display`
+/// adds: that excerpt is the offending line, which may hold a literal secret.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // Name the key (never its value): `[section]` + the left side of `key = ...`.
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty());
+            let section = before
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+            match (section, key) {
+                (Some(sec), Some(k)) => format!("line {line}, column {column}, key {sec}.{k}: {message}"),
+                (None, Some(k)) => format!("line {line}, column {column}, key {k}: {message}"),
+                _ => format!("line {line}, column {column}: {message}"),
+            }
+        }
+        None => message.to_string(),
+    }
+}
+
 /// Replaces `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` in a `file:` path by the
 /// environment variable systemd sets for units with `LoadCredential=`.
 pub fn expand_credentials_dir(path: &str) -> Result<String, String> {
@@ -596,6 +627,15 @@ mod tests {
         assert!(err.contains("max_per_second"), "{err}");
         let err = load("[odoo]\nurl = \"http://x\"\n").unwrap_err().to_string();
         assert!(err.contains("odoo."), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_do_not_echo_the_line_holding_a_secret() {
+        let err = load("[whatsapp]\naccess_token = \"tok-S3CR3T-value\" trailing\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("tok-S3CR3T-value"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
