@@ -118,7 +118,10 @@ fn ready_watchdog_reload_and_stop_are_notified() {
 
     let seen = wait_for(&sock, "READY=1", Duration::from_secs(30), |m| has(m, "READY=1"));
     let ready = seen.last().unwrap();
-    let status = ready.lines().find(|l| l.starts_with("STATUS=")).expect("READY carries a STATUS");
+    let status = ready
+        .lines()
+        .find(|l| l.starts_with("STATUS="))
+        .expect("READY carries a STATUS");
     assert!(status.contains("serving: 0 scripts, outbox depth 0"), "{status}");
 
     // WATCHDOG=1 every 200 ms (half of 400 ms): at least 4 within 2 s.
@@ -162,7 +165,10 @@ fn ready_watchdog_reload_and_stop_are_notified() {
         if let Some(s) = d.child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "walua did not exit after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "walua did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
