@@ -1,7 +1,11 @@
 //! `conf/walua.toml` → a typed [`Config`].
 //!
 //! Every secret may be written literally, as `env:NAME` (read from the environment) or as
-//! `file:PATH` (read from a file, e.g. a systemd credential). Secrets are held in
+//! `file:PATH` (read from a file, e.g. a systemd credential). In a `file:` path,
+//! `$CREDENTIALS_DIRECTORY` (or `${CREDENTIALS_DIRECTORY}`) is replaced by that environment
+//! variable, which systemd sets for units with `LoadCredential=`:
+//! `access_token = "file:$CREDENTIALS_DIRECTORY/access_token"`. (systemd expands `%d` in
+//! unit files, not in this TOML file.) Secrets are held in
 //! [`Secret`], whose `Debug` and `Display` never show the value. Every error names the file
 //! and the key at fault.
 
@@ -307,7 +311,7 @@ impl Config {
     pub fn from_toml(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_message(text, &e),
         })?;
         let cx = Cx { file };
 
@@ -484,6 +488,7 @@ impl Cx<'_> {
             std::env::var(name)
                 .map_err(|_| self.invalid(key, format!("environment variable {name} is not set (or not UTF-8)")))?
         } else if let Some(path) = raw.strip_prefix("file:") {
+            let path = &expand_credentials_dir(path).map_err(|m| self.invalid(key, m))?;
             let text = std::fs::read_to_string(path)
                 .map_err(|e| self.invalid(key, format!("cannot read secret file {path}: {e}")))?;
             text.trim_end_matches(['\n', '\r']).to_string()
@@ -505,6 +510,53 @@ impl Cx<'_> {
             )
         })
     }
+}
+
+/// toml's message with the line and column, WITHOUT the source excerpt toml's `Display`
+/// adds: that excerpt is the offending line, which may hold a literal secret.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            // Name the key (never its value): `[section]` + the left side of `key = ...`.
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty());
+            let section = before
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| l.starts_with('['))
+                .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+            match (section, key) {
+                (Some(sec), Some(k)) => format!("line {line}, column {column}, key {sec}.{k}: {message}"),
+                (None, Some(k)) => format!("line {line}, column {column}, key {k}: {message}"),
+                _ => format!("line {line}, column {column}: {message}"),
+            }
+        }
+        None => message.to_string(),
+    }
+}
+
+/// Replaces `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` in a `file:` path by the
+/// environment variable systemd sets for units with `LoadCredential=`.
+pub fn expand_credentials_dir(path: &str) -> Result<String, String> {
+    const NAMES: [&str; 2] = ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"];
+    if !NAMES.iter().any(|n| path.contains(n)) {
+        return Ok(path.to_string());
+    }
+    let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+        format!(
+            "{path} uses $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd for units with LoadCredential=)"
+        )
+    })?;
+    let dir = dir.trim_end_matches('/');
+    Ok(NAMES.iter().fold(path.to_string(), |p, n| p.replace(n, dir)))
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `1d` (a bare number is seconds).
@@ -560,6 +612,23 @@ mod tests {
     }
 
     #[test]
+    fn credentials_directory_is_expanded_in_file_paths() {
+        assert_eq!(expand_credentials_dir("/etc/x").unwrap(), "/etc/x");
+        // The variable is only read when the path names it; this test owns that name.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin_token"), "from-credential\n").unwrap();
+        // SAFETY: no other test reads or writes CREDENTIALS_DIRECTORY.
+        unsafe { std::env::set_var("CREDENTIALS_DIRECTORY", dir.path()) };
+        let c = load("[server]\nadmin_token = \"file:$CREDENTIALS_DIRECTORY/admin_token\"\n").unwrap();
+        assert_eq!(c.server.admin_token.unwrap().expose(), "from-credential");
+        let c = load("[server]\nadmin_token = \"file:${CREDENTIALS_DIRECTORY}/admin_token\"\n").unwrap();
+        assert_eq!(c.server.admin_token.unwrap().expose(), "from-credential");
+        unsafe { std::env::remove_var("CREDENTIALS_DIRECTORY") };
+        let err = load("[server]\nadmin_token = \"file:$CREDENTIALS_DIRECTORY/admin_token\"\n").unwrap_err();
+        assert!(err.to_string().contains("CREDENTIALS_DIRECTORY"), "{err}");
+    }
+
+    #[test]
     fn live_mode_requires_the_meta_secrets() {
         let err = load("[whatsapp]\ndry_run = false\nphone_number_id = \"1\"\n").unwrap_err();
         assert!(err.to_string().contains("whatsapp.access_token"), "{err}");
@@ -575,6 +644,15 @@ mod tests {
         assert!(err.contains("max_per_second"), "{err}");
         let err = load("[odoo]\nurl = \"http://x\"\n").unwrap_err().to_string();
         assert!(err.contains("odoo."), "{err}");
+    }
+
+    #[test]
+    fn parse_errors_do_not_echo_the_line_holding_a_secret() {
+        let err = load("[whatsapp]\naccess_token = \"tok-S3CR3T-value\" trailing\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("tok-S3CR3T-value"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! - [`replay`]: `walua check` and `walua replay`.
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
+//! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
@@ -28,13 +31,16 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod init;
 pub mod media;
+pub mod metrics;
 pub mod odoo;
 pub mod outbox;
 pub mod replay;
 pub mod scheduler;
 pub mod script;
 pub mod store;
+pub mod systemd;
 pub mod webhook;
 pub mod whatsapp;
 
@@ -89,6 +95,26 @@ pub struct App {
     pub scripts: script::Scripts,
     /// Odoo hooks (push endpoint), when `[odoo]` is configured.
     pub hooks: Option<odoo::hooks::Hooks>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The one-line status shown by `systemctl status` (blocking: reads the store).
+pub fn status_line(store: &Store, scripts: &script::Scripts) -> String {
+    let (loaded, errors) = {
+        let reg = scripts.registry.read().expect("not poisoned");
+        (reg.all().count(), reg.errors().count())
+    };
+    let depth = store
+        .outbox_len()
+        .map(|d| d.to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    let backlog = store.journal_len().unwrap_or(0);
+    let mut line = format!("serving: {loaded} scripts, outbox depth {depth}, journal backlog {backlog}");
+    if errors > 0 {
+        line.push_str(&format!(", {errors} script(s) failed to load"));
+    }
+    line
 }
 
 /// Explains a Meta error code for an operator.
@@ -118,6 +144,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             })?
     };
 
+    let metrics = Arc::new(metrics::Metrics::new());
     let stop_tasks = CancellationToken::new();
     let tasks = TaskTracker::new();
     let journaled = Arc::new(Notify::new());
@@ -129,7 +156,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         outbox_wake.clone(),
         config.whatsapp.dry_run,
         config.whatsapp.allow_outside_window,
-    );
+    )
+    .with_metrics(metrics.clone());
     let w = &config.whatsapp;
     let graph = match &w.access_token {
         Some(token) => Some(Arc::new(
@@ -159,6 +187,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                         retry_horizon: w.retry_horizon,
                         max_in_flight: w.max_in_flight,
                     },
+                    metrics: metrics.clone(),
                 }
                 .run(),
             );
@@ -186,8 +215,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         )),
         None => None,
     };
-    let scripts = script::Scripts::start(&config, store.clone(), outbox.clone(), graph.clone(), odoo.clone())
-        .map_err(|e| RunError::Scripts(e.to_string()))?;
+    let scripts = script::Scripts::start(
+        &config,
+        store.clone(),
+        outbox.clone(),
+        graph.clone(),
+        odoo.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| RunError::Scripts(e.to_string()))?;
     let dispatch_wake = Arc::new(Notify::new());
     tasks.spawn(
         script::dispatch::Dispatcher {
@@ -197,11 +233,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             wake: dispatch_wake.clone(),
             shutdown: stop_tasks.clone(),
             workers: config.scripts.workers,
-            on_outcome: Arc::new(|_| {}),
+            on_outcome: {
+                let metrics = metrics.clone();
+                Arc::new(move |o| metrics.script_outcome(o))
+            },
         }
         .run(),
     );
-    tasks.spawn(script::reload_on_sighup(scripts.clone(), stop_tasks.clone()));
+    // Take over SIGHUP now (tokio keeps the handler for the life of the process), so that a
+    // reload asked for right after READY=1 never hits the default action (terminate).
+    if let Err(e) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tracing::warn!(error = %e, "cannot handle SIGHUP");
+    }
+    tasks.spawn(script::reload_on_sighup(
+        scripts.clone(),
+        store.clone(),
+        stop_tasks.clone(),
+    ));
     let hooks = match (&odoo, &config.odoo) {
         (Some(client), Some(o)) => {
             let hooks = odoo::hooks::Hooks {
@@ -237,6 +285,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             explain: explain_error,
             shutdown: stop_tasks.clone(),
             queue_media,
+            metrics: metrics.clone(),
         }
         .run(),
     );
@@ -249,6 +298,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         graph,
         scripts: scripts.clone(),
         hooks,
+        metrics: metrics.clone(),
     });
     if config.whatsapp.app_secret.is_none() {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
@@ -259,6 +309,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, store = %path.display(), dry_run = config.whatsapp.dry_run, "walua is listening");
 
+    {
+        let (st, sc) = (store.clone(), scripts.clone());
+        let line = tokio::task::spawn_blocking(move || status_line(&st, &sc))
+            .await
+            .unwrap_or_default();
+        systemd::ready(&line);
+        let (store, scripts) = (store.clone(), scripts.clone());
+        tasks.spawn(systemd::keepalive(
+            move || {
+                let (store, scripts) = (store.clone(), scripts.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || status_line(&store, &scripts))
+                        .await
+                        .unwrap_or_default()
+                }
+            },
+            stop_tasks.clone(),
+        ));
+    }
+
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(http::serve(
         app.clone(),
@@ -268,6 +338,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     ));
     shutdown.await;
     tracing::info!("shutting down");
+    systemd::stopping();
     stop_http.cancel();
     let _ = http.await;
     // No handler is left: dropping the last journal handle lets the writer drain and stop.

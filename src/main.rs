@@ -33,6 +33,18 @@ enum Command {
         /// A webhook delivery body (JSON), as Meta would POST it.
         file: PathBuf,
     },
+    /// Create a fresh install in DIR: walua.toml, scripts/ with the default scripts and the
+    /// Lua type definitions. Refuses to overwrite existing files unless --force.
+    Init {
+        /// Where to create it (created when missing).
+        dir: PathBuf,
+        /// Where the store goes (default DIR/var/walua.redb), e.g. /var/lib/walua/walua.redb.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Queue a message through a running daemon's admin API.
     Send(Box<SendArgs>),
     /// List conversations of a running daemon, most recent first.
@@ -120,6 +132,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Init { dir, store, force } = &cli.command {
+        let report = walua::init::init(dir, store.as_deref(), *force)?;
+        for f in &report.written {
+            println!("wrote {}", dir.join(f).display());
+        }
+        println!(
+            "next: walua check --config {0} && walua serve --config {0}",
+            report.config.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) if matches!(cli.command, Command::Check) => {
@@ -167,6 +190,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Init { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Send(args) => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let request = build_send_request(&client, *args).await?;

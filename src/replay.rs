@@ -122,6 +122,7 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         store_path: copy.clone(),
         handle: None,
         odoo: None,
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     });
     let runtime = ScriptRuntime::start(1, ctx).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let new_ids = report.new_messages.clone();

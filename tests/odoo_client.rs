@@ -20,6 +20,7 @@ fn config(odoo: &FakeOdoo, key: Option<&str>, password: Option<&str>) -> OdooCon
         api_key: key.map(Secret::new),
         password: password.map(Secret::new),
         poll_interval: Duration::from_secs(30),
+        hook_token: None,
         timeout: Duration::from_secs(5),
     }
 }

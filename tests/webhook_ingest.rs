@@ -228,7 +228,8 @@ async fn a_phone_keyed_conversation_merges_into_the_bsuid_one_on_first_sight_of_
     let by_phone = d.messages_of("+221 77 555 00 00").await;
     let by_bsuid = d.messages_of("SN.11112222333344445555").await;
     assert_eq!(by_phone.len(), 2);
-    assert_eq!(by_phone, by_bsuid);
+    let ids = |msgs: &[Value]| msgs.iter().map(|m| m["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&by_phone), ids(&by_bsuid));
     assert!(by_phone.iter().all(|m| m["contact"] == "SN.11112222333344445555"));
 }
 

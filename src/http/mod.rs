@@ -1,7 +1,7 @@
 //! The HTTP edge: one hyper server, one router, errors mapped to statuses here.
 //!
-//! Routes: `GET|POST /webhook` (Meta), `GET /healthz`, and the admin API under `/api/`
-//! (bearer admin token; see [`admin`]).
+//! Routes: `GET|POST /webhook` (Meta), `GET /healthz`, `GET /metrics` (Prometheus text),
+//! and the admin API under `/api/` (bearer admin token; see [`admin`]).
 
 pub mod admin;
 mod webhook;
@@ -95,29 +95,99 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpR
         (&Method::GET, "/webhook") => webhook::verify(&app, &req),
         (&Method::POST, "/webhook") => webhook::receive(&app, req).await,
         (&Method::GET, "/healthz") => health(&app).await,
-        (_, "/webhook") | (_, "/healthz") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (&Method::GET, "/metrics") => metrics(&app).await,
+        (_, "/webhook") | (_, "/healthz") | (_, "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         (_, p) if p.starts_with("/api/") => admin::route(&app, peer, req).await,
         (&Method::POST, p) if p.starts_with("/hooks/odoo/") => admin::odoo_push(&app, peer, req).await,
         _ => error(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
     }
 }
 
-async fn health(app: &App) -> HttpResponse {
+/// A queued send whose due time passed this long ago means the outbox is not being worked.
+pub const OUTBOX_STUCK_AFTER: Duration = Duration::from_secs(600);
+
+/// What `/healthz` found.
+#[derive(Debug, serde::Serialize)]
+pub struct Health {
+    /// `ok` or `unhealthy`.
+    pub status: &'static str,
+    /// Why it is unhealthy (empty when healthy).
+    pub problems: Vec<String>,
+    /// `writable`, or the store's error.
+    pub store: String,
+    /// Deliveries journaled but not processed yet.
+    pub journal_backlog: Option<u64>,
+    /// Send jobs in the outbox.
+    pub outbox_depth: Option<u64>,
+    /// Scripts loaded, and scripts whose last load failed.
+    pub scripts: serde_json::Value,
+}
+
+/// Checks the store (a durable write), the outbox (no queued job overdue by more than
+/// [`OUTBOX_STUCK_AFTER`]), the journal backlog and the scripts.
+pub async fn check_health(app: &App) -> Health {
+    let mut problems = Vec::new();
     let probe = app
         .store
         .blocking(|s| {
             s.probe_writable()?;
-            s.journal_len()
+            let backlog = s.journal_len()?;
+            let depth = s.outbox_len()?;
+            let cutoff = crate::store::now_ms() - OUTBOX_STUCK_AFTER.as_millis() as i64;
+            let (overdue, _) = s.outbox_due(cutoff, 1, &Default::default())?;
+            Ok((backlog, depth, overdue.into_iter().next()))
         })
         .await;
-    match probe {
-        Ok(backlog) => json(
-            StatusCode::OK,
-            &serde_json::json!({ "status": "ok", "store": "writable", "journal_backlog": backlog }),
-        ),
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ "status": "unhealthy", "store": e.to_string() }),
-        ),
+    let (store, journal_backlog, outbox_depth) = match probe {
+        Ok((backlog, depth, overdue)) => {
+            if let Some(job) = overdue {
+                let late = (crate::store::now_ms() - job.next_attempt_ms) / 1000;
+                problems.push(format!(
+                    "outbox stuck: message {} to {} was due {late}s ago and is still queued (is the outbox worker running? dry_run = true leaves earlier jobs unsent)",
+                    job.message_id, job.recipient
+                ));
+            }
+            ("writable".to_string(), Some(backlog), Some(depth))
+        }
+        Err(e) => {
+            problems.push(format!("store: {e}"));
+            (e.to_string(), None, None)
+        }
+    };
+    let scripts = {
+        let reg = app.scripts.registry.read().expect("not poisoned");
+        let errors: Vec<String> = reg.errors().map(|e| e.message.clone()).collect();
+        serde_json::json!({ "loaded": reg.all().count(), "errors": errors.len(), "last_errors": errors })
+    };
+    Health {
+        status: if problems.is_empty() { "ok" } else { "unhealthy" },
+        problems,
+        store,
+        journal_backlog,
+        outbox_depth,
+        scripts,
     }
+}
+
+async fn health(app: &App) -> HttpResponse {
+    let h = check_health(app).await;
+    let status = if h.problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, &h)
+}
+
+async fn metrics(app: &App) -> HttpResponse {
+    if let Ok(depth) = app.store.blocking(|s| s.outbox_len()).await {
+        app.metrics.outbox_depth.set(depth as i64);
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", crate::metrics::CONTENT_TYPE)
+        .body(Full::new(Bytes::from(app.metrics.encode())))
+        .expect("static response parts are valid")
 }

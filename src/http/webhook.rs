@@ -43,19 +43,39 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> HttpResponse {
 
 /// Receives a delivery: size limit, signature, JSON check, durable journal, then 200.
 pub async fn receive(app: &App, req: Request<Incoming>) -> HttpResponse {
+    let started = std::time::Instant::now();
     match accept(app, req).await {
-        Ok(id) => {
-            tracing::debug!(delivery = id, "delivery journaled");
+        Ok((id, bytes)) => {
+            let elapsed = started.elapsed();
+            app.metrics.delivery("accepted", elapsed);
+            tracing::info!(
+                delivery = id,
+                bytes,
+                elapsed_us = elapsed.as_micros() as u64,
+                "delivery journaled"
+            );
             text(StatusCode::OK, "EVENT_RECEIVED")
         }
         Err(e) => {
+            app.metrics.delivery(result_label(&e), started.elapsed());
             tracing::warn!(error = %e, status = e.status().as_u16(), "delivery refused");
             error(e.status(), e)
         }
     }
 }
 
-async fn accept(app: &App, req: Request<Incoming>) -> Result<u64, WebhookError> {
+/// The `result` label of `walua_webhook_deliveries_total` for a refused delivery.
+fn result_label(e: &WebhookError) -> &'static str {
+    match e {
+        WebhookError::TooLarge { .. } => "too_large",
+        WebhookError::MissingSignature | WebhookError::BadSignature => "bad_signature",
+        WebhookError::InvalidJson(_) => "invalid_json",
+        WebhookError::Journal(_) => "journal_error",
+        WebhookError::Body(_) => "body_error",
+    }
+}
+
+async fn accept(app: &App, req: Request<Incoming>) -> Result<(u64, usize), WebhookError> {
     let limit = app.config.server.body_limit;
     let declared = req
         .headers()
@@ -77,5 +97,7 @@ async fn accept(app: &App, req: Request<Incoming>) -> Result<u64, WebhookError> 
         signature::verify(secret.expose().as_bytes(), &body, signature.as_deref())?;
     }
     check_json(&body)?;
-    app.journal.append(body).await.map_err(WebhookError::Journal)
+    let bytes = body.len();
+    let id = app.journal.append(body).await.map_err(WebhookError::Journal)?;
+    Ok((id, bytes))
 }

@@ -756,6 +756,7 @@ mod tests {
             api_key: key.map(Secret::new),
             password: password.map(Secret::new),
             poll_interval: Duration::from_secs(30),
+            hook_token: None,
             timeout: Duration::from_secs(1),
         }
     }

@@ -67,6 +67,7 @@ pub struct Outbox {
     wake: Arc<Notify>,
     dry_run: bool,
     allow_outside_window: bool,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Outbox {
@@ -77,7 +78,14 @@ impl Outbox {
             wake,
             dry_run,
             allow_outside_window,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts recorded messages in `metrics` (`walua_messages_out_total`).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Outbox {
+        self.metrics = metrics;
+        self
     }
 
     /// Wakes the worker (after a job was queued by another path, e.g. a resend).
@@ -109,6 +117,7 @@ impl Outbox {
     /// Logs a recorded message and wakes the worker when it was queued.
     pub fn recorded(&self, record: &MessageRecord, origin: &str) {
         let recipient = record.to.as_deref().unwrap_or("?");
+        self.metrics.message_out(&record.kind, &record.status);
         match record.status.as_str() {
             "queued" => {
                 tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
@@ -194,6 +203,8 @@ pub struct OutboxWorker {
     pub shutdown: CancellationToken,
     /// Limits and retry policy.
     pub settings: OutboxSettings,
+    /// Send time, sent/failed transitions and retries.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 type Keyed = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
@@ -270,6 +281,7 @@ impl OutboxWorker {
                     settings: self.settings.clone(),
                     in_flight: in_flight.clone(),
                     wake: self.wake.clone(),
+                    metrics: self.metrics.clone(),
                 };
                 tasks.spawn(async move {
                     ctx.send(job, body).await;
@@ -294,6 +306,7 @@ struct SendContext {
     settings: OutboxSettings,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SendContext {
@@ -303,6 +316,12 @@ impl SendContext {
         let started = std::time::Instant::now();
         let result = self.client.send(&body).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.metrics.send_time(started.elapsed());
+        let outcome = match &result {
+            Ok(_) => "sent",
+            Err(f) if f.disposition == Disposition::Retry => "retry",
+            Err(_) => "failed",
+        };
         let record = match result {
             Ok(ok) => {
                 tracing::info!(message_id = id, wamid = %ok.wamid, attempt, elapsed_ms, "sent");
@@ -339,6 +358,12 @@ impl SendContext {
         if let Err(e) = record {
             // The job stays `sending`: at the next start it is marked `unknown`, never resent blindly.
             tracing::error!(message_id = id, error = %e, "could not record the send outcome");
+        } else if let Ok(Some(m)) = self.store.blocking(move |s| s.message(id)).await {
+            match (outcome, m.status.as_str()) {
+                ("retry", "queued") => self.metrics.outbox_retry(),
+                ("sent", _) => self.metrics.message_out(&m.kind, "sent"),
+                _ => self.metrics.message_out(&m.kind, "failed"),
+            }
         }
         self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
         self.wake.notify_one();

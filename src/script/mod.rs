@@ -64,6 +64,7 @@ impl Scripts {
         outbox: Outbox,
         graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
         odoo: Option<Arc<crate::odoo::OdooClient>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Scripts, ScriptsError> {
         let dir = config.scripts.dir.clone();
         let limits = Limits {
@@ -97,6 +98,7 @@ impl Scripts {
             store_path: config.store.path.clone(),
             handle: tokio::runtime::Handle::try_current().ok(),
             odoo,
+            metrics,
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {
@@ -138,8 +140,9 @@ fn log_report(report: &watcher::ReloadReport) {
     }
 }
 
-/// Reloads every script on SIGHUP until `shutdown`.
-pub async fn reload_on_sighup(scripts: Scripts, shutdown: CancellationToken) {
+/// Reloads every script on SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
+/// `READY=1` with the new status line).
+pub async fn reload_on_sighup(scripts: Scripts, store: Store, shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by saving files instead");
@@ -149,8 +152,16 @@ pub async fn reload_on_sighup(scripts: Scripts, shutdown: CancellationToken) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading every script");
-                let s = scripts.clone();
-                let _ = tokio::task::spawn_blocking(move || s.reload_all()).await;
+                crate::systemd::reloading();
+                let (s, st) = (scripts.clone(), store.clone());
+                let line = tokio::task::spawn_blocking(move || {
+                    let report = s.reload_all();
+                    tracing::info!(loaded = report.loaded.len(), removed = report.removed.len(), errors = report.errors.len(), "scripts reloaded");
+                    crate::status_line(&st, &s)
+                })
+                .await
+                .unwrap_or_default();
+                crate::systemd::ready(&line);
             }
             _ = shutdown.cancelled() => return,
         }

@@ -55,6 +55,8 @@ pub struct RuntimeContext {
     pub handle: Option<tokio::runtime::Handle>,
     /// The Odoo client, when `[odoo]` is configured.
     pub odoo: Option<Arc<crate::odoo::OdooClient>>,
+    /// Times script runs (`walua_script_seconds`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Runs an Odoo call from a Lua thread, outside the CPU budget.
@@ -97,10 +99,12 @@ fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
 fn upload_bytes(lua: &Lua, ctx: &RuntimeContext, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
     let mime = crate::media::mime_for(filename);
     match (&ctx.graph, &ctx.handle) {
-        (Some(graph), Some(handle)) => {
-            super::sandbox::outside_budget(lua, || handle.block_on(graph.upload_media(bytes, mime, filename)))
-                .map_err(|e| lua_err(format!("media upload failed: {e}")))
-        }
+        (Some(graph), Some(handle)) => super::sandbox::outside_budget(lua, || {
+            handle
+                .block_on(graph.upload_media(bytes, mime, filename))
+                .map_err(|e| format!("media upload failed: {e}"))
+        })
+        .map_err(lua_err),
         _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
     }
 }
@@ -278,7 +282,11 @@ impl LuaWorker {
         let checkpoint = self.shared.effects.lock().expect("not poisoned").clone();
         let sends_before = checkpoint.sends.len();
         let mut scripts = Vec::new();
+        let started = std::time::Instant::now();
         let result = self.route(record, &mut scripts);
+        if !scripts.is_empty() {
+            self.shared.ctx.metrics.script_time(started.elapsed());
+        }
         let mut outcome = ScriptOutcome {
             scripts,
             at_ms: now_ms(),

@@ -29,6 +29,8 @@ pub struct DeliveryProcessor {
     pub shutdown: CancellationToken,
     /// Queue inbound media for download (a Graph client exists and this is not a dry run).
     pub queue_media: bool,
+    /// Counts new inbound messages by type.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl DeliveryProcessor {
@@ -61,10 +63,21 @@ impl DeliveryProcessor {
             }
             let explain = self.explain;
             let queue_media = self.queue_media;
-            let report = self
+            let (report, kinds) = self
                 .store
-                .blocking(move |s| process_batch(s, BATCH, &explain, queue_media))
+                .blocking(move |s| {
+                    let report = process_batch(s, BATCH, &explain, queue_media)?;
+                    let kinds: Vec<String> = report
+                        .new_messages
+                        .iter()
+                        .filter_map(|id| s.message(*id).ok().flatten().map(|m| m.kind))
+                        .collect();
+                    Ok((report, kinds))
+                })
                 .await?;
+            for kind in &kinds {
+                self.metrics.message_in(kind);
+            }
             if report.deliveries == 0 {
                 return Ok(());
             }

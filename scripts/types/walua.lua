@@ -1,0 +1,200 @@
+---@meta
+-- walua's Lua API, for the Lua language server (LuaLS / sumneko): completion, hover docs
+-- and type checks in any editor. `scripts/.luarc.json` points LuaLS at this file.
+--
+-- This file is never run. tests/lua_types.rs keeps it in sync with what the runtime really
+-- exposes: every `---@field` of the classes below must exist in the runtime, and the other
+-- way round. (Fields that are nil for a given message, e.g. `message.button` on a text,
+-- are simply absent from that run's table.)
+
+-------------------------------------------------------------------------------------------
+-- Outbound messages
+-------------------------------------------------------------------------------------------
+
+---A message to send, as taken by `env.whatsapp.send`, returned by templates, and posted
+---to `POST /api/messages` (without `to`, which the call adds).
+---@class WaluaOutMessage
+---@field type "text"|"image"|"document"|"video"|"audio"|"template"|"buttons"|"list"|"mark_read"
+---@field text? string                 text: the body (4096 characters at most)
+---@field preview_url? boolean         text: show a link preview
+---@field link? string                 media: a public https URL
+---@field media? string                media: an uploaded media id
+---@field caption? string              image, document, video: caption
+---@field filename? string             document: the file name shown
+---@field name? string                 template: approved template name
+---@field lang? string                 template: language code (default "fr")
+---@field components? table[]          template: Meta's components (header/body parameters, buttons)
+---@field body? string                 buttons, list: the body text
+---@field buttons? WaluaButton[]       buttons: 1 to 3 reply buttons
+---@field button? string               list: the label of the button that opens the list
+---@field sections? WaluaListSection[] list: sections of rows
+---@field header? string               buttons, list: header text
+---@field footer? string               buttons, list: footer text
+---@field reply_to? string             reply to this wamid
+
+---@class WaluaButton
+---@field id string    the id your button script matches (256 characters at most)
+---@field title string the label (20 characters at most)
+
+---@class WaluaListSection
+---@field title? string
+---@field rows { id: string, title: string, description?: string }[]
+
+---@class WaluaMediaSpec
+---@field link? string    a public https URL
+---@field media? string   an uploaded media id
+---@field bytes? string   the file itself (e.g. a PDF from env.odoo.invoice_pdf), uploaded as media first
+---@field caption? string
+---@field filename? string document only
+
+-------------------------------------------------------------------------------------------
+-- env: the daemon's API
+-------------------------------------------------------------------------------------------
+
+---Sending. Each call validates the message against Meta's limits and queues it on the
+---durable outbox (committed with the run: a failing run sends nothing); it returns the
+---outbound message's id.
+---@class WaluaWhatsApp
+---@field send_text fun(to: string, body: string, opts?: { reply_to?: string, preview_url?: boolean }): integer
+---@field send_image fun(to: string, spec: WaluaMediaSpec): integer
+---@field send_document fun(to: string, spec: WaluaMediaSpec): integer
+---@field send_video fun(to: string, spec: WaluaMediaSpec): integer
+---@field send_audio fun(to: string, spec: WaluaMediaSpec): integer
+---@field send_template fun(to: string, name: string, lang?: string, components?: table[]): integer
+---@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string, footer?: string, reply_to?: string }): integer
+---@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string }): integer
+---@field send fun(to: string, message: WaluaOutMessage): integer
+---@field mark_read fun(wamid: string): integer
+---@field window_open fun(to: string): boolean whether the contact's 24 h customer-service window is open (free-form messages allowed)
+---@field upload fun(bytes: string, filename: string): string uploads a file as media (dry run: kept beside the store) and returns its media id
+
+---Persistent key/value storage for scripts (JSON values), committed with the run.
+---@class WaluaStore
+---@field get fun(key: string): any
+---@field set fun(key: string, value: any)
+---@field delete fun(key: string)
+
+---@class WaluaScenario
+---@field start fun(name: string, to: string, vars?: table) starts `scenarios/<name>.lua` for a contact and sends its first step
+
+---Odoo over JSON-RPC (needs an `[odoo]` section in walua.toml).
+---@class WaluaOdoo
+---@field call fun(model: string, method: string, args?: table, kwargs?: table): any
+---@field search_read fun(model: string, domain?: table, fields?: string[], opts?: { limit?: integer, order?: string }): table[]
+---@field read fun(model: string, ids: integer[], fields?: string[]): table[]
+---@field write fun(model: string, ids: integer[], values: table): boolean
+---@field create fun(model: string, values: table): integer
+---@field report_pdf fun(report_name: string, id: integer): string PDF bytes
+---@field invoice_pdf fun(invoice_id: integer): string PDF bytes
+
+---@class WaluaEnv
+---@field whatsapp WaluaWhatsApp
+---@field store WaluaStore
+---@field scenario WaluaScenario
+---@field notify fun(to: string, template_name: string, record: table): integer renders `templates/<template_name>.lua` with `record` and sends it
+---@field vars table<string, any> the `[vars]` table of walua.toml, read-only
+---@field odoo WaluaOdoo
+
+---The daemon's API.
+---@type WaluaEnv
+env = {}
+
+-------------------------------------------------------------------------------------------
+-- message, contact, button_id, logger
+-------------------------------------------------------------------------------------------
+
+---The inbound message a run is about.
+---@class WaluaMessage
+---@field id string          the wamid
+---@field db_id integer      walua's message id (`walua messages`, /api/messages/{id})
+---@field from? string       the sender's phone number (nil for username-only contacts)
+---@field type string        text, image, document, audio, video, sticker, location, button, interactive, ...
+---@field timestamp integer  unix seconds
+---@field text? string       text body, media caption, or the clicked button's / list row's title
+---@field button? { id: string, title: string } a reply button or template quick-reply click
+---@field list? { id: string, title: string, description?: string } a list row choice
+---@field media? { id: string, mime_type?: string, caption?: string, filename?: string }
+---@field location? { latitude: number, longitude: number, name?: string, address?: string }
+---@field context? { id?: string, from?: string, forwarded?: boolean } the message this one replies to
+---@field raw table          the message exactly as Meta sent it
+
+---@type WaluaMessage
+message = {}
+
+---Who sent the message.
+---@class WaluaContact
+---@field id string           BSUID when Meta gave one, else the phone number
+---@field wa_id? string       phone number (may be nil since Meta's usernames)
+---@field user_id? string     business-scoped user id (BSUID)
+---@field name? string        profile name
+---@field username? string    WhatsApp username
+---@field conversation? { message_count: integer, last_inbound_at: integer }
+---@field window_open boolean whether the 24 h customer-service window is open (free-form sends allowed)
+
+---@type WaluaContact
+contact = {}
+
+---The id of the clicked button (interactive reply, list row or template quick reply), or nil.
+---@type string?
+button_id = nil
+
+---Log lines go to the daemon's log with the script's name.
+---@class WaluaLogger
+---@field debug fun(...: any)
+---@field info fun(...: any)
+---@field warn fun(...: any)
+---@field error fun(...: any)
+
+---@type WaluaLogger
+logger = {}
+
+-------------------------------------------------------------------------------------------
+-- What each kind of script returns
+-------------------------------------------------------------------------------------------
+
+---`scripts/buttons/<name>.lua`: runs when an inbound button id matches `match`.
+---@class ButtonScript
+---@field match string                 a Lua pattern; its captures are `run`'s arguments
+---@field run fun(...: string)
+
+---A reply button of a scenario step.
+---@class ScenarioButton
+---@field id string
+---@field title string                 20 characters at most
+---@field next? string                 the next step, or "scenario:<other>"; nil ends the scenario
+---@field reply? string                a text sent when it is clicked
+---@field run? fun(vars: table): string? may return the next step
+
+---@class ScenarioStep
+---@field body? string                 the step's message (required unless the step only has `run`)
+---@field header? string
+---@field footer? string
+---@field buttons? ScenarioButton[]    1 to 3
+---@field run? fun(message: WaluaMessage, vars: table): string? a step without buttons handles the contact's next message; may return the next step
+
+---`scripts/scenarios/<name>.lua`: a multi-step conversation.
+---@class ScenarioScript
+---@field start string                 the first step's name
+---@field expires? integer             seconds before an unfinished scenario is forgotten (default 86400)
+---@field steps table<string, ScenarioStep>
+
+---`scripts/templates/<name>.lua` returns a `TemplateScript`: record → message.
+---@alias TemplateScript fun(record: table): WaluaOutMessage
+
+---`scripts/hooks/<name>.lua`: an Odoo event.
+---@class HookScript
+---@field model string                 e.g. "sale.order"
+---@field on "create"|"write"
+---@field fields? string[]             fields read (and, for "write", whose change triggers)
+---@field domain? table                an Odoo domain the record must match
+---@field run fun(record: table)
+
+---`scripts/cron/<name>.lua`: a scheduled job.
+---@class CronScript
+---@field schedule string              cron: "min hour day month weekday" (or with seconds first)
+---@field timezone? string             IANA name, e.g. "Africa/Dakar" (default UTC)
+---@field run fun()
+
+---`scripts/on_message.lua`: every inbound message no button script or scenario handled.
+---@class OnMessageScript
+---@field run fun(message: WaluaMessage)

@@ -1,0 +1,301 @@
+//! The daemon's Prometheus metrics, served as text on `GET /metrics`.
+//!
+//! One [`Metrics`] per running daemon, held by [`crate::App`] and handed to the parts that
+//! count (webhook handler, processor, outbox, dispatcher, Lua runtime). Gauges that describe
+//! the store (`walua_outbox_depth`) are read from the store at scrape time, so they are
+//! right even after a restart.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `walua_webhook_deliveries_total` | `result` | POST /webhook answers: `accepted`, `bad_signature`, `too_large`, `invalid_json`, `journal_error` |
+//! | `walua_messages_in_total` | `type` | new inbound messages stored (redeliveries not counted) |
+//! | `walua_messages_out_total` | `type`, `status` | outbound status transitions: `queued`, `sent`, `failed`, `dry_run` |
+//! | `walua_outbox_depth` | | send jobs waiting or in flight |
+//! | `walua_outbox_retries_total` | | sends that failed and were scheduled again |
+//! | `walua_script_runs_total` | `script` | script runs (`buttons/x`, `scenarios/y:step`, `on_message`) |
+//! | `walua_script_errors_total` | `script` | runs that failed (their effects were dropped) |
+//! | `walua_odoo_calls_total` / `walua_odoo_errors_total` | `method` | Odoo JSON-RPC calls |
+//! | `walua_ingest_seconds` | | POST /webhook handler time, journal commit included |
+//! | `walua_send_seconds` | | one Graph API send request |
+//! | `walua_script_seconds` | | the scripts of one inbound message |
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label set: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+type Counters = Family<Labels, Counter>;
+
+/// Every metric of one daemon. See the module docs for the list.
+pub struct Metrics {
+    registry: Registry,
+    deliveries: Counters,
+    messages_in: Counters,
+    messages_out: Counters,
+    /// Send jobs in the outbox; set from the store at scrape time.
+    pub outbox_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    outbox_retries: Counter,
+    script_runs: Counters,
+    script_errors: Counters,
+    odoo_calls: Counters,
+    odoo_errors: Counters,
+    ingest_seconds: Histogram,
+    send_seconds: Histogram,
+    script_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The results a webhook delivery is counted under.
+pub const DELIVERY_RESULTS: [&str; 5] = [
+    "accepted",
+    "bad_signature",
+    "too_large",
+    "invalid_json",
+    "journal_error",
+];
+
+/// The `env.odoo` functions, counted from zero.
+pub const ODOO_METHODS: [&str; 7] = [
+    "call",
+    "search_read",
+    "read",
+    "write",
+    "create",
+    "report_pdf",
+    "invoice_pdf",
+];
+
+fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered (at zero).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let deliveries = Counters::default();
+        let messages_in = Counters::default();
+        let messages_out = Counters::default();
+        let outbox_depth = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        let outbox_retries = Counter::<u64, AtomicU64>::default();
+        let script_runs = Counters::default();
+        let script_errors = Counters::default();
+        let odoo_calls = Counters::default();
+        let odoo_errors = Counters::default();
+        let ingest_seconds = Histogram::new(seconds_buckets());
+        let send_seconds = Histogram::new(seconds_buckets());
+        let script_seconds = Histogram::new(seconds_buckets());
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "walua_webhook_deliveries",
+            "Webhook deliveries by result",
+            deliveries.clone(),
+        );
+        registry.register(
+            "walua_messages_in",
+            "New inbound messages stored, by type",
+            messages_in.clone(),
+        );
+        registry.register(
+            "walua_messages_out",
+            "Outbound message status transitions, by type and status",
+            messages_out.clone(),
+        );
+        registry.register(
+            "walua_outbox_depth",
+            "Send jobs waiting or in flight",
+            outbox_depth.clone(),
+        );
+        registry.register(
+            "walua_outbox_retries",
+            "Sends that failed and were scheduled again",
+            outbox_retries.clone(),
+        );
+        registry.register("walua_script_runs", "Script runs by script", script_runs.clone());
+        registry.register(
+            "walua_script_errors",
+            "Script runs that failed, by script",
+            script_errors.clone(),
+        );
+        registry.register("walua_odoo_calls", "Odoo JSON-RPC calls by method", odoo_calls.clone());
+        registry.register(
+            "walua_odoo_errors",
+            "Odoo JSON-RPC calls that failed, by method",
+            odoo_errors.clone(),
+        );
+        registry.register(
+            "walua_ingest_seconds",
+            "POST /webhook handler time in seconds, journal commit included",
+            ingest_seconds.clone(),
+        );
+        registry.register(
+            "walua_send_seconds",
+            "Graph API send request time in seconds",
+            send_seconds.clone(),
+        );
+        registry.register(
+            "walua_script_seconds",
+            "Time in seconds of the scripts of one inbound message",
+            script_seconds.clone(),
+        );
+        // Known label values start at zero, so that rates work from the first scrape.
+        for result in DELIVERY_RESULTS {
+            let _ = deliveries.get_or_create(&vec![("result", result.to_string())]);
+        }
+        for method in ODOO_METHODS {
+            let labels = vec![("method", method.to_string())];
+            let _ = odoo_calls.get_or_create(&labels);
+            let _ = odoo_errors.get_or_create(&labels);
+        }
+        Metrics {
+            registry,
+            deliveries,
+            messages_in,
+            messages_out,
+            outbox_depth,
+            outbox_retries,
+            script_runs,
+            script_errors,
+            odoo_calls,
+            odoo_errors,
+            ingest_seconds,
+            send_seconds,
+            script_seconds,
+        }
+    }
+
+    /// Counts a webhook delivery (`result`: one of [`DELIVERY_RESULTS`]) and its handler time.
+    pub fn delivery(&self, result: &str, elapsed: Duration) {
+        self.deliveries
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+        self.ingest_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a new inbound message of `kind`.
+    pub fn message_in(&self, kind: &str) {
+        self.messages_in.get_or_create(&vec![("type", kind.to_string())]).inc();
+    }
+
+    /// Counts an outbound status transition.
+    pub fn message_out(&self, kind: &str, status: &str) {
+        self.messages_out
+            .get_or_create(&vec![("type", kind.to_string()), ("status", status.to_string())])
+            .inc();
+    }
+
+    /// Counts a send scheduled again after a retryable failure.
+    pub fn outbox_retry(&self) {
+        self.outbox_retries.inc();
+    }
+
+    /// Times one Graph API send.
+    pub fn send_time(&self, elapsed: Duration) {
+        self.send_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a run of `script`, failed or not.
+    pub fn script_run(&self, script: &str, failed: bool) {
+        let labels = vec![("script", script_label(script).to_string())];
+        self.script_runs.get_or_create(&labels).inc();
+        if failed {
+            self.script_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Times the scripts of one inbound message.
+    pub fn script_time(&self, elapsed: Duration) {
+        self.script_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an Odoo JSON-RPC call of `method`, failed or not.
+    pub fn odoo_call(&self, method: &str, failed: bool) {
+        let labels = vec![("method", method.to_string())];
+        self.odoo_calls.get_or_create(&labels).inc();
+        if failed {
+            self.odoo_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Counts the scripts of a dispatch outcome: every script that ran, and the error on
+    /// the last one (the one that failed).
+    pub fn script_outcome(&self, outcome: &crate::store::ScriptOutcome) {
+        let last = outcome.scripts.len().saturating_sub(1);
+        for (i, script) in outcome.scripts.iter().enumerate() {
+            self.script_run(script, outcome.error.is_some() && i == last);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+}
+
+/// The label of a script: `scenarios/order:ask` → `scenarios/order` (steps would make the
+/// label set grow with every scenario edit).
+fn script_label(script: &str) -> &str {
+    match script.split_once(':') {
+        Some((name, _)) => name,
+        None => script,
+    }
+}
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exposed_with_its_name() {
+        let m = Metrics::new();
+        m.delivery("accepted", Duration::from_millis(3));
+        m.message_in("text");
+        m.message_out("text", "dry_run");
+        m.script_run("scenarios/order:ask", true);
+        m.odoo_call("search_read", false);
+        let text = m.encode();
+        for needle in [
+            "walua_webhook_deliveries_total{result=\"accepted\"} 1",
+            "walua_webhook_deliveries_total{result=\"bad_signature\"} 0",
+            "walua_messages_in_total{type=\"text\"} 1",
+            "walua_messages_out_total{type=\"text\",status=\"dry_run\"} 1",
+            "walua_outbox_depth 0",
+            "walua_outbox_retries_total 0",
+            "walua_script_runs_total{script=\"scenarios/order\"} 1",
+            "walua_script_errors_total{script=\"scenarios/order\"} 1",
+            "walua_odoo_calls_total{method=\"search_read\"} 1",
+            "walua_odoo_errors_total{method=\"call\"} 0",
+            "walua_ingest_seconds_count 1",
+            "walua_send_seconds_count 0",
+            "walua_script_seconds_count 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}
