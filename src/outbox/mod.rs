@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::outbox::NewOutbound;
+use crate::store::outbox::{NewOutbound, SendOutcome};
 use crate::store::{ErrorInfo, MessageRecord, Store, StoreError, normalize_contact, now_ms};
 use crate::whatsapp::client::{GraphClient, SendFailure};
 use crate::whatsapp::error::{Disposition, explain};
@@ -221,7 +221,14 @@ impl OutboxWorker {
         }
         let s = &self.settings;
         let per_second = NonZeroU32::new(s.max_per_second.max(1)).expect("max(1) is non-zero");
-        let global = RateLimiter::direct(Quota::per_second(per_second).allow_burst(NonZeroU32::MIN));
+        // Sends go out in small batches: a burst of a twentieth of the rate, and the steady
+        // rate lowered by as much, so that no one-second window ever holds more than
+        // `max_per_second` requests (GCRA: at most burst + rate × 1 s).
+        let burst = (s.max_per_second / 20).max(1);
+        let steady = NonZeroU32::new(s.max_per_second.saturating_sub(burst)).unwrap_or(per_second);
+        let global = RateLimiter::direct(
+            Quota::per_second(steady).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)),
+        );
         let pair: Arc<Keyed> = Arc::new(RateLimiter::keyed(
             Quota::with_period(s.pair_interval.max(Duration::from_millis(1)))
                 .expect("period is non-zero")
@@ -231,6 +238,8 @@ impl OutboxWorker {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let permits = Arc::new(Semaphore::new(s.max_in_flight.max(1)));
         let tasks = tokio_util::task::TaskTracker::new();
+        let (outcomes, outcome_rx) = tokio::sync::mpsc::channel::<RecordRequest>(4096);
+        let writer = tokio::spawn(record_outcomes(self.store.clone(), outcome_rx));
 
         'outer: loop {
             if self.shutdown.is_cancelled() {
@@ -252,41 +261,62 @@ impl OutboxWorker {
             let mut sleep_for = next_wakeup
                 .map(|t| Duration::from_millis((t - now_ms()).max(1) as u64))
                 .unwrap_or(Duration::from_secs(3600));
+            // Take as many due jobs as there are free permits and the rate limits allow, mark
+            // them `sending` in one durable transaction, then send them concurrently.
+            let mut batch = Vec::new();
             for job in due {
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) if !batch.is_empty() => break,
+                    Err(_) => tokio::select! {
+                        p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                        _ = self.shutdown.cancelled() => break 'outer,
+                    },
+                };
                 if let Err(not_until) = pair.check_key(&job.recipient) {
                     sleep_for = sleep_for.min(not_until.wait_time_from(clock.now()));
                     continue;
                 }
-                tokio::select! {
-                    _ = global.until_ready() => {}
-                    _ = self.shutdown.cancelled() => break 'outer,
+                // The batch goes out at once: take only what the number's bucket allows now.
+                if global.check().is_err() {
+                    if !batch.is_empty() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = global.until_ready() => {}
+                        _ = self.shutdown.cancelled() => break 'outer,
+                    }
                 }
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                    _ = self.shutdown.cancelled() => break 'outer,
-                };
-                let id = job.message_id;
-                let body = match self.store.blocking(move |s| s.outbox_mark_sending(id)).await {
-                    Ok(Some(body)) => body,
-                    Ok(None) => continue,
+                batch.push((job, permit));
+            }
+            if !batch.is_empty() {
+                let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
+                let marked = match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
+                    Ok(m) => m.into_iter().collect::<std::collections::HashMap<u64, Value>>(),
                     Err(e) => {
-                        tracing::error!(message_id = id, error = %e, "cannot mark the message as sending; will retry");
-                        continue;
+                        tracing::error!(error = %e, "cannot mark messages as sending; will retry");
+                        std::collections::HashMap::new()
                     }
                 };
-                in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
-                let ctx = SendContext {
-                    store: self.store.clone(),
-                    client: self.client.clone(),
-                    settings: self.settings.clone(),
-                    in_flight: in_flight.clone(),
-                    wake: self.wake.clone(),
-                    metrics: self.metrics.clone(),
-                };
-                tasks.spawn(async move {
-                    ctx.send(job, body).await;
-                    drop(permit);
-                });
+                let mut marked = marked;
+                for (job, permit) in batch {
+                    let Some(body) = marked.remove(&job.message_id) else {
+                        continue;
+                    };
+                    in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
+                    let ctx = SendContext {
+                        client: self.client.clone(),
+                        settings: self.settings.clone(),
+                        in_flight: in_flight.clone(),
+                        wake: self.wake.clone(),
+                        metrics: self.metrics.clone(),
+                        outcomes: outcomes.clone(),
+                    };
+                    tasks.spawn(async move {
+                        ctx.send(job, body).await;
+                        drop(permit);
+                    });
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -296,12 +326,31 @@ impl OutboxWorker {
         }
         tasks.close();
         tasks.wait().await;
+        drop(outcomes);
+        let _ = writer.await;
         tracing::debug!("outbox worker stopped");
     }
 }
 
+type RecordRequest = (SendOutcome, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Records send outcomes in batches: every outcome waiting is committed in one transaction.
+async fn record_outcomes(store: Store, mut rx: tokio::sync::mpsc::Receiver<RecordRequest>) {
+    let mut batch: Vec<RecordRequest> = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let outcomes: Vec<SendOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+        let result = store
+            .blocking(move |s| s.outbox_record(&outcomes, &crate::explain_error))
+            .await
+            .map_err(|e| e.to_string());
+        for (_, ack) in batch.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
 struct SendContext {
-    store: Store,
+    outcomes: tokio::sync::mpsc::Sender<RecordRequest>,
     client: Arc<GraphClient>,
     settings: OutboxSettings,
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -317,18 +366,15 @@ impl SendContext {
         let result = self.client.send(&body).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.metrics.send_time(started.elapsed());
-        let outcome = match &result {
-            Ok(_) => "sent",
-            Err(f) if f.disposition == Disposition::Retry => "retry",
-            Err(_) => "failed",
-        };
-        let record = match result {
+        let kind = body.get("type").and_then(Value::as_str).unwrap_or("status").to_string();
+        let outcome_record = match result {
             Ok(ok) => {
                 tracing::info!(message_id = id, wamid = %ok.wamid, attempt, elapsed_ms, "sent");
-                let wamid = ok.wamid.clone();
-                self.store
-                    .blocking(move |s| s.outbox_accepted(id, &wamid, ok.response, &crate::explain_error))
-                    .await
+                SendOutcome::Accepted {
+                    id,
+                    wamid: ok.wamid,
+                    response: ok.response,
+                }
             }
             Err(failure) => {
                 let retry_at = now_ms() + backoff(self.settings.retry_base, attempt).as_millis() as i64;
@@ -337,7 +383,11 @@ impl SendContext {
                     Disposition::Retry if retry_at <= horizon_end => {
                         let reason = failure.to_string();
                         tracing::warn!(message_id = id, attempt, error = %reason, retry_in_ms = retry_at - now_ms(), "send failed; will retry");
-                        self.store.blocking(move |s| s.outbox_retry(id, retry_at, reason)).await
+                        SendOutcome::Retry {
+                            id,
+                            next_attempt_ms: retry_at,
+                            error: reason,
+                        }
                     }
                     disposition => {
                         let mut info = error_info(&failure);
@@ -349,21 +399,32 @@ impl SendContext {
                             );
                         }
                         tracing::warn!(message_id = id, attempt, code = info.code, error = %info.title, "send failed for good");
-                        let response = failure.response.clone();
-                        self.store.blocking(move |s| s.outbox_failed(id, info, response)).await
+                        SendOutcome::Failed {
+                            id,
+                            error: info,
+                            response: failure.response.clone(),
+                        }
                     }
                 }
             }
         };
-        if let Err(e) = record {
+        let outcome = match &outcome_record {
+            SendOutcome::Accepted { .. } => "sent",
+            SendOutcome::Retry { .. } => "retry",
+            SendOutcome::Failed { .. } => "failed",
+        };
+        let (ack, acked) = tokio::sync::oneshot::channel();
+        let record = match self.outcomes.send((outcome_record, ack)).await {
+            Ok(()) => acked.await.unwrap_or_else(|_| Err("outcome writer stopped".into())),
+            Err(_) => Err("outcome writer stopped".into()),
+        };
+        match record {
             // The job stays `sending`: at the next start it is marked `unknown`, never resent blindly.
-            tracing::error!(message_id = id, error = %e, "could not record the send outcome");
-        } else if let Ok(Some(m)) = self.store.blocking(move |s| s.message(id)).await {
-            match (outcome, m.status.as_str()) {
-                ("retry", "queued") => self.metrics.outbox_retry(),
-                ("sent", _) => self.metrics.message_out(&m.kind, "sent"),
-                _ => self.metrics.message_out(&m.kind, "failed"),
-            }
+            Err(e) => tracing::error!(message_id = id, error = %e, "could not record the send outcome"),
+            Ok(()) => match outcome {
+                "retry" => self.metrics.outbox_retry(),
+                other => self.metrics.message_out(&kind, other),
+            },
         }
         self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
         self.wake.notify_one();

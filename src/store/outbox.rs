@@ -161,13 +161,43 @@ impl Store {
     /// Marks a job as being sent (durably, before the network call) and returns the Graph
     /// API body to send.
     pub fn outbox_mark_sending(&self, id: u64) -> Result<Option<Value>> {
-        self.update_job(id, |job, msg| {
-            job.state = JobState::Sending;
-            job.attempts += 1;
-            msg.attempts = job.attempts;
-            msg.status = "sending".into();
-            Some(msg.raw.clone())
-        })
+        Ok(self
+            .outbox_mark_sending_many(&[id])?
+            .into_iter()
+            .next()
+            .map(|(_, body)| body))
+    }
+
+    /// Marks several jobs as being sent in ONE durable transaction (before their network
+    /// calls) and returns each one's Graph API body. Jobs no longer queued are left out.
+    pub fn outbox_mark_sending_many(&self, ids: &[u64]) -> Result<Vec<(u64, Value)>> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for &id in ids {
+                let job: Option<OutboxJob> = {
+                    let row = outbox.get(id)?;
+                    row.map(|v| decode("outbox", v.value())).transpose()?
+                };
+                let (Some(mut job), Some(mut msg)) = (job, t.get_message(id)?) else {
+                    continue;
+                };
+                if job.state != JobState::Queued {
+                    continue;
+                }
+                job.state = JobState::Sending;
+                job.attempts += 1;
+                msg.attempts = job.attempts;
+                msg.status = "sending".into();
+                outbox.insert(id, encode(&job).as_slice())?;
+                t.put_message(&msg)?;
+                out.push((id, msg.raw));
+            }
+        }
+        txn.commit()?;
+        Ok(out)
     }
 
     /// Records Meta's acceptance: the wamid is indexed (statuses that came first are applied)
@@ -179,79 +209,38 @@ impl Store {
         response: Value,
         explain: &dyn Fn(i64) -> String,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
-            let mut outbox = txn.open_table(OUTBOX)?;
-            outbox.remove(id)?;
-            if let Some(mut m) = t.get_message(id)? {
-                m.response = Some(response);
-                let entry = StatusEntry {
-                    status: "sent".into(),
-                    timestamp: now_ms() / 1000,
-                    errors: vec![],
-                    conversation: None,
-                    pricing: None,
-                };
-                if m.status == "sending" {
-                    m.status = "queued".into();
-                }
-                m.apply_status(entry, explain);
-                if !wamid.is_empty() {
-                    m.wamid = Some(wamid.to_string());
-                    t.wamids.insert(wamid, id)?;
-                    t.take_orphans(&mut m, explain)?;
-                }
-                t.put_message(&m)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+        let outcome = SendOutcome::Accepted {
+            id,
+            wamid: wamid.to_string(),
+            response,
+        };
+        self.outbox_record(std::slice::from_ref(&outcome), explain)
     }
 
     /// Puts a job back in the queue after a retryable failure.
     pub fn outbox_retry(&self, id: u64, next_attempt_ms: i64, error: String) -> Result<()> {
-        self.update_job(id, |job, msg| {
-            job.state = JobState::Queued;
-            job.next_attempt_ms = next_attempt_ms;
-            job.last_error = Some(error.clone());
-            msg.status = "queued".into();
-            msg.statuses.push(StatusEntry {
-                status: "retry".into(),
-                timestamp: now_ms() / 1000,
-                errors: vec![crate::webhook::payload::MetaError {
-                    code: 0,
-                    title: Some(error.clone()),
-                    ..Default::default()
-                }],
-                conversation: None,
-                pricing: None,
-            });
-            Some(())
-        })
-        .map(|_| ())
+        let outcome = SendOutcome::Retry {
+            id,
+            next_attempt_ms,
+            error,
+        };
+        self.outbox_record(std::slice::from_ref(&outcome), &crate::explain_error)
     }
 
     /// Marks a message failed for good and drops its job.
     pub fn outbox_failed(&self, id: u64, error: ErrorInfo, response: Option<Value>) -> Result<()> {
+        let outcome = SendOutcome::Failed { id, error, response };
+        self.outbox_record(std::slice::from_ref(&outcome), &crate::explain_error)
+    }
+
+    /// Records the outcomes of several sends in ONE transaction (group commit).
+    pub fn outbox_record(&self, outcomes: &[SendOutcome], explain: &dyn Fn(i64) -> String) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
-            txn.open_table(OUTBOX)?.remove(id)?;
-            if let Some(mut m) = t.get_message(id)? {
-                m.status = "failed".into();
-                m.statuses.push(StatusEntry {
-                    status: "failed".into(),
-                    timestamp: now_ms() / 1000,
-                    errors: vec![],
-                    conversation: None,
-                    pricing: None,
-                });
-                m.error = Some(error);
-                if response.is_some() {
-                    m.response = response;
-                }
-                t.put_message(&m)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for outcome in outcomes {
+                t.record_outcome(&mut outbox, outcome, explain)?;
             }
         }
         txn.commit()?;
@@ -336,33 +325,6 @@ impl Store {
                     });
                     t.put_message(&m)?;
                     Some(m)
-                }
-                _ => None,
-            }
-        };
-        txn.commit()?;
-        Ok(out)
-    }
-
-    fn update_job<T>(
-        &self,
-        id: u64,
-        f: impl FnOnce(&mut OutboxJob, &mut MessageRecord) -> Option<T>,
-    ) -> Result<Option<T>> {
-        let txn = self.db.begin_write()?;
-        let out = {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
-            let mut outbox = txn.open_table(OUTBOX)?;
-            let job: Option<OutboxJob> = {
-                let row = outbox.get(id)?;
-                row.map(|v| decode("outbox", v.value())).transpose()?
-            };
-            match (job, t.get_message(id)?) {
-                (Some(mut job), Some(mut msg)) => {
-                    let out = f(&mut job, &mut msg);
-                    outbox.insert(id, encode(&job).as_slice())?;
-                    t.put_message(&msg)?;
-                    out
                 }
                 _ => None,
             }
@@ -463,5 +425,110 @@ impl Tables<'_> {
         self.put_conversation(&conv)?;
         self.aliases.insert(alias.as_str(), conv.contact.as_str())?;
         Ok(record)
+    }
+}
+
+/// The outcome of one send, recorded by [`Store::outbox_record`].
+#[derive(Debug, Clone)]
+pub enum SendOutcome {
+    /// Meta accepted the message (`wamid` empty for mark-as-read).
+    Accepted {
+        /// The message.
+        id: u64,
+        /// Meta's message id.
+        wamid: String,
+        /// Meta's answer.
+        response: Value,
+    },
+    /// A retryable failure: the job waits until `next_attempt_ms`.
+    Retry {
+        /// The message.
+        id: u64,
+        /// When to try again (unix ms).
+        next_attempt_ms: i64,
+        /// Why, for the operator.
+        error: String,
+    },
+    /// A definite failure.
+    Failed {
+        /// The message.
+        id: u64,
+        /// Code, title and explanation.
+        error: ErrorInfo,
+        /// Meta's answer, when there was one.
+        response: Option<Value>,
+    },
+}
+
+impl Tables<'_> {
+    fn record_outcome(
+        &mut self,
+        outbox: &mut redb::Table<'_, u64, &'static [u8]>,
+        outcome: &SendOutcome,
+        explain: &dyn Fn(i64) -> String,
+    ) -> Result<()> {
+        let now_s = now_ms() / 1000;
+        let entry = |status: &str, errors| StatusEntry {
+            status: status.into(),
+            timestamp: now_s,
+            errors,
+            conversation: None,
+            pricing: None,
+        };
+        match outcome {
+            SendOutcome::Accepted { id, wamid, response } => {
+                outbox.remove(*id)?;
+                if let Some(mut m) = self.get_message(*id)? {
+                    m.response = Some(response.clone());
+                    if m.status == "sending" {
+                        m.status = "queued".into();
+                    }
+                    m.apply_status(entry("sent", vec![]), explain);
+                    if !wamid.is_empty() {
+                        m.wamid = Some(wamid.clone());
+                        self.wamids.insert(wamid.as_str(), *id)?;
+                        self.take_orphans(&mut m, explain)?;
+                    }
+                    self.put_message(&m)?;
+                }
+            }
+            SendOutcome::Retry {
+                id,
+                next_attempt_ms,
+                error,
+            } => {
+                let job: Option<OutboxJob> = {
+                    let row = outbox.get(*id)?;
+                    row.map(|v| decode("outbox", v.value())).transpose()?
+                };
+                if let (Some(mut job), Some(mut m)) = (job, self.get_message(*id)?) {
+                    job.state = JobState::Queued;
+                    job.next_attempt_ms = *next_attempt_ms;
+                    job.last_error = Some(error.clone());
+                    outbox.insert(*id, encode(&job).as_slice())?;
+                    m.status = "queued".into();
+                    let why = crate::webhook::payload::MetaError {
+                        code: 0,
+                        title: Some(error.clone()),
+                        ..Default::default()
+                    };
+                    m.statuses.push(entry("retry", vec![why]));
+                    self.put_message(&m)?;
+                }
+            }
+            SendOutcome::Failed { id, error, response } => {
+                outbox.remove(*id)?;
+                if let Some(mut m) = self.get_message(*id)? {
+                    m.status = "failed".into();
+                    m.statuses.push(entry("failed", vec![]));
+                    m.error = Some(error.clone());
+                    if response.is_some() {
+                        m.response = response.clone();
+                    }
+                    self.put_message(&m)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
