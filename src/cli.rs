@@ -108,9 +108,10 @@ fn error_message(answer: &Value) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(e @ Value::Object(_)) => {
             let mut m = format!(
-                "message {} {}: {}",
+                "message {} {}: error {}: {}",
                 answer["id"],
                 answer["status"].as_str().unwrap_or("failed"),
+                e["code"],
                 e["title"].as_str().unwrap_or("")
             );
             if let Some(d) = e["details"].as_str() {
