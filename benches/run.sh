@@ -68,12 +68,21 @@ start_walua() { # $1 dir, $2 port
 }
 stop_walua() { kill "$WALUA"; wait "$WALUA" 2>/dev/null || true; }
 
+# PERF_PHASE=ingest|e2e records a perf profile of walua during that phase into target/perf-<phase>.data
+perf_start() { if [ "${PERF_PHASE:-}" = "$1" ]; then perf record -F 499 -g -o "target/perf-$1.data" -p "$WALUA" 2>/dev/null & PERF=$!; fi; }
+perf_stop() { if [ "${PERF_PHASE:-}" = "$1" ]; then kill -INT "$PERF"; wait "$PERF" 2>/dev/null || true; fi; }
+
 load() { "$BIN/walua-load" --app-secret "$SECRET" --connections "$CONNS" --duration "$SECS" --json "$@"; }
 
 ROWS=()
 row() { ROWS+=("$(printf '| %-44s | %12s | %9s | %9s | %9s | %8s |' "$@")"); }
 
+PHASES=${PHASES:-bare ingest e2e}
+has() { [[ " $PHASES " == *" $1 "* ]]; }
+RATIO="-"; BARE_TPUT=0
+
 # 1. bare hyper reference
+if has bare; then
 BP=$(port)
 "$BIN/walua-load" --bare --listen "127.0.0.1:$BP" --duration $((SECS * 3)) 2>/dev/null &
 BARE=$!; PIDS+=("$BARE")
@@ -82,11 +91,15 @@ R=$(load --url "http://127.0.0.1:$BP/webhook")
 BARE_TPUT=$(field "$R" throughput)
 row "bare hyper server, as fast as possible" "$(printf %.0f "$BARE_TPUT")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "-"
 kill "$BARE" 2>/dev/null || true
+fi
 
 # 2 + 3. durable signed ingest (dry run)
+if has ingest; then
 P=$(port); D="$TMP/ingest"; config "$D" "$P" "dry_run = true"
 start_walua "$D" "$P"
+perf_start ingest
 R=$(load --url "http://127.0.0.1:$P/webhook")
+perf_stop ingest
 T=$(field "$R" throughput)
 row "walua ingest, as fast as possible" "$(printf %.0f "$T")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
 echo "errors (ingest): $(field "$R" statuses)" >&2
@@ -94,8 +107,10 @@ R=$(load --url "http://127.0.0.1:$P/webhook" --rate 5000)
 row "walua ingest at 5,000/s (open loop)" "$(printf %.0f "$(field "$R" throughput)")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
 RATIO=$(python3 -c "print(f'{$BARE_TPUT/$T:.2f}')")
 stop_walua
+fi
 
 # 4. end to end: button click → Lua → outbox → fake Graph API
+if has e2e; then
 FGURL="$TMP/fg.url"; FGSTATS="$TMP/fg.stats"
 "$BIN/walua-fake-graph" --token "$TOKEN" --url-file "$FGURL" --stats "$FGSTATS" --duration $((SECS * 6 + 60)) 2>/dev/null &
 PIDS+=("$!")
@@ -118,6 +133,8 @@ return {
 }
 LUA
 start_walua "$D" "$P"
+if [ -n "${PIDSTAT:-}" ]; then pidstat -t -p "$WALUA" "$SECS" 1 > target/pidstat-e2e.txt 2>&1 & fi
+perf_start e2e
 R=$(load --url "http://127.0.0.1:$P/webhook" --kind button --contacts 500 --rate "$E2E_RATE")
 OK=$(field "$R" ok)
 # Wait (bounded) until the fake Graph API has accepted one send per acknowledged click.
@@ -126,6 +143,7 @@ for _ in $(seq 1 $((SECS * 20 + 600))); do
   [ "$N" -ge "$OK" ] && break
   sleep 0.1
 done
+perf_stop e2e
 E2E=$(python3 - "$FGSTATS" "$OK" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -139,6 +157,7 @@ PY
 row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
 echo "e2e: $OK clicks acknowledged, ${E2E% *} sends accepted by the fake Graph API" >&2
 stop_walua
+fi
 
 echo
 echo "| phase (${SECS}s each, ${CONNS} connections, loopback, $(nproc) cores) | deliveries/s | p50 ms | p99 ms | max ms | VmHWM MB |"

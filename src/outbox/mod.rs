@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::outbox::NewOutbound;
+use crate::store::outbox::{NewOutbound, SendResult};
 use crate::store::{ErrorInfo, MessageRecord, Store, StoreError, normalize_contact, now_ms};
 use crate::whatsapp::client::{GraphClient, SendFailure};
 use crate::whatsapp::error::{Disposition, explain};
@@ -111,11 +111,11 @@ impl Outbox {
         let recipient = record.to.as_deref().unwrap_or("?");
         match record.status.as_str() {
             "queued" => {
-                tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
+                tracing::debug!(message_id = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
                 self.wake.notify_one();
             }
             "dry_run" => {
-                tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, body = %record.raw, "dry run: message recorded, not sent")
+                tracing::debug!(message_id = record.id, to = %recipient, kind = %record.kind, origin, body = %record.raw, "dry run: message recorded, not sent")
             }
             _ => {
                 tracing::warn!(message_id = record.id, to = %recipient, origin, error = ?record.error.as_ref().map(|e| &e.title), "outbound message refused")
@@ -221,6 +221,16 @@ impl OutboxWorker {
         let permits = Arc::new(Semaphore::new(s.max_in_flight.max(1)));
         let tasks = tokio_util::task::TaskTracker::new();
 
+        // Answers are recorded by one task, in group commits: every answer that arrives
+        // while a commit is in flight goes into the next one (one fsync per group).
+        let (answers, answers_rx) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+        let recorder = tokio::spawn(record_answers(
+            self.store.clone(),
+            answers_rx,
+            in_flight.clone(),
+            self.wake.clone(),
+        ));
+
         'outer: loop {
             if self.shutdown.is_cancelled() {
                 break;
@@ -241,7 +251,18 @@ impl OutboxWorker {
             let mut sleep_for = next_wakeup
                 .map(|t| Duration::from_millis((t - now_ms()).max(1) as u64))
                 .unwrap_or(Duration::from_secs(3600));
+            // Take as many due jobs as the rate limits and free permits allow, mark them all
+            // `sending` in one durable transaction, then send them concurrently.
+            let mut batch = Vec::new();
             for job in due {
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) if !batch.is_empty() => break,
+                    Err(_) => tokio::select! {
+                        p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                        _ = self.shutdown.cancelled() => break 'outer,
+                    },
+                };
                 if let Err(not_until) = pair.check_key(&job.recipient) {
                     sleep_for = sleep_for.min(not_until.wait_time_from(clock.now()));
                     continue;
@@ -250,31 +271,33 @@ impl OutboxWorker {
                     _ = global.until_ready() => {}
                     _ = self.shutdown.cancelled() => break 'outer,
                 }
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-                    _ = self.shutdown.cancelled() => break 'outer,
-                };
-                let id = job.message_id;
-                let body = match self.store.blocking(move |s| s.outbox_mark_sending(id)).await {
-                    Ok(Some(body)) => body,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::error!(message_id = id, error = %e, "cannot mark the message as sending; will retry");
-                        continue;
+                batch.push((job, permit));
+            }
+            if !batch.is_empty() {
+                let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
+                match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
+                    Ok(bodies) => {
+                        for ((job, permit), body) in batch.into_iter().zip(bodies) {
+                            let Some(body) = body else { continue };
+                            in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
+                            let ctx = SendContext {
+                                client: self.client.clone(),
+                                settings: self.settings.clone(),
+                                answers: answers.clone(),
+                            };
+                            tasks.spawn(async move {
+                                ctx.send(job, body).await;
+                                drop(permit);
+                            });
+                        }
                     }
-                };
-                in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
-                let ctx = SendContext {
-                    store: self.store.clone(),
-                    client: self.client.clone(),
-                    settings: self.settings.clone(),
-                    in_flight: in_flight.clone(),
-                    wake: self.wake.clone(),
-                };
-                tasks.spawn(async move {
-                    ctx.send(job, body).await;
-                    drop(permit);
-                });
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot mark messages as sending; will retry");
+                        sleep_for = sleep_for.min(Duration::from_secs(1));
+                    }
+                }
+                // More may be due right away.
+                continue;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -284,16 +307,51 @@ impl OutboxWorker {
         }
         tasks.close();
         tasks.wait().await;
+        drop(answers);
+        let _ = recorder.await;
         tracing::debug!("outbox worker stopped");
     }
 }
 
-struct SendContext {
+/// The answer to one send, waiting to be recorded.
+struct Answer {
+    recipient: String,
+    result: SendResult,
+}
+
+/// Records send answers in group commits, then frees their recipients and wakes the worker.
+async fn record_answers(
     store: Store,
-    client: Arc<GraphClient>,
-    settings: OutboxSettings,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Answer>,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let (recipients, results): (Vec<String>, Vec<SendResult>) =
+            batch.drain(..).map(|a| (a.recipient, a.result)).unzip();
+        let ids: Vec<u64> = results.iter().map(SendResult::id).collect();
+        let recorded = store
+            .blocking(move |s| s.outbox_record_many(results, &crate::explain_error))
+            .await;
+        if let Err(e) = recorded {
+            // The jobs stay `sending`: at the next start they are marked `unknown`, never resent blindly.
+            tracing::error!(message_ids = ?ids, error = %e, "could not record the send outcomes");
+        }
+        {
+            let mut busy = in_flight.lock().expect("not poisoned");
+            for r in &recipients {
+                busy.remove(r);
+            }
+        }
+        wake.notify_one();
+    }
+}
+
+struct SendContext {
+    client: Arc<GraphClient>,
+    settings: OutboxSettings,
+    answers: tokio::sync::mpsc::UnboundedSender<Answer>,
 }
 
 impl SendContext {
@@ -303,13 +361,14 @@ impl SendContext {
         let started = std::time::Instant::now();
         let result = self.client.send(&body).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        let record = match result {
+        let result = match result {
             Ok(ok) => {
                 tracing::info!(message_id = id, wamid = %ok.wamid, attempt, elapsed_ms, "sent");
-                let wamid = ok.wamid.clone();
-                self.store
-                    .blocking(move |s| s.outbox_accepted(id, &wamid, ok.response, &crate::explain_error))
-                    .await
+                SendResult::Accepted {
+                    id,
+                    wamid: ok.wamid,
+                    response: ok.response,
+                }
             }
             Err(failure) => {
                 let retry_at = now_ms() + backoff(self.settings.retry_base, attempt).as_millis() as i64;
@@ -318,7 +377,11 @@ impl SendContext {
                     Disposition::Retry if retry_at <= horizon_end => {
                         let reason = failure.to_string();
                         tracing::warn!(message_id = id, attempt, error = %reason, retry_in_ms = retry_at - now_ms(), "send failed; will retry");
-                        self.store.blocking(move |s| s.outbox_retry(id, retry_at, reason)).await
+                        SendResult::Retry {
+                            id,
+                            next_attempt_ms: retry_at,
+                            error: reason,
+                        }
                     }
                     disposition => {
                         let mut info = error_info(&failure);
@@ -330,18 +393,19 @@ impl SendContext {
                             );
                         }
                         tracing::warn!(message_id = id, attempt, code = info.code, error = %info.title, "send failed for good");
-                        let response = failure.response.clone();
-                        self.store.blocking(move |s| s.outbox_failed(id, info, response)).await
+                        SendResult::Failed {
+                            id,
+                            error: info,
+                            response: failure.response.clone(),
+                        }
                     }
                 }
             }
         };
-        if let Err(e) = record {
-            // The job stays `sending`: at the next start it is marked `unknown`, never resent blindly.
-            tracing::error!(message_id = id, error = %e, "could not record the send outcome");
-        }
-        self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
-        self.wake.notify_one();
+        let _ = self.answers.send(Answer {
+            recipient: job.recipient,
+            result,
+        });
     }
 }
 

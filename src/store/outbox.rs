@@ -161,13 +161,60 @@ impl Store {
     /// Marks a job as being sent (durably, before the network call) and returns the Graph
     /// API body to send.
     pub fn outbox_mark_sending(&self, id: u64) -> Result<Option<Value>> {
-        self.update_job(id, |job, msg| {
-            job.state = JobState::Sending;
-            job.attempts += 1;
-            msg.attempts = job.attempts;
-            msg.status = "sending".into();
-            Some(msg.raw.clone())
-        })
+        self.update_job(id, mark_sending)
+    }
+
+    /// [`Store::outbox_mark_sending`] for several jobs in ONE durable transaction (one fsync
+    /// for a whole batch of sends); the bodies come back in the order of `ids`.
+    pub fn outbox_mark_sending_many(&self, ids: &[u64]) -> Result<Vec<Option<Value>>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                out.push(update_job_in(&mut t, &mut outbox, id, mark_sending)?);
+            }
+            out
+        };
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Records the answers of several sends in ONE transaction (the outbox worker groups the
+    /// answers that arrive while a commit is in flight).
+    ///
+    /// It is not fsynced on its own: it becomes durable with the next durable commit (the
+    /// next journal append or `sending` mark). A crash before that leaves these jobs in
+    /// `sending`, which start-up turns into `unknown` (never resent): the crash policy of
+    /// an interrupted send, reconciled by the status webhooks that carry walua's callback data.
+    pub fn outbox_record_many(&self, results: Vec<SendResult>, explain: &dyn Fn(i64) -> String) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
+        {
+            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for r in results {
+                match r {
+                    SendResult::Accepted { id, wamid, response } => {
+                        accepted_in(&mut t, &mut outbox, id, &wamid, response, explain)?
+                    }
+                    SendResult::Retry {
+                        id,
+                        next_attempt_ms,
+                        error,
+                    } => {
+                        update_job_in(&mut t, &mut outbox, id, |job, msg| {
+                            retry(job, msg, next_attempt_ms, &error)
+                        })?;
+                    }
+                    SendResult::Failed { id, error, response } => failed_in(&mut t, &mut outbox, id, error, response)?,
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Records Meta's acceptance: the wamid is indexed (statuses that came first are applied)
@@ -183,27 +230,7 @@ impl Store {
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
-            outbox.remove(id)?;
-            if let Some(mut m) = t.get_message(id)? {
-                m.response = Some(response);
-                let entry = StatusEntry {
-                    status: "sent".into(),
-                    timestamp: now_ms() / 1000,
-                    errors: vec![],
-                    conversation: None,
-                    pricing: None,
-                };
-                if m.status == "sending" {
-                    m.status = "queued".into();
-                }
-                m.apply_status(entry, explain);
-                if !wamid.is_empty() {
-                    m.wamid = Some(wamid.to_string());
-                    t.wamids.insert(wamid, id)?;
-                    t.take_orphans(&mut m, explain)?;
-                }
-                t.put_message(&m)?;
-            }
+            accepted_in(&mut t, &mut outbox, id, wamid, response, explain)?;
         }
         txn.commit()?;
         Ok(())
@@ -211,25 +238,8 @@ impl Store {
 
     /// Puts a job back in the queue after a retryable failure.
     pub fn outbox_retry(&self, id: u64, next_attempt_ms: i64, error: String) -> Result<()> {
-        self.update_job(id, |job, msg| {
-            job.state = JobState::Queued;
-            job.next_attempt_ms = next_attempt_ms;
-            job.last_error = Some(error.clone());
-            msg.status = "queued".into();
-            msg.statuses.push(StatusEntry {
-                status: "retry".into(),
-                timestamp: now_ms() / 1000,
-                errors: vec![crate::webhook::payload::MetaError {
-                    code: 0,
-                    title: Some(error.clone()),
-                    ..Default::default()
-                }],
-                conversation: None,
-                pricing: None,
-            });
-            Some(())
-        })
-        .map(|_| ())
+        self.update_job(id, |job, msg| retry(job, msg, next_attempt_ms, &error))
+            .map(|_| ())
     }
 
     /// Marks a message failed for good and drops its job.
@@ -237,22 +247,8 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
-            txn.open_table(OUTBOX)?.remove(id)?;
-            if let Some(mut m) = t.get_message(id)? {
-                m.status = "failed".into();
-                m.statuses.push(StatusEntry {
-                    status: "failed".into(),
-                    timestamp: now_ms() / 1000,
-                    errors: vec![],
-                    conversation: None,
-                    pricing: None,
-                });
-                m.error = Some(error);
-                if response.is_some() {
-                    m.response = response;
-                }
-                t.put_message(&m)?;
-            }
+            let mut outbox = txn.open_table(OUTBOX)?;
+            failed_in(&mut t, &mut outbox, id, error, response)?;
         }
         txn.commit()?;
         Ok(())
@@ -353,23 +349,160 @@ impl Store {
         let out = {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
-            let job: Option<OutboxJob> = {
-                let row = outbox.get(id)?;
-                row.map(|v| decode("outbox", v.value())).transpose()?
-            };
-            match (job, t.get_message(id)?) {
-                (Some(mut job), Some(mut msg)) => {
-                    let out = f(&mut job, &mut msg);
-                    outbox.insert(id, encode(&job).as_slice())?;
-                    t.put_message(&msg)?;
-                    out
-                }
-                _ => None,
-            }
+            update_job_in(&mut t, &mut outbox, id, f)?
         };
         txn.commit()?;
         Ok(out)
     }
+}
+
+/// The answer to one send, for [`Store::outbox_record_many`].
+#[derive(Debug, Clone)]
+pub enum SendResult {
+    /// Meta accepted it ([`Store::outbox_accepted`]).
+    Accepted {
+        /// The message.
+        id: u64,
+        /// The wamid Meta gave it.
+        wamid: String,
+        /// Meta's answer.
+        response: Value,
+    },
+    /// Retry later ([`Store::outbox_retry`]).
+    Retry {
+        /// The message.
+        id: u64,
+        /// Not before (unix ms).
+        next_attempt_ms: i64,
+        /// Why.
+        error: String,
+    },
+    /// Failed for good ([`Store::outbox_failed`]).
+    Failed {
+        /// The message.
+        id: u64,
+        /// For the operator.
+        error: ErrorInfo,
+        /// Meta's answer, if any.
+        response: Option<Value>,
+    },
+}
+
+impl SendResult {
+    /// The message it is about.
+    pub fn id(&self) -> u64 {
+        match self {
+            SendResult::Accepted { id, .. } | SendResult::Retry { id, .. } | SendResult::Failed { id, .. } => *id,
+        }
+    }
+}
+
+type OutboxTable<'txn> = redb::Table<'txn, u64, &'static [u8]>;
+
+fn update_job_in<T>(
+    t: &mut Tables<'_>,
+    outbox: &mut OutboxTable<'_>,
+    id: u64,
+    f: impl FnOnce(&mut OutboxJob, &mut MessageRecord) -> Option<T>,
+) -> Result<Option<T>> {
+    let job: Option<OutboxJob> = {
+        let row = outbox.get(id)?;
+        row.map(|v| decode("outbox", v.value())).transpose()?
+    };
+    Ok(match (job, t.get_message(id)?) {
+        (Some(mut job), Some(mut msg)) => {
+            let out = f(&mut job, &mut msg);
+            outbox.insert(id, encode(&job).as_slice())?;
+            t.put_message(&msg)?;
+            out
+        }
+        _ => None,
+    })
+}
+
+fn mark_sending(job: &mut OutboxJob, msg: &mut MessageRecord) -> Option<Value> {
+    job.state = JobState::Sending;
+    job.attempts += 1;
+    msg.attempts = job.attempts;
+    msg.status = "sending".into();
+    Some(msg.raw.clone())
+}
+
+fn retry(job: &mut OutboxJob, msg: &mut MessageRecord, next_attempt_ms: i64, error: &str) -> Option<()> {
+    job.state = JobState::Queued;
+    job.next_attempt_ms = next_attempt_ms;
+    job.last_error = Some(error.to_string());
+    msg.status = "queued".into();
+    msg.statuses.push(StatusEntry {
+        status: "retry".into(),
+        timestamp: now_ms() / 1000,
+        errors: vec![crate::webhook::payload::MetaError {
+            code: 0,
+            title: Some(error.to_string()),
+            ..Default::default()
+        }],
+        conversation: None,
+        pricing: None,
+    });
+    Some(())
+}
+
+fn accepted_in(
+    t: &mut Tables<'_>,
+    outbox: &mut OutboxTable<'_>,
+    id: u64,
+    wamid: &str,
+    response: Value,
+    explain: &dyn Fn(i64) -> String,
+) -> Result<()> {
+    outbox.remove(id)?;
+    if let Some(mut m) = t.get_message(id)? {
+        m.response = Some(response);
+        let entry = StatusEntry {
+            status: "sent".into(),
+            timestamp: now_ms() / 1000,
+            errors: vec![],
+            conversation: None,
+            pricing: None,
+        };
+        if m.status == "sending" {
+            m.status = "queued".into();
+        }
+        m.apply_status(entry, explain);
+        if !wamid.is_empty() {
+            m.wamid = Some(wamid.to_string());
+            t.wamids.insert(wamid, id)?;
+            t.take_orphans(&mut m, explain)?;
+        }
+        t.put_message(&m)?;
+    }
+    Ok(())
+}
+
+fn failed_in(
+    t: &mut Tables<'_>,
+    outbox: &mut OutboxTable<'_>,
+    id: u64,
+    error: ErrorInfo,
+    response: Option<Value>,
+) -> Result<()> {
+    outbox.remove(id)?;
+    if let Some(mut m) = t.get_message(id)? {
+        m.status = "failed".into();
+        m.statuses.push(StatusEntry {
+            status: "failed".into(),
+            timestamp: now_ms() / 1000,
+            errors: vec![],
+            conversation: None,
+            pricing: None,
+        });
+        m.error = Some(error);
+        if response.is_some() {
+            m.response = response;
+        }
+        t.put_message(&m)?;
+    }
+    Ok(())
 }
 
 impl Tables<'_> {

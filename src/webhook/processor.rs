@@ -105,14 +105,17 @@ pub fn process_batch(
             (id, Delivery::parse(&value))
         })
         .collect();
-    for (id, d) in &batch {
-        for change in &d.changes {
-            if let super::payload::Change::Messages(v) = change {
-                for m in &v.messages {
-                    tracing::info!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (id, d) in &batch {
+            for change in &d.changes {
+                if let super::payload::Change::Messages(v) = change {
+                    for m in &v.messages {
+                        tracing::debug!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
+                    }
                 }
             }
         }
     }
-    store.apply_deliveries(&batch, explain, queue_media)
+    // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
+    store.apply_deliveries_deferred(&batch, explain, queue_media)
 }
