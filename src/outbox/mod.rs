@@ -251,9 +251,12 @@ impl OutboxWorker {
             let mut sleep_for = next_wakeup
                 .map(|t| Duration::from_millis((t - now_ms()).max(1) as u64))
                 .unwrap_or(Duration::from_secs(3600));
-            // Take as many due jobs as the rate limits and free permits allow, mark them all
-            // `sending` in one durable transaction, then send them concurrently.
+            // Take as many due jobs as the rate limits and free permits allow right now, mark
+            // them all `sending` in one durable transaction, then send them concurrently.
+            // When the global limiter makes a job wait, what was gathered goes first, so a
+            // send never leaves later than its token allows.
             let mut batch = Vec::new();
+            let mut launched = false;
             for job in due {
                 let permit = match permits.clone().try_acquire_owned() {
                     Ok(p) => p,
@@ -267,35 +270,23 @@ impl OutboxWorker {
                     sleep_for = sleep_for.min(not_until.wait_time_from(clock.now()));
                     continue;
                 }
-                tokio::select! {
-                    _ = global.until_ready() => {}
-                    _ = self.shutdown.cancelled() => break 'outer,
+                if global.check().is_err() {
+                    if !batch.is_empty() {
+                        launched |= self
+                            .launch(std::mem::take(&mut batch), &in_flight, &tasks, &answers)
+                            .await;
+                    }
+                    tokio::select! {
+                        _ = global.until_ready() => {}
+                        _ = self.shutdown.cancelled() => break 'outer,
+                    }
                 }
                 batch.push((job, permit));
             }
             if !batch.is_empty() {
-                let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
-                match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
-                    Ok(bodies) => {
-                        for ((job, permit), body) in batch.into_iter().zip(bodies) {
-                            let Some(body) = body else { continue };
-                            in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
-                            let ctx = SendContext {
-                                client: self.client.clone(),
-                                settings: self.settings.clone(),
-                                answers: answers.clone(),
-                            };
-                            tasks.spawn(async move {
-                                ctx.send(job, body).await;
-                                drop(permit);
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot mark messages as sending; will retry");
-                        sleep_for = sleep_for.min(Duration::from_secs(1));
-                    }
-                }
+                launched |= self.launch(batch, &in_flight, &tasks, &answers).await;
+            }
+            if launched {
                 // More may be due right away.
                 continue;
             }
@@ -310,6 +301,47 @@ impl OutboxWorker {
         drop(answers);
         let _ = recorder.await;
         tracing::debug!("outbox worker stopped");
+    }
+}
+
+impl OutboxWorker {
+    /// Marks a batch of jobs `sending` in one durable transaction, then starts their sends.
+    /// Returns whether any send started.
+    async fn launch(
+        &self,
+        batch: Vec<(crate::store::outbox::OutboxJob, tokio::sync::OwnedSemaphorePermit)>,
+        in_flight: &Arc<Mutex<HashSet<String>>>,
+        tasks: &tokio_util::task::TaskTracker,
+        answers: &tokio::sync::mpsc::UnboundedSender<Answer>,
+    ) -> bool {
+        let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
+        let bodies = match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot mark messages as sending; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = self.shutdown.cancelled() => {}
+                }
+                return false;
+            }
+        };
+        let mut any = false;
+        for ((job, permit), body) in batch.into_iter().zip(bodies) {
+            let Some(body) = body else { continue };
+            any = true;
+            in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
+            let ctx = SendContext {
+                client: self.client.clone(),
+                settings: self.settings.clone(),
+                answers: answers.clone(),
+            };
+            tasks.spawn(async move {
+                ctx.send(job, body).await;
+                drop(permit);
+            });
+        }
+        any
     }
 }
 
