@@ -55,3 +55,90 @@ pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
         Err(e) => Err(WebhookError::InvalidJson(e.to_string())),
     }
 }
+
+/// Parses a journaled delivery body into JSON, as the processor does.
+///
+/// [`check_json`] accepts what serde_json's strict `Value` parser refuses: escaped lone
+/// UTF-16 surrogates (`"\ud83d"` alone, e.g. an emoji cut in half). Such a delivery was
+/// acknowledged, so it must not be dropped: on that error each lone surrogate escape is
+/// replaced with U+FFFD and the body parsed again. (Found by the `parse_delivery` fuzz target.)
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) => match replace_lone_surrogates(body) {
+            Some(fixed) => serde_json::from_slice(&fixed),
+            None => Err(e),
+        },
+    }
+}
+
+/// `body` with every `\uXXXX` escape of a lone surrogate replaced by `\ufffd`; `None` when
+/// there is none.
+fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    fn hex4(b: &[u8]) -> Option<u16> {
+        let s = std::str::from_utf8(b.get(..4)?).ok()?;
+        u16::from_str_radix(s, 16).ok()
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'\\' {
+            out.push(body[i]);
+            i += 1;
+            continue;
+        }
+        match body.get(i + 1) {
+            Some(b'u') => match hex4(&body[i + 2..]) {
+                Some(0xD800..=0xDBFF) => {
+                    let low = (body.get(i + 6) == Some(&b'\\') && body.get(i + 7) == Some(&b'u'))
+                        .then(|| hex4(&body[i + 8..]))
+                        .flatten();
+                    if matches!(low, Some(0xDC00..=0xDFFF)) {
+                        out.extend_from_slice(&body[i..i + 12]);
+                        i += 12;
+                    } else {
+                        out.extend_from_slice(b"\\ufffd");
+                        changed = true;
+                        i += 6;
+                    }
+                }
+                Some(0xDC00..=0xDFFF) => {
+                    out.extend_from_slice(b"\\ufffd");
+                    changed = true;
+                    i += 6;
+                }
+                _ => {
+                    out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                    i += 2;
+                }
+            },
+            Some(_) => {
+                out.extend_from_slice(&body[i..i + 2]);
+                i += 2;
+            }
+            None => {
+                out.push(b'\\');
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_surrogates_are_accepted_and_replaced() {
+        let body = br#"{"a":"x\ud83d y","b":"\ude00","c":"\ud83d\ude00","d":"\\ud800"}"#;
+        assert!(check_json(&Bytes::from_static(body)).is_ok());
+        let v = parse_body(body).unwrap();
+        assert_eq!(v["a"], "x\u{fffd} y");
+        assert_eq!(v["b"], "\u{fffd}");
+        assert_eq!(v["c"], "😀");
+        assert_eq!(v["d"], "\\ud800");
+        assert!(parse_body(b"{nope").is_err());
+    }
+}

@@ -98,7 +98,7 @@ pub fn process_batch(
     let batch: Vec<(u64, Delivery)> = pending
         .into_iter()
         .map(|(id, body)| {
-            let value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            let value = super::parse_body(&body).unwrap_or_else(|e| {
                 tracing::warn!(delivery = id, error = %e, "journaled delivery is not JSON; kept as an empty delivery");
                 serde_json::Value::Null
             });
