@@ -49,6 +49,11 @@ impl WebhookError {
 
 /// Checks a delivery body before it is journaled: it must be a JSON object.
 pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
+    // JSON is UTF-8 (RFC 8259), and skipping with IgnoredAny does not look inside strings:
+    // without this, invalid UTF-8 would be acknowledged and then be unreadable (cargo-fuzz).
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(WebhookError::InvalidJson(format!("not UTF-8: {e}")));
+    }
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         Ok(_) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Ok(()),
         Ok(_) => Err(WebhookError::InvalidJson("expected an object".into())),
@@ -65,10 +70,16 @@ pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
 pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
-        Err(e) => match replace_lone_surrogates(body) {
-            Some(fixed) => serde_json::from_slice(&fixed),
-            None => Err(e),
-        },
+        Err(e) => {
+            // Bodies journaled before check_json validated UTF-8 are read lossily.
+            let text = String::from_utf8_lossy(body);
+            let fixed = replace_lone_surrogates(text.as_bytes());
+            match (fixed, text) {
+                (Some(fixed), _) => serde_json::from_slice(&fixed),
+                (None, std::borrow::Cow::Owned(t)) => serde_json::from_str(&t),
+                (None, std::borrow::Cow::Borrowed(_)) => Err(e),
+            }
+        }
     }
 }
 
@@ -140,5 +151,7 @@ mod tests {
         assert_eq!(v["c"], "😀");
         assert_eq!(v["d"], "\\ud800");
         assert!(parse_body(b"{nope").is_err());
+        assert!(check_json(&Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
+        assert_eq!(parse_body(b"{\"a\":\"\xff\"}").unwrap()["a"], "\u{fffd}");
     }
 }
