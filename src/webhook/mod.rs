@@ -49,13 +49,15 @@ impl WebhookError {
 
 /// Checks a delivery body before it is journaled: it must be a JSON object.
 pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
-    // JSON is UTF-8 (RFC 8259), and skipping with IgnoredAny does not look inside strings:
-    // without this, invalid UTF-8 would be acknowledged and then be unreadable (cargo-fuzz).
+    // A delivery is acknowledged only if the processor will be able to read it, so this
+    // parses exactly as the processor does ([`parse_body`]). A lighter skip-only check
+    // (serde's IgnoredAny) let through invalid UTF-8 and out-of-range numbers such as
+    // `1e555`, which were then acknowledged but unreadable (found by cargo-fuzz).
     if let Err(e) = std::str::from_utf8(body) {
         return Err(WebhookError::InvalidJson(format!("not UTF-8: {e}")));
     }
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Ok(()),
+    match parse_body(body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err(WebhookError::InvalidJson("expected an object".into())),
         Err(e) => Err(WebhookError::InvalidJson(e.to_string())),
     }
@@ -63,10 +65,10 @@ pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
 
 /// Parses a journaled delivery body into JSON, as the processor does.
 ///
-/// [`check_json`] accepts what serde_json's strict `Value` parser refuses: escaped lone
-/// UTF-16 surrogates (`"\ud83d"` alone, e.g. an emoji cut in half). Such a delivery was
-/// acknowledged, so it must not be dropped: on that error each lone surrogate escape is
-/// replaced with U+FFFD and the body parsed again. (Found by the `parse_delivery` fuzz target.)
+/// serde_json's strict `Value` parser refuses escaped lone UTF-16 surrogates (`"\ud83d"`
+/// alone, e.g. an emoji cut in half), which Meta's JSON encoder can produce: such a
+/// delivery is accepted, each lone surrogate escape replaced with U+FFFD. (Found by the
+/// `parse_delivery` fuzz target.)
 pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
     match serde_json::from_slice(body) {
         Ok(v) => Ok(v),
@@ -151,6 +153,7 @@ mod tests {
         assert_eq!(v["c"], "😀");
         assert_eq!(v["d"], "\\ud800");
         assert!(parse_body(b"{nope").is_err());
+        assert!(check_json(&Bytes::from_static(b"{\"objey\": [-65555e55555]}")).is_err());
         assert!(check_json(&Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
         assert_eq!(parse_body(b"{\"a\":\"\xff\"}").unwrap()["a"], "\u{fffd}");
     }
