@@ -503,7 +503,8 @@ async fn walua_send_queues_text_template_and_uploads_a_local_document() {
     let conf = d.dir.path().join("cli.toml");
     std::fs::write(
         &conf,
-        d.config_text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", d.addr)),
+        d.config_text
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{}\"", d.addr)),
     )
     .unwrap();
     let pdf = d.dir.path().join("facture F001.pdf");
@@ -527,13 +528,36 @@ async fn walua_send_queues_text_template_and_uploads_a_local_document() {
     let out = run(s(&["send", "--to", CUSTOMER, "--text", "Bonjour du CLI"])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("queued"));
-    let out = run(s(&["send", "--to", CUSTOMER, "--template", "relance", "--lang", "fr", "--param", "S00042"])).await;
+    let out = run(s(&[
+        "send",
+        "--to",
+        CUSTOMER,
+        "--template",
+        "relance",
+        "--lang",
+        "fr",
+        "--param",
+        "S00042",
+    ]))
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(s(&["send", "--to", CUSTOMER, "--document", pdf.to_str().unwrap(), "--caption", "Votre facture"])).await;
+    let out = run(s(&[
+        "send",
+        "--to",
+        CUSTOMER,
+        "--document",
+        pdf.to_str().unwrap(),
+        "--caption",
+        "Votre facture",
+    ]))
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sent = fake.wait_for_accepted(3, Duration::from_secs(10)).await;
     assert_eq!(sent[0].1["text"]["body"], "Bonjour du CLI");
-    assert_eq!(sent[1].1["template"]["components"][0]["parameters"][0]["text"], "S00042");
+    assert_eq!(
+        sent[1].1["template"]["components"][0]["parameters"][0]["text"],
+        "S00042"
+    );
     let uploads = fake.uploads();
     assert_eq!(uploads[0].bytes, b"%PDF-1.4 facture");
     assert_eq!(sent[2].1["document"]["id"], uploads[0].id.as_str());
@@ -541,5 +565,9 @@ async fn walua_send_queues_text_template_and_uploads_a_local_document() {
     // A refused send says why.
     let out = run(s(&["send", "--to", "221770009999", "--text", "hors fenêtre"])).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("131026"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("131026"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -115,7 +115,7 @@ impl Dispatcher {
             let commit = effects.into_commit(outcomes);
             let recorded = self
                 .store
-                .blocking(move |s| s.commit_script_runs(&commit))
+                .blocking(move |s| s.commit_script_runs_deferred(&commit))
                 .await
                 .map_err(|e| e.to_string())?;
             for m in &recorded {

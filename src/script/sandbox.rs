@@ -779,7 +779,13 @@ mod tests {
 
     #[test]
     fn memory_bomb_is_stopped_then_sandbox_works() {
-        let (sb, _dir) = sandbox();
+        // A generous CPU budget: on a loaded machine the bomb must hit the memory budget first.
+        let dir = lib_dir();
+        let limits = Limits {
+            cpu: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let sb = Sandbox::new(limits, dir.path().to_path_buf()).unwrap();
         let base = sb.lua().used_memory();
         for _ in 0..3 {
             let err = run_src::<()>(&sb, "local t = {} while true do t[#t+1] = string.rep('x', 1e6) end").unwrap_err();

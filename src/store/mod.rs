@@ -87,6 +87,11 @@ redb_errors!(
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// redb's page cache. redb's default (1 GiB) lets the cache, and so the daemon's resident
+/// memory, grow with the store; the hot pages of walua's workload (journal tail, recent
+/// messages, outbox, dispatch queue) fit in far less.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// A handle on the redb database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -159,7 +164,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Redb(redb::Error::Io(e)))?;
         }
-        let db = Database::create(path)?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(JOURNAL)?;
@@ -267,7 +272,36 @@ impl Store {
         explain: &dyn Fn(i64) -> String,
         queue_media: bool,
     ) -> Result<ApplyReport> {
-        let txn = self.db.begin_write()?;
+        self.apply_deliveries_with(batch, explain, queue_media, redb::Durability::Immediate)
+    }
+
+    /// [`Store::apply_deliveries`] without its own fsync (the delivery processor's path).
+    ///
+    /// Safe because redb's history is linear: a non-durable commit becomes durable with the
+    /// next durable commit (the journal writer's, the dispatcher's, the outbox's), and a crash
+    /// before that rolls the store back to a consistent earlier state in which these
+    /// deliveries are still in the journal, so they are processed again on restart. Nothing
+    /// leaves the process on the strength of a non-durable commit: network sends happen only
+    /// after the outbox's durable `sending` mark.
+    pub fn apply_deliveries_deferred(
+        &self,
+        batch: &[(u64, Delivery)],
+        explain: &dyn Fn(i64) -> String,
+        queue_media: bool,
+    ) -> Result<ApplyReport> {
+        self.apply_deliveries_with(batch, explain, queue_media, redb::Durability::None)
+    }
+
+    fn apply_deliveries_with(
+        &self,
+        batch: &[(u64, Delivery)],
+        explain: &dyn Fn(i64) -> String,
+        queue_media: bool,
+        durability: redb::Durability,
+    ) -> Result<ApplyReport> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
         let mut report = ApplyReport::default();
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
@@ -384,7 +418,26 @@ impl Store {
     /// messages from the dispatch queue. A crash before this commit re-runs the scripts;
     /// after it, nothing runs twice. Returns the outbound messages as recorded.
     pub fn commit_script_runs(&self, commit: &ScriptCommit) -> Result<Vec<MessageRecord>> {
-        let txn = self.db.begin_write()?;
+        self.commit_script_runs_with(commit, redb::Durability::Immediate)
+    }
+
+    /// [`Store::commit_script_runs`] without its own fsync (the dispatcher's path): it becomes
+    /// durable with the next durable commit, and a crash before that re-runs the scripts on
+    /// a store where they never ran (as a crash before the commit would). The sends it
+    /// queues go on the network only after the outbox's durable `sending` mark, which makes
+    /// this commit durable first.
+    pub fn commit_script_runs_deferred(&self, commit: &ScriptCommit) -> Result<Vec<MessageRecord>> {
+        self.commit_script_runs_with(commit, redb::Durability::None)
+    }
+
+    fn commit_script_runs_with(
+        &self,
+        commit: &ScriptCommit,
+        durability: redb::Durability,
+    ) -> Result<Vec<MessageRecord>> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)
+            .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
         let mut sent = Vec::new();
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;

@@ -49,9 +49,112 @@ impl WebhookError {
 
 /// Checks a delivery body before it is journaled: it must be a JSON object.
 pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
-    match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-        Ok(_) if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Ok(()),
+    // A delivery is acknowledged only if the processor will be able to read it, so this
+    // parses exactly as the processor does ([`parse_body`]). A lighter skip-only check
+    // (serde's IgnoredAny) let through invalid UTF-8 and out-of-range numbers such as
+    // `1e555`, which were then acknowledged but unreadable (found by cargo-fuzz).
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(WebhookError::InvalidJson(format!("not UTF-8: {e}")));
+    }
+    match parse_body(body) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err(WebhookError::InvalidJson("expected an object".into())),
         Err(e) => Err(WebhookError::InvalidJson(e.to_string())),
+    }
+}
+
+/// Parses a journaled delivery body into JSON, as the processor does.
+///
+/// serde_json's strict `Value` parser refuses escaped lone UTF-16 surrogates (`"\ud83d"`
+/// alone, e.g. an emoji cut in half), which Meta's JSON encoder can produce: such a
+/// delivery is accepted, each lone surrogate escape replaced with U+FFFD. (Found by the
+/// `parse_delivery` fuzz target.)
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Bodies journaled before check_json validated UTF-8 are read lossily.
+            let text = String::from_utf8_lossy(body);
+            let fixed = replace_lone_surrogates(text.as_bytes());
+            match (fixed, text) {
+                (Some(fixed), _) => serde_json::from_slice(&fixed),
+                (None, std::borrow::Cow::Owned(t)) => serde_json::from_str(&t),
+                (None, std::borrow::Cow::Borrowed(_)) => Err(e),
+            }
+        }
+    }
+}
+
+/// `body` with every `\uXXXX` escape of a lone surrogate replaced by `\ufffd`; `None` when
+/// there is none.
+fn replace_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    fn hex4(b: &[u8]) -> Option<u16> {
+        let s = std::str::from_utf8(b.get(..4)?).ok()?;
+        u16::from_str_radix(s, 16).ok()
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] != b'\\' {
+            out.push(body[i]);
+            i += 1;
+            continue;
+        }
+        match body.get(i + 1) {
+            Some(b'u') => match hex4(&body[i + 2..]) {
+                Some(0xD800..=0xDBFF) => {
+                    let low = (body.get(i + 6) == Some(&b'\\') && body.get(i + 7) == Some(&b'u'))
+                        .then(|| hex4(&body[i + 8..]))
+                        .flatten();
+                    if matches!(low, Some(0xDC00..=0xDFFF)) {
+                        out.extend_from_slice(&body[i..i + 12]);
+                        i += 12;
+                    } else {
+                        out.extend_from_slice(b"\\ufffd");
+                        changed = true;
+                        i += 6;
+                    }
+                }
+                Some(0xDC00..=0xDFFF) => {
+                    out.extend_from_slice(b"\\ufffd");
+                    changed = true;
+                    i += 6;
+                }
+                _ => {
+                    out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                    i += 2;
+                }
+            },
+            Some(_) => {
+                out.extend_from_slice(&body[i..i + 2]);
+                i += 2;
+            }
+            None => {
+                out.push(b'\\');
+                i += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_surrogates_are_accepted_and_replaced() {
+        let body = br#"{"a":"x\ud83d y","b":"\ude00","c":"\ud83d\ude00","d":"\\ud800"}"#;
+        assert!(check_json(&Bytes::from_static(body)).is_ok());
+        let v = parse_body(body).unwrap();
+        assert_eq!(v["a"], "x\u{fffd} y");
+        assert_eq!(v["b"], "\u{fffd}");
+        assert_eq!(v["c"], "😀");
+        assert_eq!(v["d"], "\\ud800");
+        assert!(parse_body(b"{nope").is_err());
+        assert!(check_json(&Bytes::from_static(b"{\"objey\": [-65555e55555]}")).is_err());
+        assert!(check_json(&Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
+        assert_eq!(parse_body(b"{\"a\":\"\xff\"}").unwrap()["a"], "\u{fffd}");
     }
 }

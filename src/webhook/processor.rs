@@ -111,21 +111,24 @@ pub fn process_batch(
     let batch: Vec<(u64, Delivery)> = pending
         .into_iter()
         .map(|(id, body)| {
-            let value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            let value = super::parse_body(&body).unwrap_or_else(|e| {
                 tracing::warn!(delivery = id, error = %e, "journaled delivery is not JSON; kept as an empty delivery");
                 serde_json::Value::Null
             });
             (id, Delivery::parse(&value))
         })
         .collect();
-    for (id, d) in &batch {
-        for change in &d.changes {
-            if let super::payload::Change::Messages(v) = change {
-                for m in &v.messages {
-                    tracing::info!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for (id, d) in &batch {
+            for change in &d.changes {
+                if let super::payload::Change::Messages(v) = change {
+                    for m in &v.messages {
+                        tracing::debug!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
+                    }
                 }
             }
         }
     }
-    store.apply_deliveries(&batch, explain, queue_media)
+    // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
+    store.apply_deliveries_deferred(&batch, explain, queue_media)
 }

@@ -194,6 +194,11 @@ impl FakeGraph {
         self.inner.lock().accepted.clone()
     }
 
+    /// How many sends were accepted so far.
+    pub fn accepted_count(&self) -> usize {
+        self.inner.lock().accepted.len()
+    }
+
     /// Every uploaded media file.
     pub fn uploads(&self) -> Vec<Upload> {
         self.inner.lock().uploads.clone()
