@@ -353,6 +353,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tracing::warn!("background tasks did not stop in time");
     }
     let _ = tokio::task::spawn_blocking(move || scripts.stop()).await;
+    // Processing and script commits are not fsynced one by one (see
+    // `Store::apply_deliveries_deferred`): one last durable commit makes them all durable.
+    if let Err(e) = store.blocking(|s| s.probe_writable()).await {
+        tracing::error!(error = %e, "final durable commit failed; unprocessed work will be redone at start-up");
+    }
     tracing::info!("stopped");
     Ok(())
 }
