@@ -196,6 +196,9 @@ pub struct OutboxWorker {
     pub settings: OutboxSettings,
 }
 
+/// How long the worker may wait for the global limiter while gathering a batch of sends.
+const GATHER_WAIT: Duration = Duration::from_millis(5);
+
 type Keyed = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
 impl OutboxWorker {
@@ -253,8 +256,7 @@ impl OutboxWorker {
                 .unwrap_or(Duration::from_secs(3600));
             // Take as many due jobs as the rate limits and free permits allow right now, mark
             // them all `sending` in one durable transaction, then send them concurrently.
-            // When the global limiter makes a job wait, what was gathered goes first, so a
-            // send never leaves later than its token allows.
+            // When the global limiter makes a job wait long, what was gathered goes first.
             let mut batch = Vec::new();
             let mut launched = false;
             for job in due {
@@ -270,8 +272,10 @@ impl OutboxWorker {
                     sleep_for = sleep_for.min(not_until.wait_time_from(clock.now()));
                     continue;
                 }
-                if global.check().is_err() {
-                    if !batch.is_empty() {
+                if let Err(not_until) = global.check() {
+                    // A short wait (high max_per_second) keeps gathering; a long one launches
+                    // what was gathered first, so sends are never bunched beyond a few ms.
+                    if !batch.is_empty() && not_until.wait_time_from(clock.now()) > GATHER_WAIT {
                         launched |= self
                             .launch(std::mem::take(&mut batch), &in_flight, &tasks, &answers)
                             .await;
@@ -315,6 +319,7 @@ impl OutboxWorker {
         answers: &tokio::sync::mpsc::UnboundedSender<Answer>,
     ) -> bool {
         let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
+        tracing::trace!(sends = ids.len(), "marking sends");
         let bodies = match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
             Ok(b) => b,
             Err(e) => {
