@@ -61,12 +61,12 @@ TOML
 }
 
 start_walua() { # $1 dir, $2 port
-  "$BIN/walua" --config "$1/walua.toml" serve 2>"$1/walua.log" &
+  RUST_LOG=${WALUA_LOG:-info} "$BIN/walua" --config "$1/walua.toml" serve 2>"$1/walua.log" &
   WALUA=$!
   PIDS+=("$WALUA")
   wait_http "http://127.0.0.1:$2/healthz"
 }
-stop_walua() { kill "$WALUA"; wait "$WALUA" 2>/dev/null || true; }
+stop_walua() { kill "$WALUA"; wait "$WALUA" 2>/dev/null || true; cp "$1/walua.log" "target/walua-$2.log" 2>/dev/null || true; }
 
 # PERF_PHASE=ingest|e2e records a perf profile of walua during that phase into target/perf-<phase>.data
 perf_start() { if [ "${PERF_PHASE:-}" = "$1" ]; then perf record -F 499 -g -o "target/perf-$1.data" -p "$WALUA" 2>/dev/null & PERF=$!; fi; }
@@ -106,7 +106,7 @@ echo "errors (ingest): $(field "$R" statuses)" >&2
 R=$(load --url "http://127.0.0.1:$P/webhook" --rate 5000)
 row "walua ingest at 5,000/s (open loop)" "$(printf %.0f "$(field "$R" throughput)")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
 RATIO=$(python3 -c "print(f'{$BARE_TPUT/$T:.2f}')")
-stop_walua
+stop_walua "$D" ingest
 fi
 
 # 4. end to end: button click → Lua → outbox → fake Graph API
@@ -144,6 +144,7 @@ for _ in $(seq 1 $((SECS * 20 + 600))); do
   sleep 0.1
 done
 perf_stop e2e
+cp "$FGSTATS" target/bench-e2e.stats 2>/dev/null || true
 E2E=$(python3 - "$FGSTATS" "$OK" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -156,7 +157,7 @@ PY
 )
 row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
 echo "e2e: $OK clicks acknowledged, ${E2E% *} sends accepted by the fake Graph API" >&2
-stop_walua
+stop_walua "$D" e2e
 fi
 
 echo
