@@ -48,32 +48,13 @@ impl AdminClient {
 
     /// Sends a request to the admin API and returns its JSON answer.
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| CliError::Unreachable {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
-        let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = error_message(&value);
-            return Err(CliError::Api {
-                status: status.as_u16(),
-                message,
-            });
-        }
-        Ok(value)
+        self.send(req).await
     }
-}
 
-impl AdminClient {
     /// Uploads a local file through `POST /api/media`; returns the daemon's answer.
     pub async fn upload(&self, filename: &str, bytes: Vec<u8>) -> Result<Value, CliError> {
         let url = format!(
@@ -81,7 +62,11 @@ impl AdminClient {
             self.base,
             percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC)
         );
-        let mut req = self.http.post(&url).body(bytes);
+        self.send(self.http.post(&url).body(bytes)).await
+    }
+
+    /// Adds the admin token, sends, and turns an error answer into [`CliError::Api`].
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -92,10 +77,9 @@ impl AdminClient {
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = error_message(&value);
             return Err(CliError::Api {
                 status: status.as_u16(),
-                message,
+                message: error_message(&value),
             });
         }
         Ok(value)

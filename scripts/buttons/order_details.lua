@@ -4,11 +4,8 @@ local b = require "boutique"
 return {
   match = "^btn_order_details_(%d+)$",
   run = function(order_id)
-    local order = b.order(order_id)
-    if not order then
-      env.whatsapp.send_text(message.from, "Commande introuvable.")
-      return
-    end
+    local order = b.order_or_say(order_id)
+    if not order then return end
     local lines = env.odoo.search_read("sale.order.line", { { "order_id", "=", order.id } },
       { "name", "product_uom_qty", "price_unit", "price_subtotal" }, { order = "id asc" })
     local text = { "Détail de la commande " .. order.name .. " :" }

@@ -4,11 +4,8 @@ local b = require "boutique"
 return {
   match = "^btn_validate_order_(%d+)$",
   run = function(order_id)
-    local order = b.order(order_id)
-    if not order then
-      env.whatsapp.send_text(message.from, "Commande introuvable.")
-      return
-    end
+    local order = b.order_or_say(order_id)
+    if not order then return end
     if order.state == "draft" or order.state == "sent" then
       env.odoo.call("sale.order", "action_confirm", { { order.id } })
       env.whatsapp.send_text(message.from, "Commande " .. order.name .. " validée avec succès !")

@@ -37,11 +37,20 @@ function M.partner_phone(partner)
   return digits, p.name
 end
 
---- A sale order with its partner's phone, or nil and a reason.
+--- A sale order, or nil.
 function M.order(order_id)
   local rows = env.odoo.read("sale.order", { tonumber(order_id) },
     { "name", "state", "partner_id", "amount_total", "order_line" })
   return rows[1]
+end
+
+--- The order a button is about; when it no longer exists, tells the customer and returns nil.
+function M.order_or_say(order_id)
+  local order = M.order(order_id)
+  if not order then
+    env.whatsapp.send_text(message.from, "Commande introuvable.")
+  end
+  return order
 end
 
 --- Meta components of a template whose body takes `params` and whose quick-reply buttons
