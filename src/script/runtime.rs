@@ -87,6 +87,15 @@ fn odoo_call<T>(
     result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
 }
 
+/// Odoo record ids from Lua: one id or a list of ids.
+fn record_ids(lua: &Lua, ids: LuaValue) -> mlua::Result<Vec<i64>> {
+    match ids {
+        LuaValue::Integer(i) => Ok(vec![i]),
+        LuaValue::Number(n) => Ok(vec![n as i64]),
+        other => lua.from_value(other),
+    }
+}
+
 fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
     lua.from_value_with(
         v,
@@ -1021,11 +1030,7 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         "read",
         lua.create_function(
             move |lua, (model, ids, fields): (String, LuaValue, Option<Vec<String>>)| {
-                let ids: Vec<i64> = match ids {
-                    LuaValue::Integer(i) => vec![i],
-                    LuaValue::Number(n) => vec![n as i64],
-                    other => lua.from_value(other)?,
-                };
+                let ids = record_ids(lua, ids)?;
                 let fields = fields.unwrap_or_default();
                 let v = odoo_call(lua, &s.ctx, "read", move |c| {
                     Box::pin(async move {
@@ -1041,11 +1046,7 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     odoo.set(
         "write",
         lua.create_function(move |lua, (model, ids, values): (String, LuaValue, LuaValue)| {
-            let ids: Vec<i64> = match ids {
-                LuaValue::Integer(i) => vec![i],
-                LuaValue::Number(n) => vec![n as i64],
-                other => lua.from_value(other)?,
-            };
+            let ids = record_ids(lua, ids)?;
             let values: Value = lua.from_value(values)?;
             odoo_call(lua, &s.ctx, "write", move |c| {
                 Box::pin(async move { c.write(&model, &ids, values).await })
