@@ -571,3 +571,75 @@ async fn walua_send_queues_text_template_and_uploads_a_local_document() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn the_other_message_types_reach_the_graph_api_too() {
+    let (fake, d) = live("").await;
+    let contacts = json!([{"name": {"formatted_name": "Boutique Awa", "first_name": "Awa"}, "phones": [{"phone": "+221338601234", "type": "WORK"}]}]);
+    let cases = vec![
+        (
+            json!({"type": "audio", "media": "77001"}),
+            "audio",
+            json!({"id": "77001"}),
+        ),
+        (
+            json!({"type": "video", "link": "https://exemple.sn/v.mp4", "caption": "Vidéo"}),
+            "video",
+            json!({"link": "https://exemple.sn/v.mp4", "caption": "Vidéo"}),
+        ),
+        (
+            json!({"type": "sticker", "media": "77002"}),
+            "sticker",
+            json!({"id": "77002"}),
+        ),
+        (
+            json!({"type": "location", "latitude": 14.6928, "longitude": -17.4467, "name": "Marché Sandaga", "address": "Dakar"}),
+            "location",
+            json!({"latitude": 14.6928, "longitude": -17.4467, "name": "Marché Sandaga", "address": "Dakar"}),
+        ),
+        (
+            json!({"type": "contacts", "contacts": contacts}),
+            "contacts",
+            contacts.clone(),
+        ),
+        (
+            json!({"type": "reaction", "message_id": "wamid.IN.OPEN", "emoji": "👍"}),
+            "reaction",
+            json!({"message_id": "wamid.IN.OPEN", "emoji": "👍"}),
+        ),
+    ];
+    for (mut request, _, _) in cases.clone() {
+        request["to"] = json!(CUSTOMER);
+        let (status, a) = send(&d, request.clone()).await;
+        assert_eq!(status, 202, "{request}: {a}");
+    }
+    let (status, a) = send(&d, json!({"to": CUSTOMER, "type": "cta_url", "body": "Suivre la livraison", "display_text": "Suivre", "url": "https://exemple.sn/suivi/42"})).await;
+    assert_eq!(status, 202, "{a}");
+    let (status, a) = send(
+        &d,
+        json!({"to": CUSTOMER, "type": "mark_read", "message_id": "wamid.IN.OPEN"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{a}");
+    let accepted = fake.wait_for_accepted(cases.len() + 1, Duration::from_secs(10)).await;
+    for (i, (_, kind, part)) in cases.iter().enumerate() {
+        let body = &accepted[i].1;
+        assert_eq!(body["type"], *kind);
+        assert_eq!(body[*kind], *part, "{kind}");
+        assert_eq!(body["to"], CUSTOMER);
+    }
+    let cta = &accepted[cases.len()].1;
+    assert_eq!(cta["interactive"]["type"], "cta_url");
+    assert_eq!(
+        cta["interactive"]["action"]["parameters"]["url"],
+        "https://exemple.sn/suivi/42"
+    );
+    // Mark-as-read is a status call, not a message.
+    let read = d
+        .eventually("mark_read sent", || async {
+            fake.requests().into_iter().find(|r| r.body["status"] == "read")
+        })
+        .await;
+    assert_eq!(read.body["message_id"], "wamid.IN.OPEN");
+    assert_eq!(read.outcome_status, 200);
+}
