@@ -70,29 +70,35 @@ impl Dispatcher {
             if ids.is_empty() {
                 return Ok(());
             }
-            // Split by contact so that each contact's messages run in order on one worker.
+            // Read each message once, and split by contact so that each contact's messages run
+            // in order on one worker.
             let store = self.store.clone();
-            let contacts = store
+            let records = store
                 .blocking(move |s| {
-                    ids.iter()
-                        .map(|id| Ok((*id, s.message(*id)?.map(|m| m.contact).unwrap_or_default())))
-                        .collect::<Result<Vec<_>, _>>()
+                    Ok(ids
+                        .iter()
+                        .map(|id| (*id, s.message(*id).map_err(|e| e.to_string())))
+                        .collect::<Vec<_>>())
                 })
                 .await
                 .map_err(|e| e.to_string())?;
             let n = self.workers.max(1);
-            let mut parts: Vec<Vec<u64>> = vec![Vec::new(); n];
-            for (id, contact) in contacts {
+            let mut parts: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+            for (id, record) in records {
+                let contact = match &record {
+                    Ok(Some(m)) => m.contact.as_str(),
+                    _ => "",
+                };
                 let h = contact
                     .bytes()
                     .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b as usize));
-                parts[h % n].push(id);
+                parts[h % n].push((id, record));
             }
             let mut runs = Vec::new();
             for part in parts.into_iter().filter(|p| !p.is_empty()) {
                 let runtime = self.runtime.clone();
                 runs.push(tokio::spawn(async move {
-                    runtime.exec(move |w| w.dispatch_batch(&part)).await
+                    runtime.exec(move |w| w.dispatch_records(part)).await
                 }));
             }
             let mut effects = Effects::default();

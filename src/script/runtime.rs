@@ -263,21 +263,30 @@ impl LuaWorker {
     /// Runs the scripts for a batch of stored inbound messages; returns the buffered effects
     /// and each message's outcome, for the caller to commit.
     pub fn dispatch_batch(&mut self, ids: &[u64]) -> (Effects, Vec<(u64, ScriptOutcome)>) {
+        let records = ids
+            .iter()
+            .map(|&id| (id, self.shared.ctx.store.message(id).map_err(|e| e.to_string())))
+            .collect();
+        self.dispatch_records(records)
+    }
+
+    /// [`LuaWorker::dispatch_batch`] for messages already read from the store.
+    pub fn dispatch_records(
+        &mut self,
+        records: Vec<(u64, Result<Option<MessageRecord>, String>)>,
+    ) -> (Effects, Vec<(u64, ScriptOutcome)>) {
         self.take_effects();
-        let mut outcomes = Vec::with_capacity(ids.len());
-        for &id in ids {
-            let outcome = match self.shared.ctx.store.message(id) {
+        let mut outcomes = Vec::with_capacity(records.len());
+        for (id, record) in records {
+            let failed = |error: String| ScriptOutcome {
+                error: Some(error),
+                at_ms: now_ms(),
+                ..Default::default()
+            };
+            let outcome = match record {
                 Ok(Some(record)) => self.dispatch(&record),
-                Ok(None) => ScriptOutcome {
-                    error: Some("message not found".into()),
-                    at_ms: now_ms(),
-                    ..Default::default()
-                },
-                Err(e) => ScriptOutcome {
-                    error: Some(format!("store: {e}")),
-                    at_ms: now_ms(),
-                    ..Default::default()
-                },
+                Ok(None) => failed("message not found".into()),
+                Err(e) => failed(format!("store: {e}")),
             };
             outcomes.push((id, outcome));
         }
@@ -288,8 +297,12 @@ impl LuaWorker {
     /// then the first button action whose pattern matches, then `on_message.lua`. A failing
     /// run leaves no effect; its error (file:line) is the outcome's error.
     pub fn dispatch(&mut self, record: &MessageRecord) -> ScriptOutcome {
-        let checkpoint = self.shared.effects.lock().expect("not poisoned").clone();
-        let sends_before = checkpoint.sends.len();
+        // What to roll back to if the run fails: sends and writes are only appended, so their
+        // lengths suffice; the scenario map is small (one entry per contact of the batch).
+        let (sends_before, kv_before, scenarios_before, origin_before) = {
+            let e = self.shared.effects.lock().expect("not poisoned");
+            (e.sends.len(), e.kv.len(), e.scenarios.clone(), e.origin.clone())
+        };
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
         let result = self.route(record, &mut scripts);
@@ -309,7 +322,11 @@ impl LuaWorker {
             Err(e) => {
                 tracing::warn!(message_id = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped");
                 outcome.error = Some(e);
-                *self.shared.effects.lock().expect("not poisoned") = checkpoint;
+                let mut effects = self.shared.effects.lock().expect("not poisoned");
+                effects.sends.truncate(sends_before);
+                effects.kv.truncate(kv_before);
+                effects.scenarios = scenarios_before;
+                effects.origin = origin_before;
             }
         }
         outcome
