@@ -87,6 +87,18 @@ fn odoo_call<T>(
     result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
 }
 
+/// Copies the optional `header`, `footer` and `reply_to` of an interactive send.
+fn interactive_opts(req: &mut Value, opts: Option<Table>) -> mlua::Result<()> {
+    if let Some(o) = opts {
+        for k in ["header", "footer", "reply_to"] {
+            if let Some(v) = o.get::<Option<String>>(k)? {
+                req[k] = json!(v);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Odoo record ids from Lua: one id or a list of ids.
 fn record_ids(lua: &Lua, ids: LuaValue) -> mlua::Result<Vec<i64>> {
     match ids {
@@ -848,13 +860,7 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             move |lua, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
                 let mut req =
                     json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
-                if let Some(o) = opts {
-                    for k in ["header", "footer", "reply_to"] {
-                        if let Some(v) = o.get::<Option<String>>(k)? {
-                            req[k] = json!(v);
-                        }
-                    }
-                }
+                interactive_opts(&mut req, opts)?;
                 queue(&s, req).map_err(lua_err)
             },
         )?,
@@ -865,13 +871,7 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         lua.create_function(
             move |lua, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
                 let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
-                if let Some(o) = opts {
-                    for k in ["header", "footer", "reply_to"] {
-                        if let Some(v) = o.get::<Option<String>>(k)? {
-                            req[k] = json!(v);
-                        }
-                    }
-                }
+                interactive_opts(&mut req, opts)?;
                 queue(&s, req).map_err(lua_err)
             },
         )?,
