@@ -476,3 +476,27 @@ async fn each_message_is_dispatched_exactly_once_across_restarts() {
     let sent = texts_sent(&d).await;
     assert_eq!(sent.len(), 2, "{sent:?}");
 }
+
+#[tokio::test]
+async fn send_buttons_and_send_list_pass_their_options() {
+    let d = daemon_with(&[(
+        "buttons/menu.lua",
+        r#"return { match = "^menu$", run = function()
+  env.whatsapp.send_buttons(message.from, "Que voulez-vous ?", { { id = "a", title = "Commander" } },
+    { header = "Menu", footer = "Boutique Awa", reply_to = message.id })
+  env.whatsapp.send_list(message.from, "Paiement", "Choisir",
+    { { title = "Mobile", rows = { { id = "wave", title = "Wave" } } } }, { footer = "Merci" })
+end }"#,
+    )])
+    .await;
+    click(&d, "wamid.M1", "menu").await;
+    let out = d.outbound_of(AWA).await;
+    let buttons = &out[0]["raw"];
+    assert_eq!(buttons["interactive"]["header"]["text"], "Menu");
+    assert_eq!(buttons["interactive"]["footer"]["text"], "Boutique Awa");
+    assert_eq!(buttons["context"]["message_id"], "wamid.M1");
+    let list = &out[1]["raw"];
+    assert_eq!(list["interactive"]["type"], "list");
+    assert_eq!(list["interactive"]["footer"]["text"], "Merci");
+    assert_eq!(list["interactive"]["action"]["sections"][0]["rows"][0]["id"], "wave");
+}
