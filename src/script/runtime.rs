@@ -201,13 +201,7 @@ impl ScriptRuntime {
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move |w| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| RuntimeError::Stopped)?;
-        rx.await.map_err(|_| RuntimeError::Stopped)
+        self.submit(f)?.await.map_err(|_| RuntimeError::Stopped)
     }
 
     /// Runs `f` on a Lua worker from a blocking context.
@@ -215,13 +209,21 @@ impl ScriptRuntime {
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        self.submit(f)?.blocking_recv().map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Queues `f` for a worker; its result arrives on the returned channel.
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<R>, RuntimeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move |w| {
                 let _ = tx.send(f(w));
             }))
             .map_err(|_| RuntimeError::Stopped)?;
-        rx.recv().map_err(|_| RuntimeError::Stopped)
+        Ok(rx)
     }
 
     /// Stops the workers once the queued jobs are done.
