@@ -19,8 +19,11 @@ E2E_RATE=${E2E_RATE:-6000}
 SECRET=bench-app-secret
 TOKEN=bench-access-token
 
-cargo build --release --quiet --bin walua --bin walua-load --bin walua-fake-graph
-BIN=target/release
+# BENCH_BIN=DIR runs already built binaries (e.g. an older build, for a before/after).
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else
+  cargo build --release --quiet --bin walua --bin walua-load --bin walua-fake-graph
+  BIN=target/release
+fi
 TMP=$(mktemp -d "$PWD/target/bench.XXXXXX")
 PIDS=()
 cleanup() {

@@ -112,8 +112,12 @@ pub struct ServerConfig {
 /// `[store]`.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The redb file (`path`); its directory is created when missing.
+    /// The redb file (`path`); its directory is created when missing. The delivery
+    /// journal lives beside it (`walua.redb` → `walua.journal/`).
     pub path: PathBuf,
+    /// A journal segment is sealed at this size and deleted once fully applied
+    /// (`journal_segment_bytes`, default 64 MiB).
+    pub journal_segment_bytes: u64,
 }
 
 /// `[whatsapp]`.
@@ -241,6 +245,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<PathBuf>,
+    journal_segment_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -332,6 +337,13 @@ impl Config {
 
         let store = StoreConfig {
             path: raw.store.path.unwrap_or_else(|| PathBuf::from("var/walua.redb")),
+            journal_segment_bytes: match raw.store.journal_segment_bytes {
+                Some(n) if n < 4096 => {
+                    return Err(cx.invalid("store.journal_segment_bytes", "must be at least 4096"));
+                }
+                Some(n) => n,
+                None => crate::webhook::journal::SEGMENT_BYTES,
+            },
         };
 
         let w = raw.whatsapp;

@@ -54,12 +54,20 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 use store::Store;
-use webhook::journal::DeliveryJournal;
+use webhook::journal::{DeliveryJournal, DeliveryLog, JournalFiles};
 use webhook::processor::DeliveryProcessor;
 
 /// Errors that stop the daemon from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The delivery journal could not be opened (or the legacy one moved over).
+    #[error("cannot open the delivery journal at {path}: {reason}")]
+    Journal {
+        /// The journal directory.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The store could not be opened.
     #[error("cannot open the store at {path}: {source}")]
     Store {
@@ -87,6 +95,8 @@ pub struct App {
     pub store: Store,
     /// The journal writer of webhook deliveries.
     pub journal: DeliveryJournal,
+    /// The journal's segment files (backlog for `/healthz` and the status line).
+    pub journal_files: JournalFiles,
     /// The enqueue side of the outbox.
     pub outbox: outbox::Outbox,
     /// The Graph API client (absent in dry run without an access token).
@@ -100,7 +110,7 @@ pub struct App {
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
-pub fn status_line(store: &Store, scripts: &script::Scripts) -> String {
+pub fn status_line(store: &Store, journal: &JournalFiles, scripts: &script::Scripts) -> String {
     let (loaded, errors) = {
         let reg = scripts.registry.read().expect("not poisoned");
         (reg.all().count(), reg.errors().count())
@@ -109,12 +119,28 @@ pub fn status_line(store: &Store, scripts: &script::Scripts) -> String {
         .outbox_len()
         .map(|d| d.to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
-    let backlog = store.journal_len().unwrap_or(0);
+    let backlog = store.journal_applied().map(|a| journal.backlog(a)).unwrap_or(0);
     let mut line = format!("serving: {loaded} scripts, outbox depth {depth}, journal backlog {backlog}");
     if errors > 0 {
         line.push_str(&format!(", {errors} script(s) failed to load"));
     }
     line
+}
+
+/// Opens the delivery journal beside the store and returns it with the store's checkpoint.
+/// Deliveries a walua from before the file journal left unprocessed in the store are
+/// moved over first, keeping their ids (a crash half-way moves none of them twice).
+fn open_journal(store: &Store, dir: &std::path::Path) -> Result<(DeliveryLog, u64), String> {
+    let applied = store.journal_applied().map_err(|e| e.to_string())?;
+    let mut log = DeliveryLog::open(dir, applied).map_err(|e| e.to_string())?;
+    let legacy = store.legacy_journal().map_err(|e| e.to_string())?;
+    if !legacy.is_empty() {
+        let moved = log.append_migrated(&legacy).map_err(|e| e.to_string())?;
+        store.drop_legacy_journal().map_err(|e| e.to_string())?;
+        tracing::info!(moved, "unprocessed deliveries moved from the store to the file journal");
+    }
+    log.skip_to(store.legacy_last_delivery_id().map_err(|e| e.to_string())?);
+    Ok((log, applied))
 }
 
 /// Explains a Meta error code for an operator.
@@ -143,6 +169,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 source,
             })?
     };
+
+    let journal_dir = webhook::journal::dir_for_store(&path);
+    let (log, applied) = {
+        let (store, dir, segment) = (store.clone(), journal_dir.clone(), config.store.journal_segment_bytes);
+        tokio::task::spawn_blocking(move || {
+            open_journal(&store, &dir).map(|(log, a)| (log.with_segment_bytes(segment), a))
+        })
+        .await
+        .expect("journal open task does not panic")
+        .map_err(|reason| RunError::Journal {
+            path: journal_dir.clone(),
+            reason,
+        })?
+    };
+    let journal_files = log.files();
+    let journal_cursor = Arc::new(std::sync::Mutex::new(log.cursor(applied)));
 
     let metrics = Arc::new(metrics::Metrics::new());
     let stop_tasks = CancellationToken::new();
@@ -248,6 +290,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tasks.spawn(script::reload_on_sighup(
         scripts.clone(),
         store.clone(),
+        journal_files.clone(),
         stop_tasks.clone(),
     ));
     let hooks = match (&odoo, &config.odoo) {
@@ -276,10 +319,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .run(),
     );
 
-    let (journal, journal_task) = DeliveryJournal::start(store.clone(), journaled.clone());
+    let (journal, journal_task) = DeliveryJournal::start(log, journaled.clone());
     tasks.spawn(
         DeliveryProcessor {
             store: store.clone(),
+            cursor: journal_cursor,
+            files: journal_files.clone(),
             journaled: journaled.clone(),
             processed: vec![media_wake.clone(), dispatch_wake.clone()],
             explain: explain_error,
@@ -294,6 +339,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         config: config.clone(),
         store: store.clone(),
         journal,
+        journal_files: journal_files.clone(),
         outbox,
         graph,
         scripts: scripts.clone(),
@@ -310,17 +356,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tracing::info!(?addr, store = %path.display(), dry_run = config.whatsapp.dry_run, "walua is listening");
 
     {
-        let (st, sc) = (store.clone(), scripts.clone());
-        let line = tokio::task::spawn_blocking(move || status_line(&st, &sc))
+        let (st, jf, sc) = (store.clone(), journal_files.clone(), scripts.clone());
+        let line = tokio::task::spawn_blocking(move || status_line(&st, &jf, &sc))
             .await
             .unwrap_or_default();
         systemd::ready(&line);
-        let (store, scripts) = (store.clone(), scripts.clone());
+        let (store, journal_files, scripts) = (store.clone(), journal_files.clone(), scripts.clone());
         tasks.spawn(systemd::keepalive(
             move || {
-                let (store, scripts) = (store.clone(), scripts.clone());
+                let (store, journal_files, scripts) = (store.clone(), journal_files.clone(), scripts.clone());
                 async move {
-                    tokio::task::spawn_blocking(move || status_line(&store, &scripts))
+                    tokio::task::spawn_blocking(move || status_line(&store, &journal_files, &scripts))
                         .await
                         .unwrap_or_default()
                 }
@@ -360,4 +406,36 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_left_in_a_legacy_store_move_to_the_file_journal_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("walua.redb")).unwrap();
+        store.legacy_journal_insert(7, b"{\"a\":1}").unwrap();
+        store.legacy_journal_insert(8, b"{\"b\":2}").unwrap();
+        let jdir = dir.path().join("walua.journal");
+        let (log, applied) = open_journal(&store, &jdir).unwrap();
+        assert_eq!(applied, 0);
+        let read: Vec<u64> = log
+            .cursor(0)
+            .read(10, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(read, [7, 8]);
+        assert!(store.legacy_journal().unwrap().is_empty());
+        drop(log);
+        // A crash between the move and the drop: the rows are back, and are not moved twice.
+        store.legacy_journal_insert(7, b"{\"a\":1}").unwrap();
+        store.legacy_journal_insert(8, b"{\"b\":2}").unwrap();
+        let (mut log, _) = open_journal(&store, &jdir).unwrap();
+        assert_eq!(log.cursor(0).read(10, 1 << 20).unwrap().len(), 2);
+        assert_eq!(log.append(&[b"{}"]).unwrap(), [9]);
+    }
 }

@@ -92,13 +92,20 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
             Store::open(&copy).map_err(|e| ReplayError::Internal(e.to_string()))?
         }
     };
-    let ids = store
-        .journal_append(&[&body])
-        .map_err(|e| ReplayError::Internal(e.to_string()))?;
     let events_before = store.events(usize::MAX).map(|e| e.len()).unwrap_or(0);
-    let report = crate::webhook::processor::process_batch(&store, 1, &crate::explain_error, false)
+    // Applied as the processor would, under the next delivery id of the copy.
+    let delivery_id = store
+        .journal_applied()
+        .unwrap_or(0)
+        .max(store.legacy_last_delivery_id().unwrap_or(0))
+        + 1;
+    let report = store
+        .apply_deliveries(
+            &[crate::webhook::processor::parse_delivery(delivery_id, &body)],
+            &crate::explain_error,
+            false,
+        )
         .map_err(|e| ReplayError::Internal(e.to_string()))?;
-    let _ = ids;
 
     let registry: SharedRegistry = Arc::new(RwLock::new(Registry::new()));
     let loaded = watcher::reload_all(&config.scripts.dir, &registry, limits(config));

@@ -459,12 +459,9 @@ async fn each_message_is_dispatched_exactly_once_across_restarts() {
     let d = daemon_with(&[("buttons/validate_order.lua", VALIDATE)]).await;
     let (dir, text) = d.stop().await;
     // Deliveries acknowledged just before a crash: journaled, not yet processed nor dispatched.
-    {
-        let store = walua::store::Store::open(&dir.path().join("walua.redb")).unwrap();
-        let a = serde_json::to_vec(&click_delivery(AWA, "wamid.R1", "btn_validate_order_1", "Valider")).unwrap();
-        let b = serde_json::to_vec(&click_delivery(AWA, "wamid.R2", "btn_validate_order_2", "Valider")).unwrap();
-        store.journal_append(&[&a, &b, &a]).unwrap();
-    }
+    let a = click_delivery(AWA, "wamid.R1", "btn_validate_order_1", "Valider");
+    let b = click_delivery(AWA, "wamid.R2", "btn_validate_order_2", "Valider");
+    journal_unprocessed(dir.path(), &[&a, &b, &a]);
     let d = TestDaemon::start_in(dir, text).await;
     d.dispatched(AWA, "wamid.R2").await;
     // Meta redelivers one of them too.

@@ -333,7 +333,12 @@ async fn every_shared_real_shaped_fixture_is_accepted_and_processed() {
         assert!(store.message_by_wamid(wamid).unwrap().is_some(), "{wamid} not stored");
     }
     assert!(store.events(1000).unwrap().len() >= 20, "non-message fields kept raw");
-    assert_eq!(store.journal_len().unwrap(), 0);
+    let journal = walua::webhook::journal::DeliveryLog::open(
+        &walua::webhook::journal::dir_for_store(&dir.path().join("walua.redb")),
+        store.journal_applied().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal.files().backlog(store.journal_applied().unwrap()), 0);
 }
 
 #[tokio::test]
@@ -360,14 +365,14 @@ async fn journaled_but_unprocessed_deliveries_are_processed_after_a_restart() {
     let (dir, text) = d.stop().await;
 
     // As if the daemon had answered 200 for these and then died before processing them.
-    {
-        let store = walua::store::Store::open(&dir.path().join("walua.redb")).unwrap();
-        let a = serde_json::to_vec(&text_delivery("221770000002", "wamid.CRASH1", "un", now())).unwrap();
-        let b = serde_json::to_vec(&text_delivery("221770000002", "wamid.CRASH2", "deux", now())).unwrap();
-        let dup = serde_json::to_vec(&text_delivery("221770000002", "wamid.BEFORE", "avant", now())).unwrap();
-        store.journal_append(&[&a, &b, &dup]).unwrap();
-        assert_eq!(store.journal_len().unwrap(), 3);
-    }
+    journal_unprocessed(
+        dir.path(),
+        &[
+            &text_delivery("221770000002", "wamid.CRASH1", "un", now()),
+            &text_delivery("221770000002", "wamid.CRASH2", "deux", now()),
+            &text_delivery("221770000002", "wamid.BEFORE", "avant", now()),
+        ],
+    );
 
     let d = TestDaemon::start_in(dir, text).await;
     let msgs = d
@@ -508,4 +513,32 @@ fn the_cli_prints_conversations_and_messages_tables() {
     );
     let _ = stop.send(());
     rt.block_on(daemon).unwrap();
+}
+
+#[tokio::test]
+async fn applied_journal_segments_are_deleted_and_nothing_is_processed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), DRY_RUN, "").replace("[store]\n", "[store]\njournal_segment_bytes = 4096\n");
+    let d = TestDaemon::start_in(dir, text).await;
+    for i in 0..40 {
+        let wamid = format!("wamid.SEG{i}");
+        d.deliver_ok(&text_delivery("221770000003", &wamid, &format!("message {i}"), now()))
+            .await;
+    }
+    d.settled().await;
+    assert_eq!(d.messages_of("221770000003").await.len(), 40);
+    // 40 deliveries of ~600 bytes fill several 4 KiB segments; the applied ones are gone.
+    let segments = || {
+        std::fs::read_dir(d.dir.path().join("walua.journal"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+            .count()
+    };
+    let left = segments();
+    assert!(left <= 2, "{left} segments left");
+    let d = d.restart().await;
+    d.settled().await;
+    assert_eq!(d.messages_of("221770000003").await.len(), 40, "processed exactly once");
+    let (_, h) = d.api("/healthz").await;
+    assert_eq!(h["journal_backlog"], 0, "{h}");
 }

@@ -129,11 +129,12 @@ pub struct Health {
 /// [`OUTBOX_STUCK_AFTER`]), the journal backlog and the scripts.
 pub async fn check_health(app: &App) -> Health {
     let mut problems = Vec::new();
+    let journal = app.journal_files.clone();
     let probe = app
         .store
-        .blocking(|s| {
+        .blocking(move |s| {
             s.probe_writable()?;
-            let backlog = s.journal_len()?;
+            let backlog = journal.backlog(s.journal_applied()?);
             let depth = s.outbox_len()?;
             let cutoff = crate::store::now_ms() - OUTBOX_STUCK_AFTER.as_millis() as i64;
             let (overdue, _) = s.outbox_due(cutoff, 1, &Default::default())?;

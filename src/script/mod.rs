@@ -142,7 +142,12 @@ fn log_report(report: &watcher::ReloadReport) {
 
 /// Reloads every script on SIGHUP until `shutdown`, telling systemd (`RELOADING=1`, then
 /// `READY=1` with the new status line).
-pub async fn reload_on_sighup(scripts: Scripts, store: Store, shutdown: CancellationToken) {
+pub async fn reload_on_sighup(
+    scripts: Scripts,
+    store: Store,
+    journal: crate::webhook::journal::JournalFiles,
+    shutdown: CancellationToken,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by saving files instead");
@@ -153,11 +158,11 @@ pub async fn reload_on_sighup(scripts: Scripts, store: Store, shutdown: Cancella
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading every script");
                 crate::systemd::reloading();
-                let (s, st) = (scripts.clone(), store.clone());
+                let (s, st, jf) = (scripts.clone(), store.clone(), journal.clone());
                 let line = tokio::task::spawn_blocking(move || {
                     let report = s.reload_all();
                     tracing::info!(loaded = report.loaded.len(), removed = report.removed.len(), errors = report.errors.len(), "scripts reloaded");
-                    crate::status_line(&st, &s)
+                    crate::status_line(&st, &jf, &s)
                 })
                 .await
                 .unwrap_or_default();

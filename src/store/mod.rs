@@ -20,8 +20,11 @@ pub use records::{
     Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, ScenarioState, ScriptOutcome, StatusEntry,
 };
 
-/// Webhook deliveries durably journaled and not yet processed: delivery id → raw body.
-const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// Before walua kept its delivery journal in files (`webhook::journal`), unprocessed
+/// deliveries waited here: delivery id → raw body. Read once at start-up and moved over.
+const LEGACY_JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// `META` key of the journal checkpoint: the highest delivery id applied (u64 BE).
+const JOURNAL_APPLIED: &str = "journal_applied";
 /// Every message: id → JSON [`MessageRecord`].
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 /// Meta's wamid → message id; makes redeliveries idempotent.
@@ -68,6 +71,9 @@ pub enum StoreError {
     /// The blocking task running a store operation panicked or was cancelled.
     #[error("store: background task failed: {0}")]
     Join(String),
+    /// The delivery journal beside the store could not be read or written.
+    #[error("journal: {0}")]
+    Journal(String),
 }
 
 macro_rules! redb_errors {
@@ -120,10 +126,14 @@ pub struct ScriptCommit {
 /// What applying a batch of deliveries did, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
-    /// Deliveries applied (and removed from the journal).
+    /// Deliveries applied.
     pub deliveries: usize,
+    /// The journal checkpoint after this batch: its highest delivery id.
+    pub applied_through: Option<u64>,
     /// New inbound messages stored.
     pub new_messages: Vec<u64>,
+    /// The type of each new inbound message (for the metrics), in order.
+    pub new_kinds: Vec<String>,
     /// Messages already known (Meta redelivered them).
     pub duplicates: usize,
     /// Statuses applied to a known message.
@@ -167,7 +177,6 @@ impl Store {
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         let txn = db.begin_write()?;
         {
-            txn.open_table(JOURNAL)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(WAMIDS)?;
             txn.open_table(CONVERSATIONS)?;
@@ -224,46 +233,62 @@ impl Store {
 
     // ---------------------------------------------------------------- journal
 
-    /// Durably appends deliveries to the journal in ONE write transaction (group commit) and
-    /// returns their delivery ids, in order.
-    pub fn journal_append(&self, bodies: &[&[u8]]) -> Result<Vec<u64>> {
-        let txn = self.db.begin_write()?;
-        let ids = {
-            let mut seq = txn.open_table(SEQUENCES)?;
-            let first = next_ids(&mut seq, "delivery", bodies.len() as u64)?;
-            let mut journal = txn.open_table(JOURNAL)?;
-            let mut ids = Vec::with_capacity(bodies.len());
-            for (i, body) in bodies.iter().enumerate() {
-                let id = first + i as u64;
-                journal.insert(id, *body)?;
-                ids.push(id);
-            }
-            ids
-        };
-        txn.commit()?;
-        Ok(ids)
+    /// The journal checkpoint: the highest delivery id applied (0 before the first).
+    pub fn journal_applied(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta
+            .get(JOURNAL_APPLIED)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
     }
 
-    /// The oldest unprocessed deliveries, at most `limit`.
-    pub fn journal_pending(&self, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    /// The highest delivery id the store ever handed out itself (stores from before the
+    /// file journal): new ids must start above it.
+    pub fn legacy_last_delivery_id(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
-        let journal = txn.open_table(JOURNAL)?;
+        let seq = txn.open_table(SEQUENCES)?;
+        Ok(seq.get("delivery")?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Deliveries left unprocessed in the store by a walua from before the file journal,
+    /// oldest first.
+    pub fn legacy_journal(&self) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let journal = match txn.open_table(LEGACY_JOURNAL) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
         let mut out = Vec::new();
-        for row in journal.iter()?.take(limit) {
+        for row in journal.iter()? {
             let (k, v) = row?;
             out.push((k.value(), v.value().to_vec()));
         }
         Ok(out)
     }
 
-    /// How many deliveries wait in the journal.
-    pub fn journal_len(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(JOURNAL)?.len()?)
+    /// Writes a row of the legacy journal table (tests of the migration only).
+    #[cfg(test)]
+    pub(crate) fn legacy_journal_insert(&self, id: u64, body: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(LEGACY_JOURNAL)?.insert(id, body)?;
+        txn.open_table(SEQUENCES)?.insert("delivery", id)?;
+        txn.commit()?;
+        Ok(())
     }
 
-    /// Applies parsed deliveries and removes them from the journal, atomically: a crash
-    /// leaves either all of a batch's effects and no journal entries, or neither.
+    /// Drops the legacy journal table, durably (once its deliveries are in the file journal).
+    pub fn drop_legacy_journal(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.delete_table(LEGACY_JOURNAL)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Applies parsed deliveries and moves the journal checkpoint to the highest of their
+    /// ids, atomically: a crash leaves either all of a batch's effects and the new
+    /// checkpoint, or neither (and the deliveries are applied again on restart).
     /// With `queue_media`, inbound media messages are queued for download in the same
     /// transaction.
     pub fn apply_deliveries(
@@ -340,8 +365,18 @@ impl Store {
                         }
                     }
                 }
-                t.journal.remove(*delivery_id)?;
                 report.deliveries += 1;
+                report.applied_through = report.applied_through.max(Some(*delivery_id));
+            }
+            if let Some(applied) = report.applied_through {
+                let mut meta = txn.open_table(META)?;
+                let current = meta
+                    .get(JOURNAL_APPLIED)?
+                    .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+                    .unwrap_or(0);
+                if applied > current {
+                    meta.insert(JOURNAL_APPLIED, applied.to_be_bytes().as_slice())?;
+                }
             }
         }
         txn.commit()?;
@@ -603,7 +638,6 @@ fn resolve_alias(aliases: &impl ReadableTable<&'static str, &'static str>, conta
 
 /// The tables one delivery-applying transaction works on.
 struct Tables<'txn> {
-    journal: Table<'txn, u64, &'static [u8]>,
     messages: Table<'txn, u64, &'static [u8]>,
     wamids: Table<'txn, &'static str, u64>,
     conversations: Table<'txn, &'static str, &'static [u8]>,
@@ -618,7 +652,6 @@ struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction, message_ids: &Arc<std::sync::atomic::AtomicU64>) -> Result<Self> {
         Ok(Tables {
-            journal: txn.open_table(JOURNAL)?,
             messages: txn.open_table(MESSAGES)?,
             wamids: txn.open_table(WAMIDS)?,
             conversations: txn.open_table(CONVERSATIONS)?,
@@ -799,6 +832,7 @@ impl<'txn> Tables<'txn> {
         }
         self.put_conversation(&conv)?;
         report.new_messages.push(id);
+        report.new_kinds.push(m.kind.clone());
         Ok(())
     }
 

@@ -1,25 +1,37 @@
 //! The delivery processor: journaled deliveries → parsed → stored, exactly once.
 //!
-//! It runs after the 200 was sent. Each batch is parsed and applied in one write
-//! transaction that also removes the deliveries from the journal, so a crash at any point
-//! either leaves a delivery in the journal (processed again on restart) or fully applied.
+//! It runs after the 200 was sent. It reads the journal with a [`JournalCursor`] and
+//! applies each batch in one write transaction that also records the batch's last
+//! delivery id as the store's checkpoint, so a crash at any point leaves each delivery
+//! either applied (and at or below the checkpoint) or processed again on restart.
+//! Once a sealed journal segment is fully applied, the processor makes its checkpoint
+//! durable and deletes the segment.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::journal::{JournalCursor, JournalFiles};
 use super::payload::Delivery;
-use crate::store::{ApplyReport, Store};
+use crate::store::{ApplyReport, Store, StoreError};
 
 /// Deliveries applied per transaction.
 pub const BATCH: usize = 256;
+
+/// Body bytes read per batch, at most (one larger delivery is still read whole).
+pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the processor needs.
 pub struct DeliveryProcessor {
     /// The store.
     pub store: Store,
-    /// Notified by the journal writer after each commit.
+    /// Reads the journal from the store's checkpoint on (shared with the blocking pool,
+    /// where each batch is read and applied).
+    pub cursor: Arc<Mutex<JournalCursor>>,
+    /// Deletes journal segments the store durably covers.
+    pub files: JournalFiles,
+    /// Notified by the journal writer after each durable batch.
     pub journaled: Arc<Notify>,
     /// Each notified after an applied batch that stored new inbound messages.
     pub processed: Vec<Arc<Notify>>,
@@ -34,8 +46,8 @@ pub struct DeliveryProcessor {
 }
 
 impl DeliveryProcessor {
-    /// Processes until shutdown: first whatever the journal holds (a restart resumes every
-    /// unprocessed delivery), then each new batch as it is journaled.
+    /// Processes until shutdown: first whatever the journal holds after the checkpoint (a
+    /// restart resumes every unprocessed delivery), then each new batch as it is journaled.
     pub async fn run(self) {
         loop {
             match self.drain().await {
@@ -56,26 +68,32 @@ impl DeliveryProcessor {
         tracing::debug!("delivery processor stopped");
     }
 
-    async fn drain(&self) -> Result<(), crate::store::StoreError> {
+    async fn drain(&self) -> Result<(), StoreError> {
+        let (explain, queue_media) = (self.explain, self.queue_media);
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let explain = self.explain;
-            let queue_media = self.queue_media;
-            let (report, kinds) = self
+            let (cursor, files) = (self.cursor.clone(), self.files.clone());
+            let report = self
                 .store
                 .blocking(move |s| {
-                    let report = process_batch(s, BATCH, &explain, queue_media)?;
-                    let kinds: Vec<String> = report
-                        .new_messages
-                        .iter()
-                        .filter_map(|id| s.message(*id).ok().flatten().map(|m| m.kind))
-                        .collect();
-                    Ok((report, kinds))
+                    let mut cursor = cursor.lock().expect("cursor lock not poisoned");
+                    let report = process_batch(s, &mut cursor, BATCH, &explain, queue_media)?;
+                    if let Some(applied) = report.applied_through
+                        && files.releasable(applied)
+                    {
+                        // The checkpoint must be durable before the segment goes.
+                        s.probe_writable()?;
+                        let removed = files
+                            .release_through(applied)
+                            .map_err(|e| StoreError::Journal(e.to_string()))?;
+                        tracing::debug!(removed, applied, "fully applied journal segments deleted");
+                    }
+                    Ok(report)
                 })
                 .await?;
-            for kind in &kinds {
+            for kind in &report.new_kinds {
                 self.metrics.message_in(kind);
             }
             if report.deliveries == 0 {
@@ -97,38 +115,45 @@ impl DeliveryProcessor {
     }
 }
 
-/// Parses and applies up to `limit` journaled deliveries in one transaction.
+/// Reads up to `limit` journaled deliveries, parses them and applies them in one
+/// transaction that moves the store's checkpoint to the last of them.
 pub fn process_batch(
     store: &Store,
+    cursor: &mut JournalCursor,
     limit: usize,
     explain: &dyn Fn(i64) -> String,
     queue_media: bool,
-) -> Result<ApplyReport, crate::store::StoreError> {
-    let pending = store.journal_pending(limit)?;
+) -> Result<ApplyReport, StoreError> {
+    let pending = cursor
+        .read(limit, BATCH_BYTES)
+        .map_err(|e| StoreError::Journal(e.to_string()))?;
     if pending.is_empty() {
         return Ok(ApplyReport::default());
     }
     let batch: Vec<(u64, Delivery)> = pending
         .into_iter()
-        .map(|(id, body)| {
-            let value = super::parse_body(&body).unwrap_or_else(|e| {
-                tracing::warn!(delivery = id, error = %e, "journaled delivery is not JSON; kept as an empty delivery");
-                serde_json::Value::Null
-            });
-            (id, Delivery::parse(&value))
-        })
+        .map(|(id, body)| parse_delivery(id, &body))
         .collect();
+    // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
+    store.apply_deliveries_deferred(&batch, explain, queue_media)
+}
+
+/// Parses one journaled body; a body that is somehow not JSON becomes an empty delivery
+/// (check_json refused such bodies before they were journaled).
+pub fn parse_delivery(id: u64, body: &[u8]) -> (u64, Delivery) {
+    let value = super::parse_body(body).unwrap_or_else(|e| {
+        tracing::warn!(delivery = id, error = %e, "journaled delivery is not JSON; kept as an empty delivery");
+        serde_json::Value::Null
+    });
+    let delivery = Delivery::parse(&value);
     if tracing::enabled!(tracing::Level::DEBUG) {
-        for (id, d) in &batch {
-            for change in &d.changes {
-                if let super::payload::Change::Messages(v) = change {
-                    for m in &v.messages {
-                        tracing::debug!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
-                    }
+        for change in &delivery.changes {
+            if let super::payload::Change::Messages(v) = change {
+                for m in &v.messages {
+                    tracing::debug!(delivery = id, wamid = %m.id, kind = %m.kind, "inbound message");
                 }
             }
         }
     }
-    // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
-    store.apply_deliveries_deferred(&batch, explain, queue_media)
+    (id, delivery)
 }

@@ -337,3 +337,20 @@ pub fn put_script(dir: &Path, relative: &str, source: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, source).unwrap();
 }
+
+/// Journals `deliveries` in a stopped daemon's directory as if it had answered 200 for
+/// them and died before processing them.
+#[allow(dead_code)]
+pub fn journal_unprocessed(dir: &Path, deliveries: &[&Value]) {
+    let store_path = dir.join("walua.redb");
+    let applied = walua::store::Store::open(&store_path)
+        .unwrap()
+        .journal_applied()
+        .unwrap();
+    let mut log =
+        walua::webhook::journal::DeliveryLog::open(&walua::webhook::journal::dir_for_store(&store_path), applied)
+            .unwrap();
+    let bodies: Vec<Vec<u8>> = deliveries.iter().map(|d| serde_json::to_vec(d).unwrap()).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    log.append(&refs).unwrap();
+}
