@@ -36,6 +36,12 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# CPU time (user + system) walua has used so far, in clock ticks
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# µs of walua CPU per delivery: $1 ticks before, $2 ticks after, $3 deliveries
+per_delivery() { python3 -c "import os,sys; t=os.sysconf('SC_CLK_TCK'); print(f'{($2-$1)/t*1e6/max($3,1):.0f}')"; }
+# waits until walua has processed everything journaled
+drained() { for _ in $(seq 1 600); do curl -sf -H "authorization: Bearer bench-admin" "http://127.0.0.1:$1/healthz" | grep -q '"journal_backlog":0' && return 0; sleep 0.1; done; }
 wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 
 config() { # $1 dir, $2 port, $3 extra [whatsapp] keys
@@ -72,13 +78,13 @@ start_walua() { # $1 dir, $2 port
 stop_walua() { kill "$WALUA"; wait "$WALUA" 2>/dev/null || true; cp "$1/walua.log" "target/walua-$2.log" 2>/dev/null || true; }
 
 # PERF_PHASE=ingest|e2e records a perf profile of walua during that phase into target/perf-<phase>.data
-perf_start() { if [ "${PERF_PHASE:-}" = "$1" ]; then perf record -F 499 -g -o "target/perf-$1.data" -p "$WALUA" 2>/dev/null & PERF=$!; fi; }
+perf_start() { if [ "${PERF_PHASE:-}" = "$1" ]; then perf record -F 250 --call-graph dwarf,16384 -o "target/perf-$1.data" -p "$WALUA" 2>/dev/null & PERF=$!; fi; }
 perf_stop() { if [ "${PERF_PHASE:-}" = "$1" ]; then kill -INT "$PERF"; wait "$PERF" 2>/dev/null || true; fi; }
 
 load() { "$BIN/walua-load" --app-secret "$SECRET" --connections "$CONNS" --duration "$SECS" --json "$@"; }
 
 ROWS=()
-row() { ROWS+=("$(printf '| %-44s | %12s | %9s | %9s | %9s | %8s |' "$@")"); }
+row() { ROWS+=("$(printf '| %-44s | %12s | %9s | %9s | %9s | %8s | %6s |' "$@")"); }
 
 PHASES=${PHASES:-bare ingest e2e}
 has() { [[ " $PHASES " == *" $1 "* ]]; }
@@ -92,7 +98,7 @@ BARE=$!; PIDS+=("$BARE")
 sleep 0.3
 R=$(load --url "http://127.0.0.1:$BP/webhook")
 BARE_TPUT=$(field "$R" throughput)
-row "bare hyper server, as fast as possible" "$(printf %.0f "$BARE_TPUT")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "-"
+row "bare hyper server, as fast as possible" "$(printf %.0f "$BARE_TPUT")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "-" "-"
 kill "$BARE" 2>/dev/null || true
 fi
 
@@ -101,13 +107,19 @@ if has ingest; then
 P=$(port); D="$TMP/ingest"; config "$D" "$P" "dry_run = true"
 start_walua "$D" "$P"
 perf_start ingest
+C0=$(ticks "$WALUA")
 R=$(load --url "http://127.0.0.1:$P/webhook")
 perf_stop ingest
+drained "$P"
+CPU=$(per_delivery "$C0" "$(ticks "$WALUA")" "$(field "$R" ok)")
 T=$(field "$R" throughput)
-row "walua ingest, as fast as possible" "$(printf %.0f "$T")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
+row "walua ingest, as fast as possible" "$(printf %.0f "$T")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")" "$CPU"
 echo "errors (ingest): $(field "$R" statuses)" >&2
+C0=$(ticks "$WALUA")
 R=$(load --url "http://127.0.0.1:$P/webhook" --rate 5000)
-row "walua ingest at 5,000/s (open loop)" "$(printf %.0f "$(field "$R" throughput)")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
+drained "$P"
+CPU=$(per_delivery "$C0" "$(ticks "$WALUA")" "$(field "$R" ok)")
+row "walua ingest at 5,000/s (open loop)" "$(printf %.0f "$(field "$R" throughput)")" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")" "$CPU"
 RATIO=$(python3 -c "print(f'{$BARE_TPUT/$T:.2f}')")
 stop_walua "$D" ingest
 fi
@@ -138,6 +150,7 @@ LUA
 start_walua "$D" "$P"
 if [ -n "${PIDSTAT:-}" ]; then pidstat -t -p "$WALUA" "$SECS" 1 > target/pidstat-e2e.txt 2>&1 & fi
 perf_start e2e
+C0=$(ticks "$WALUA")
 R=$(load --url "http://127.0.0.1:$P/webhook" --kind button --contacts 500 --rate "$E2E_RATE")
 OK=$(field "$R" ok)
 # Wait (bounded) until the fake Graph API has accepted one send per acknowledged click.
@@ -147,6 +160,7 @@ for _ in $(seq 1 $((SECS * 20 + 600))); do
   sleep 0.1
 done
 perf_stop e2e
+CPU=$(per_delivery "$C0" "$(ticks "$WALUA")" "$OK")
 cp "$FGSTATS" target/bench-e2e.stats 2>/dev/null || true
 E2E=$(python3 - "$FGSTATS" "$OK" <<'PY'
 import json, sys
@@ -158,14 +172,14 @@ last = rows[-1]
 print(f'{last["accepted"]} {last["accepted"] / max(last["t"] - first + 0.1, 0.1):.0f}')
 PY
 )
-row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")"
+row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")" "$CPU"
 echo "e2e: $OK clicks acknowledged, ${E2E% *} sends accepted by the fake Graph API" >&2
 stop_walua "$D" e2e
 fi
 
 echo
-echo "| phase (${SECS}s each, ${CONNS} connections, loopback, $(nproc) cores) | deliveries/s | p50 ms | p99 ms | max ms | VmHWM MB |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| phase (${SECS}s each, ${CONNS} connections, loopback, $(nproc) cores) | deliveries/s | p50 ms | p99 ms | max ms | VmHWM MB | CPU µs/delivery |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 echo "bare / walua ingest throughput ratio: $RATIO"

@@ -288,11 +288,11 @@ async fn sandbox_escape_attempts_are_all_refused() {
     // State changed in one run must not leak into the next.
     scripts.push((
         "buttons/poison.lua".into(),
-        "return { match = '^poison$', run = function() string.upper = nil; leaked = true; env.vars = nil end }".into(),
+        "return { match = '^poison$', run = function()\n  string.upper = nil; leaked = true\n  env.whatsapp.send_text = nil; logger.info = nil\n  rawset(env.vars, 'shop', 'X'); env.vars = nil\nend }".into(),
     ));
     scripts.push((
         "buttons/check.lua".into(),
-        "return { match = '^check$', run = function()\n  if leaked or string.upper == nil then env.whatsapp.send_text(message.from, 'ESCAPED leak') end\n  env.whatsapp.send_text(message.from, string.upper('ok'))\nend }".into(),
+        "return { match = '^check$', run = function()\n  if leaked or string.upper == nil or logger.info == nil or env.vars.shop ~= 'Boutique Awa' then env.whatsapp.send_text(message.from, 'ESCAPED leak') end\n  local writable = pcall(function() env.vars.shop = 'Y' end)\n  if writable then env.whatsapp.send_text(message.from, 'ESCAPED vars') end\n  env.whatsapp.send_text(message.from, string.upper('ok'))\nend }".into(),
     ));
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let d = daemon_with(&refs).await;

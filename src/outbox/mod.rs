@@ -290,6 +290,7 @@ impl OutboxWorker {
                 batch.push((job, permit));
             }
             if !batch.is_empty() {
+                tracing::debug!(jobs = batch.len(), "marking a batch as sending");
                 let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
                 let marked = match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
                     Ok(m) => m.into_iter().collect::<std::collections::HashMap<u64, Value>>(),

@@ -70,6 +70,7 @@ impl Dispatcher {
             if ids.is_empty() {
                 return Ok(());
             }
+            tracing::debug!(messages = ids.len(), "dispatching a batch");
             // Read each message once, and split by contact so that each contact's messages run
             // in order on one worker.
             let store = self.store.clone();

@@ -249,7 +249,57 @@ pub struct LuaWorker {
     sandbox: Sandbox,
     shared: Arc<Shared>,
     api: Table,
+    /// Builds a run's `env` and `logger` from `api` and `vars` (Lua, compiled once: copying
+    /// tables inside the VM costs a fraction of doing it key by key from Rust).
+    env_builder: Function,
+    /// `[vars]` converted to Lua once; each run gets a read-only view of a deep copy.
+    vars: Table,
+    /// The real `string.find`, for button patterns.
+    find: Function,
 }
+
+/// The Lua side of [`LuaWorker::api_tables`]: per-run copies of the API tables (so a run that
+/// overwrites `env.whatsapp.send_text` affects no other run), a read-only deep copy of
+/// `vars`, and a copy of the logger.
+const ENV_BUILDER: &str = r#"
+local G = ...
+local next, type, setmetatable, error, sub = G.next, G.type, G.setmetatable, G.error, G.string.sub
+local function deep(t)
+  local c = {}
+  for k, v in next, t do
+    if type(v) == "table" then c[k] = deep(v) else c[k] = v end
+  end
+  return c
+end
+local function refuse() error("env.vars is read-only", 2) end
+local function read_only(inner)
+  return setmetatable({}, {
+    __index = inner,
+    __newindex = refuse,
+    __pairs = function() return next, inner, nil end,
+    __len = function() return #inner end,
+    __metatable = false,
+  })
+end
+return function(api, vars)
+  local env = {}
+  for k, v in next, api do
+    if type(k) ~= "string" or sub(k, 1, 2) ~= "__" then
+      if type(v) == "table" then
+        local c = {}
+        for k2, v2 in next, v do c[k2] = v2 end
+        env[k] = c
+      else
+        env[k] = v
+      end
+    end
+  end
+  env.vars = read_only(deep(vars))
+  local logger = {}
+  for k, v in next, api.__logger do logger[k] = v end
+  return env, logger
+end
+"#;
 
 fn lua_err(e: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(e.to_string())
@@ -266,7 +316,32 @@ impl LuaWorker {
             label: Mutex::default(),
         });
         let api = build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
-        Ok(LuaWorker { sandbox, shared, api })
+        let lua = sandbox.lua();
+        let prepare = || -> mlua::Result<(Function, Table, Function)> {
+            // The real globals are emptied by the sandbox: take the library from a fresh env.
+            let g = sandbox.fresh_env()?;
+            let env_builder: Function = lua.load(ENV_BUILDER).set_name("=walua:env").call(&g)?;
+            let vars = match lua.to_value(&shared.ctx.vars)? {
+                LuaValue::Table(t) => t,
+                _ => lua.create_table()?,
+            };
+            let find = g.get::<Table>("string")?.get::<Function>("find")?;
+            Ok((env_builder, vars, find))
+        };
+        let (env_builder, vars, find) = prepare().map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        Ok(LuaWorker {
+            sandbox,
+            shared,
+            api,
+            env_builder,
+            vars,
+            find,
+        })
+    }
+
+    /// A run's `env` table and `logger` table (see [`ENV_BUILDER`]).
+    fn api_tables(&self) -> mlua::Result<(Table, Table)> {
+        self.env_builder.call((&self.api, &self.vars))
     }
 
     /// Takes the effects buffered so far (and starts a new buffer).
@@ -412,11 +487,12 @@ impl LuaWorker {
         let lua = self.sandbox.lua();
         let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
         let build = || -> mlua::Result<()> {
-            env.set("env", copy_api(lua, &self.api, &self.shared.ctx.vars)?)?;
+            let (api, logger) = self.api_tables()?;
+            env.set("env", api)?;
             env.set("message", message_table(lua, record)?)?;
             env.set("contact", contact_table(lua, &record.contact, conv)?)?;
             env.set("button_id", button_of(record).map(|(id, _)| id))?;
-            env.set("logger", self.api.get::<Table>("__logger")?)?;
+            env.set("logger", logger)?;
             Ok(())
         };
         build().map_err(|e| e.to_string())?;
@@ -432,12 +508,7 @@ impl LuaWorker {
     }
 
     fn pattern_match(&self, id: &str, pattern: &str) -> Result<Option<MultiValue>, String> {
-        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
-        let find: Function = env
-            .get::<Table>("string")
-            .and_then(|s| s.get("find"))
-            .map_err(|e| e.to_string())?;
-        let found: MultiValue = find.call((id, pattern)).map_err(|e| e.to_string())?;
+        let found: MultiValue = self.find.call((id, pattern)).map_err(|e| e.to_string())?;
         let mut values = found.into_iter();
         match values.next() {
             Some(LuaValue::Nil) | None => Ok(None),
@@ -582,8 +653,9 @@ impl LuaWorker {
         let lua = self.sandbox.lua();
         let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
         let build = || -> mlua::Result<()> {
-            env.set("env", copy_api(lua, &self.api, &self.shared.ctx.vars)?)?;
-            env.set("logger", self.api.get::<Table>("__logger")?)?;
+            let (api, logger) = self.api_tables()?;
+            env.set("env", api)?;
+            env.set("logger", logger)?;
             Ok(())
         };
         build().map_err(|e| e.to_string())?;
@@ -1128,74 +1200,6 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     }
     api.set("__logger", logger)?;
     Ok(api)
-}
-
-/// A run's `env`: fresh tables holding the worker's API functions, and `vars` read-only.
-fn copy_api(lua: &Lua, api: &Table, vars: &Value) -> mlua::Result<Table> {
-    let env = lua.create_table()?;
-    for pair in api.pairs::<String, LuaValue>() {
-        let (k, v) = pair?;
-        if k.starts_with("__") {
-            continue;
-        }
-        match v {
-            LuaValue::Table(t) => {
-                let copy = lua.create_table()?;
-                for p in t.pairs::<LuaValue, LuaValue>() {
-                    let (k2, v2) = p?;
-                    copy.set(k2, v2)?;
-                }
-                env.set(k, copy)?;
-            }
-            other => env.set(k, other)?,
-        }
-    }
-    env.set("vars", read_only(lua, lua.to_value(vars)?)?)?;
-    Ok(env)
-}
-
-fn read_only(lua: &Lua, value: LuaValue) -> mlua::Result<LuaValue> {
-    let LuaValue::Table(inner) = value else {
-        return Ok(value);
-    };
-    let proxy = lua.create_table()?;
-    let meta = lua.create_table()?;
-    meta.set("__index", inner.clone())?;
-    meta.set(
-        "__newindex",
-        lua.create_function(|_, _: MultiValue| -> mlua::Result<()> { Err(lua_err("env.vars is read-only")) })?,
-    )?;
-    let pairs_inner = inner.clone();
-    meta.set(
-        "__pairs",
-        lua.create_function(move |lua, _: LuaValue| {
-            let next: Function = lua.create_function(|_, (t, k): (Table, LuaValue)| {
-                let mut iter = t.pairs::<LuaValue, LuaValue>();
-                if k.is_nil() {
-                    return match iter.next() {
-                        Some(r) => r.map(|(k, v)| MultiValue::from_iter([k, v])),
-                        None => Ok(MultiValue::new()),
-                    };
-                }
-                let mut found = false;
-                for r in iter {
-                    let (k2, v2) = r?;
-                    if found {
-                        return Ok(MultiValue::from_iter([k2, v2]));
-                    }
-                    if k2 == k {
-                        found = true;
-                    }
-                }
-                Ok(MultiValue::new())
-            })?;
-            Ok((next, pairs_inner.clone(), LuaValue::Nil))
-        })?,
-    )?;
-    meta.set("__len", lua.create_function(move |_, _: LuaValue| Ok(inner.raw_len()))?)?;
-    meta.set("__metatable", false)?;
-    proxy.set_metatable(Some(meta))?;
-    Ok(LuaValue::Table(proxy))
 }
 
 /// The `message` table of a run.

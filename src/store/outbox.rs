@@ -234,8 +234,18 @@ impl Store {
     }
 
     /// Records the outcomes of several sends in ONE transaction (group commit).
+    ///
+    /// A batch of accepted sends only is not fsynced on its own (it becomes durable with the
+    /// next durable commit, at the latest the next batch's `sending` mark): if walua dies
+    /// first, those messages come back as `unknown` and the first status webhook reconciles
+    /// them through `biz_opaque_callback_data`, the policy of an interrupted send. A batch
+    /// with a retry or a failure is durable, so that a retry is never forgotten.
     pub fn outbox_record(&self, outcomes: &[SendOutcome], explain: &dyn Fn(i64) -> String) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        if outcomes.iter().all(|o| matches!(o, SendOutcome::Accepted { .. })) {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
+        }
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
