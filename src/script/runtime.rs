@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue, Variadic};
 use serde_json::{Value, json};
 
-use super::registry::{ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
+use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
 use super::sandbox::{Limits, RunError, Sandbox};
 use crate::outbox::{Outbox, SendRequest};
 use crate::store::outbox::NewOutbound;
@@ -555,12 +555,7 @@ impl LuaWorker {
             tracing::info!(message_id = record.id, scenario, step, current = %format!("{}:{}", state.scenario, state.step), "click on an old scenario step; ignored");
             return Ok(());
         }
-        let file = self
-            .scenario_file(scenario)
-            .ok_or_else(|| format!("scenario `{scenario}` is not loaded"))?;
-        let ScriptMeta::Scenario(def) = &file.meta else {
-            return Err(format!("`{scenario}` is not a scenario"));
-        };
+        let (file, def) = loaded_scenario(&self.shared, scenario)?;
         let step_def = def
             .steps
             .get(step)
@@ -745,16 +740,24 @@ fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
     Ok(id)
 }
 
+/// A loaded scenario script and its definition, or why there is none.
+fn loaded_scenario(shared: &Shared, name: &str) -> Result<(ScriptFile, ScenarioDef), String> {
+    let reg = shared.ctx.registry.read().expect("not poisoned");
+    match reg.get(ScriptKind::Scenario, name) {
+        Some(
+            file @ ScriptFile {
+                meta: ScriptMeta::Scenario(def),
+                ..
+            },
+        ) => Ok((file.clone(), def.clone())),
+        Some(_) => Err(format!("`{name}` is not a scenario")),
+        None => Err(format!("scenario `{name}` is not loaded")),
+    }
+}
+
 /// The message of a scenario step: its body with its buttons (ids routed back here).
 fn send_step(shared: &Shared, to: &str, scenario: &str, step: &str) -> Result<(), String> {
-    let file = {
-        let reg = shared.ctx.registry.read().expect("not poisoned");
-        reg.get(ScriptKind::Scenario, scenario).cloned()
-    }
-    .ok_or_else(|| format!("scenario `{scenario}` is not loaded"))?;
-    let ScriptMeta::Scenario(def) = &file.meta else {
-        return Err(format!("`{scenario}` is not a scenario"));
-    };
+    let (file, def) = loaded_scenario(shared, scenario)?;
     let s = def
         .steps
         .get(step)
@@ -782,13 +785,7 @@ fn send_step(shared: &Shared, to: &str, scenario: &str, step: &str) -> Result<()
 
 /// Starts a scenario for a contact: state at the start step, and the step's message sent.
 fn start_scenario(shared: &Shared, contact_key: &str, to: &str, scenario: &str, vars: Value) -> Result<(), String> {
-    let def = {
-        let reg = shared.ctx.registry.read().expect("not poisoned");
-        match reg.get(ScriptKind::Scenario, scenario).map(|f| &f.meta) {
-            Some(ScriptMeta::Scenario(def)) => def.clone(),
-            _ => return Err(format!("scenario `{scenario}` is not loaded")),
-        }
-    };
+    let (_, def) = loaded_scenario(shared, scenario)?;
     let now = now_ms();
     let state = ScenarioState {
         scenario: scenario.to_string(),

@@ -58,6 +58,37 @@ impl ReloadReport {
 /// Callback run on the watcher thread after every batch that changed something.
 pub type OnChange = Arc<dyn Fn(&ReloadReport) + Send + Sync>;
 
+impl ReloadReport {
+    /// Applies one script's load result to the registry and records it here (loaded,
+    /// removed, or failed with a warning); `log_loaded` logs each loaded script.
+    fn apply(
+        &mut self,
+        reg: &mut registry::Registry,
+        path: PathBuf,
+        result: Result<Option<registry::ScriptFile>, LoadError>,
+        log_loaded: bool,
+    ) {
+        match &result {
+            Ok(Some(f)) => {
+                if log_loaded {
+                    tracing::info!(target: "walua::script", path = %path.display(), kind = %f.kind, "script loaded");
+                }
+                self.loaded.push(path.clone());
+            }
+            Ok(None) => {
+                if reg.get_path(&path).is_some() {
+                    self.removed.push(path.clone());
+                }
+            }
+            Err(e) => {
+                warn_error(e);
+                self.errors.push(e.clone());
+            }
+        }
+        reg.apply(&path, result);
+    }
+}
+
 fn warn_error(e: &LoadError) {
     tracing::warn!(target: "walua::script", path = %e.path.display(), "script not loaded: {}", e.message);
 }
@@ -109,19 +140,8 @@ pub fn reload_all(scripts_dir: &Path, registry: &SharedRegistry, limits: Limits)
         }
     }
     for (path, result) in results {
-        match &result {
-            Ok(Some(_)) => report.loaded.push(path.clone()),
-            Ok(None) => {
-                if reg.get_path(&path).is_some() {
-                    report.removed.push(path.clone());
-                }
-            }
-            Err(e) => {
-                warn_error(e);
-                report.errors.push(e.clone());
-            }
-        }
-        reg.apply(&path, result);
+        // `reload_all` reports the totals once (below), not each script.
+        report.apply(&mut reg, path, result, false);
     }
     for w in reg.warnings() {
         warn_error(w);
@@ -372,22 +392,7 @@ impl Worker {
             let sb = sandbox.as_ref().expect("sandbox created above");
             let result = registry::load_file(&self.dir, &path, sb);
             let mut reg = self.registry.write().unwrap_or_else(PoisonError::into_inner);
-            match &result {
-                Ok(Some(f)) => {
-                    tracing::info!(target: "walua::script", path = %path.display(), kind = %f.kind, "script loaded");
-                    report.loaded.push(path.clone());
-                }
-                Ok(None) => {
-                    if reg.get_path(&path).is_some() {
-                        report.removed.push(path.clone());
-                    }
-                }
-                Err(e) => {
-                    warn_error(e);
-                    report.errors.push(e.clone());
-                }
-            }
-            reg.apply(&path, result);
+            report.apply(&mut reg, path, result, true);
         }
         if !report.loaded.is_empty() || !report.removed.is_empty() {
             let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);

@@ -237,11 +237,7 @@ impl Store {
     /// The journal checkpoint: the highest delivery id applied (0 before the first).
     pub fn journal_applied(&self) -> Result<u64> {
         let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta
-            .get(JOURNAL_APPLIED)?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        read_journal_applied(&txn.open_table(META)?)
     }
 
     /// The highest delivery id the store ever handed out itself (stores from before the
@@ -371,11 +367,7 @@ impl Store {
             }
             if let Some(applied) = report.applied_through {
                 let mut meta = txn.open_table(META)?;
-                let current = meta
-                    .get(JOURNAL_APPLIED)?
-                    .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-                    .unwrap_or(0);
-                if applied > current {
+                if applied > read_journal_applied(&meta)? {
                     meta.insert(JOURNAL_APPLIED, applied.to_be_bytes().as_slice())?;
                 }
             }
@@ -615,6 +607,14 @@ impl Store {
             .transpose()?
             .unwrap_or_default())
     }
+}
+
+/// The journal checkpoint as stored in `META` (0 before the first batch).
+fn read_journal_applied(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
+    Ok(meta
+        .get(JOURNAL_APPLIED)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
 }
 
 fn next_ids(seq: &mut Table<&str, u64>, name: &str, count: u64) -> Result<u64> {
