@@ -13,6 +13,10 @@ use walua::store::Store;
 use walua::webhook::payload::Delivery;
 use walua::webhook::signature;
 
+/// The daemon's allocator (`src/main.rs`), so that these figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
@@ -132,9 +136,26 @@ fn dispatch(c: &mut Criterion) {
             |record| {
                 runtime
                     .exec_blocking(move |w| {
-                        let outcome = w.dispatch(&record);
+                        let outcome = w.dispatch(record);
                         assert!(outcome.error.is_none(), "{outcome:?}");
                         (outcome, w.take_effects())
+                    })
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // As the dispatcher runs them: a batch of clicks per hand-over to the Lua thread.
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("button_clicks_in_a_batch_of_64", |b| {
+        b.iter_batched(
+            || vec![(record.id, Ok(Some(record.clone()))); 64],
+            |records| {
+                runtime
+                    .exec_blocking(move |w| {
+                        let (effects, outcomes) = w.dispatch_records(records);
+                        assert!(outcomes.iter().all(|(_, o)| o.error.is_none()), "{outcomes:?}");
+                        (effects, outcomes)
                     })
                     .unwrap()
             },

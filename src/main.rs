@@ -131,8 +131,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// by libmimalloc-sys 0.1.49 (which does not export this constant); a test pins the version.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the OS at once instead of after 10 ms.
+/// Freed memory goes back to the OS at once instead of after 10 ms, unless the operator set
+/// `MIMALLOC_PURGE_DELAY` (milliseconds) in the environment, which mimalloc reads itself.
 fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: mi_option_set only stores an integer option; any value is valid for it.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
 }

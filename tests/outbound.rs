@@ -156,6 +156,18 @@ async fn a_429_and_a_500_are_retried_then_the_message_is_sent_once() {
 }
 
 #[tokio::test]
+async fn a_message_reads_sending_while_meta_has_not_answered_then_sent_with_its_attempt_count() {
+    let (fake, d) = live("").await;
+    fake.push_response(Scripted::Delay(Duration::from_millis(1500)));
+    let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Patience"})).await;
+    let m = wait_status(&d, &a["id"], "sending").await;
+    assert_eq!(m["wamid"], Value::Null);
+    let m = wait_status(&d, &a["id"], "sent").await;
+    assert_eq!(m["attempts"], 1);
+    assert_eq!(fake.accepted().len(), 1);
+}
+
+#[tokio::test]
 async fn a_definite_meta_error_fails_the_message_with_its_explanation_and_no_retry() {
     let (fake, d) = live("").await;
     fake.push_response(Scripted::MetaError {

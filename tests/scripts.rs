@@ -78,6 +78,27 @@ async fn a_button_click_runs_the_matching_action_with_its_captures() {
     assert_eq!(m["script"]["scripts"].as_array().unwrap().len(), 0);
 }
 
+const RAW_READER: &str = r#"
+return {
+  match = "^btn_raw_",
+  run = function()
+    local listed = false
+    for k in pairs(message) do if k == "raw" then listed = true end end
+    local raw = message.raw
+    env.whatsapp.send_text(message.from, raw.interactive.button_reply.id .. " " .. raw.type .. " " .. tostring(message.raw == raw) .. " " .. tostring(listed))
+  end,
+}
+"#;
+
+#[tokio::test]
+async fn a_script_reads_the_raw_message_as_meta_sent_it() {
+    let d = daemon_with(&[("buttons/raw.lua", RAW_READER)]).await;
+    let m = click(&d, "wamid.R1", "btn_raw_7").await;
+    assert!(m["script"]["error"].is_null(), "{}", m["script"]);
+    // `message.raw` is built on first read (`pairs` reads it too), then kept.
+    assert_eq!(texts_sent(&d).await, ["btn_raw_7 interactive true true"]);
+}
+
 #[tokio::test]
 async fn a_template_quick_reply_is_matched_like_a_button() {
     let d = daemon_with(&[("buttons/validate_order.lua", VALIDATE)]).await;

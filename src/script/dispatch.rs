@@ -62,27 +62,18 @@ impl Dispatcher {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let ids = self
+            // Each pending message read once, in one read transaction.
+            let records = self
                 .store
-                .blocking(|s| s.dispatch_pending(BATCH))
+                .blocking(|s| s.dispatch_pending_messages(BATCH))
                 .await
                 .map_err(|e| e.to_string())?;
-            if ids.is_empty() {
+            if records.is_empty() {
                 return Ok(());
             }
-            tracing::debug!(messages = ids.len(), "dispatching a batch");
-            // Read each message once, and split by contact so that each contact's messages run
-            // in order on one worker.
-            let store = self.store.clone();
-            let records = store
-                .blocking(move |s| {
-                    Ok(ids
-                        .iter()
-                        .map(|id| (*id, s.message(*id).map_err(|e| e.to_string())))
-                        .collect::<Vec<_>>())
-                })
-                .await
-                .map_err(|e| e.to_string())?;
+            tracing::debug!(messages = records.len(), "dispatching a batch");
+            // Split by contact so that each contact's messages run in order on one worker.
+            let records = records.into_iter().map(|(id, r)| (id, r.map_err(|e| e.to_string())));
             let n = self.workers.max(1);
             let mut parts: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
             for (id, record) in records {

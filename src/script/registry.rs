@@ -721,7 +721,7 @@ fn check_pattern(sandbox: &Sandbox, pattern: &str) -> Result<(), String> {
     check_pattern_syntax(pattern.as_bytes())?;
     let env = sandbox.fresh_env().map_err(|e| mlua_message(&e))?;
     let string: Table = env.raw_get("string").map_err(|e| mlua_message(&e))?;
-    let find: Function = string.raw_get("find").map_err(|e| mlua_message(&e))?;
+    let find: Function = string.get("find").map_err(|e| mlua_message(&e))?;
     sandbox
         .call::<Value>(&find, ("", pattern))
         .map(drop)

@@ -249,18 +249,33 @@ pub struct LuaWorker {
     sandbox: Sandbox,
     shared: Arc<Shared>,
     api: Table,
-    /// Builds a run's `env` and `logger` from `api` and `vars` (Lua, compiled once: copying
-    /// tables inside the VM costs a fraction of doing it key by key from Rust).
+    /// Builds a run's `env` and `logger` from `api` and `vars` (see [`ENV_BUILDER`]).
     env_builder: Function,
+    /// Builds a run's globals for an inbound message in one call (see [`ENV_BUILDER`]):
+    /// each field set from Rust is a protected call into Lua, which cost more than the script.
+    run_builder: Function,
+    /// Builds a run's `message` from positional values (see [`ENV_BUILDER`]).
+    message_builder: Function,
+    /// Builds a run's `contact` from positional values (see [`ENV_BUILDER`]).
+    contact_builder: Function,
     /// `[vars]` converted to Lua once; each run gets a read-only view of a deep copy.
     vars: Table,
     /// The real `string.find`, for button patterns.
     find: Function,
 }
 
-/// The Lua side of [`LuaWorker::api_tables`]: per-run copies of the API tables (so a run that
-/// overwrites `env.whatsapp.send_text` affects no other run), a read-only deep copy of
-/// `vars`, and a copy of the logger.
+/// The Lua side of a run's globals, compiled once per worker. Building tables inside the VM
+/// costs a fraction of setting them field by field from Rust. It returns:
+/// - `api_tables(api, vars)`: a run's `env` (each API table seen through an empty per-run
+///   table that reads through to it, so a run that overwrites `env.whatsapp.send_text`
+///   affects no other run), a read-only deep copy of `vars`, and the logger seen the same way.
+///   The read-through tables share one metatable per API table.
+/// - `message(lazy_raw, id, db_id, from, type, timestamp, text, part, f1, f2, f3, f4, location,
+///   context)`: the `message` table; `part` names the sub-table (`button`, `list`, `media`)
+///   whose fields are `f1`…`f4`; `raw` is built on first read (or `pairs`) by `lazy_raw`.
+/// - `contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at,
+///   window_open)`: the `contact` table.
+/// - `run(make_globals, api, vars, message, contact, button_id)`: the run's globals.
 const ENV_BUILDER: &str = r#"
 local G = ...
 local next, type, setmetatable, error, sub = G.next, G.type, G.setmetatable, G.error, G.string.sub
@@ -281,24 +296,53 @@ local function read_only(inner)
     __metatable = false,
   })
 end
-return function(api, vars)
+local overlays = {}
+local function overlay(inner)
+  local mt = overlays[inner]
+  if mt == nil then
+    mt = { __index = inner, __pairs = function() return next, inner, nil end, __metatable = false }
+    overlays[inner] = mt
+  end
+  return setmetatable({}, mt)
+end
+local function api_tables(api, vars)
   local env = {}
   for k, v in next, api do
     if type(k) ~= "string" or sub(k, 1, 2) ~= "__" then
-      if type(v) == "table" then
-        local c = {}
-        for k2, v2 in next, v do c[k2] = v2 end
-        env[k] = c
-      else
-        env[k] = v
-      end
+      if type(v) == "table" then env[k] = overlay(v) else env[k] = v end
     end
   end
   env.vars = read_only(deep(vars))
-  local logger = {}
-  for k, v in next, api.__logger do logger[k] = v end
-  return env, logger
+  return env, overlay(api.__logger)
 end
+local parts = {
+  button = function(a, b) return { id = a, title = b } end,
+  list = function(a, b, c) return { id = a, title = b, description = c } end,
+  media = function(a, b, c, d) return { id = a, mime_type = b, caption = c, filename = d } end,
+}
+local function pairs_with_raw(t)
+  local _ = t.raw
+  return next, t, nil
+end
+local function message(lazy_raw, id, db_id, from, kind, timestamp, text, part, f1, f2, f3, f4, location, context)
+  local m = { id = id, db_id = db_id, from = from, type = kind, timestamp = timestamp, text = text,
+              location = location, context = context }
+  if part then m[part] = parts[part](f1, f2, f3, f4) end
+  return setmetatable(m, { __index = lazy_raw, __pairs = pairs_with_raw })
+end
+local function contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at, window_open)
+  if not known then return { id = id, window_open = window_open } end
+  return { id = id, wa_id = wa_id, user_id = user_id, name = name, username = username,
+           conversation = { message_count = message_count, last_inbound_at = last_inbound_at },
+           window_open = window_open }
+end
+local function run(make_globals, api, vars, message, contact, button_id)
+  local g = make_globals()
+  g.env, g.logger = api_tables(api, vars)
+  g.message, g.contact, g.button_id = message, contact, button_id
+  return g
+end
+return api_tables, run, message, contact
 "#;
 
 fn lua_err(e: impl std::fmt::Display) -> mlua::Error {
@@ -317,23 +361,28 @@ impl LuaWorker {
         });
         let api = build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
         let lua = sandbox.lua();
-        let prepare = || -> mlua::Result<(Function, Table, Function)> {
+        type Builders = (Function, Function, Function, Function);
+        let prepare = || -> mlua::Result<(Builders, Table, Function)> {
             // The real globals are emptied by the sandbox: take the library from a fresh env.
             let g = sandbox.fresh_env()?;
-            let env_builder: Function = lua.load(ENV_BUILDER).set_name("=walua:env").call(&g)?;
+            let builders: Builders = lua.load(ENV_BUILDER).set_name("=walua:env").call(&g)?;
             let vars = match lua.to_value(&shared.ctx.vars)? {
                 LuaValue::Table(t) => t,
                 _ => lua.create_table()?,
             };
             let find = g.get::<Table>("string")?.get::<Function>("find")?;
-            Ok((env_builder, vars, find))
+            Ok((builders, vars, find))
         };
-        let (env_builder, vars, find) = prepare().map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        let ((env_builder, run_builder, message_builder, contact_builder), vars, find) =
+            prepare().map_err(|e| RuntimeError::Lua(e.to_string()))?;
         Ok(LuaWorker {
             sandbox,
             shared,
             api,
             env_builder,
+            run_builder,
+            message_builder,
+            contact_builder,
             vars,
             find,
         })
@@ -373,7 +422,7 @@ impl LuaWorker {
                 ..Default::default()
             };
             let outcome = match record {
-                Ok(Some(record)) => self.dispatch(&record),
+                Ok(Some(record)) => self.dispatch(record),
                 Ok(None) => failed("message not found".into()),
                 Err(e) => failed(format!("store: {e}")),
             };
@@ -385,7 +434,9 @@ impl LuaWorker {
     /// Runs the scripts for one inbound message: the contact's active scenario step first,
     /// then the first button action whose pattern matches, then `on_message.lua`. A failing
     /// run leaves no effect; its error (file:line) is the outcome's error.
-    pub fn dispatch(&mut self, record: &MessageRecord) -> ScriptOutcome {
+    pub fn dispatch(&mut self, record: MessageRecord) -> ScriptOutcome {
+        // Shared with the run's `message.raw`, which is converted only if a script reads it.
+        let record = Arc::new(record);
         // What to roll back to if the run fails: sends and writes are only appended, so their
         // lengths suffice; the scenario map is small (one entry per contact of the batch).
         let (sends_before, kv_before, scenarios_before, origin_before) = {
@@ -394,7 +445,7 @@ impl LuaWorker {
         };
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
-        let result = self.route(record, &mut scripts);
+        let result = self.route(&record, &mut scripts);
         if !scripts.is_empty() {
             self.shared.ctx.metrics.script_time(started.elapsed());
         }
@@ -421,7 +472,7 @@ impl LuaWorker {
         outcome
     }
 
-    fn route(&mut self, record: &MessageRecord, scripts: &mut Vec<String>) -> Result<(), String> {
+    fn route(&mut self, record: &Arc<MessageRecord>, scripts: &mut Vec<String>) -> Result<(), String> {
         let conv = self
             .shared
             .ctx
@@ -482,21 +533,99 @@ impl LuaWorker {
     }
 
     /// A fresh environment for a run of `file` about `record`.
-    fn run_env(&self, record: &MessageRecord, conv: Option<&Conversation>, file: &ScriptFile) -> Result<Table, String> {
+    fn run_env(
+        &self,
+        record: &Arc<MessageRecord>,
+        conv: Option<&Conversation>,
+        file: &ScriptFile,
+    ) -> Result<Table, String> {
         self.set_label(format!("{}/{}", kind_dir(file.kind), file.name));
         let lua = self.sandbox.lua();
-        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
-        let build = || -> mlua::Result<()> {
-            let (api, logger) = self.api_tables()?;
-            env.set("env", api)?;
-            env.set("message", message_table(lua, record)?)?;
-            env.set("contact", contact_table(lua, &record.contact, conv)?)?;
-            env.set("button_id", button_of(record).map(|(id, _)| id))?;
-            env.set("logger", logger)?;
-            Ok(())
+        let build = || -> mlua::Result<Table> {
+            let message = self.message_table(lua, record)?;
+            let contact = self.contact_table(&record.contact, conv)?;
+            let button_id = button_of(record).map(|(id, _)| id);
+            self.run_builder.call((
+                &self.shared.make_env,
+                &self.api,
+                &self.vars,
+                message,
+                contact,
+                button_id,
+            ))
         };
-        build().map_err(|e| e.to_string())?;
-        Ok(env)
+        build().map_err(|e| e.to_string())
+    }
+
+    /// The `message` table of a run. `message.raw` (Meta's whole message object) is converted
+    /// on first read (or `pairs`): few scripts look at it, and converting it for every run cost
+    /// more than the rest of the table.
+    fn message_table(&self, lua: &Lua, record: &Arc<MessageRecord>) -> mlua::Result<Table> {
+        let c = &record.content;
+        let s = |k: &str| c.get(k).and_then(Value::as_str);
+        let kind = s("kind").unwrap_or("");
+        let text = match kind {
+            "text" => s("body"),
+            "media" => s("caption"),
+            "button_reply" | "list_reply" => s("title"),
+            "button" => s("text"),
+            _ => None,
+        };
+        let (part, f) = match kind {
+            "button_reply" => (Some("button"), [s("id"), s("title"), None, None]),
+            "button" => (Some("button"), [s("payload"), s("text"), None, None]),
+            "list_reply" => (Some("list"), [s("id"), s("title"), s("description"), None]),
+            "media" => (Some("media"), [s("id"), s("mime_type"), s("caption"), s("filename")]),
+            _ => (None, [None; 4]),
+        };
+        let location = match kind {
+            "location" => Some(lua.to_value(c)?),
+            _ => None,
+        };
+        let context = record.context.as_ref().map(|ctx| lua.to_value(ctx)).transpose()?;
+        let shared = record.clone();
+        let lazy_raw = lua.create_function(move |lua, (t, key): (Table, LuaValue)| {
+            if key.as_string().is_some_and(|k| *k == "raw") {
+                let raw = lua.to_value(&shared.raw)?;
+                t.raw_set("raw", &raw)?;
+                Ok(raw)
+            } else {
+                Ok(LuaValue::Nil)
+            }
+        })?;
+        self.message_builder.call((
+            lazy_raw,
+            record.wamid.as_deref(),
+            record.id,
+            record.from.as_deref(),
+            record.kind.as_str(),
+            record.timestamp,
+            text,
+            part,
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+            location,
+            context,
+        ))
+    }
+
+    /// The `contact` table of a run.
+    fn contact_table(&self, key: &str, conv: Option<&Conversation>) -> mlua::Result<Table> {
+        let window_open = crate::store::outbox::window_open(conv, now_ms() / 1000);
+        let c = conv;
+        self.contact_builder.call((
+            key,
+            c.is_some(),
+            c.and_then(|c| c.wa_id.as_deref()),
+            c.and_then(|c| c.user_id.as_deref()),
+            c.and_then(|c| c.name.as_deref()),
+            c.and_then(|c| c.username.as_deref()),
+            c.map(|c| c.message_count),
+            c.and_then(|c| c.last_inbound_at),
+            window_open,
+        ))
     }
 
     /// Runs a script's chunk in `env` and returns the table it returns.
@@ -536,7 +665,7 @@ impl LuaWorker {
 
     fn scenario_click(
         &mut self,
-        record: &MessageRecord,
+        record: &Arc<MessageRecord>,
         conv: Option<&Conversation>,
         scenario: &str,
         step: &str,
@@ -596,7 +725,7 @@ impl LuaWorker {
 
     fn scenario_step_run(
         &mut self,
-        record: &MessageRecord,
+        record: &Arc<MessageRecord>,
         conv: Option<&Conversation>,
         file: &ScriptFile,
         state: ScenarioState,
@@ -1197,62 +1326,4 @@ fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     }
     api.set("__logger", logger)?;
     Ok(api)
-}
-
-/// The `message` table of a run.
-fn message_table(lua: &Lua, record: &MessageRecord) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set("id", record.wamid.clone())?;
-    t.set("db_id", record.id)?;
-    t.set("from", record.from.clone())?;
-    t.set("type", record.kind.clone())?;
-    t.set("timestamp", record.timestamp)?;
-    let c = &record.content;
-    let s = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
-    let kind = c.get("kind").and_then(Value::as_str).unwrap_or("");
-    let text = match kind {
-        "text" => s("body"),
-        "media" => s("caption"),
-        "button_reply" | "list_reply" => s("title"),
-        "button" => s("text"),
-        _ => None,
-    };
-    t.set("text", text)?;
-    match kind {
-        "button_reply" => t.set("button", lua.to_value(&json!({ "id": s("id"), "title": s("title") }))?)?,
-        "button" => t.set("button", lua.to_value(&json!({ "id": s("payload"), "title": s("text") }))?)?,
-        "list_reply" => t.set(
-            "list",
-            lua.to_value(&json!({ "id": s("id"), "title": s("title"), "description": s("description") }))?,
-        )?,
-        "media" => t.set(
-            "media",
-            lua.to_value(&json!({ "id": s("id"), "mime_type": s("mime_type"), "caption": s("caption"), "filename": s("filename") }))?,
-        )?,
-        "location" => t.set("location", lua.to_value(c)?)?,
-        _ => {}
-    }
-    if let Some(ctx) = &record.context {
-        t.set("context", lua.to_value(ctx)?)?;
-    }
-    t.set("raw", lua.to_value(&record.raw)?)?;
-    Ok(t)
-}
-
-/// The `contact` table of a run.
-fn contact_table(lua: &Lua, key: &str, conv: Option<&Conversation>) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.set("id", key)?;
-    if let Some(c) = conv {
-        t.set("wa_id", c.wa_id.clone())?;
-        t.set("user_id", c.user_id.clone())?;
-        t.set("name", c.name.clone())?;
-        t.set("username", c.username.clone())?;
-        t.set(
-            "conversation",
-            lua.to_value(&json!({ "message_count": c.message_count, "last_inbound_at": c.last_inbound_at }))?,
-        )?;
-    }
-    t.set("window_open", crate::store::outbox::window_open(conv, now_ms() / 1000))?;
-    Ok(t)
 }

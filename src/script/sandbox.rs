@@ -396,47 +396,48 @@ impl Sandbox {
 }
 
 /// Generates and compiles a function that builds one run's globals from `template` with a
-/// single table constructor (library tables become nested constructors, i.e. per-run copies).
-/// This is ~2.5x cheaper than copying the template with `next` at run time because the
-/// constructors are pre-sized and use constant keys.
+/// single pre-sized table constructor with constant keys. Each library table (`string`,
+/// `table`, `math`, …) becomes an empty per-run table that reads through to the shared copy
+/// made by the prelude (one metatable per library, `__metatable = false`, `__pairs` over the
+/// library): what a run assigns or `rawset`s into `string` stays in that run, and nothing
+/// reaches the shared copy. Copying every library function per run cost about as much as
+/// the rest of a button dispatch.
 fn env_builder(lua: &Lua, template: &Table, finish: Function) -> Result<Function, Error> {
     fn is_ident(k: &str) -> bool {
         let mut b = k.bytes();
         b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
     }
-    fn field(k: String, v: Value, values: &mut Vec<Value>, out: &mut String) -> Result<(), Error> {
-        if !is_ident(&k) {
-            return Err(Error::runtime(format!("sandbox: unexpected global key {k:?}")));
-        }
-        values.push(v);
-        out.push_str(&format!("{k} = v{}, ", values.len()));
-        Ok(())
-    }
 
-    let mut values = vec![Value::Function(finish)];
+    let globals = lua.globals();
+    let mut values = vec![
+        Value::Function(finish),
+        globals.get::<Value>("setmetatable")?,
+        globals.get::<Value>("next")?,
+    ];
+    let mut metatables = String::new();
     let mut ctor = String::from("{ ");
     for pair in template.pairs::<String, Value>() {
         let (k, v) = pair?;
-        match v {
-            Value::Table(lib) => {
-                if !is_ident(&k) {
-                    return Err(Error::runtime(format!("sandbox: unexpected global key {k:?}")));
-                }
-                ctor.push_str(&format!("{k} = {{ "));
-                for pair in lib.pairs::<String, Value>() {
-                    let (k2, v2) = pair?;
-                    field(k2, v2, &mut values, &mut ctor)?;
-                }
-                ctor.push_str("}, ");
-            }
-            v => field(k, v, &mut values, &mut ctor)?,
+        if !is_ident(&k) {
+            return Err(Error::runtime(format!("sandbox: unexpected global key {k:?}")));
+        }
+        let is_lib = matches!(v, Value::Table(_));
+        values.push(v);
+        let n = values.len();
+        if is_lib {
+            metatables.push_str(&format!(
+                "local mt{n} = {{ __index = v{n}, __pairs = function() return next, v{n}, nil end, __metatable = false }}\n"
+            ));
+            ctor.push_str(&format!("{k} = setmetatable({{}}, mt{n}), "));
+        } else {
+            ctor.push_str(&format!("{k} = v{n}, "));
         }
     }
     ctor.push('}');
-    let names: Vec<String> = (2..=values.len()).map(|i| format!("v{i}")).collect();
+    let names: Vec<String> = (4..=values.len()).map(|i| format!("v{i}")).collect();
     let source = format!(
-        "local finish, {} = ...\nreturn function() return finish({ctor}) end",
+        "local finish, setmetatable, next, {} = ...\n{metatables}return function() return finish({ctor}) end",
         names.join(", ")
     );
     lua.load(source)
@@ -711,7 +712,18 @@ mod tests {
             (
                 "setmetatable(math, { __index = function() return 0 end }); math.pi = 3",
                 ErrOrNil,
-                Some("return getmetatable(math) == nil and math.pi > 3.14 and math.nope == nil"),
+                Some("return not getmetatable(math) and math.pi > 3.14 and math.nope == nil"),
+            ),
+            (
+                // Library tables read through to a shared copy that no run may reach.
+                "getmetatable(math).__index.pi = 3",
+                ErrOrNil,
+                Some("return math.pi > 3.14"),
+            ),
+            (
+                "for k in pairs(string) do rawset(string, k, nil) end; string.format = nil",
+                ErrOrNil,
+                Some("return string.format('%d', 7) == '7' and rawget(string, 'format') == nil"),
             ),
             (
                 "return setmetatable({}, { __gc = function() while true do end end })",

@@ -45,6 +45,12 @@ const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 const MEDIA_DOWNLOADS: TableDefinition<u64, &str> = TableDefinition::new("media_downloads");
 /// Inbound messages waiting for their script dispatch: message id → ().
 const DISPATCH: TableDefinition<u64, ()> = TableDefinition::new("dispatch");
+/// What the scripts did with each dispatched inbound message: message id → JSON
+/// [`ScriptOutcome`]. Kept beside the message rather than inside its record so that a dispatch
+/// commit writes a small row instead of re-encoding the whole message (raw copy included);
+/// reads put it back in [`MessageRecord::script`] (see [`read_message`]). Stores from before
+/// this table keep their outcomes inside the records, which reads still honour.
+const SCRIPT_OUTCOMES: TableDefinition<u64, &[u8]> = TableDefinition::new("script_outcomes");
 /// Scripts' persistent key/value store (`env.store`): key → JSON value.
 const SCRIPT_KV: TableDefinition<&str, &[u8]> = TableDefinition::new("script_kv");
 /// Active scenario per contact: conversation key → JSON [`ScenarioState`].
@@ -190,6 +196,7 @@ impl Store {
             txn.open_table(outbox::OUTBOX)?;
             txn.open_table(MEDIA_DOWNLOADS)?;
             txn.open_table(DISPATCH)?;
+            txn.open_table(SCRIPT_OUTCOMES)?;
             txn.open_table(SCRIPT_KV)?;
             txn.open_table(SCENARIOS)?;
             txn.open_table(STATE)?;
@@ -406,13 +413,17 @@ impl Store {
 
     // ---------------------------------------------------------------- scripts
 
-    /// Inbound messages whose scripts have not run yet, oldest first.
-    pub fn dispatch_pending(&self, limit: usize) -> Result<Vec<u64>> {
+    /// Inbound messages whose scripts have not run yet, oldest first, read in one transaction:
+    /// each id with its record, or why it could not be read (that message alone fails its
+    /// dispatch).
+    pub fn dispatch_pending_messages(&self, limit: usize) -> Result<Vec<(u64, Result<Option<MessageRecord>>)>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(DISPATCH)?;
+        let pending = txn.open_table(DISPATCH)?;
+        let messages = MessageReader::open(&txn)?;
         let mut out = Vec::new();
-        for row in table.iter()?.take(limit) {
-            out.push(row?.0.value());
+        for row in pending.iter()?.take(limit) {
+            let id = row?.0.value();
+            out.push((id, messages.get(id)));
         }
         Ok(out)
     }
@@ -492,12 +503,10 @@ impl Store {
             for (key, value) in &commit.state {
                 state.insert(key.as_str(), encode(value).as_slice())?;
             }
+            let mut outcomes = txn.open_table(SCRIPT_OUTCOMES)?;
             for (id, outcome) in &commit.outcomes {
                 dispatch.remove(*id)?;
-                if let Some(mut m) = t.get_message(*id)? {
-                    m.script = Some(outcome.clone());
-                    t.put_message(&m)?;
-                }
+                outcomes.insert(*id, encode(outcome).as_slice())?;
             }
         }
         txn.commit()?;
@@ -542,7 +551,7 @@ impl Store {
             return Ok(None);
         };
         let index = txn.open_table(CONVERSATION_MESSAGES)?;
-        let messages = txn.open_table(MESSAGES)?;
+        let messages = MessageReader::open(&txn)?;
         let mut ids: Vec<u64> = Vec::new();
         for row in index
             .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
@@ -554,8 +563,8 @@ impl Store {
         ids.reverse();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(v) = messages.get(id)? {
-                out.push(decode("messages", v.value())?);
+            if let Some(m) = messages.get(id)? {
+                out.push(m);
             }
         }
         Ok(Some(out))
@@ -564,9 +573,7 @@ impl Store {
     /// One message by walua id.
     pub fn message(&self, id: u64) -> Result<Option<MessageRecord>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(MESSAGES)?;
-        let row = table.get(id)?;
-        row.map(|v| decode("messages", v.value())).transpose()
+        MessageReader::open(&txn)?.get(id)
     }
 
     /// One message by Meta's wamid.
@@ -575,9 +582,7 @@ impl Store {
         let Some(id) = txn.open_table(WAMIDS)?.get(wamid)?.map(|v| v.value()) else {
             return Ok(None);
         };
-        let table = txn.open_table(MESSAGES)?;
-        let row = table.get(id)?;
-        row.map(|v| decode("messages", v.value())).transpose()
+        MessageReader::open(&txn)?.get(id)
     }
 
     /// Total number of stored messages.
@@ -606,6 +611,49 @@ impl Store {
             .map(|v| decode("orphan_statuses", v.value()))
             .transpose()?
             .unwrap_or_default())
+    }
+}
+
+/// Reads messages as the admin API and the scripts see them: the stored record, with its
+/// script outcome (kept in [`SCRIPT_OUTCOMES`]) and, while its job is on the network, the
+/// status `sending` (kept on the job, see `Store::outbox_mark_sending_many`).
+struct MessageReader {
+    messages: redb::ReadOnlyTable<u64, &'static [u8]>,
+    outcomes: redb::ReadOnlyTable<u64, &'static [u8]>,
+    jobs: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl MessageReader {
+    fn open(txn: &redb::ReadTransaction) -> Result<MessageReader> {
+        Ok(MessageReader {
+            messages: txn.open_table(MESSAGES)?,
+            outcomes: txn.open_table(SCRIPT_OUTCOMES)?,
+            jobs: txn.open_table(outbox::OUTBOX)?,
+        })
+    }
+
+    fn get(&self, id: u64) -> Result<Option<MessageRecord>> {
+        let Some(row) = self.messages.get(id)? else {
+            return Ok(None);
+        };
+        let mut m: MessageRecord = decode("messages", row.value())?;
+        match m.direction {
+            Direction::Inbound if m.script.is_none() => {
+                if let Some(o) = self.outcomes.get(id)? {
+                    m.script = Some(decode("script_outcomes", o.value())?);
+                }
+            }
+            Direction::Outbound if m.status == "queued" => {
+                if let Some(job) = self.jobs.get(id)? {
+                    let job: outbox::OutboxJob = decode("outbox", job.value())?;
+                    if job.state == outbox::JobState::Sending {
+                        m.status = "sending".into();
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(m))
     }
 }
 
@@ -668,6 +716,20 @@ impl<'txn> Tables<'txn> {
     fn get_message(&self, id: u64) -> Result<Option<MessageRecord>> {
         let row = self.messages.get(id)?;
         row.map(|v| decode("messages", v.value())).transpose()
+    }
+
+    /// A message's raw copy alone (an outbound message's Graph API body), without decoding
+    /// the rest of its record into values.
+    fn get_message_raw(&self, id: u64) -> Result<Option<Value>> {
+        #[derive(serde::Deserialize)]
+        struct RawOnly {
+            raw: Value,
+        }
+        let row = self.messages.get(id)?;
+        Ok(row
+            .map(|v| decode::<RawOnly>("messages", v.value()))
+            .transpose()?
+            .map(|r| r.raw))
     }
 
     fn put_message(&mut self, m: &MessageRecord) -> Result<()> {

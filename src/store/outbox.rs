@@ -170,18 +170,23 @@ impl Store {
 
     /// Marks several jobs as being sent in ONE durable transaction (before their network
     /// calls) and returns each one's Graph API body. Jobs no longer queued are left out.
+    ///
+    /// Only the jobs are written: the message records keep their status (`queued`) and get
+    /// their attempt count with Meta's answer ([`Store::outbox_record`]); reads show
+    /// `sending` from the job meanwhile. Rewriting each whole message here, in the one durable
+    /// commit on the send path, cost about a tenth of the end-to-end CPU.
     pub fn outbox_mark_sending_many(&self, ids: &[u64]) -> Result<Vec<(u64, Value)>> {
         let txn = self.db.begin_write()?;
         let mut out = Vec::with_capacity(ids.len());
         {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             for &id in ids {
                 let job: Option<OutboxJob> = {
                     let row = outbox.get(id)?;
                     row.map(|v| decode("outbox", v.value())).transpose()?
                 };
-                let (Some(mut job), Some(mut msg)) = (job, t.get_message(id)?) else {
+                let (Some(mut job), Some(body)) = (job, t.get_message_raw(id)?) else {
                     continue;
                 };
                 if job.state != JobState::Queued {
@@ -189,11 +194,8 @@ impl Store {
                 }
                 job.state = JobState::Sending;
                 job.attempts += 1;
-                msg.attempts = job.attempts;
-                msg.status = "sending".into();
                 outbox.insert(id, encode(&job).as_slice())?;
-                t.put_message(&msg)?;
-                out.push((id, msg.raw));
+                out.push((id, body));
             }
         }
         txn.commit()?;
@@ -272,12 +274,13 @@ impl Store {
                 let (k, v) = row?;
                 let job: OutboxJob = decode("outbox", v.value())?;
                 if job.state == JobState::Sending {
-                    interrupted.push(k.value());
+                    interrupted.push((k.value(), job.attempts));
                 }
             }
-            for id in interrupted {
+            for (id, attempts) in interrupted {
                 outbox.remove(id)?;
                 if let Some(mut m) = t.get_message(id)? {
+                    m.attempts = attempts;
                     m.status = "unknown".into();
                     m.statuses.push(StatusEntry {
                         status: "unknown".into(),
@@ -487,8 +490,11 @@ impl Tables<'_> {
         };
         match outcome {
             SendOutcome::Accepted { id, wamid, response } => {
-                outbox.remove(*id)?;
+                let job = take_job(outbox, *id)?;
                 if let Some(mut m) = self.get_message(*id)? {
+                    if let Some(job) = job {
+                        m.attempts = job.attempts;
+                    }
                     m.response = Some(response.clone());
                     if m.status == "sending" {
                         m.status = "queued".into();
@@ -516,6 +522,7 @@ impl Tables<'_> {
                     job.next_attempt_ms = *next_attempt_ms;
                     job.last_error = Some(error.clone());
                     outbox.insert(*id, encode(&job).as_slice())?;
+                    m.attempts = job.attempts;
                     m.status = "queued".into();
                     let why = crate::webhook::payload::MetaError {
                         code: 0,
@@ -527,8 +534,11 @@ impl Tables<'_> {
                 }
             }
             SendOutcome::Failed { id, error, response } => {
-                outbox.remove(*id)?;
+                let job = take_job(outbox, *id)?;
                 if let Some(mut m) = self.get_message(*id)? {
+                    if let Some(job) = job {
+                        m.attempts = job.attempts;
+                    }
                     m.status = "failed".into();
                     m.statuses.push(entry("failed", vec![]));
                     m.error = Some(error.clone());
@@ -541,4 +551,10 @@ impl Tables<'_> {
         }
         Ok(())
     }
+}
+
+/// Removes a job, returning it (`None` if there was none).
+fn take_job(outbox: &mut redb::Table<'_, u64, &'static [u8]>, id: u64) -> Result<Option<OutboxJob>> {
+    let removed = outbox.remove(id)?;
+    removed.map(|v| decode("outbox", v.value())).transpose()
 }
