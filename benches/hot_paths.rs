@@ -115,7 +115,14 @@ fn dispatch(c: &mut Criterion) {
     let report = store
         .apply_deliveries(&[(1, Delivery::parse(&click))], &walua::explain_error, false)
         .unwrap();
-    let record = store.message(report.new_messages[0]).unwrap().unwrap();
+    let pending = store
+        .messages_for_dispatch(&report.new_messages)
+        .unwrap()
+        .remove(0)
+        .1
+        .unwrap()
+        .unwrap();
+    let (record, conversation) = (pending.message.clone(), pending.conversation.clone());
     let outbox = walua::outbox::Outbox::new(store.clone(), Arc::default(), true, false);
     let scripts = walua::script::Scripts::start(
         &config,
@@ -132,11 +139,11 @@ fn dispatch(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("button_click_to_effects", |b| {
         b.iter_batched(
-            || record.clone(),
-            |record| {
+            || (record.clone(), conversation.clone()),
+            |(record, conversation)| {
                 runtime
                     .exec_blocking(move |w| {
-                        let outcome = w.dispatch(record);
+                        let outcome = w.dispatch(record, conversation.as_ref());
                         assert!(outcome.error.is_none(), "{outcome:?}");
                         (outcome, w.take_effects())
                     })
@@ -149,7 +156,7 @@ fn dispatch(c: &mut Criterion) {
     g.throughput(Throughput::Elements(64));
     g.bench_function("button_clicks_in_a_batch_of_64", |b| {
         b.iter_batched(
-            || vec![(record.id, Ok(Some(record.clone()))); 64],
+            || vec![(pending.message.id, Ok(Some(pending.clone()))); 64],
             |records| {
                 runtime
                     .exec_blocking(move |w| {

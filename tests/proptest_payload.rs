@@ -192,6 +192,23 @@ proptest! {
     }
 
     #[test]
+    fn the_webhook_acknowledges_exactly_what_the_processor_can_read(
+        v in any_json(),
+        cut in 0usize..64,
+        noise in proptest::collection::vec(any::<u8>(), 0..4),
+    ) {
+        // Valid JSON of any shape, and the same cut short or with stray bytes appended.
+        let full = serde_json::to_vec(&v).unwrap();
+        let mut mangled = full[..full.len().saturating_sub(cut)].to_vec();
+        mangled.extend(&noise);
+        for bytes in [full, mangled] {
+            let accepted = walua::webhook::check_json(&bytes::Bytes::from(bytes.clone())).is_ok();
+            let readable = matches!(walua::webhook::parse_body(&bytes), Ok(Value::Object(_)));
+            prop_assert_eq!(accepted, readable, "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
     fn any_json_value_parses(v in any_json()) {
         let d = Delivery::parse(&v);
         to_lua(&sandbox(), &d);

@@ -238,8 +238,8 @@ impl OutboxWorker {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let permits = Arc::new(Semaphore::new(s.max_in_flight.max(1)));
         let tasks = tokio_util::task::TaskTracker::new();
-        let (outcomes, outcome_rx) = tokio::sync::mpsc::channel::<RecordRequest>(4096);
-        let writer = tokio::spawn(record_outcomes(self.store.clone(), outcome_rx));
+        let (outcomes, outcome_rx) = tokio::sync::mpsc::channel::<WriteRequest>(4096);
+        let writer = tokio::spawn(outbox_writer(self.store.clone(), outcome_rx));
 
         'outer: loop {
             if self.shutdown.is_cancelled() {
@@ -292,7 +292,12 @@ impl OutboxWorker {
             if !batch.is_empty() {
                 tracing::debug!(jobs = batch.len(), "marking a batch as sending");
                 let ids: Vec<u64> = batch.iter().map(|(j, _)| j.message_id).collect();
-                let marked = match self.store.blocking(move |s| s.outbox_mark_sending_many(&ids)).await {
+                let (ack, marked) = tokio::sync::oneshot::channel();
+                let marked = match outcomes.send(WriteRequest::Mark(ids, ack)).await {
+                    Ok(()) => marked.await.unwrap_or_else(|_| Err("outbox writer stopped".into())),
+                    Err(_) => Err("outbox writer stopped".into()),
+                };
+                let marked = match marked {
                     Ok(m) => m.into_iter().collect::<std::collections::HashMap<u64, Value>>(),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot mark messages as sending; will retry");
@@ -333,25 +338,49 @@ impl OutboxWorker {
     }
 }
 
-type RecordRequest = (SendOutcome, tokio::sync::oneshot::Sender<Result<(), String>>);
+/// What the outbox writer commits: a send's outcome, or jobs to mark `sending` (answered
+/// with their Graph API bodies).
+enum WriteRequest {
+    Record(SendOutcome, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Mark(
+        Vec<u64>,
+        tokio::sync::oneshot::Sender<Result<Vec<(u64, Value)>, String>>,
+    ),
+}
 
-/// Records send outcomes in batches: every outcome waiting is committed in one transaction.
-async fn record_outcomes(store: Store, mut rx: tokio::sync::mpsc::Receiver<RecordRequest>) {
-    let mut batch: Vec<RecordRequest> = Vec::with_capacity(256);
+/// The outbox's one writer: every request waiting is committed in one transaction (group
+/// commit), so the outcomes that came in while a batch was being sent ride with the next
+/// batch's durable `sending` mark instead of a transaction of their own.
+async fn outbox_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<WriteRequest>) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
-        let outcomes: Vec<SendOutcome> = batch.iter().map(|(o, _)| o.clone()).collect();
+        let mut outcomes = Vec::new();
+        let mut ids = Vec::new();
+        for request in &batch {
+            match request {
+                WriteRequest::Record(o, _) => outcomes.push(o.clone()),
+                WriteRequest::Mark(batch_ids, _) => ids.extend_from_slice(batch_ids),
+            }
+        }
         let result = store
-            .blocking(move |s| s.outbox_record(&outcomes, &crate::explain_error))
+            .blocking(move |s| s.outbox_record_and_mark(&outcomes, &ids, &crate::explain_error))
             .await
             .map_err(|e| e.to_string());
-        for (_, ack) in batch.drain(..) {
-            let _ = ack.send(result.clone());
+        for request in batch.drain(..) {
+            match request {
+                WriteRequest::Record(_, ack) => {
+                    let _ = ack.send(result.as_ref().map(drop).map_err(Clone::clone));
+                }
+                WriteRequest::Mark(_, ack) => {
+                    let _ = ack.send(result.clone());
+                }
+            }
         }
     }
 }
 
 struct SendContext {
-    outcomes: tokio::sync::mpsc::Sender<RecordRequest>,
+    outcomes: tokio::sync::mpsc::Sender<WriteRequest>,
     client: Arc<GraphClient>,
     settings: OutboxSettings,
     in_flight: Arc<Mutex<HashSet<String>>>,
@@ -415,7 +444,7 @@ impl SendContext {
             SendOutcome::Failed { .. } => "failed",
         };
         let (ack, acked) = tokio::sync::oneshot::channel();
-        let record = match self.outcomes.send((outcome_record, ack)).await {
+        let record = match self.outcomes.send(WriteRequest::Record(outcome_record, ack)).await {
             Ok(()) => acked.await.unwrap_or_else(|_| Err("outcome writer stopped".into())),
             Err(_) => Err("outcome writer stopped".into()),
         };

@@ -78,7 +78,7 @@ impl Dispatcher {
             let mut parts: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
             for (id, record) in records {
                 let contact = match &record {
-                    Ok(Some(m)) => m.contact.as_str(),
+                    Ok(Some(p)) => p.message.contact.as_str(),
                     _ => "",
                 };
                 let h = contact

@@ -27,7 +27,9 @@ use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedReg
 use super::sandbox::{Limits, RunError, Sandbox};
 use crate::outbox::{Outbox, SendRequest};
 use crate::store::outbox::NewOutbound;
-use crate::store::{Conversation, MessageRecord, ScenarioState, ScriptCommit, ScriptOutcome, Store, now_ms};
+use crate::store::{
+    Conversation, MessageRecord, PendingDispatch, ScenarioState, ScriptCommit, ScriptOutcome, Store, now_ms,
+};
 
 /// The prefix of the button ids walua generates for scenario steps:
 /// `wsc|<scenario>|<step>|<button>`.
@@ -401,17 +403,20 @@ impl LuaWorker {
     /// Runs the scripts for a batch of stored inbound messages; returns the buffered effects
     /// and each message's outcome, for the caller to commit.
     pub fn dispatch_batch(&mut self, ids: &[u64]) -> (Effects, Vec<(u64, ScriptOutcome)>) {
-        let records = ids
-            .iter()
-            .map(|&id| (id, self.shared.ctx.store.message(id).map_err(|e| e.to_string())))
-            .collect();
+        let records = match self.shared.ctx.store.messages_for_dispatch(ids) {
+            Ok(r) => r
+                .into_iter()
+                .map(|(id, r)| (id, r.map_err(|e| e.to_string())))
+                .collect(),
+            Err(e) => ids.iter().map(|&id| (id, Err(e.to_string()))).collect(),
+        };
         self.dispatch_records(records)
     }
 
     /// [`LuaWorker::dispatch_batch`] for messages already read from the store.
     pub fn dispatch_records(
         &mut self,
-        records: Vec<(u64, Result<Option<MessageRecord>, String>)>,
+        records: Vec<(u64, Result<Option<PendingDispatch>, String>)>,
     ) -> (Effects, Vec<(u64, ScriptOutcome)>) {
         self.take_effects();
         let mut outcomes = Vec::with_capacity(records.len());
@@ -422,7 +427,7 @@ impl LuaWorker {
                 ..Default::default()
             };
             let outcome = match record {
-                Ok(Some(record)) => self.dispatch(record),
+                Ok(Some(p)) => self.dispatch(p.message, p.conversation.as_ref()),
                 Ok(None) => failed("message not found".into()),
                 Err(e) => failed(format!("store: {e}")),
             };
@@ -434,7 +439,7 @@ impl LuaWorker {
     /// Runs the scripts for one inbound message: the contact's active scenario step first,
     /// then the first button action whose pattern matches, then `on_message.lua`. A failing
     /// run leaves no effect; its error (file:line) is the outcome's error.
-    pub fn dispatch(&mut self, record: MessageRecord) -> ScriptOutcome {
+    pub fn dispatch(&mut self, record: MessageRecord, conv: Option<&Conversation>) -> ScriptOutcome {
         // Shared with the run's `message.raw`, which is converted only if a script reads it.
         let record = Arc::new(record);
         // What to roll back to if the run fails: sends and writes are only appended, so their
@@ -445,7 +450,7 @@ impl LuaWorker {
         };
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
-        let result = self.route(&record, &mut scripts);
+        let result = self.route(&record, conv, &mut scripts);
         if !scripts.is_empty() {
             self.shared.ctx.metrics.script_time(started.elapsed());
         }
@@ -472,19 +477,18 @@ impl LuaWorker {
         outcome
     }
 
-    fn route(&mut self, record: &Arc<MessageRecord>, scripts: &mut Vec<String>) -> Result<(), String> {
-        let conv = self
-            .shared
-            .ctx
-            .store
-            .conversation(&record.contact)
-            .map_err(|e| e.to_string())?;
+    fn route(
+        &mut self,
+        record: &Arc<MessageRecord>,
+        conv: Option<&Conversation>,
+        scripts: &mut Vec<String>,
+    ) -> Result<(), String> {
         let button = button_of(record);
         let contact_key = record.contact.clone();
 
         if let Some((scenario, step, button_id)) = button.as_ref().and_then(|(id, _)| parse_scenario_button(id)) {
             scripts.push(format!("scenarios/{scenario}:{step}"));
-            return self.scenario_click(record, conv.as_ref(), &scenario, &step, &button_id);
+            return self.scenario_click(record, conv, &scenario, &step, &button_id);
         }
         if let Some(state) = self.active_scenario(&contact_key)?
             && let Some(file) = self.scenario_file(&state.scenario)
@@ -492,7 +496,7 @@ impl LuaWorker {
             && def.steps.get(&state.step).is_some_and(|s| s.has_run)
         {
             scripts.push(format!("scenarios/{}:{}", state.scenario, state.step));
-            return self.scenario_step_run(record, conv.as_ref(), &file, state);
+            return self.scenario_step_run(record, conv, &file, state);
         }
         if let Some((id, _)) = &button {
             let buttons: Vec<ScriptFile> = {
@@ -505,7 +509,7 @@ impl LuaWorker {
                 };
                 if let Some(captures) = self.pattern_match(id, pattern)? {
                     scripts.push(format!("buttons/{}", file.name));
-                    let env = self.run_env(record, conv.as_ref(), &file)?;
+                    let env = self.run_env(record, conv, &file)?;
                     let table = self.load_table(&file, &env)?;
                     let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
                     return self.sandbox.call::<()>(&run, captures).map_err(|e| e.to_string());
@@ -518,7 +522,7 @@ impl LuaWorker {
         };
         if let Some(file) = on_message {
             scripts.push("on_message".into());
-            let env = self.run_env(record, conv.as_ref(), &file)?;
+            let env = self.run_env(record, conv, &file)?;
             let table = self.load_table(&file, &env)?;
             let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
             let message: LuaValue = env.get("message").map_err(|e| e.to_string())?;

@@ -414,18 +414,22 @@ impl Store {
     // ---------------------------------------------------------------- scripts
 
     /// Inbound messages whose scripts have not run yet, oldest first, read in one transaction:
-    /// each id with its record, or why it could not be read (that message alone fails its
-    /// dispatch).
-    pub fn dispatch_pending_messages(&self, limit: usize) -> Result<Vec<(u64, Result<Option<MessageRecord>>)>> {
+    /// each id with its record and conversation, or why it could not be read (that message
+    /// alone fails its dispatch).
+    pub fn dispatch_pending_messages(&self, limit: usize) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
         let txn = self.db.begin_read()?;
         let pending = txn.open_table(DISPATCH)?;
-        let messages = MessageReader::open(&txn)?;
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         for row in pending.iter()?.take(limit) {
-            let id = row?.0.value();
-            out.push((id, messages.get(id)));
+            ids.push(row?.0.value());
         }
-        Ok(out)
+        pending_dispatch(&txn, &ids)
+    }
+
+    /// [`Store::dispatch_pending_messages`] for the given messages.
+    pub fn messages_for_dispatch(&self, ids: &[u64]) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
+        let txn = self.db.begin_read()?;
+        pending_dispatch(&txn, ids)
     }
 
     /// A script key/value entry.
@@ -612,6 +616,31 @@ impl Store {
             .transpose()?
             .unwrap_or_default())
     }
+}
+
+/// An inbound message to dispatch, with its conversation as of the same read.
+#[derive(Debug, Clone)]
+pub struct PendingDispatch {
+    /// The message.
+    pub message: MessageRecord,
+    /// Its contact's conversation (the scripts' `contact`).
+    pub conversation: Option<Conversation>,
+}
+
+fn pending_dispatch(txn: &redb::ReadTransaction, ids: &[u64]) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
+    let messages = MessageReader::open(txn)?;
+    let conversations = txn.open_table(CONVERSATIONS)?;
+    let read = |id: u64| -> Result<Option<PendingDispatch>> {
+        let Some(message) = messages.get(id)? else {
+            return Ok(None);
+        };
+        let conversation = conversations
+            .get(message.contact.as_str())?
+            .map(|v| decode("conversations", v.value()))
+            .transpose()?;
+        Ok(Some(PendingDispatch { message, conversation }))
+    };
+    Ok(ids.iter().map(|&id| (id, read(id))).collect())
 }
 
 /// Reads messages as the admin API and the scripts see them: the stored record, with its

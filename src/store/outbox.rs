@@ -176,11 +176,31 @@ impl Store {
     /// `sending` from the job meanwhile. Rewriting each whole message here, in the one durable
     /// commit on the send path, cost about a tenth of the end-to-end CPU.
     pub fn outbox_mark_sending_many(&self, ids: &[u64]) -> Result<Vec<(u64, Value)>> {
-        let txn = self.db.begin_write()?;
+        self.outbox_record_and_mark(&[], ids, &crate::explain_error)
+    }
+
+    /// Records send outcomes and marks jobs as being sent, in ONE transaction: the outbox
+    /// worker's group commit ([`Store::outbox_record`], then
+    /// [`Store::outbox_mark_sending_many`], without a transaction of their own each). Durable
+    /// when it marks a job or records a retry or a failure. Returns the marked jobs' bodies.
+    pub fn outbox_record_and_mark(
+        &self,
+        outcomes: &[SendOutcome],
+        ids: &[u64],
+        explain: &dyn Fn(i64) -> String,
+    ) -> Result<Vec<(u64, Value)>> {
+        let mut txn = self.db.begin_write()?;
+        if ids.is_empty() && outcomes.iter().all(|o| matches!(o, SendOutcome::Accepted { .. })) {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
+        }
         let mut out = Vec::with_capacity(ids.len());
         {
-            let t = Tables::open(&txn, &self.message_ids)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
+            for outcome in outcomes {
+                t.record_outcome(&mut outbox, outcome, explain)?;
+            }
             for &id in ids {
                 let job: Option<OutboxJob> = {
                     let row = outbox.get(id)?;
@@ -243,20 +263,7 @@ impl Store {
     /// them through `biz_opaque_callback_data`, the policy of an interrupted send. A batch
     /// with a retry or a failure is durable, so that a retry is never forgotten.
     pub fn outbox_record(&self, outcomes: &[SendOutcome], explain: &dyn Fn(i64) -> String) -> Result<()> {
-        let mut txn = self.db.begin_write()?;
-        if outcomes.iter().all(|o| matches!(o, SendOutcome::Accepted { .. })) {
-            txn.set_durability(redb::Durability::None)
-                .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
-        }
-        {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
-            let mut outbox = txn.open_table(OUTBOX)?;
-            for outcome in outcomes {
-                t.record_outcome(&mut outbox, outcome, explain)?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+        self.outbox_record_and_mark(outcomes, &[], explain).map(drop)
     }
 
     /// At start-up: jobs left in `sending` were interrupted between the network call and the

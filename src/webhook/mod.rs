@@ -50,16 +50,71 @@ impl WebhookError {
 /// Checks a delivery body before it is journaled: it must be a JSON object.
 pub fn check_json(body: &Bytes) -> Result<(), WebhookError> {
     // A delivery is acknowledged only if the processor will be able to read it, so this
-    // parses exactly as the processor does ([`parse_body`]). A lighter skip-only check
-    // (serde's IgnoredAny) let through invalid UTF-8 and out-of-range numbers such as
-    // `1e555`, which were then acknowledged but unreadable (found by cargo-fuzz).
+    // accepts exactly what [`parse_body`] parses. A skip-only check (serde's IgnoredAny) let
+    // through invalid UTF-8 and out-of-range numbers such as `1e555`, which were then
+    // acknowledged but unreadable (found by cargo-fuzz). [`Validated`] reads every value as
+    // `Value` would (strings decoded, numbers converted) without building it; a body it
+    // refuses takes the full path, which also repairs lone surrogate escapes.
     if let Err(e) = std::str::from_utf8(body) {
         return Err(WebhookError::InvalidJson(format!("not UTF-8: {e}")));
+    }
+    if serde_json::from_slice::<Validated>(body).is_ok_and(|v| v.object) {
+        return Ok(());
     }
     match parse_body(body) {
         Ok(serde_json::Value::Object(_)) => Ok(()),
         Ok(_) => Err(WebhookError::InvalidJson("expected an object".into())),
         Err(e) => Err(WebhookError::InvalidJson(e.to_string())),
+    }
+}
+
+/// A JSON document read through without being built: deserializing it checks what
+/// deserializing a `serde_json::Value` checks. `object` says whether it is an object.
+struct Validated {
+    object: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Validated {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValidatedVisitor)
+    }
+}
+
+struct ValidatedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValidatedVisitor {
+    type Value = Validated;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_unit<E>(self) -> Result<Validated, E> {
+        Ok(Validated { object: false })
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Validated, A::Error> {
+        while seq.next_element::<Validated>()?.is_some() {}
+        Ok(Validated { object: false })
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Validated, A::Error> {
+        while map.next_key::<Validated>()?.is_some() {
+            map.next_value::<Validated>()?;
+        }
+        Ok(Validated { object: true })
     }
 }
 
