@@ -8,7 +8,8 @@
 #   2. ingest  walua (dry run, signed, durable) as fast as possible
 #   3. 5k/s    walua at an open-loop 5,000 deliveries/s: latency p50 / p99
 #   4. e2e     walua live against walua-fake-graph with a button script, clicks at
-#              E2E_RATE/s: webhook → journal → store → Lua → outbox → fake Graph API
+#              E2E_RATE/s: webhook → journal → store → Lua → outbox → fake Graph API, with
+#              E2E_IN_FLIGHT (default 64) Graph API requests at once ([whatsapp] max_in_flight)
 # and prints a table, with walua's peak RSS (VmHWM) per phase. Everything it starts is
 # stopped at the end; its temp dir (on disk, not tmpfs, so fsync is real) is removed.
 set -euo pipefail
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_RATE=${E2E_RATE:-6000}
+E2E_IN_FLIGHT=${E2E_IN_FLIGHT:-64}
 SECRET=bench-app-secret
 TOKEN=bench-access-token
 
@@ -137,7 +139,7 @@ allow_outside_window = false
 max_per_second = 100000
 pair_burst = 1000
 pair_interval = \"1ms\"
-max_in_flight = 64
+max_in_flight = $E2E_IN_FLIGHT
 request_timeout = \"30s\""
 cat > "$D/scripts/buttons/validate_order.lua" <<'LUA'
 return {
@@ -172,7 +174,7 @@ last = rows[-1]
 print(f'{last["accepted"]} {last["accepted"] / max(last["t"] - first + 0.1, 0.1):.0f}')
 PY
 )
-row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")" "$CPU"
+row "walua e2e: click → Lua → outbox → Graph, at ${E2E_RATE}/s, ${E2E_IN_FLIGHT} in flight" "${E2E#* }" "$(field "$R" p50_ms)" "$(field "$R" p99_ms)" "$(field "$R" max_ms)" "$(hwm "$WALUA")" "$CPU"
 echo "e2e: $OK clicks acknowledged, ${E2E% *} sends accepted by the fake Graph API" >&2
 stop_walua "$D" e2e
 fi

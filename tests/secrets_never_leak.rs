@@ -323,6 +323,8 @@ async fn no_secret_in_logs_answers_store_or_media() {
         "the delivery was logged"
     );
     assert_clean("daemon stderr", &stderr);
+    // Logged to a file (as under systemd), the lines carry no terminal colour codes.
+    assert!(!stderr.contains(&0x1b), "escape codes in a log written to a file");
     assert_clean("daemon stdout", &std::fs::read(&log_out).unwrap());
     for (what, body) in &answers {
         assert_clean(&format!("HTTP answer: {what}"), body);

@@ -127,24 +127,39 @@ impl Store {
         limit: usize,
         busy: &std::collections::HashSet<String>,
     ) -> Result<(Vec<OutboxJob>, Option<i64>)> {
+        // Only what the choice needs is read from each row, borrowing the recipient: most rows
+        // of a busy outbox are skipped (in flight, or a recipient already chosen).
+        #[derive(Deserialize)]
+        struct JobHead<'a> {
+            #[serde(borrow)]
+            recipient: std::borrow::Cow<'a, str>,
+            state: JobState,
+            next_attempt_ms: i64,
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut due = Vec::new();
         let mut next_wakeup: Option<i64> = None;
         for row in table.iter()? {
-            let job: OutboxJob = decode("outbox", row?.1.value())?;
-            if !seen.insert(job.recipient.clone()) || busy.contains(&job.recipient) {
+            let row = row?;
+            let bytes = row.1.value();
+            let head: JobHead = serde_json::from_slice(bytes).map_err(|source| super::StoreError::Codec {
+                table: "outbox",
+                source,
+            })?;
+            if seen.contains(head.recipient.as_ref()) || busy.contains(head.recipient.as_ref()) {
                 continue;
             }
-            if job.state == JobState::Queued {
-                if job.next_attempt_ms <= now_ms {
-                    due.push(job);
+            seen.insert(head.recipient.into_owned());
+            if head.state == JobState::Queued {
+                if head.next_attempt_ms <= now_ms {
+                    due.push(decode("outbox", bytes)?);
                     if due.len() >= limit {
                         break;
                     }
                 } else {
-                    next_wakeup = Some(next_wakeup.map_or(job.next_attempt_ms, |n| n.min(job.next_attempt_ms)));
+                    next_wakeup = Some(next_wakeup.map_or(head.next_attempt_ms, |n| n.min(head.next_attempt_ms)));
                 }
             }
         }
