@@ -22,6 +22,7 @@
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load.
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
@@ -36,6 +37,7 @@ pub mod media;
 pub mod metrics;
 pub mod odoo;
 pub mod outbox;
+pub mod pace;
 pub mod replay;
 pub mod scheduler;
 pub mod script;

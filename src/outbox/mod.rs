@@ -174,6 +174,9 @@ impl Outbox {
     }
 }
 
+/// The shortest time between two batches' durable `sending` marks (`crate::pace`).
+const MARK_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Outbox worker settings, from `[whatsapp]`.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
@@ -241,8 +244,15 @@ impl OutboxWorker {
         let (outcomes, outcome_rx) = tokio::sync::mpsc::channel::<WriteRequest>(4096);
         let writer = tokio::spawn(outbox_writer(self.store.clone(), outcome_rx));
 
+        let mut pacer = crate::pace::BatchPacer::new(MARK_INTERVAL);
         'outer: loop {
             if self.shutdown.is_cancelled() {
+                break;
+            }
+            // Each batch's `sending` mark is a durable commit: an fsync, and a write of every
+            // page changed since the last durable commit (conversations and per-contact
+            // indexes are keyed by contact, so about a page per message). See `crate::pace`.
+            if !pacer.next_batch(&self.shutdown).await {
                 break;
             }
             let busy = in_flight.lock().expect("not poisoned").clone();

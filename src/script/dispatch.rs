@@ -14,6 +14,9 @@ use super::runtime::{Effects, ScriptRuntime};
 use crate::outbox::Outbox;
 use crate::store::{ScriptOutcome, Store};
 
+/// The shortest time between two wake-ups of the dispatcher under load (`crate::pace`).
+pub const DISPATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Messages dispatched per batch.
 pub const BATCH: usize = 128;
 
@@ -38,7 +41,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Dispatches whatever waits (after a restart too), then each new batch.
     pub async fn run(self) {
+        let mut pacer = crate::pace::BatchPacer::new(DISPATCH_INTERVAL);
         loop {
+            if !pacer.next_batch(&self.shutdown).await {
+                break;
+            }
             match self.drain().await {
                 Ok(()) => {}
                 Err(e) => {

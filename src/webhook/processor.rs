@@ -16,6 +16,9 @@ use super::journal::{JournalCursor, JournalFiles};
 use super::payload::Delivery;
 use crate::store::{ApplyReport, Store, StoreError};
 
+/// The shortest time between two wake-ups of the processor under load (`crate::pace`).
+pub const PROCESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Deliveries applied per transaction.
 pub const BATCH: usize = 256;
 
@@ -49,7 +52,11 @@ impl DeliveryProcessor {
     /// Processes until shutdown: first whatever the journal holds after the checkpoint (a
     /// restart resumes every unprocessed delivery), then each new batch as it is journaled.
     pub async fn run(self) {
+        let mut pacer = crate::pace::BatchPacer::new(PROCESS_INTERVAL);
         loop {
+            if !pacer.next_batch(&self.shutdown).await {
+                break;
+            }
             match self.drain().await {
                 Ok(()) => {}
                 Err(e) => {
