@@ -9,7 +9,8 @@
 #   3. 5k/s    walua at an open-loop 5,000 deliveries/s: latency p50 / p99
 #   4. e2e     walua live against walua-fake-graph with a button script, clicks at
 #              E2E_RATE/s: webhook → journal → store → Lua → outbox → fake Graph API, with
-#              E2E_IN_FLIGHT (default 64) Graph API requests at once ([whatsapp] max_in_flight)
+#              E2E_IN_FLIGHT (default 192) Graph API requests at once ([whatsapp] max_in_flight),
+#              over HTTP/2 (h2c here; walua speaks HTTP/2 to Meta over TLS)
 # and prints a table, with walua's peak RSS (VmHWM) per phase. Everything it starts is
 # stopped at the end; its temp dir (on disk, not tmpfs, so fsync is real) is removed.
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 E2E_RATE=${E2E_RATE:-6000}
-E2E_IN_FLIGHT=${E2E_IN_FLIGHT:-64}
+E2E_IN_FLIGHT=${E2E_IN_FLIGHT:-192}
 SECRET=bench-app-secret
 TOKEN=bench-access-token
 
@@ -140,6 +141,7 @@ max_per_second = 100000
 pair_burst = 1000
 pair_interval = \"1ms\"
 max_in_flight = $E2E_IN_FLIGHT
+http2_cleartext = true
 request_timeout = \"30s\""
 cat > "$D/scripts/buttons/validate_order.lua" <<'LUA'
 return {

@@ -153,6 +153,9 @@ pub struct WhatsAppConfig {
     pub retry_base: Duration,
     /// Sends in flight at once.
     pub max_in_flight: usize,
+    /// Speak HTTP/2 without TLS (h2c, "prior knowledge") to an `http://` `api_base`: a local
+    /// fake or proxy that supports it. An `https://` base (Meta) negotiates HTTP/2 by itself.
+    pub http2_cleartext: bool,
 }
 
 /// `[odoo]`.
@@ -266,6 +269,7 @@ struct RawWhatsApp {
     pair_interval: Option<String>,
     retry_base: Option<String>,
     max_in_flight: Option<usize>,
+    http2_cleartext: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +376,7 @@ impl Config {
             pair_interval: cx.duration("whatsapp.pair_interval", w.pair_interval, "6s")?,
             retry_base: cx.duration("whatsapp.retry_base", w.retry_base, "2s")?,
             max_in_flight: w.max_in_flight.unwrap_or(32).max(1),
+            http2_cleartext: w.http2_cleartext.unwrap_or(false),
         };
         if url::Url::parse(&whatsapp.api_base).is_err() {
             return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));

@@ -210,6 +210,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 &w.phone_number_id,
                 token.expose().to_string(),
                 w.request_timeout,
+                w.http2_cleartext,
             )
             .map_err(|e| RunError::Graph(e.to_string()))?,
         )),

@@ -295,7 +295,15 @@ async fn hang_times_out_and_drop_closes() {
 async fn accepts_everything_walua_sends() {
     use walua::whatsapp::{Disposition, GraphClient, OutboundContent, Recipient};
     let fg = FakeGraph::start(TOKEN).await;
-    let client = GraphClient::new(&fg.url(), "106540352242922", TOKEN.into(), Duration::from_millis(500)).unwrap();
+    // Over HTTP/2 without TLS (h2c), as walua speaks HTTP/2 to Meta over TLS.
+    let client = GraphClient::new(
+        &fg.url(),
+        "106540352242922",
+        TOKEN.into(),
+        Duration::from_millis(500),
+        true,
+    )
+    .unwrap();
     let kinds = [
         json!({"type":"text","text":"Bonjour","preview_url":true}),
         json!({"type":"image","link":"https://example.com/a.jpg","caption":"Photo"}),
@@ -355,6 +363,13 @@ async fn accepts_everything_walua_sends() {
         let f = client.send(&text).await.unwrap_err();
         assert_eq!(f.disposition == Disposition::Retry, retry, "{f}");
     }
-    let bad = GraphClient::new(&fg.url(), "106540352242922", "wrong".into(), Duration::from_secs(1)).unwrap();
+    let bad = GraphClient::new(
+        &fg.url(),
+        "106540352242922",
+        "wrong".into(),
+        Duration::from_secs(1),
+        false,
+    )
+    .unwrap();
     assert_eq!(bad.send(&text).await.unwrap_err().http_status, Some(401));
 }

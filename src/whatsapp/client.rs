@@ -158,12 +158,15 @@ impl GraphClient {
     /// * `api_base`: e.g. `https://graph.facebook.com/v23.0` (trailing `/` ignored);
     /// * `phone_number_id`: the business phone number id (digits);
     /// * `access_token`: a (preferably permanent system-user) token;
-    /// * `timeout`: total time allowed per HTTP request, body included.
+    /// * `timeout`: total time allowed per HTTP request, body included;
+    /// * `http2_cleartext`: HTTP/2 without TLS to an `http://` base (`[whatsapp]
+    ///   http2_cleartext`); HTTPS negotiates HTTP/2 by itself.
     pub fn new(
         api_base: &str,
         phone_number_id: &str,
         access_token: String,
         timeout: Duration,
+        http2_cleartext: bool,
     ) -> Result<Self, ClientError> {
         let base = api_base.trim().trim_end_matches('/');
         match url::Url::parse(base) {
@@ -188,7 +191,11 @@ impl GraphClient {
         if access_token.trim().is_empty() || HeaderValue::from_str(&format!("Bearer {access_token}")).is_err() {
             return Err(ClientError::InvalidToken);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if http2_cleartext {
+            builder = builder.http2_prior_knowledge();
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("walua/", env!("CARGO_PKG_VERSION")))
@@ -629,6 +636,7 @@ mod tests {
                 "106540352242922",
                 TOKEN.to_string(),
                 Duration::from_secs(5),
+                false,
             )
             .unwrap()
         }
@@ -793,6 +801,7 @@ mod tests {
             "1",
             TOKEN.into(),
             Duration::from_secs(5),
+            false,
         )
         .unwrap();
         let f = client.send(&text_body()).await.unwrap_err();
@@ -830,13 +839,14 @@ mod tests {
     #[tokio::test]
     async fn client_construction_errors_never_show_token() {
         let bad = [
-            GraphClient::new("not a url", "1", TOKEN.into(), Duration::from_secs(1)).unwrap_err(),
-            GraphClient::new("ftp://x", "1", TOKEN.into(), Duration::from_secs(1)).unwrap_err(),
+            GraphClient::new("not a url", "1", TOKEN.into(), Duration::from_secs(1), false).unwrap_err(),
+            GraphClient::new("ftp://x", "1", TOKEN.into(), Duration::from_secs(1), false).unwrap_err(),
             GraphClient::new(
                 "https://graph.facebook.com/v23.0",
                 "12/../3",
                 TOKEN.into(),
                 Duration::from_secs(1),
+                false,
             )
             .unwrap_err(),
             GraphClient::new(
@@ -844,6 +854,7 @@ mod tests {
                 "1",
                 format!("{TOKEN}\n"),
                 Duration::from_secs(1),
+                false,
             )
             .unwrap_err(),
             GraphClient::new(
@@ -851,6 +862,7 @@ mod tests {
                 "1",
                 String::new(),
                 Duration::from_secs(1),
+                false,
             )
             .unwrap_err(),
         ];

@@ -144,7 +144,9 @@ impl FakeGraph {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(srv.clone(), req));
                     let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    // HTTP/1.1, or HTTP/2 over cleartext (h2c) for a client that knows it
+                    // speaks it, as Meta speaks HTTP/2 over TLS.
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(io, svc)
                         .await;
                 });
