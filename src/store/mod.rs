@@ -48,7 +48,7 @@ const DISPATCH: TableDefinition<u64, ()> = TableDefinition::new("dispatch");
 /// What the scripts did with each dispatched inbound message: message id → JSON
 /// [`ScriptOutcome`]. Kept beside the message rather than inside its record so that a dispatch
 /// commit writes a small row instead of re-encoding the whole message (raw copy included);
-/// reads put it back in [`MessageRecord::script`] (see [`read_message`]). Stores from before
+/// reads put it back in [`MessageRecord::script`] (see [`MessageReader`]). Stores from before
 /// this table keep their outcomes inside the records, which reads still honour.
 const SCRIPT_OUTCOMES: TableDefinition<u64, &[u8]> = TableDefinition::new("script_outcomes");
 /// Scripts' persistent key/value store (`env.store`): key → JSON value.
@@ -155,7 +155,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records always serialize")
 }
 
-fn decode<T: serde::de::DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+fn decode<'a, T: serde::Deserialize<'a>>(table: &'static str, bytes: &'a [u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Codec { table, source })
 }
 
@@ -645,7 +645,7 @@ fn pending_dispatch(txn: &redb::ReadTransaction, ids: &[u64]) -> Result<Vec<(u64
 
 /// Reads messages as the admin API and the scripts see them: the stored record, with its
 /// script outcome (kept in [`SCRIPT_OUTCOMES`]) and, while its job is on the network, the
-/// status `sending` (kept on the job, see `Store::outbox_mark_sending_many`).
+/// status `sending` (kept on the job, see `Store::outbox_record_and_mark`).
 struct MessageReader {
     messages: redb::ReadOnlyTable<u64, &'static [u8]>,
     outcomes: redb::ReadOnlyTable<u64, &'static [u8]>,

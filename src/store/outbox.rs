@@ -144,10 +144,7 @@ impl Store {
         for row in table.iter()? {
             let row = row?;
             let bytes = row.1.value();
-            let head: JobHead = serde_json::from_slice(bytes).map_err(|source| super::StoreError::Codec {
-                table: "outbox",
-                source,
-            })?;
+            let head: JobHead = decode("outbox", bytes)?;
             if seen.contains(head.recipient.as_ref()) || busy.contains(head.recipient.as_ref()) {
                 continue;
             }
@@ -174,30 +171,24 @@ impl Store {
     }
 
     /// Marks a job as being sent (durably, before the network call) and returns the Graph
-    /// API body to send.
+    /// API body to send (see [`Store::outbox_record_and_mark`]).
     pub fn outbox_mark_sending(&self, id: u64) -> Result<Option<Value>> {
         Ok(self
-            .outbox_mark_sending_many(&[id])?
+            .outbox_record_and_mark(&[], &[id], &crate::explain_error)?
             .into_iter()
             .next()
             .map(|(_, body)| body))
     }
 
-    /// Marks several jobs as being sent in ONE durable transaction (before their network
-    /// calls) and returns each one's Graph API body. Jobs no longer queued are left out.
+    /// Records send outcomes (as [`Store::outbox_record`]) and marks jobs `ids` as being sent,
+    /// in ONE transaction: the outbox worker's group commit. Durable when it marks a job or
+    /// records a retry or a failure. Returns each marked job's Graph API body; jobs no longer
+    /// queued are left out.
     ///
-    /// Only the jobs are written: the message records keep their status (`queued`) and get
-    /// their attempt count with Meta's answer ([`Store::outbox_record`]); reads show
-    /// `sending` from the job meanwhile. Rewriting each whole message here, in the one durable
-    /// commit on the send path, cost about a tenth of the end-to-end CPU.
-    pub fn outbox_mark_sending_many(&self, ids: &[u64]) -> Result<Vec<(u64, Value)>> {
-        self.outbox_record_and_mark(&[], ids, &crate::explain_error)
-    }
-
-    /// Records send outcomes and marks jobs as being sent, in ONE transaction: the outbox
-    /// worker's group commit ([`Store::outbox_record`], then
-    /// [`Store::outbox_mark_sending_many`], without a transaction of their own each). Durable
-    /// when it marks a job or records a retry or a failure. Returns the marked jobs' bodies.
+    /// A mark writes only the job: the message record keeps its status (`queued`) and gets its
+    /// attempt count with Meta's answer; reads show `sending` from the job meanwhile.
+    /// Rewriting each whole message in the durable commit on the send path cost about a tenth
+    /// of the end-to-end CPU.
     pub fn outbox_record_and_mark(
         &self,
         outcomes: &[SendOutcome],
