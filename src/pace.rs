@@ -8,8 +8,11 @@
 //! instead; a stage that was idle longer than `interval` goes at once, so a lone message
 //! waits for nothing.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +42,37 @@ impl BatchPacer {
         }
         self.last = Some(Instant::now());
         true
+    }
+
+    /// Runs a stage until `shutdown`: `drain` once at start (whatever waits after a restart),
+    /// then each time `wake` is notified, batches spaced by this pacer. A failed drain is
+    /// logged as "`what` failed" and retried after a second; nothing it had is dropped.
+    pub async fn drain_on_wake<E, Fut>(
+        mut self,
+        what: &str,
+        wake: &Notify,
+        shutdown: &CancellationToken,
+        mut drain: impl FnMut() -> Fut,
+    ) where
+        E: Display,
+        Fut: Future<Output = Result<(), E>>,
+    {
+        loop {
+            if !self.next_batch(shutdown).await {
+                return;
+            }
+            if let Err(e) = drain().await {
+                tracing::error!(error = %e, "{what} failed; retrying in 1s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
     }
 }
 

@@ -41,26 +41,9 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Dispatches whatever waits (after a restart too), then each new batch.
     pub async fn run(self) {
-        let mut pacer = crate::pace::BatchPacer::new(DISPATCH_INTERVAL);
-        loop {
-            if !pacer.next_batch(&self.shutdown).await {
-                break;
-            }
-            match self.drain().await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "script dispatch failed; retrying in 1s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                        _ = self.shutdown.cancelled() => break,
-                    }
-                }
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
+        crate::pace::BatchPacer::new(DISPATCH_INTERVAL)
+            .drain_on_wake("script dispatch", &self.wake, &self.shutdown, || self.drain())
+            .await;
         tracing::debug!("dispatcher stopped");
     }
 

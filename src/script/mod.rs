@@ -5,10 +5,12 @@
 //! - [`registry`]: scripts on disk by kind (buttons, scenarios, templates, hooks, cron,
 //!   on_message), validated for shape when loaded; a failed load keeps the last good version.
 //! - [`watcher`]: hot reload on save (debounced, editor-safe), SIGHUP reloads everything.
-//! - [`runtime`]: the pool of Lua threads and the API scripts see (`env`, `message`,
+//! - [`runtime`]: the pool of Lua threads and the globals a run sees (`env`, `message`,
 //!   `contact`, `button_id`, `logger`).
+//! - `api`: the Rust functions behind `env` and `logger`, one `register_*` per API area.
 //! - [`dispatch`]: runs the scripts for every inbound message exactly once.
 
+mod api;
 pub mod dispatch;
 pub mod registry;
 pub mod runtime;

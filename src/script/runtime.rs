@@ -1,5 +1,5 @@
-//! The Lua worker pool and the script API (`env`, `message`, `contact`, `button_id`,
-//! `logger`).
+//! The Lua worker pool and a run's globals (`env`, `message`, `contact`, `button_id`,
+//! `logger`); the functions behind `env` and `logger` are in `api`.
 //!
 //! # Threads
 //!
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue, Variadic};
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue};
 use serde_json::{Value, json};
 
 use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
@@ -59,77 +59,6 @@ pub struct RuntimeContext {
     pub odoo: Option<Arc<crate::odoo::OdooClient>>,
     /// Times script runs (`walua_script_seconds`).
     pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// Runs an Odoo call from a Lua thread, outside the CPU budget.
-fn odoo_call<T>(
-    lua: &Lua,
-    ctx: &RuntimeContext,
-    what: &str,
-    f: impl FnOnce(
-        Arc<crate::odoo::OdooClient>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::odoo::OdooError>> + Send>>,
-) -> mlua::Result<T> {
-    let (Some(client), Some(handle)) = (&ctx.odoo, &ctx.handle) else {
-        return Err(lua_err(format!(
-            "env.odoo.{what}: Odoo is not configured (add an [odoo] section to the configuration)"
-        )));
-    };
-    let client = client.clone();
-    let started = std::time::Instant::now();
-    let result = super::sandbox::outside_budget(lua, || handle.block_on(f(client)));
-    match &result {
-        Ok(_) => tracing::debug!(
-            call = what,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "odoo call"
-        ),
-        Err(e) => tracing::warn!(call = what, error = %e, "odoo call failed"),
-    }
-    result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
-}
-
-/// Copies the optional `header`, `footer` and `reply_to` of an interactive send.
-fn interactive_opts(req: &mut Value, opts: Option<Table>) -> mlua::Result<()> {
-    if let Some(o) = opts {
-        for k in ["header", "footer", "reply_to"] {
-            if let Some(v) = o.get::<Option<String>>(k)? {
-                req[k] = json!(v);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Odoo record ids from Lua: one id or a list of ids.
-fn record_ids(lua: &Lua, ids: LuaValue) -> mlua::Result<Vec<i64>> {
-    match ids {
-        LuaValue::Integer(i) => Ok(vec![i]),
-        LuaValue::Number(n) => Ok(vec![n as i64]),
-        other => lua.from_value(other),
-    }
-}
-
-fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
-    lua.from_value_with(
-        v,
-        mlua::serde::DeserializeOptions::new().encode_empty_tables_as_array(true),
-    )
-}
-
-/// Uploads `bytes` as media (or keeps them beside the store in dry run) and returns the
-/// media id to send.
-fn upload_bytes(lua: &Lua, ctx: &RuntimeContext, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
-    let mime = crate::media::mime_for(filename);
-    match (&ctx.graph, &ctx.handle) {
-        (Some(graph), Some(handle)) => super::sandbox::outside_budget(lua, || {
-            handle
-                .block_on(graph.upload_media(bytes, mime, filename))
-                .map_err(|e| format!("media upload failed: {e}"))
-        })
-        .map_err(lua_err),
-        _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
-    }
 }
 
 /// The buffered effects of the runs of one batch.
@@ -238,12 +167,17 @@ impl ScriptRuntime {
 }
 
 /// State shared by a worker and the Rust functions it exposes to Lua.
-struct Shared {
-    ctx: Arc<RuntimeContext>,
-    effects: Mutex<Effects>,
-    compiled: Mutex<HashMap<PathBuf, (u64, Function)>>,
-    make_env: Function,
-    label: Mutex<String>,
+pub(super) struct Shared {
+    /// The daemon's store, outbox, registry and clients.
+    pub(super) ctx: Arc<RuntimeContext>,
+    /// What the runs of the current batch did, committed by the caller.
+    pub(super) effects: Mutex<Effects>,
+    /// Compiled chunks by file, with the registry version they were compiled at.
+    pub(super) compiled: Mutex<HashMap<PathBuf, (u64, Function)>>,
+    /// Builds a fresh sandboxed globals table (for templates rendered by `env.notify`).
+    pub(super) make_env: Function,
+    /// The running script's name, for `logger` lines.
+    pub(super) label: Mutex<String>,
 }
 
 /// One Lua thread's state.
@@ -347,7 +281,7 @@ end
 return api_tables, run, message, contact
 "#;
 
-fn lua_err(e: impl std::fmt::Display) -> mlua::Error {
+pub(super) fn lua_err(e: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(e.to_string())
 }
 
@@ -361,7 +295,7 @@ impl LuaWorker {
             make_env: sandbox.env_factory(),
             label: Mutex::default(),
         });
-        let api = build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        let api = super::api::build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
         let lua = sandbox.lua();
         type Builders = (Function, Function, Function, Function);
         let prepare = || -> mlua::Result<(Builders, Table, Function)> {
@@ -805,7 +739,7 @@ fn kind_dir(kind: ScriptKind) -> &'static str {
 }
 
 /// Compiles a script once per version on this worker.
-fn compiled(shared: &Shared, lua: &Lua, file: &ScriptFile) -> mlua::Result<Function> {
+pub(super) fn compiled(shared: &Shared, lua: &Lua, file: &ScriptFile) -> mlua::Result<Function> {
     let mut cache = shared.compiled.lock().expect("not poisoned");
     if let Some((version, f)) = cache.get(&file.path)
         && *version == file.version
@@ -864,7 +798,7 @@ fn reply_address(record: &MessageRecord) -> String {
 }
 
 /// Validates a send (a JSON request like `POST /api/messages`) and buffers it.
-fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
+pub(super) fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
     let req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
     let origin = shared.effects.lock().expect("not poisoned").origin.clone();
     let new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;
@@ -917,7 +851,13 @@ fn send_step(shared: &Shared, to: &str, scenario: &str, step: &str) -> Result<()
 }
 
 /// Starts a scenario for a contact: state at the start step, and the step's message sent.
-fn start_scenario(shared: &Shared, contact_key: &str, to: &str, scenario: &str, vars: Value) -> Result<(), String> {
+pub(super) fn start_scenario(
+    shared: &Shared,
+    contact_key: &str,
+    to: &str,
+    scenario: &str,
+    vars: Value,
+) -> Result<(), String> {
     let (_, def) = loaded_scenario(shared, scenario)?;
     let now = now_ms();
     let state = ScenarioState {
@@ -974,360 +914,9 @@ fn move_scenario(
 }
 
 /// Resolves a contact reference (phone, BSUID, username) to its conversation key.
-fn contact_key(shared: &Shared, to: &str) -> String {
+pub(super) fn contact_key(shared: &Shared, to: &str) -> String {
     match shared.ctx.store.conversation(to) {
         Ok(Some(c)) => c.contact,
         _ => crate::store::normalize_contact(to),
     }
-}
-
-/// Builds the API functions once per worker; each run gets a copy of these tables.
-fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
-    let api = lua.create_table()?;
-
-    let whatsapp = lua.create_table()?;
-    let s = shared.clone();
-    whatsapp.set(
-        "send_text",
-        lua.create_function(move |_, (to, body, opts): (String, String, Option<Table>)| {
-            let mut req = json!({ "to": to, "type": "text", "text": body });
-            if let Some(o) = opts {
-                if let Some(r) = o.get::<Option<String>>("reply_to")? {
-                    req["reply_to"] = json!(r);
-                }
-                if let Some(p) = o.get::<Option<bool>>("preview_url")? {
-                    req["preview_url"] = json!(p);
-                }
-            }
-            queue(&s, req).map_err(lua_err)
-        })?,
-    )?;
-    for (name, kind) in [
-        ("send_image", "image"),
-        ("send_document", "document"),
-        ("send_video", "video"),
-        ("send_audio", "audio"),
-    ] {
-        let s = shared.clone();
-        whatsapp.set(
-            name,
-            lua.create_function(move |lua, (to, spec): (String, Table)| {
-                let bytes: Option<mlua::LuaString> = spec.get("bytes")?;
-                let spec_copy = lua.create_table()?;
-                for pair in spec.pairs::<LuaValue, LuaValue>() {
-                    let (k, v) = pair?;
-                    if k.as_string().is_some_and(|k| k.as_bytes().as_ref() == b"bytes") {
-                        continue;
-                    }
-                    spec_copy.set(k, v)?;
-                }
-                let mut req: Value = lua.from_value(LuaValue::Table(spec_copy))?;
-                if !req.is_object() {
-                    req = json!({});
-                }
-                if let Some(bytes) = bytes {
-                    let filename = req
-                        .get("filename")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
-                    let id = upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)?;
-                    req["media"] = json!(id);
-                    if kind == "document" {
-                        req["filename"] = json!(filename);
-                    }
-                }
-                req["to"] = json!(to);
-                req["type"] = json!(kind);
-                queue(&s, req).map_err(lua_err)
-            })?,
-        )?;
-    }
-    let s = shared.clone();
-    whatsapp.set(
-        "send_template",
-        lua.create_function(
-            move |lua, (to, name, lang, components): (String, String, Option<String>, Option<LuaValue>)| {
-                let mut req =
-                    json!({ "to": to, "type": "template", "name": name, "lang": lang.unwrap_or_else(|| "fr".into()) });
-                if let Some(c) = components {
-                    req["components"] = lua.from_value(c)?;
-                }
-                queue(&s, req).map_err(lua_err)
-            },
-        )?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "send_buttons",
-        lua.create_function(
-            move |lua, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
-                let mut req =
-                    json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
-                interactive_opts(&mut req, opts)?;
-                queue(&s, req).map_err(lua_err)
-            },
-        )?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "send_list",
-        lua.create_function(
-            move |lua, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
-                let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
-                interactive_opts(&mut req, opts)?;
-                queue(&s, req).map_err(lua_err)
-            },
-        )?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "send",
-        lua.create_function(move |lua, (to, spec): (String, LuaValue)| {
-            let mut req: Value = lua.from_value(spec)?;
-            req["to"] = json!(to);
-            queue(&s, req).map_err(lua_err)
-        })?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "mark_read",
-        lua.create_function(move |_, wamid: String| {
-            let sender = s
-                .ctx
-                .store
-                .message_by_wamid(&wamid)
-                .map_err(lua_err)?
-                .and_then(|m| m.from)
-                .ok_or_else(|| lua_err(format!("mark_read: no inbound message {wamid}")))?;
-            queue(&s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
-        })?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "window_open",
-        lua.create_function(move |_, to: String| {
-            let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
-            Ok(crate::store::outbox::window_open(conv.as_ref(), now_ms() / 1000))
-        })?,
-    )?;
-    let s = shared.clone();
-    whatsapp.set(
-        "upload",
-        lua.create_function(move |lua, (bytes, filename): (mlua::LuaString, String)| {
-            upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)
-        })?,
-    )?;
-    api.set("whatsapp", whatsapp)?;
-
-    let store = lua.create_table()?;
-    let s = shared.clone();
-    store.set(
-        "get",
-        lua.create_function(move |lua, key: String| {
-            let overlay = {
-                let e = s.effects.lock().expect("not poisoned");
-                e.kv.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-            };
-            let value = match overlay {
-                Some(v) => v,
-                None => s.ctx.store.kv_get(&key).map_err(lua_err)?,
-            };
-            match value {
-                Some(v) => lua.to_value(&v),
-                None => Ok(LuaValue::Nil),
-            }
-        })?,
-    )?;
-    let s = shared.clone();
-    store.set(
-        "set",
-        lua.create_function(move |lua, (key, value): (String, LuaValue)| {
-            let v: Value = lua.from_value(value)?;
-            let v = if v.is_null() { None } else { Some(v) };
-            s.effects.lock().expect("not poisoned").kv.push((key, v));
-            Ok(())
-        })?,
-    )?;
-    let s = shared.clone();
-    store.set(
-        "delete",
-        lua.create_function(move |_, key: String| {
-            s.effects.lock().expect("not poisoned").kv.push((key, None));
-            Ok(())
-        })?,
-    )?;
-    api.set("store", store)?;
-
-    let scenario = lua.create_table()?;
-    let s = shared.clone();
-    scenario.set(
-        "start",
-        lua.create_function(move |lua, (name, to, vars): (String, String, Option<LuaValue>)| {
-            let vars: Value = match vars {
-                Some(v) => lua.from_value(v)?,
-                None => json!({}),
-            };
-            let key = contact_key(&s, &to);
-            start_scenario(&s, &key, &to, &name, vars).map_err(lua_err)
-        })?,
-    )?;
-    api.set("scenario", scenario)?;
-
-    let s = shared.clone();
-    api.set(
-        "notify",
-        lua.create_function(move |lua, (to, template, record): (String, String, LuaValue)| {
-            let file = {
-                let reg = s.ctx.registry.read().expect("not poisoned");
-                reg.get(ScriptKind::Template, &template).cloned()
-            }
-            .ok_or_else(|| lua_err(format!("notify: template `{template}` is not loaded")))?;
-            let chunk = compiled(&s, lua, &file)?;
-            let env: Table = s.make_env.call(())?;
-            chunk.set_environment(env)?;
-            let render: Function = chunk.call(())?;
-            let spec: LuaValue = render.call(record)?;
-            let mut req: Value = lua.from_value(spec)?;
-            if !req.is_object() {
-                return Err(lua_err(format!(
-                    "{}: the template must return a message table",
-                    file.chunk_name
-                )));
-            }
-            req["to"] = json!(to);
-            queue(&s, req).map_err(lua_err)
-        })?,
-    )?;
-
-    let odoo = lua.create_table()?;
-    let s = shared.clone();
-    odoo.set(
-        "call",
-        lua.create_function(
-            move |lua, (model, method, args, kwargs): (String, String, Option<LuaValue>, Option<LuaValue>)| {
-                let args = match args {
-                    Some(a) => as_array_value(lua, a)?,
-                    None => json!([]),
-                };
-                let kwargs: Value = match kwargs {
-                    Some(k) => lua.from_value(k)?,
-                    None => json!({}),
-                };
-                let kwargs = if kwargs.is_object() { kwargs } else { json!({}) };
-                let what = format!("call({model}, {method})");
-                let v = odoo_call(lua, &s.ctx, &what, move |c| {
-                    Box::pin(async move { c.call(&model, &method, args, kwargs).await })
-                })?;
-                lua.to_value(&v)
-            },
-        )?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "search_read",
-        lua.create_function(move |lua, (model, domain, fields, opts): (String, Option<LuaValue>, Option<Vec<String>>, Option<LuaValue>)| {
-            let domain = match domain {
-                Some(d) => as_array_value(lua, d)?,
-                None => json!([]),
-            };
-            let fields = fields.unwrap_or_default();
-            let opts: Value = match opts {
-                Some(o) => lua.from_value(o)?,
-                None => json!({}),
-            };
-            let opts = if opts.is_object() { opts } else { json!({}) };
-            let v = odoo_call(lua, &s.ctx, "search_read", move |c| {
-                Box::pin(async move {
-                    let f: Vec<&str> = fields.iter().map(String::as_str).collect();
-                    c.search_read(&model, domain, &f, opts).await
-                })
-            })?;
-            lua.to_value(&v)
-        })?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "read",
-        lua.create_function(
-            move |lua, (model, ids, fields): (String, LuaValue, Option<Vec<String>>)| {
-                let ids = record_ids(lua, ids)?;
-                let fields = fields.unwrap_or_default();
-                let v = odoo_call(lua, &s.ctx, "read", move |c| {
-                    Box::pin(async move {
-                        let f: Vec<&str> = fields.iter().map(String::as_str).collect();
-                        c.read(&model, &ids, &f).await
-                    })
-                })?;
-                lua.to_value(&v)
-            },
-        )?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "write",
-        lua.create_function(move |lua, (model, ids, values): (String, LuaValue, LuaValue)| {
-            let ids = record_ids(lua, ids)?;
-            let values: Value = lua.from_value(values)?;
-            odoo_call(lua, &s.ctx, "write", move |c| {
-                Box::pin(async move { c.write(&model, &ids, values).await })
-            })
-        })?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "create",
-        lua.create_function(move |lua, (model, values): (String, LuaValue)| {
-            let values: Value = lua.from_value(values)?;
-            odoo_call(lua, &s.ctx, "create", move |c| {
-                Box::pin(async move { c.create(&model, values).await })
-            })
-        })?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "invoice_pdf",
-        lua.create_function(move |lua, move_id: i64| {
-            let bytes = odoo_call(lua, &s.ctx, "invoice_pdf", move |c| {
-                Box::pin(async move { c.invoice_pdf(move_id).await })
-            })?;
-            lua.create_string(&bytes)
-        })?,
-    )?;
-    let s = shared.clone();
-    odoo.set(
-        "report_pdf",
-        lua.create_function(move |lua, (report, id): (String, i64)| {
-            let bytes = odoo_call(lua, &s.ctx, "report_pdf", move |c| {
-                Box::pin(async move { c.report_pdf(&report, id).await })
-            })?;
-            lua.create_string(&bytes)
-        })?,
-    )?;
-    api.set("odoo", odoo)?;
-
-    let logger = lua.create_table()?;
-    for level in ["debug", "info", "warn", "error"] {
-        let s = shared.clone();
-        logger.set(
-            level,
-            lua.create_function(move |_, args: Variadic<LuaValue>| {
-                let text: Vec<String> = args
-                    .iter()
-                    .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
-                    .collect();
-                let text = text.join(" ");
-                let script = s.label.lock().expect("not poisoned").clone();
-                match level {
-                    "debug" => tracing::debug!(target: "walua::lua", %script, "{text}"),
-                    "info" => tracing::info!(target: "walua::lua", %script, "{text}"),
-                    "warn" => tracing::warn!(target: "walua::lua", %script, "{text}"),
-                    _ => tracing::error!(target: "walua::lua", %script, "{text}"),
-                }
-                Ok(())
-            })?,
-        )?;
-    }
-    api.set("__logger", logger)?;
-    Ok(api)
 }

@@ -47,6 +47,21 @@ pub struct OutboxJob {
     pub last_error: Option<String>,
 }
 
+impl OutboxJob {
+    /// A job for message `message_id`, queued at `now_ms` and due at once.
+    pub fn queued(message_id: u64, recipient: String, now_ms: i64) -> OutboxJob {
+        OutboxJob {
+            message_id,
+            recipient,
+            state: JobState::Queued,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+            queued_at_ms: now_ms,
+            last_error: None,
+        }
+    }
+}
+
 /// An outbound message to record.
 #[derive(Debug, Clone)]
 pub struct NewOutbound {
@@ -295,13 +310,7 @@ impl Store {
                 if let Some(mut m) = t.get_message(id)? {
                     m.attempts = attempts;
                     m.status = "unknown".into();
-                    m.statuses.push(StatusEntry {
-                        status: "unknown".into(),
-                        timestamp: now_ms() / 1000,
-                        errors: vec![],
-                        conversation: None,
-                        pricing: None,
-                    });
+                    m.statuses.push(StatusEntry::local("unknown", now_ms() / 1000));
                     m.error = Some(ErrorInfo {
                         code: 0,
                         title: "Send interrupted".into(),
@@ -330,25 +339,11 @@ impl Store {
                         && m.wamid.is_none() =>
                 {
                     let now = now_ms();
-                    let job = OutboxJob {
-                        message_id: id,
-                        recipient: m.to.clone().unwrap_or_default(),
-                        state: JobState::Queued,
-                        attempts: 0,
-                        next_attempt_ms: now,
-                        queued_at_ms: now,
-                        last_error: None,
-                    };
+                    let job = OutboxJob::queued(id, m.to.clone().unwrap_or_default(), now);
                     outbox.insert(id, encode(&job).as_slice())?;
                     m.status = "queued".into();
                     m.error = None;
-                    m.statuses.push(StatusEntry {
-                        status: "queued".into(),
-                        timestamp: now / 1000,
-                        errors: vec![],
-                        conversation: None,
-                        pricing: None,
-                    });
+                    m.statuses.push(StatusEntry::local("queued", now / 1000));
                     t.put_message(&m)?;
                     Some(m)
                 }
@@ -416,13 +411,7 @@ impl Tables<'_> {
             origin: Some(new.origin.clone()),
             script: None,
         };
-        let local = |status: &str| StatusEntry {
-            status: status.into(),
-            timestamp: now / 1000,
-            errors: vec![],
-            conversation: None,
-            pricing: None,
-        };
+        let local = |status: &str| StatusEntry::local(status, now / 1000);
         if new.free_form && !new.allow_outside_window && !super::outbox::window_open(existing.as_ref(), now / 1000) {
             record.status = "failed".into();
             record.statuses.push(local("failed"));
@@ -432,15 +421,7 @@ impl Tables<'_> {
             record.statuses.push(local("dry_run"));
         } else {
             record.statuses.push(local("queued"));
-            let job = OutboxJob {
-                message_id: id,
-                recipient: new.recipient.clone(),
-                state: JobState::Queued,
-                attempts: 0,
-                next_attempt_ms: now,
-                queued_at_ms: now,
-                last_error: None,
-            };
+            let job = OutboxJob::queued(id, new.recipient.clone(), now);
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;

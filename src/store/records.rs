@@ -120,6 +120,20 @@ pub struct StatusEntry {
     pub pricing: Option<Value>,
 }
 
+impl StatusEntry {
+    /// A transition walua makes itself (`queued`, `failed`, `unknown`…), at `timestamp` (unix
+    /// seconds), with no word from Meta.
+    pub fn local(status: &str, timestamp: i64) -> StatusEntry {
+        StatusEntry {
+            status: status.into(),
+            timestamp,
+            errors: vec![],
+            conversation: None,
+            pricing: None,
+        }
+    }
+}
+
 /// Why a message failed, for the operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {

@@ -52,26 +52,14 @@ impl DeliveryProcessor {
     /// Processes until shutdown: first whatever the journal holds after the checkpoint (a
     /// restart resumes every unprocessed delivery), then each new batch as it is journaled.
     pub async fn run(self) {
-        let mut pacer = crate::pace::BatchPacer::new(PROCESS_INTERVAL);
-        loop {
-            if !pacer.next_batch(&self.shutdown).await {
-                break;
-            }
-            match self.drain().await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "processing journaled deliveries failed; retrying in 1s");
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                        _ = self.shutdown.cancelled() => break,
-                    }
-                }
-            }
-            tokio::select! {
-                _ = self.journaled.notified() => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
+        crate::pace::BatchPacer::new(PROCESS_INTERVAL)
+            .drain_on_wake(
+                "processing journaled deliveries",
+                &self.journaled,
+                &self.shutdown,
+                || self.drain(),
+            )
+            .await;
         tracing::debug!("delivery processor stopped");
     }
 

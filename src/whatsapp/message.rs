@@ -246,6 +246,55 @@ pub struct ListRow {
     pub description: Option<String>,
 }
 
+/// The file of an outbound media message: exactly one of a public link or an uploaded media
+/// id. Flattened into each media variant, so the JSON keeps `link` / `media` beside `type`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaFile {
+    /// Public http(s) URL Meta downloads the media from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Media id returned by a previous upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
+}
+
+impl MediaFile {
+    /// Checks that exactly one source is given and well formed; returns Meta's media object
+    /// (`{"link": …}` or `{"id": …}`).
+    fn graph_object(&self) -> Result<Map<String, Value>, ValidationError> {
+        let mut obj = Map::new();
+        match (&self.link, &self.media) {
+            (Some(_), Some(_)) => {
+                return err("link/media", "give exactly one of link or media, not both");
+            }
+            (None, None) => {
+                return err(
+                    "link/media",
+                    "give exactly one of link (http(s) URL) or media (uploaded media id)",
+                );
+            }
+            (Some(l), None) => {
+                check_http_url("link", l)?;
+                obj.insert("link".into(), Value::String(l.clone()));
+            }
+            (None, Some(m)) => {
+                check_id("media", m)?;
+                obj.insert("id".into(), Value::String(m.clone()));
+            }
+        }
+        Ok(obj)
+    }
+
+    /// A short description for listings: `media ID` or the link, at most `width` characters.
+    fn summary(&self, width: usize) -> String {
+        match (&self.link, &self.media) {
+            (_, Some(m)) => format!("media {}", ellipsize(m, width)),
+            (Some(l), None) => ellipsize(l, width),
+            (None, None) => "?".to_string(),
+        }
+    }
+}
+
 /// The content of an outbound message, as accepted by `POST /api/messages`.
 ///
 /// Tagged by `"type"` (snake_case): `text`, `image`, `audio`, `video`,
@@ -264,54 +313,39 @@ pub enum OutboundContent {
     },
     /// An image, by public URL or uploaded media id.
     Image {
-        /// Public http(s) URL Meta downloads the media from.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-        /// Media id returned by a previous upload.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<String>,
+        /// The file: a public link or an uploaded media id.
+        #[serde(flatten)]
+        file: MediaFile,
         /// Caption (≤ 1024 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caption: Option<String>,
     },
     /// An audio file or voice note.
     Audio {
-        /// Public http(s) URL Meta downloads the media from.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-        /// Media id returned by a previous upload.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<String>,
+        /// The file: a public link or an uploaded media id.
+        #[serde(flatten)]
+        file: MediaFile,
     },
     /// A video.
     Video {
-        /// Public http(s) URL Meta downloads the media from.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-        /// Media id returned by a previous upload.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<String>,
+        /// The file: a public link or an uploaded media id.
+        #[serde(flatten)]
+        file: MediaFile,
         /// Caption (≤ 1024 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caption: Option<String>,
     },
     /// A sticker (WebP).
     Sticker {
-        /// Public http(s) URL Meta downloads the media from.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-        /// Media id returned by a previous upload.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<String>,
+        /// The file: a public link or an uploaded media id.
+        #[serde(flatten)]
+        file: MediaFile,
     },
     /// A document (PDF, …).
     Document {
-        /// Public http(s) URL Meta downloads the media from.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        link: Option<String>,
-        /// Media id returned by a previous upload.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        media: Option<String>,
+        /// The file: a public link or an uploaded media id.
+        #[serde(flatten)]
+        file: MediaFile,
         /// File name shown to the recipient, e.g. `F001.pdf`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filename: Option<String>,
@@ -403,32 +437,6 @@ pub enum OutboundContent {
         /// The `wamid` of the inbound message.
         message_id: String,
     },
-}
-
-/// Validates the link/media pair of a media message and returns the Graph
-/// media object (`{"link": …}` or `{"id": …}`).
-fn media_object(link: &Option<String>, media: &Option<String>) -> Result<Map<String, Value>, ValidationError> {
-    let mut obj = Map::new();
-    match (link, media) {
-        (Some(_), Some(_)) => {
-            return err("link/media", "give exactly one of link or media, not both");
-        }
-        (None, None) => {
-            return err(
-                "link/media",
-                "give exactly one of link (http(s) URL) or media (uploaded media id)",
-            );
-        }
-        (Some(l), None) => {
-            check_http_url("link", l)?;
-            obj.insert("link".into(), Value::String(l.clone()));
-        }
-        (None, Some(m)) => {
-            check_id("media", m)?;
-            obj.insert("id".into(), Value::String(m.clone()));
-        }
-    }
-    Ok(obj)
 }
 
 fn add_caption(obj: &mut Map<String, Value>, caption: &Option<String>) -> Result<(), ValidationError> {
@@ -598,11 +606,6 @@ impl OutboundContent {
     /// e.g. `text: Bonjour` or `buttons: Valider ? [Oui|Non]`.
     pub fn summary(&self) -> String {
         const W: usize = 40;
-        let media = |link: &Option<String>, media: &Option<String>| match (link, media) {
-            (_, Some(m)) => format!("media {}", ellipsize(m, W)),
-            (Some(l), None) => ellipsize(l, W),
-            (None, None) => "?".to_string(),
-        };
         let with_caption = |base: String, caption: &Option<String>| match caption {
             Some(c) if !c.is_empty() => format!("{base} \"{}\"", ellipsize(c, W)),
             _ => base,
@@ -610,28 +613,20 @@ impl OutboundContent {
         let kind = self.kind();
         match self {
             OutboundContent::Text { text, .. } => format!("{kind}: {}", ellipsize(text, W)),
-            OutboundContent::Image {
-                link,
-                media: m,
-                caption,
+            OutboundContent::Image { file, caption } | OutboundContent::Video { file, caption } => {
+                with_caption(format!("{kind}: {}", file.summary(W)), caption)
             }
-            | OutboundContent::Video {
-                link,
-                media: m,
-                caption,
-            } => with_caption(format!("{kind}: {}", media(link, m)), caption),
-            OutboundContent::Audio { link, media: m } | OutboundContent::Sticker { link, media: m } => {
-                format!("{kind}: {}", media(link, m))
+            OutboundContent::Audio { file } | OutboundContent::Sticker { file } => {
+                format!("{kind}: {}", file.summary(W))
             }
             OutboundContent::Document {
-                link,
-                media: m,
+                file,
                 filename,
                 caption,
             } => {
                 let base = match filename {
-                    Some(f) => format!("{kind}: {} ({})", ellipsize(f, W), media(link, m)),
-                    None => format!("{kind}: {}", media(link, m)),
+                    Some(f) => format!("{kind}: {} ({})", ellipsize(f, W), file.summary(W)),
+                    None => format!("{kind}: {}", file.summary(W)),
                 };
                 with_caption(base, caption)
             }
@@ -735,25 +730,24 @@ impl OutboundContent {
                 }
                 ("text", Value::Object(obj))
             }
-            OutboundContent::Image { link, media, caption } => {
-                let mut obj = media_object(link, media)?;
+            OutboundContent::Image { file, caption } => {
+                let mut obj = file.graph_object()?;
                 add_caption(&mut obj, caption)?;
                 ("image", Value::Object(obj))
             }
-            OutboundContent::Video { link, media, caption } => {
-                let mut obj = media_object(link, media)?;
+            OutboundContent::Video { file, caption } => {
+                let mut obj = file.graph_object()?;
                 add_caption(&mut obj, caption)?;
                 ("video", Value::Object(obj))
             }
-            OutboundContent::Audio { link, media } => ("audio", Value::Object(media_object(link, media)?)),
-            OutboundContent::Sticker { link, media } => ("sticker", Value::Object(media_object(link, media)?)),
+            OutboundContent::Audio { file } => ("audio", Value::Object(file.graph_object()?)),
+            OutboundContent::Sticker { file } => ("sticker", Value::Object(file.graph_object()?)),
             OutboundContent::Document {
-                link,
-                media,
+                file,
                 filename,
                 caption,
             } => {
-                let mut obj = media_object(link, media)?;
+                let mut obj = file.graph_object()?;
                 add_caption(&mut obj, caption)?;
                 if let Some(f) = filename {
                     check_len("filename", f, 240, true)?;

@@ -1,0 +1,484 @@
+//! The Rust functions behind a run's `env` and `logger`: one `register_*` per API area
+//! (`env.whatsapp`, `env.store`, `env.scenario`, `env.notify`, `env.odoo`, `logger`).
+//!
+//! They are built once per Lua worker into one table (`api`); each run sees it through
+//! per-run read-through tables (see `runtime::ENV_BUILDER`), so a script that overwrites
+//! `env.whatsapp.send_text` changes nothing for the next run. Sends, `env.store` writes and
+//! scenario moves are buffered in the worker's effects, committed by the caller with the
+//! dispatch; Odoo calls and media uploads happen at once, outside the CPU budget.
+
+use std::sync::Arc;
+
+use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value as LuaValue, Variadic};
+use serde_json::{Value, json};
+
+use super::registry::ScriptKind;
+use super::runtime::{RuntimeContext, Shared, compiled, contact_key, lua_err, queue, start_scenario};
+use crate::store::now_ms;
+
+/// Builds the API functions once per worker: `api.whatsapp`, `api.store`, `api.scenario`,
+/// `api.notify`, `api.odoo` and `api.__logger` (the run's `logger`, not part of `env`).
+pub(super) fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let api = lua.create_table()?;
+    api.set("whatsapp", register_whatsapp(lua, shared)?)?;
+    api.set("store", register_store(lua, shared)?)?;
+    api.set("scenario", register_scenario(lua, shared)?)?;
+    register_notify(lua, &api, shared)?;
+    api.set("odoo", register_odoo(lua, shared)?)?;
+    api.set("__logger", register_logger(lua, shared)?)?;
+    Ok(api)
+}
+
+/// Sets `table[name]` to a Rust function that sees the worker's [`Shared`] state.
+fn add<A, R>(
+    lua: &Lua,
+    table: &Table,
+    name: &str,
+    shared: &Arc<Shared>,
+    f: impl Fn(&Lua, &Shared, A) -> mlua::Result<R> + Send + 'static,
+) -> mlua::Result<()>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+{
+    let s = shared.clone();
+    table.set(name, lua.create_function(move |lua, args: A| f(lua, &s, args))?)
+}
+
+/// `env.whatsapp`: every send is validated like `POST /api/messages` and buffered; the
+/// function returns the message id.
+fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let whatsapp = lua.create_table()?;
+    add(
+        lua,
+        &whatsapp,
+        "send_text",
+        shared,
+        |_, s, (to, body, opts): (String, String, Option<Table>)| {
+            let mut req = json!({ "to": to, "type": "text", "text": body });
+            if let Some(o) = opts {
+                if let Some(r) = o.get::<Option<String>>("reply_to")? {
+                    req["reply_to"] = json!(r);
+                }
+                if let Some(p) = o.get::<Option<bool>>("preview_url")? {
+                    req["preview_url"] = json!(p);
+                }
+            }
+            queue(s, req).map_err(lua_err)
+        },
+    )?;
+    for (name, kind) in [
+        ("send_image", "image"),
+        ("send_document", "document"),
+        ("send_video", "video"),
+        ("send_audio", "audio"),
+    ] {
+        add(
+            lua,
+            &whatsapp,
+            name,
+            shared,
+            move |lua, s, (to, spec): (String, Table)| {
+                let bytes: Option<mlua::LuaString> = spec.get("bytes")?;
+                let spec_copy = lua.create_table()?;
+                for pair in spec.pairs::<LuaValue, LuaValue>() {
+                    let (k, v) = pair?;
+                    if k.as_string().is_some_and(|k| k.as_bytes().as_ref() == b"bytes") {
+                        continue;
+                    }
+                    spec_copy.set(k, v)?;
+                }
+                let mut req: Value = lua.from_value(LuaValue::Table(spec_copy))?;
+                if !req.is_object() {
+                    req = json!({});
+                }
+                if let Some(bytes) = bytes {
+                    let filename = req
+                        .get("filename")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
+                    let id = upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)?;
+                    req["media"] = json!(id);
+                    if kind == "document" {
+                        req["filename"] = json!(filename);
+                    }
+                }
+                req["to"] = json!(to);
+                req["type"] = json!(kind);
+                queue(s, req).map_err(lua_err)
+            },
+        )?;
+    }
+    add(
+        lua,
+        &whatsapp,
+        "send_template",
+        shared,
+        |lua, s, (to, name, lang, components): (String, String, Option<String>, Option<LuaValue>)| {
+            let mut req =
+                json!({ "to": to, "type": "template", "name": name, "lang": lang.unwrap_or_else(|| "fr".into()) });
+            if let Some(c) = components {
+                req["components"] = lua.from_value(c)?;
+            }
+            queue(s, req).map_err(lua_err)
+        },
+    )?;
+    add(
+        lua,
+        &whatsapp,
+        "send_buttons",
+        shared,
+        |lua, s, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
+            let mut req =
+                json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
+            interactive_opts(&mut req, opts)?;
+            queue(s, req).map_err(lua_err)
+        },
+    )?;
+    add(
+        lua,
+        &whatsapp,
+        "send_list",
+        shared,
+        |lua, s, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
+            let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
+            interactive_opts(&mut req, opts)?;
+            queue(s, req).map_err(lua_err)
+        },
+    )?;
+    add(
+        lua,
+        &whatsapp,
+        "send",
+        shared,
+        |lua, s, (to, spec): (String, LuaValue)| {
+            let mut req: Value = lua.from_value(spec)?;
+            req["to"] = json!(to);
+            queue(s, req).map_err(lua_err)
+        },
+    )?;
+    add(lua, &whatsapp, "mark_read", shared, |_, s, wamid: String| {
+        let sender = s
+            .ctx
+            .store
+            .message_by_wamid(&wamid)
+            .map_err(lua_err)?
+            .and_then(|m| m.from)
+            .ok_or_else(|| lua_err(format!("mark_read: no inbound message {wamid}")))?;
+        queue(s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
+    })?;
+    add(lua, &whatsapp, "window_open", shared, |_, s, to: String| {
+        let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
+        Ok(crate::store::outbox::window_open(conv.as_ref(), now_ms() / 1000))
+    })?;
+    add(
+        lua,
+        &whatsapp,
+        "upload",
+        shared,
+        |lua, s, (bytes, filename): (mlua::LuaString, String)| {
+            upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)
+        },
+    )?;
+    Ok(whatsapp)
+}
+
+/// `env.store`: the scripts' durable key/value store. Writes are buffered with the run's
+/// other effects; reads see the batch's earlier writes first.
+fn register_store(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let store = lua.create_table()?;
+    add(lua, &store, "get", shared, |lua, s, key: String| {
+        let overlay = {
+            let e = s.effects.lock().expect("not poisoned");
+            e.kv.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+        };
+        let value = match overlay {
+            Some(v) => v,
+            None => s.ctx.store.kv_get(&key).map_err(lua_err)?,
+        };
+        match value {
+            Some(v) => lua.to_value(&v),
+            None => Ok(LuaValue::Nil),
+        }
+    })?;
+    add(
+        lua,
+        &store,
+        "set",
+        shared,
+        |lua, s, (key, value): (String, LuaValue)| {
+            let v: Value = lua.from_value(value)?;
+            let v = if v.is_null() { None } else { Some(v) };
+            s.effects.lock().expect("not poisoned").kv.push((key, v));
+            Ok(())
+        },
+    )?;
+    add(lua, &store, "delete", shared, |_, s, key: String| {
+        s.effects.lock().expect("not poisoned").kv.push((key, None));
+        Ok(())
+    })?;
+    Ok(store)
+}
+
+/// `env.scenario.start(name, to, vars)`: puts a contact at a scenario's first step and sends
+/// that step's message.
+fn register_scenario(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let scenario = lua.create_table()?;
+    add(
+        lua,
+        &scenario,
+        "start",
+        shared,
+        |lua, s, (name, to, vars): (String, String, Option<LuaValue>)| {
+            let vars: Value = match vars {
+                Some(v) => lua.from_value(v)?,
+                None => json!({}),
+            };
+            let key = contact_key(s, &to);
+            start_scenario(s, &key, &to, &name, vars).map_err(lua_err)
+        },
+    )?;
+    Ok(scenario)
+}
+
+/// `env.notify(to, template, record)`: renders a notification template script
+/// (`scripts/templates/NAME.lua`) with `record` and queues the message it returns.
+fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result<()> {
+    add(
+        lua,
+        api,
+        "notify",
+        shared,
+        |lua, s, (to, template, record): (String, String, LuaValue)| {
+            let file = {
+                let reg = s.ctx.registry.read().expect("not poisoned");
+                reg.get(ScriptKind::Template, &template).cloned()
+            }
+            .ok_or_else(|| lua_err(format!("notify: template `{template}` is not loaded")))?;
+            let chunk = compiled(s, lua, &file)?;
+            let env: Table = s.make_env.call(())?;
+            chunk.set_environment(env)?;
+            let render: Function = chunk.call(())?;
+            let spec: LuaValue = render.call(record)?;
+            let mut req: Value = lua.from_value(spec)?;
+            if !req.is_object() {
+                return Err(lua_err(format!(
+                    "{}: the template must return a message table",
+                    file.chunk_name
+                )));
+            }
+            req["to"] = json!(to);
+            queue(s, req).map_err(lua_err)
+        },
+    )
+}
+
+/// `env.odoo`: JSON-RPC calls to the configured Odoo, made at once (they are not part of the
+/// run's buffered effects) and not charged to the CPU budget.
+fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let odoo = lua.create_table()?;
+    add(
+        lua,
+        &odoo,
+        "call",
+        shared,
+        |lua, s, (model, method, args, kwargs): (String, String, Option<LuaValue>, Option<LuaValue>)| {
+            let args = match args {
+                Some(a) => as_array_value(lua, a)?,
+                None => json!([]),
+            };
+            let kwargs: Value = match kwargs {
+                Some(k) => lua.from_value(k)?,
+                None => json!({}),
+            };
+            let kwargs = if kwargs.is_object() { kwargs } else { json!({}) };
+            let what = format!("call({model}, {method})");
+            let v = odoo_call(lua, &s.ctx, &what, move |c| {
+                Box::pin(async move { c.call(&model, &method, args, kwargs).await })
+            })?;
+            lua.to_value(&v)
+        },
+    )?;
+    add(
+        lua,
+        &odoo,
+        "search_read",
+        shared,
+        |lua, s, (model, domain, fields, opts): (String, Option<LuaValue>, Option<Vec<String>>, Option<LuaValue>)| {
+            let domain = match domain {
+                Some(d) => as_array_value(lua, d)?,
+                None => json!([]),
+            };
+            let fields = fields.unwrap_or_default();
+            let opts: Value = match opts {
+                Some(o) => lua.from_value(o)?,
+                None => json!({}),
+            };
+            let opts = if opts.is_object() { opts } else { json!({}) };
+            let v = odoo_call(lua, &s.ctx, "search_read", move |c| {
+                Box::pin(async move {
+                    let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                    c.search_read(&model, domain, &f, opts).await
+                })
+            })?;
+            lua.to_value(&v)
+        },
+    )?;
+    add(
+        lua,
+        &odoo,
+        "read",
+        shared,
+        |lua, s, (model, ids, fields): (String, LuaValue, Option<Vec<String>>)| {
+            let ids = record_ids(lua, ids)?;
+            let fields = fields.unwrap_or_default();
+            let v = odoo_call(lua, &s.ctx, "read", move |c| {
+                Box::pin(async move {
+                    let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                    c.read(&model, &ids, &f).await
+                })
+            })?;
+            lua.to_value(&v)
+        },
+    )?;
+    add(
+        lua,
+        &odoo,
+        "write",
+        shared,
+        |lua, s, (model, ids, values): (String, LuaValue, LuaValue)| {
+            let ids = record_ids(lua, ids)?;
+            let values: Value = lua.from_value(values)?;
+            odoo_call(lua, &s.ctx, "write", move |c| {
+                Box::pin(async move { c.write(&model, &ids, values).await })
+            })
+        },
+    )?;
+    add(
+        lua,
+        &odoo,
+        "create",
+        shared,
+        |lua, s, (model, values): (String, LuaValue)| {
+            let values: Value = lua.from_value(values)?;
+            odoo_call(lua, &s.ctx, "create", move |c| {
+                Box::pin(async move { c.create(&model, values).await })
+            })
+        },
+    )?;
+    add(lua, &odoo, "invoice_pdf", shared, |lua, s, move_id: i64| {
+        let bytes = odoo_call(lua, &s.ctx, "invoice_pdf", move |c| {
+            Box::pin(async move { c.invoice_pdf(move_id).await })
+        })?;
+        lua.create_string(&bytes)
+    })?;
+    add(
+        lua,
+        &odoo,
+        "report_pdf",
+        shared,
+        |lua, s, (report, id): (String, i64)| {
+            let bytes = odoo_call(lua, &s.ctx, "report_pdf", move |c| {
+                Box::pin(async move { c.report_pdf(&report, id).await })
+            })?;
+            lua.create_string(&bytes)
+        },
+    )?;
+    Ok(odoo)
+}
+
+/// `logger.debug|info|warn|error(...)`: the daemon's log, target `walua::lua`, with the
+/// running script's name.
+fn register_logger(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let logger = lua.create_table()?;
+    for level in ["debug", "info", "warn", "error"] {
+        add(lua, &logger, level, shared, move |_, s, args: Variadic<LuaValue>| {
+            let text: Vec<String> = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| "?".into()))
+                .collect();
+            let text = text.join(" ");
+            let script = s.label.lock().expect("not poisoned").clone();
+            match level {
+                "debug" => tracing::debug!(target: "walua::lua", %script, "{text}"),
+                "info" => tracing::info!(target: "walua::lua", %script, "{text}"),
+                "warn" => tracing::warn!(target: "walua::lua", %script, "{text}"),
+                _ => tracing::error!(target: "walua::lua", %script, "{text}"),
+            }
+            Ok(())
+        })?;
+    }
+    Ok(logger)
+}
+
+/// Runs an Odoo call from a Lua thread, outside the CPU budget.
+fn odoo_call<T>(
+    lua: &Lua,
+    ctx: &RuntimeContext,
+    what: &str,
+    f: impl FnOnce(
+        Arc<crate::odoo::OdooClient>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::odoo::OdooError>> + Send>>,
+) -> mlua::Result<T> {
+    let (Some(client), Some(handle)) = (&ctx.odoo, &ctx.handle) else {
+        return Err(lua_err(format!(
+            "env.odoo.{what}: Odoo is not configured (add an [odoo] section to the configuration)"
+        )));
+    };
+    let client = client.clone();
+    let started = std::time::Instant::now();
+    let result = super::sandbox::outside_budget(lua, || handle.block_on(f(client)));
+    match &result {
+        Ok(_) => tracing::debug!(
+            call = what,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "odoo call"
+        ),
+        Err(e) => tracing::warn!(call = what, error = %e, "odoo call failed"),
+    }
+    result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
+}
+
+/// Copies the optional `header`, `footer` and `reply_to` of an interactive send.
+fn interactive_opts(req: &mut Value, opts: Option<Table>) -> mlua::Result<()> {
+    if let Some(o) = opts {
+        for k in ["header", "footer", "reply_to"] {
+            if let Some(v) = o.get::<Option<String>>(k)? {
+                req[k] = json!(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Odoo record ids from Lua: one id or a list of ids.
+fn record_ids(lua: &Lua, ids: LuaValue) -> mlua::Result<Vec<i64>> {
+    match ids {
+        LuaValue::Integer(i) => Ok(vec![i]),
+        LuaValue::Number(n) => Ok(vec![n as i64]),
+        other => lua.from_value(other),
+    }
+}
+
+fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
+    lua.from_value_with(
+        v,
+        mlua::serde::DeserializeOptions::new().encode_empty_tables_as_array(true),
+    )
+}
+
+/// Uploads `bytes` as media (or keeps them beside the store in dry run) and returns the
+/// media id to send.
+fn upload_bytes(lua: &Lua, ctx: &RuntimeContext, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
+    let mime = crate::media::mime_for(filename);
+    match (&ctx.graph, &ctx.handle) {
+        (Some(graph), Some(handle)) => super::sandbox::outside_budget(lua, || {
+            handle
+                .block_on(graph.upload_media(bytes, mime, filename))
+                .map_err(|e| format!("media upload failed: {e}"))
+        })
+        .map_err(lua_err),
+        _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
+    }
+}
