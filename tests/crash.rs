@@ -50,11 +50,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_deliveries_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let text = config_text(dir.path(), DRY_RUN, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     std::fs::write(dir.path().join("walua.toml"), &text).unwrap();
     put_script(dir.path(), "buttons/validate_order.lua", SCRIPT);

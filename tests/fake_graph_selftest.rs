@@ -28,6 +28,11 @@ async fn send(fg: &FakeGraph, body: &Value) -> (u16, Value) {
     post(fg, Some(TOKEN), body).await
 }
 
+/// GET `url` with the access token.
+async fn get(url: &str) -> reqwest::Response {
+    reqwest::Client::new().get(url).bearer_auth(TOKEN).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn success_shape_and_recording() {
     let fg = FakeGraph::start(TOKEN).await;
@@ -197,15 +202,7 @@ async fn media_upload_metadata_download() {
     );
     assert_eq!(up[0].bytes, pdf);
 
-    let meta: Value = http
-        .get(format!("{}/media-1", fg.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = get(&format!("{}/media-1", fg.url())).await.json().await.unwrap();
     assert_eq!(
         (&meta["mime_type"], &meta["file_size"], &meta["id"]),
         (&json!("application/pdf"), &json!(pdf.len()), &json!("media-1"))
@@ -213,34 +210,13 @@ async fn media_upload_metadata_download() {
     assert_eq!(meta["sha256"].as_str().unwrap().len(), 64);
     let url = meta["url"].as_str().unwrap();
     assert_eq!(http.get(url).send().await.unwrap().status(), 401);
-    let got = http
-        .get(url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = get(url).await.bytes().await.unwrap();
     assert_eq!(got.as_ref(), pdf.as_slice());
 
     fg.add_media("img1", b"jpeg".to_vec(), "image/jpeg");
-    let meta: Value = http
-        .get(format!("{}/img1", fg.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = get(&format!("{}/img1", fg.url())).await.json().await.unwrap();
     assert_eq!(meta["mime_type"], "image/jpeg");
-    let r = http
-        .get(format!("{}/unknown", fg.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = get(&format!("{}/unknown", fg.url())).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 100);
 }
@@ -253,23 +229,17 @@ async fn hang_times_out_and_drop_closes() {
         .build()
         .unwrap();
     let url = format!("{}/106540352242922/messages", fg.url());
+    let request = || {
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .json(&text("221771234567", "a"))
+            .send()
+    };
     fg.push_response(Scripted::Hang);
-    let e = http
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .json(&text("221771234567", "a"))
-        .send()
-        .await
-        .unwrap_err();
+    let e = request().await.unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     fg.push_response(Scripted::Drop);
-    let e = http
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .json(&text("221771234567", "a"))
-        .send()
-        .await
-        .unwrap_err();
+    let e = request().await.unwrap_err();
     assert!(!e.is_timeout(), "{e:?}");
     assert!(fg.accepted().is_empty());
     assert!(fg.requests().iter().all(|r| r.outcome_status == 0));
@@ -277,16 +247,7 @@ async fn hang_times_out_and_drop_closes() {
     fg.set_latency(Duration::from_millis(100));
     fg.push_response(Scripted::Delay(Duration::from_millis(100)));
     let t = std::time::Instant::now();
-    assert_eq!(
-        http.post(&url)
-            .bearer_auth(TOKEN)
-            .json(&text("221771234567", "a"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(request().await.unwrap().status(), 200);
     assert!(t.elapsed() >= Duration::from_millis(200));
 }
 

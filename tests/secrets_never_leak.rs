@@ -4,11 +4,14 @@
 //! secret may appear in its logs, in any HTTP answer, nor in the raw bytes of the store and
 //! media directory.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::free_port;
 
 const ACCESS_TOKEN: &str = "EAAG-leak-canary-ACCESS-5d1f9a";
 const APP_SECRET: &str = "leak-canary-APPSECRET-83c2e7";
@@ -16,14 +19,6 @@ const ADMIN_TOKEN: &str = "leak-canary-ADMIN-0b7e44";
 const VERIFY_TOKEN: &str = "leak-canary-VERIFY-6a9d12";
 const ODOO_KEY: &str = "leak-canary-ODOOKEY-f3e8b5";
 const SECRETS: [&str; 5] = [ACCESS_TOKEN, APP_SECRET, ADMIN_TOKEN, VERIFY_TOKEN, ODOO_KEY];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(state: &Path, port: u16, odoo_port: u16) -> String {
     format!(

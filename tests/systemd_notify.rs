@@ -1,18 +1,14 @@
 //! The sd_notify protocol as systemd sees it: the real `walua` binary is started as a child
 //! with `NOTIFY_SOCKET` pointing at a datagram socket this test reads, and `WATCHDOG_USEC`.
 
+mod support;
+
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::free_port;
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     std::fs::create_dir_all(dir.join("scripts")).unwrap();

@@ -442,10 +442,7 @@ async fn conversations_are_listed_newest_first_with_counts_and_the_window_time()
 fn the_cli_prints_conversations_and_messages_tables() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let text = config_text(dir.path(), DRY_RUN, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let conf = dir.path().join("walua.toml");
     std::fs::write(&conf, &text).unwrap();

@@ -9,6 +9,9 @@
 #[allow(dead_code)]
 #[path = "../../tests/support/fake_graph.rs"]
 mod fake_graph;
+#[allow(dead_code)]
+#[path = "../../tests/support/serve.rs"]
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -21,7 +21,8 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+
+use super::serve::{self, Protocols};
 
 /// A scripted answer for the next `/messages` request (see [`FakeGraph::push_response`]).
 #[derive(Debug, Clone)]
@@ -102,13 +103,8 @@ impl Inner {
 pub struct FakeGraph {
     inner: Arc<Inner>,
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeGraph {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// The accept loop; dropping it stops the server.
+    _serving: serve::Serving,
 }
 
 /// What to do with a request once it has been checked.
@@ -131,28 +127,10 @@ impl FakeGraph {
             state: Mutex::new(State::default()),
         });
         let srv = inner.clone();
-        let task = tokio::spawn(async move {
-            // Connections live in the JoinSet so aborting this task also ends hung requests.
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let srv = srv.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(srv.clone(), req));
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    // HTTP/1.1, or HTTP/2 over cleartext (h2c) for a client that knows it
-                    // speaks it, as Meta speaks HTTP/2 over TLS.
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        });
-        FakeGraph { inner, addr, task }
+        // HTTP/1.1, and HTTP/2 over cleartext for a client that knows it speaks it, as Meta
+        // speaks HTTP/2 over TLS.
+        let _serving = serve::spawn(listener, Protocols::Http1AndH2c, move |req| handle(srv.clone(), req));
+        FakeGraph { inner, addr, _serving }
     }
 
     /// The `api_base` for walua's config: `http://127.0.0.1:PORT/v21.0`.

@@ -41,7 +41,8 @@ use hyper::{Request, Response, StatusCode};
 use rand::Rng;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+
+use super::serve::{self, Protocols};
 
 /// The login of the fake's user (uid 2, "Mitchell Admin").
 pub const LOGIN: &str = "admin";
@@ -313,13 +314,8 @@ pub struct FakeOdoo {
     inner: Arc<Inner>,
     /// The address it listens on.
     pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeOdoo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// The accept loop; dropping it stops the server.
+    _serving: serve::Serving,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -349,25 +345,9 @@ impl FakeOdoo {
             state: Mutex::new(state),
         });
         let srv = inner.clone();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                while conns.try_join_next().is_some() {}
-                let srv = srv.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(srv.clone(), req));
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                });
-            }
-        });
-        FakeOdoo { inner, addr, task }
+        // Odoo 16 (werkzeug) speaks HTTP/1.1 only.
+        let _serving = serve::spawn(listener, Protocols::Http1, move |req| handle(srv.clone(), req));
+        FakeOdoo { inner, addr, _serving }
     }
 
     /// The base URL, e.g. `http://127.0.0.1:PORT` (the config's `odoo.url`).

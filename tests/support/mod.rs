@@ -4,6 +4,7 @@
 
 pub mod fake_graph;
 pub mod fake_odoo;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -152,29 +153,12 @@ impl TestDaemon {
 
     /// GET on the admin API with the admin token; returns (status, JSON).
     pub async fn api(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        admin_call(self.http.get(self.url(path))).await
     }
 
     /// POST on the admin API with the admin token; returns (status, JSON).
     pub async fn api_post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        admin_call(self.http.post(self.url(path)).json(body)).await
     }
 
     /// A contact's messages through the admin API (empty when unknown).
@@ -217,12 +201,28 @@ impl TestDaemon {
     }
 }
 
+/// Sends an admin API request with the admin token; returns (status, JSON or `Null`).
+async fn admin_call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
+}
+
+/// A free loopback port, for the real binary, which must be told where to listen.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `[whatsapp]` keys of a dry-run test daemon.
@@ -255,29 +255,36 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
-/// A minimal inbound text delivery from `from` (phone) with wamid `wamid`.
-pub fn text_delivery(from: &str, wamid: &str, body: &str, ts: i64) -> Value {
+/// Meta's webhook envelope around one `messages` change to the test number; `fields` are the
+/// change's `contacts`, `messages` or `statuses`.
+fn delivery(fields: Value) -> Value {
+    let mut value = serde_json::json!({
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
+    });
+    value
+        .as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
     serde_json::json!({
         "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
-            "contacts": [{"profile": {"name": "Client"}, "wa_id": from}],
-            "messages": [{"from": from, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}}]
-        }}]}]
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]
     })
+}
+
+/// A minimal inbound text delivery from `from` (phone) with wamid `wamid`.
+pub fn text_delivery(from: &str, wamid: &str, body: &str, ts: i64) -> Value {
+    delivery(serde_json::json!({
+        "contacts": [{"profile": {"name": "Client"}, "wa_id": from}],
+        "messages": [{"from": from, "id": wamid, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}}]
+    }))
 }
 
 /// A status delivery for `wamid`.
 pub fn status_delivery(wamid: &str, status: &str, ts: i64) -> Value {
-    serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
-            "statuses": [{"id": wamid, "status": status, "timestamp": ts.to_string(), "recipient_id": "221771234567"}]
-        }}]}]
-    })
+    delivery(serde_json::json!({
+        "statuses": [{"id": wamid, "status": status, "timestamp": ts.to_string(), "recipient_id": "221771234567"}]
+    }))
 }
 
 /// Unix seconds now.
@@ -287,17 +294,12 @@ pub fn now() -> i64 {
 
 /// A reply-button click (`interactive` / `button_reply`) from `from`.
 pub fn click_delivery(from: &str, wamid: &str, button_id: &str, title: &str) -> Value {
-    serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
-            "contacts": [{"profile": {"name": "Awa Diop"}, "wa_id": from}],
-            "messages": [{"from": from, "id": wamid, "timestamp": now().to_string(), "type": "interactive",
-                          "context": {"from": "221338601234", "id": "wamid.PREVIOUS"},
-                          "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}}}]
-        }}]}]
-    })
+    delivery(serde_json::json!({
+        "contacts": [{"profile": {"name": "Awa Diop"}, "wa_id": from}],
+        "messages": [{"from": from, "id": wamid, "timestamp": now().to_string(), "type": "interactive",
+                      "context": {"from": "221338601234", "id": "wamid.PREVIOUS"},
+                      "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}}}]
+    }))
 }
 
 impl TestDaemon {
