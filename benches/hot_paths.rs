@@ -80,21 +80,37 @@ fn signatures(c: &mut Criterion) {
     g.finish();
 }
 
+// Like the shipped button scripts, it requires a module from `scripts/lib/`.
 const SCRIPT: &str = r#"
+local shop = require "shop"
 return {
   match = "^btn_validate_order_(%d+)$",
   run = function(order_id)
     local count = (env.store.get("validations") or 0) + 1
     env.store.set("validations", count)
-    env.whatsapp.send_text(message.from, "Commande " .. order_id .. " validée, merci " .. contact.name)
+    env.whatsapp.send_text(message.from, shop.validated(order_id, contact.name))
   end,
 }
+"#;
+
+const LIB: &str = r#"
+local M = {}
+function M.fcfa(amount)
+  local s = string.format("%d", math.floor(amount + 0.5))
+  return (s:reverse():gsub("(%d%d%d)", "%1 "):reverse():gsub("^ ", "")) .. " F CFA"
+end
+function M.validated(order_id, name)
+  return "Commande " .. order_id .. " validée, merci " .. (name or "") .. " (" .. M.fcfa(25000) .. ")"
+end
+return M
 "#;
 
 fn dispatch(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("scripts/buttons")).unwrap();
     std::fs::write(dir.path().join("scripts/buttons/validate_order.lua"), SCRIPT).unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts/lib")).unwrap();
+    std::fs::write(dir.path().join("scripts/lib/shop.lua"), LIB).unwrap();
     let text = format!(
         "[store]\npath = \"{}\"\n[whatsapp]\nphone_number_id = \"1234567890\"\ndry_run = true\n[scripts]\ndir = \"{}\"\nworkers = 1\nhot_reload = false\n",
         dir.path().join("walua.redb").display(),

@@ -22,7 +22,9 @@
 //!   chunk the environment of the run that created that `load` (each environment has its own
 //!   `load` closure). `require` only loads `lib_dir/<a/b>.lua` for a name matching
 //!   `^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$`, runs it in the caller's environment and caches the
-//!   result per environment (i.e. per run).
+//!   result per environment (i.e. per run). The compiled chunk is kept per file while the file
+//!   is unchanged (same inode, length and modification time), so a module is read and compiled
+//!   once, not on every run; each run still executes it afresh with its own `_ENV`.
 //! * `print` goes to `tracing::info!` with the calling chunk's name; `collectgarbage` only
 //!   honours `"count"`, `"collect"`, `"step"` and `"isrunning"` (other options are no-ops).
 //!
@@ -51,6 +53,7 @@
 //! thread.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -262,11 +265,15 @@ impl Sandbox {
 
         let tripped = lua.create_function(|lua, ()| Ok(is_tripped(lua)))?;
         let lib_display = lib_dir.display().to_string();
+        let modules = RefCell::new(HashMap::new());
         let load_module = lua.create_function(move |lua, (name, env): (Value, Table)| {
-            Ok(match load_module(lua, &lib_dir, &lib_display, &name, env) {
-                Ok(f) => (Some(f), None),
-                Err(msg) => (None, Some(msg)),
-            })
+            let mut modules = modules.borrow_mut();
+            Ok(
+                match load_module(lua, &lib_dir, &lib_display, &mut modules, &name, env) {
+                    Ok(f) => (Some(f), None),
+                    Err(msg) => (None, Some(msg)),
+                },
+            )
         })?;
         let print = lua.create_function(lua_print)?;
 
@@ -520,9 +527,45 @@ fn valid_module_name(name: &str) -> bool {
             .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
 }
 
-/// Compiles `lib_dir/<name with dots as slashes>.lua` with `env` as its environment.
+/// A compiled `lib/` module and the file it was compiled from, as last seen.
+struct CompiledModule {
+    stamp: FileStamp,
+    chunk: Function,
+}
+
+/// What tells a module file's versions apart without reading it: an editor's atomic save makes
+/// a new inode, an in-place save a new modification time (and usually length).
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    ino: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// `lib_dir/<name with dots as slashes>.lua`, compiled with `env` as its environment. The
+/// compiled chunk is kept per file (in `modules`) and reused while the file is unchanged: a
+/// button script that requires a module would otherwise read and compile it on every click.
+/// Each call gives the chunk a fresh `_ENV` upvalue, so closures of earlier runs keep theirs.
 /// `Err` is the message `require` raises in the caller.
-fn load_module(lua: &Lua, lib_dir: &Path, lib_display: &str, name: &Value, env: Table) -> Result<Function, String> {
+fn load_module(
+    lua: &Lua,
+    lib_dir: &Path,
+    lib_display: &str,
+    modules: &mut HashMap<PathBuf, CompiledModule>,
+    name: &Value,
+    env: Table,
+) -> Result<Function, String> {
     let name = match name {
         Value::String(s) => s.to_string_lossy(),
         _ => return Err("require: module name must be a string".to_string()),
@@ -536,17 +579,41 @@ fn load_module(lua: &Lua, lib_dir: &Path, lib_display: &str, name: &Value, env: 
     }
     let rel = format!("{}.lua", name.replace('.', "/"));
     let path = lib_dir.join(&rel);
-    let source = match std::fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
-        Err(e) => return Err(format!("require: cannot read module '{name}': {e}")),
+    let cannot_read = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            not_found()
+        } else {
+            format!("require: cannot read module '{name}': {e}")
+        }
     };
-    lua.load(source)
+    let stamp = match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => FileStamp::of(&meta),
+        Ok(_) => return Err(not_found()),
+        Err(e) => {
+            modules.remove(&path);
+            return Err(cannot_read(e));
+        }
+    };
+    if let Some(m) = modules.get(&path).filter(|m| m.stamp == stamp) {
+        m.chunk.set_environment(env).map_err(|e| describe(&e))?;
+        return Ok(m.chunk.clone());
+    }
+    let source = std::fs::read_to_string(&path).map_err(cannot_read)?;
+    let chunk = lua
+        .load(source)
         .set_name(format!("@{lib_display}/{rel}"))
         .set_mode(ChunkMode::Text)
         .set_environment(env)
         .into_function()
-        .map_err(|e| describe(&e))
+        .map_err(|e| describe(&e))?;
+    modules.insert(
+        path,
+        CompiledModule {
+            stamp,
+            chunk: chunk.clone(),
+        },
+    );
+    Ok(chunk)
 }
 
 fn is_memory_error(e: &Error) -> bool {
@@ -959,6 +1026,44 @@ mod tests {
                 format!("scripts/test.lua:1: require: module '{name}' not found in {lib}/")
             );
         }
+    }
+
+    #[test]
+    fn a_cached_module_keeps_each_runs_env_and_an_edit_is_seen_at_the_next_require() {
+        let (sb, dir) = sandbox();
+        let f = sb.compile("scripts/r.lua", "return require('envcheck')").unwrap();
+        let run_with = |message: &str| -> Function {
+            let env = sb.fresh_env().unwrap();
+            env.set("message", message).unwrap();
+            sb.run(&f, &env, ()).unwrap()
+        };
+        let first = run_with("one");
+        let second = run_with("two");
+        assert_eq!(second.call::<String>(()).unwrap(), "two");
+        assert_eq!(
+            first.call::<String>(()).unwrap(),
+            "one",
+            "reusing the compiled module must not rebind an earlier run's closures"
+        );
+
+        // Saved in place (same inode), then atomically (new inode, same length).
+        std::fs::write(
+            dir.path().join("util.lua"),
+            "return { v = 'in place, longer' }
+",
+        )
+        .unwrap();
+        let v: String = run_src(&sb, "return require('util').v").unwrap();
+        assert_eq!(v, "in place, longer");
+        let tmp = dir.path().join("util.lua.tmp");
+        std::fs::write(&tmp, "return { v = 'atomic, same len' }\n").unwrap();
+        std::fs::rename(&tmp, dir.path().join("util.lua")).unwrap();
+        let v: String = run_src(&sb, "return require('util').v").unwrap();
+        assert_eq!(v, "atomic, same len");
+
+        std::fs::remove_file(dir.path().join("util.lua")).unwrap();
+        let err = run_src::<Value>(&sb, "return require('util')").unwrap_err();
+        assert!(err.to_string().contains("module 'util' not found"), "{err}");
     }
 
     #[test]
