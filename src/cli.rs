@@ -55,13 +55,14 @@ impl AdminClient {
         self.send(req).await
     }
 
-    /// Uploads a local file through `POST /api/media`; returns the daemon's answer.
-    pub async fn upload(&self, filename: &str, bytes: Vec<u8>) -> Result<Value, CliError> {
-        let url = format!(
-            "{}/api/media?filename={}",
-            self.base,
-            percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC)
-        );
+    /// Uploads a local file through `POST /api/media` (through the account `from` names, if
+    /// given); returns the daemon's answer.
+    pub async fn upload(&self, filename: &str, from: Option<&str>, bytes: Vec<u8>) -> Result<Value, CliError> {
+        let encode = |s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC);
+        let mut url = format!("{}/api/media?filename={}", self.base, encode(filename));
+        if let Some(from) = from {
+            url.push_str(&format!("&from={}", encode(from)));
+        }
         self.send(self.http.post(&url).body(bytes)).await
     }
 

@@ -120,23 +120,36 @@ pub struct StoreConfig {
     pub journal_segment_bytes: u64,
 }
 
-/// `[whatsapp]`.
+/// One business number walua serves: `[whatsapp]` itself, or each `[[whatsapp.accounts]]`.
 #[derive(Debug, Clone)]
-pub struct WhatsAppConfig {
-    /// The Graph API phone number id messages are sent from.
+pub struct WhatsAppAccount {
+    /// How scripts, the API and logs name it (`name`; default: the phone number id).
+    pub name: String,
+    /// The Graph API phone number id messages are sent from (empty only in a dry run
+    /// without a number).
     pub phone_number_id: String,
     /// Permanent (system user) access token for the Graph API.
     pub access_token: Option<Secret>,
-    /// App secret that signs webhook deliveries (X-Hub-Signature-256).
+    /// Secret of the Meta app that signs this number's webhook deliveries
+    /// (X-Hub-Signature-256).
     pub app_secret: Option<Secret>,
-    /// Token Meta echoes back during the webhook subscription check.
+    /// Token Meta echoes back during the webhook subscription check of this number's app.
     pub verify_token: Option<Secret>,
+    /// Outbound rate limit of this number (messages per second).
+    pub max_per_second: u32,
+}
+
+/// `[whatsapp]`.
+#[derive(Debug, Clone)]
+pub struct WhatsAppConfig {
+    /// The numbers walua serves, never empty: the `[whatsapp]` number alone, or every
+    /// `[[whatsapp.accounts]]` (which inherit `[whatsapp]`'s `app_secret`, `verify_token` and
+    /// `max_per_second`). The first is the default sender.
+    pub accounts: Vec<WhatsAppAccount>,
     /// Graph API base URL, version included; tests point it at a fake.
     pub api_base: String,
     /// Record outbound messages with their exact JSON, send nothing.
     pub dry_run: bool,
-    /// Outbound rate limit for this number (messages per second).
-    pub max_per_second: u32,
     /// Send free-form messages even when the 24 h customer-service window is closed.
     pub allow_outside_window: bool,
     /// How long a message keeps being retried on 429 / 5xx / timeouts before it fails.
@@ -156,6 +169,37 @@ pub struct WhatsAppConfig {
     /// Speak HTTP/2 without TLS (h2c, "prior knowledge") to an `http://` `api_base`: a local
     /// fake or proxy that supports it. An `https://` base (Meta) negotiates HTTP/2 by itself.
     pub http2_cleartext: bool,
+}
+
+impl WhatsAppConfig {
+    /// The default sender: the first account.
+    pub fn default_account(&self) -> &WhatsAppAccount {
+        &self.accounts[0]
+    }
+
+    /// The account a `from` names: its `name`, else its phone number id.
+    pub fn account(&self, from: &str) -> Option<&WhatsAppAccount> {
+        self.accounts
+            .iter()
+            .find(|a| a.name == from)
+            .or_else(|| self.accounts.iter().find(|a| a.phone_number_id == from))
+    }
+
+    /// The app secrets that may sign a webhook delivery (one per Meta app, without repeats).
+    pub fn app_secrets(&self) -> Vec<&Secret> {
+        let mut out: Vec<&Secret> = Vec::new();
+        for s in self.accounts.iter().filter_map(|a| a.app_secret.as_ref()) {
+            if !out.iter().any(|o| o.expose() == s.expose()) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The tokens Meta's subscription check may echo (one per Meta app).
+    pub fn verify_tokens(&self) -> impl Iterator<Item = &Secret> {
+        self.accounts.iter().filter_map(|a| a.verify_token.as_ref())
+    }
 }
 
 /// `[odoo]`.
@@ -253,7 +297,19 @@ struct RawStore {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawAccount {
+    name: Option<String>,
+    phone_number_id: Option<String>,
+    access_token: Option<String>,
+    app_secret: Option<String>,
+    verify_token: Option<String>,
+    max_per_second: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawWhatsApp {
+    accounts: Option<Vec<RawAccount>>,
     phone_number_id: Option<String>,
     access_token: Option<String>,
     app_secret: Option<String>,
@@ -351,23 +407,81 @@ impl Config {
         };
 
         let w = raw.whatsapp;
+        let raw_has_accounts = w.accounts.is_some();
         let dry_run = w.dry_run.unwrap_or(true);
+        let max_per_second = |key: &str, n: Option<u32>| match n {
+            Some(0) => Err(cx.invalid(key, "must be greater than 0")),
+            n => Ok(n),
+        };
+        let default_rate = max_per_second("whatsapp.max_per_second", w.max_per_second)?.unwrap_or(80);
+        let accounts = match w.accounts {
+            None => vec![WhatsAppAccount {
+                name: w.phone_number_id.clone().unwrap_or_default(),
+                phone_number_id: w.phone_number_id.unwrap_or_default(),
+                access_token: cx.secret("whatsapp.access_token", w.access_token)?,
+                app_secret: cx.secret("whatsapp.app_secret", w.app_secret)?,
+                verify_token: cx.secret("whatsapp.verify_token", w.verify_token)?,
+                max_per_second: default_rate,
+            }],
+            Some(raw_accounts) => {
+                for (key, set) in [
+                    ("whatsapp.phone_number_id", w.phone_number_id.is_some()),
+                    ("whatsapp.access_token", w.access_token.is_some()),
+                ] {
+                    if set {
+                        return Err(cx.invalid(
+                            key,
+                            "set it in each [[whatsapp.accounts]] instead: with accounts, [whatsapp] holds what they share",
+                        ));
+                    }
+                }
+                if raw_accounts.is_empty() {
+                    return Err(cx.invalid("whatsapp.accounts", "is empty: give at least one account"));
+                }
+                let mut accounts: Vec<WhatsAppAccount> = Vec::with_capacity(raw_accounts.len());
+                for (i, a) in raw_accounts.into_iter().enumerate() {
+                    let key = |k: &str| format!("whatsapp.accounts[{i}].{k}");
+                    let pnid = a
+                        .phone_number_id
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(|| cx.invalid(&key("phone_number_id"), "missing"))?;
+                    let name = a.name.unwrap_or_else(|| pnid.clone());
+                    for other in &accounts {
+                        if other.phone_number_id == pnid {
+                            return Err(cx.invalid(&key("phone_number_id"), format!("`{pnid}` is listed twice")));
+                        }
+                        if other.name == name || other.phone_number_id == name || other.name == pnid {
+                            return Err(cx.invalid(
+                                &key("name"),
+                                format!(
+                                    "`{name}` names another account too: names and phone number ids must be unique"
+                                ),
+                            ));
+                        }
+                    }
+                    let inherited = |own: Option<String>, shared: &Option<String>| own.or_else(|| shared.clone());
+                    accounts.push(WhatsAppAccount {
+                        access_token: cx.secret(&key("access_token"), a.access_token)?,
+                        app_secret: cx.secret(&key("app_secret"), inherited(a.app_secret, &w.app_secret))?,
+                        verify_token: cx.secret(&key("verify_token"), inherited(a.verify_token, &w.verify_token))?,
+                        max_per_second: max_per_second(&key("max_per_second"), a.max_per_second)?
+                            .unwrap_or(default_rate),
+                        name,
+                        phone_number_id: pnid,
+                    });
+                }
+                accounts
+            }
+        };
         let whatsapp = WhatsAppConfig {
-            phone_number_id: w.phone_number_id.unwrap_or_default(),
-            access_token: cx.secret("whatsapp.access_token", w.access_token)?,
-            app_secret: cx.secret("whatsapp.app_secret", w.app_secret)?,
-            verify_token: cx.secret("whatsapp.verify_token", w.verify_token)?,
+            accounts,
             api_base: w
                 .api_base
                 .unwrap_or_else(|| DEFAULT_API_BASE.into())
                 .trim_end_matches('/')
                 .to_string(),
             dry_run,
-            max_per_second: match w.max_per_second {
-                Some(0) => return Err(cx.invalid("whatsapp.max_per_second", "must be greater than 0")),
-                Some(n) => n,
-                None => 80,
-            },
             allow_outside_window: w.allow_outside_window.unwrap_or(false),
             retry_horizon: cx.duration("whatsapp.retry_horizon", w.retry_horizon, "1h")?,
             request_timeout: cx.duration("whatsapp.request_timeout", w.request_timeout, "30s")?,
@@ -382,16 +496,26 @@ impl Config {
             return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));
         }
         if !dry_run {
-            if whatsapp.phone_number_id.is_empty() {
-                return Err(cx.invalid("whatsapp.phone_number_id", "required unless dry_run = true"));
-            }
-            for (key, value) in [
-                ("whatsapp.access_token", &whatsapp.access_token),
-                ("whatsapp.app_secret", &whatsapp.app_secret),
-                ("whatsapp.verify_token", &whatsapp.verify_token),
-            ] {
-                if value.is_none() {
-                    return Err(cx.invalid(key, "required unless dry_run = true"));
+            let several = whatsapp.accounts.len() > 1 || raw_has_accounts;
+            for (i, a) in whatsapp.accounts.iter().enumerate() {
+                let key = |k: &str| {
+                    if several {
+                        format!("whatsapp.accounts[{i}].{k}")
+                    } else {
+                        format!("whatsapp.{k}")
+                    }
+                };
+                if a.phone_number_id.is_empty() {
+                    return Err(cx.invalid(&key("phone_number_id"), "required unless dry_run = true"));
+                }
+                for (k, value) in [
+                    ("access_token", &a.access_token),
+                    ("app_secret", &a.app_secret),
+                    ("verify_token", &a.verify_token),
+                ] {
+                    if value.is_none() {
+                        return Err(cx.invalid(&key(k), "required unless dry_run = true"));
+                    }
                 }
             }
         }
@@ -471,9 +595,11 @@ impl Config {
     pub fn secrets(&self) -> Vec<&Secret> {
         let mut out = Vec::new();
         out.extend(self.server.admin_token.iter());
-        out.extend(self.whatsapp.access_token.iter());
-        out.extend(self.whatsapp.app_secret.iter());
-        out.extend(self.whatsapp.verify_token.iter());
+        for a in &self.whatsapp.accounts {
+            out.extend(a.access_token.iter());
+            out.extend(a.app_secret.iter());
+            out.extend(a.verify_token.iter());
+        }
         if let Some(o) = &self.odoo {
             out.extend(o.api_key.iter());
             out.extend(o.password.iter());
@@ -670,6 +796,68 @@ mod tests {
             .to_string();
         assert!(!err.contains("tok-S3CR3T-value"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn accounts_inherit_what_whatsapp_shares_and_are_checked_one_by_one() {
+        let c = load(
+            "[whatsapp]\ndry_run = false\napp_secret = \"shared-secret\"\nverify_token = \"shared-verify\"\nmax_per_second = 40\n\
+             [[whatsapp.accounts]]\nname = \"dakar\"\nphone_number_id = \"111\"\naccess_token = \"tok-a\"\n\
+             [[whatsapp.accounts]]\nphone_number_id = \"222\"\naccess_token = \"tok-b\"\napp_secret = \"other-app\"\nmax_per_second = 500\n",
+        )
+        .unwrap();
+        let [dakar, second] = &c.whatsapp.accounts[..] else {
+            panic!("two accounts")
+        };
+        assert_eq!((dakar.name.as_str(), dakar.max_per_second), ("dakar", 40));
+        assert_eq!(dakar.app_secret.as_ref().unwrap().expose(), "shared-secret");
+        assert_eq!(
+            (second.name.as_str(), second.max_per_second),
+            ("222", 500),
+            "named by its id"
+        );
+        assert_eq!(second.app_secret.as_ref().unwrap().expose(), "other-app");
+        assert_eq!(second.verify_token.as_ref().unwrap().expose(), "shared-verify");
+        assert_eq!(c.whatsapp.default_account().name, "dakar");
+        assert_eq!(c.whatsapp.account("222").unwrap().name, "222");
+        assert_eq!(c.whatsapp.app_secrets().len(), 2);
+        assert_eq!(
+            c.secrets().len(),
+            6,
+            "every account's secrets are known to the log filter"
+        );
+
+        let live = "[whatsapp]\ndry_run = false\napp_secret = \"s\"\nverify_token = \"v\"\n";
+        for (accounts, key) in [
+            (
+                "phone_number_id = \"1\"\n[[whatsapp.accounts]]\nphone_number_id = \"2\"\naccess_token = \"t\"\n",
+                "whatsapp.phone_number_id",
+            ),
+            (
+                "[[whatsapp.accounts]]\nphone_number_id = \"1\"\naccess_token = \"t\"\n[[whatsapp.accounts]]\nphone_number_id = \"1\"\naccess_token = \"u\"\n",
+                "whatsapp.accounts[1].phone_number_id",
+            ),
+            (
+                "[[whatsapp.accounts]]\nname = \"x\"\nphone_number_id = \"1\"\naccess_token = \"t\"\n[[whatsapp.accounts]]\nname = \"x\"\nphone_number_id = \"2\"\naccess_token = \"u\"\n",
+                "whatsapp.accounts[1].name",
+            ),
+            (
+                "[[whatsapp.accounts]]\nphone_number_id = \"1\"\naccess_token = \"t\"\n[[whatsapp.accounts]]\nphone_number_id = \"2\"\n",
+                "whatsapp.accounts[1].access_token",
+            ),
+            (
+                "[[whatsapp.accounts]]\naccess_token = \"t\"\n",
+                "whatsapp.accounts[0].phone_number_id",
+            ),
+            ("accounts = []\n", "whatsapp.accounts"),
+            (
+                "[[whatsapp.accounts]]\nphone_number_id = \"1\"\naccess_token = \"t\"\nmax_per_second = 0\n",
+                "whatsapp.accounts[0].max_per_second",
+            ),
+        ] {
+            let err = load(&format!("{live}{accounts}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")) || err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

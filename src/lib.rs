@@ -101,8 +101,8 @@ pub struct App {
     pub journal_files: JournalFiles,
     /// The enqueue side of the outbox.
     pub outbox: outbox::Outbox,
-    /// The Graph API client (absent in dry run without an access token).
-    pub graph: Option<Arc<whatsapp::client::GraphClient>>,
+    /// The Graph API clients, one per account (absent in dry run without an access token).
+    pub graph: Option<Arc<whatsapp::client::GraphClients>>,
     /// The loaded scripts, their watcher and the Lua pool.
     pub scripts: script::Scripts,
     /// Odoo hooks (push endpoint), when `[odoo]` is configured.
@@ -201,31 +201,26 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         config.whatsapp.dry_run,
         config.whatsapp.allow_outside_window,
     )
+    .with_senders(outbox::Sender::of(&config.whatsapp))
     .with_metrics(metrics.clone());
     let w = &config.whatsapp;
-    let graph = match &w.access_token {
-        Some(token) => Some(Arc::new(
-            whatsapp::client::GraphClient::new(
-                &w.api_base,
-                &w.phone_number_id,
-                token.expose().to_string(),
-                w.request_timeout,
-                w.http2_cleartext,
-            )
-            .map_err(|e| RunError::Graph(e.to_string()))?,
-        )),
-        None => None,
-    };
+    let graph = whatsapp::client::GraphClients::from_config(w)
+        .map_err(|e| RunError::Graph(e.to_string()))?
+        .map(Arc::new);
     match (&graph, w.dry_run) {
-        (Some(client), false) => {
+        (Some(clients), false) => {
             tasks.spawn(
                 outbox::OutboxWorker {
                     store: store.clone(),
-                    client: client.clone(),
+                    clients: clients.clone(),
                     wake: outbox_wake.clone(),
                     shutdown: stop_tasks.clone(),
                     settings: outbox::OutboxSettings {
-                        max_per_second: w.max_per_second,
+                        max_per_second: w
+                            .accounts
+                            .iter()
+                            .map(|a| (a.phone_number_id.clone(), a.max_per_second))
+                            .collect(),
                         pair_burst: w.pair_burst,
                         pair_interval: w.pair_interval,
                         retry_base: w.retry_base,
@@ -240,11 +235,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         _ => tracing::info!("dry run: outbound messages are recorded with status dry_run, nothing is sent"),
     }
     let queue_media = graph.is_some() && !w.dry_run;
-    if let (Some(client), true) = (&graph, queue_media) {
+    if let (Some(clients), true) = (&graph, queue_media) {
         tasks.spawn(
             media::MediaDownloader {
                 store: store.clone(),
-                client: client.clone(),
+                clients: clients.clone(),
                 store_path: config.store.path.clone(),
                 max_bytes: w.media_max_bytes,
                 wake: media_wake.clone(),
@@ -349,7 +344,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         hooks,
         metrics: metrics.clone(),
     });
-    if config.whatsapp.app_secret.is_none() {
+    if config.whatsapp.accounts.iter().all(|a| a.app_secret.is_none()) {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
     }
     if config.server.admin_token.is_none() {

@@ -96,6 +96,10 @@ struct SendArgs {
     /// Reply to this wamid.
     #[arg(long)]
     reply_to: Option<String>,
+    /// The business number to send from: an account's name or phone number id (default: the
+    /// number the contact last wrote to, else the first account).
+    #[arg(long)]
+    from: Option<String>,
 }
 
 const DEFAULT_CONFIG: &str = "conf/walua.toml";
@@ -275,7 +279,7 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
                 .clone()
                 .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "document".into());
-            let uploaded = client.upload(&filename, bytes).await?;
+            let uploaded = client.upload(&filename, a.from.as_deref(), bytes).await?;
             let id = uploaded["id"]
                 .as_str()
                 .context("the daemon answered no media id")?
@@ -288,6 +292,9 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
     req["to"] = json!(a.to);
     if let Some(r) = a.reply_to {
         req["reply_to"] = json!(r);
+    }
+    if let Some(from) = a.from {
+        req["from"] = json!(from);
     }
     // drop nulls so that optional fields are simply absent
     if let Some(obj) = req.as_object_mut() {

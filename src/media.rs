@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
-use crate::whatsapp::client::GraphClient;
+use crate::whatsapp::client::GraphClients;
 use crate::whatsapp::error::Disposition;
 
 /// The directory for media files: `media/` next to the store file.
@@ -88,8 +88,8 @@ pub fn save_local(store_path: &Path, filename: &str, bytes: &[u8]) -> std::io::R
 pub struct MediaDownloader {
     /// The store.
     pub store: Store,
-    /// The Graph API client.
-    pub client: Arc<GraphClient>,
+    /// The Graph API clients; a file is downloaded through the number that received it.
+    pub clients: Arc<GraphClients>,
     /// The store file, whose directory holds `media/`.
     pub store_path: PathBuf,
     /// Largest file kept.
@@ -107,11 +107,21 @@ impl MediaDownloader {
         loop {
             let pending = self.store.blocking(|s| s.media_pending(32)).await.unwrap_or_default();
             let mut retry_later = false;
-            for (message_id, media_id) in pending {
+            for crate::store::PendingMedia {
+                message_id,
+                media_id,
+                phone_number_id,
+            } in pending
+            {
                 if self.shutdown.is_cancelled() {
                     return;
                 }
-                let outcome = match self.client.download_media(&media_id, self.max_bytes).await {
+                // A number no longer configured: its token may still be the default's.
+                let client = self
+                    .clients
+                    .for_number(phone_number_id.as_deref())
+                    .unwrap_or(self.clients.default_client());
+                let outcome = match client.download_media(&media_id, self.max_bytes).await {
                     Ok(media) => {
                         let name = format!("{message_id}.{}", extension_for(&media.mime_type));
                         let saved = tokio::fs::create_dir_all(&dir)

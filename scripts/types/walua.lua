@@ -31,6 +31,7 @@
 ---@field header? string               buttons, list: header text
 ---@field footer? string               buttons, list: footer text
 ---@field reply_to? string             reply to this wamid
+---@field from? string                 the account to send from (its name or phone number id, see [[whatsapp.accounts]])
 
 ---@class WaluaButton
 ---@field id string    the id your button script matches (256 characters at most)
@@ -46,6 +47,7 @@
 ---@field bytes? string   the file itself (e.g. a PDF from env.odoo.invoice_pdf), uploaded as media first
 ---@field caption? string
 ---@field filename? string document only
+---@field from? string     the account to send (and upload) from
 
 -------------------------------------------------------------------------------------------
 -- env: the daemon's API
@@ -53,20 +55,22 @@
 
 ---Sending. Each call validates the message against Meta's limits and queues it on the
 ---durable outbox (committed with the run: a failing run sends nothing); it returns the
----outbound message's id.
+---outbound message's id. Without `from`, a reply to an inbound message goes out from the number
+---the customer wrote to; other sends from the number the contact last wrote to, else the first
+---account.
 ---@class WaluaWhatsApp
----@field send_text fun(to: string, body: string, opts?: { reply_to?: string, preview_url?: boolean }): integer
+---@field send_text fun(to: string, body: string, opts?: { reply_to?: string, preview_url?: boolean, from?: string }): integer
 ---@field send_image fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_document fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_video fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_audio fun(to: string, spec: WaluaMediaSpec): integer
----@field send_template fun(to: string, name: string, lang?: string, components?: table[]): integer
----@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string, footer?: string, reply_to?: string }): integer
----@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string }): integer
+---@field send_template fun(to: string, name: string, lang?: string, components?: table[], opts?: { from?: string }): integer
+---@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
+---@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
 ---@field send fun(to: string, message: WaluaOutMessage): integer
 ---@field mark_read fun(wamid: string): integer
----@field window_open fun(to: string): boolean whether the contact's 24 h customer-service window is open (free-form messages allowed)
----@field upload fun(bytes: string, filename: string): string uploads a file as media (dry run: kept beside the store) and returns its media id
+---@field window_open fun(to: string, from?: string): boolean whether the contact's 24 h customer-service window with account `from` (default: any number) is open (free-form messages allowed)
+---@field upload fun(bytes: string, filename: string, from?: string): string uploads a file as media through account `from` (dry run: kept beside the store) and returns its media id
 
 ---Persistent key/value storage for scripts (JSON values), committed with the run.
 ---@class WaluaStore
@@ -116,6 +120,7 @@ env = {}
 ---@field media? { id: string, mime_type?: string, caption?: string, filename?: string }
 ---@field location? { latitude: number, longitude: number, name?: string, address?: string }
 ---@field context? { id?: string, from?: string, forwarded?: boolean } the message this one replies to
+---@field phone_number_id? string the business number it was sent to (see [[whatsapp.accounts]])
 ---@field raw table          the message exactly as Meta sent it
 
 ---@type WaluaMessage

@@ -146,15 +146,18 @@ async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
-/// `POST /api/media?filename=F&mime=M` with the file as body: uploads it to Meta and answers
-/// `{"id": MEDIA_ID}`. In dry run the file is kept beside the store and a local id returned.
+/// `POST /api/media?filename=F&mime=M[&from=ACCOUNT]` with the file as body: uploads it to
+/// Meta through the account `from` names (default: the first) and answers `{"id": MEDIA_ID}`.
+/// In dry run the file is kept beside the store and a local id returned.
 async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     let mut filename = None;
     let mut mime = None;
+    let mut from = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "filename" => filename = Some(v.into_owned()),
             "mime" => mime = Some(v.into_owned()),
+            "from" => from = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -170,7 +173,19 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty file"),
         Err(r) => return r,
     };
-    match (&app.graph, app.config.whatsapp.dry_run) {
+    let client = match &app.graph {
+        Some(clients) => match clients.for_account(from.as_deref()) {
+            Some(c) => Some(c),
+            None => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("from: `{}` is not a configured account", from.unwrap_or_default()),
+                );
+            }
+        },
+        None => None,
+    };
+    match (client, app.config.whatsapp.dry_run) {
         (Some(client), false) => match client.upload_media(body.to_vec(), &mime, &filename).await {
             Ok(id) => {
                 tracing::info!(media = %id, %filename, bytes = body.len(), "media uploaded");

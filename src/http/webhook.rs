@@ -22,13 +22,17 @@ pub fn verify(app: &App, req: &Request<Incoming>) -> HttpResponse {
             _ => {}
         }
     }
-    let Some(expected) = &app.config.whatsapp.verify_token else {
+    if app.config.whatsapp.verify_tokens().next().is_none() {
         tracing::warn!("webhook verification refused: whatsapp.verify_token is not configured");
         return error(StatusCode::FORBIDDEN, "verification refused");
-    };
-    let token_ok = token
-        .map(|t| bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())))
-        .unwrap_or(false);
+    }
+    // Any account's app may be subscribing; each comparison is in constant time.
+    let token_ok = token.is_some_and(|t| {
+        app.config
+            .whatsapp
+            .verify_tokens()
+            .any(|expected| bool::from(t.as_bytes().ct_eq(expected.expose().as_bytes())))
+    });
     match (mode.as_deref(), token_ok, challenge) {
         (Some("subscribe"), true, Some(challenge)) => {
             tracing::info!("webhook subscription verified");
@@ -93,11 +97,27 @@ async fn accept(app: &App, req: Request<Incoming>) -> Result<(u64, usize), Webho
         }
         Err(e) => return Err(WebhookError::Body(e.to_string())),
     };
-    if let Some(secret) = &app.config.whatsapp.app_secret {
-        signature::verify(secret.expose().as_bytes(), &body, signature.as_deref())?;
-    }
+    check_signature(&app.config.whatsapp, &body, signature.as_deref())?;
     check_json(&body)?;
     let bytes = body.len();
     let id = app.journal.append(body).await.map_err(WebhookError::Journal)?;
     Ok((id, bytes))
+}
+
+/// Checks X-Hub-Signature-256 against the app secret of any account (one per Meta app). With
+/// no app secret at all (only allowed in a dry run), nothing is checked.
+fn check_signature(
+    whatsapp: &crate::config::WhatsAppConfig,
+    body: &[u8],
+    header: Option<&[u8]>,
+) -> Result<(), WebhookError> {
+    let mut secrets = whatsapp
+        .accounts
+        .iter()
+        .filter_map(|a| a.app_secret.as_ref())
+        .peekable();
+    if secrets.peek().is_none() {
+        return Ok(());
+    }
+    signature::verify_any(secrets.map(|s| s.expose().as_bytes()), body, header)
 }

@@ -18,7 +18,7 @@
 //! reconciled (wamid and status) by its first status webhook. An operator can resend an
 //! `unknown` or `failed` message with `POST /api/messages/{id}/resend`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::outbox::{NewOutbound, SendOutcome};
 use crate::store::{ErrorInfo, MessageRecord, Store, StoreError, normalize_contact, now_ms};
-use crate::whatsapp::client::{GraphClient, SendFailure};
+use crate::whatsapp::client::{GraphClient, GraphClients, SendFailure};
 use crate::whatsapp::error::{Disposition, explain};
 use crate::whatsapp::message::{OutboundContent, Recipient, ValidationError};
 
@@ -44,6 +44,10 @@ pub struct SendRequest {
     /// Reply to this wamid (`context.message_id`).
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// The business number to send from: an account's `name` or phone number id. Default:
+    /// the number the contact last wrote to, else the first account.
+    #[serde(default)]
+    pub from: Option<String>,
     /// The content, tagged by `type`.
     #[serde(flatten)]
     pub content: OutboundContent,
@@ -68,6 +72,34 @@ pub struct Outbox {
     dry_run: bool,
     allow_outside_window: bool,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The numbers messages may be sent from, the default first (empty: no number known,
+    /// e.g. a dry run without one; then every message has no sender number).
+    senders: Arc<[Sender]>,
+}
+
+/// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The account's name (what `from` says).
+    pub name: String,
+    /// Its Graph API phone number id.
+    pub phone_number_id: String,
+}
+
+impl Sender {
+    /// The senders of a configuration's accounts, the default first (accounts without a
+    /// phone number id, as in a dry run, are left out).
+    pub fn of(whatsapp: &crate::config::WhatsAppConfig) -> Vec<Sender> {
+        whatsapp
+            .accounts
+            .iter()
+            .filter(|a| !a.phone_number_id.is_empty())
+            .map(|a| Sender {
+                name: a.name.clone(),
+                phone_number_id: a.phone_number_id.clone(),
+            })
+            .collect()
+    }
 }
 
 impl Outbox {
@@ -79,7 +111,14 @@ impl Outbox {
             dry_run,
             allow_outside_window,
             metrics: Arc::default(),
+            senders: Arc::new([]),
         }
+    }
+
+    /// The numbers messages may be sent from, the default first.
+    pub fn with_senders(mut self, senders: Vec<Sender>) -> Outbox {
+        self.senders = senders.into();
+        self
     }
 
     /// Counts recorded messages in `metrics` (`walua_messages_out_total`).
@@ -97,6 +136,7 @@ impl Outbox {
     /// commit their sends together with their outcome).
     pub fn prepare(&self, req: &SendRequest, origin: &str) -> Result<NewOutbound, SendError> {
         let recipient = self.resolve_recipient(&req.to)?;
+        let phone_number_id = self.sender(req.from.as_deref(), &req.to)?;
         let body = req.content.graph_body(&recipient, req.reply_to.as_deref())?;
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
         Ok(NewOutbound {
@@ -111,7 +151,64 @@ impl Outbox {
             dry_run: self.dry_run,
             origin: origin.to_string(),
             reply_to: req.reply_to.clone(),
+            phone_number_id,
         })
+    }
+
+    /// Whether `phone_number_id` is one of the configured numbers.
+    pub fn sends_from(&self, phone_number_id: &str) -> bool {
+        self.senders.iter().any(|s| s.phone_number_id == phone_number_id)
+    }
+
+    /// The phone number id of the account `from` names (its name, else its phone number id).
+    pub fn sender_number(&self, from: &str) -> Result<String, ValidationError> {
+        let found = self
+            .senders
+            .iter()
+            .find(|s| s.name == from)
+            .or_else(|| self.senders.iter().find(|s| s.phone_number_id == from));
+        match found {
+            Some(s) => Ok(s.phone_number_id.clone()),
+            None => {
+                let names: Vec<&str> = self.senders.iter().map(|s| s.name.as_str()).collect();
+                Err(ValidationError::new(
+                    "from",
+                    format!(
+                        "`{from}` is not a configured account (configured: {})",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The phone number id a message to `to` goes out from: the account `from` names; without
+    /// `from`, the only account, or (with several) the number the contact last wrote to, else
+    /// the first account. `None` when no number is configured (dry run).
+    fn sender(&self, from: Option<&str>, to: &str) -> Result<Option<String>, ValidationError> {
+        if let Some(from) = from {
+            return self.sender_number(from).map(Some);
+        }
+        match &self.senders[..] {
+            [] => Ok(None),
+            [only] => Ok(Some(only.phone_number_id.clone())),
+            [first, ..] => {
+                let conv = self
+                    .store
+                    .conversation(to)
+                    .map_err(|e| ValidationError::new("to", format!("cannot look the contact up: {e}")))?;
+                let last = conv.as_ref().and_then(|c| c.last_number());
+                Ok(Some(
+                    last.filter(|n| self.senders.iter().any(|s| s.phone_number_id == *n))
+                        .unwrap_or(&first.phone_number_id)
+                        .to_string(),
+                ))
+            }
+        }
     }
 
     /// Logs a recorded message and wakes the worker when it was queued.
@@ -180,8 +277,8 @@ const MARK_INTERVAL: Duration = Duration::from_millis(5);
 /// Outbox worker settings, from `[whatsapp]`.
 #[derive(Debug, Clone)]
 pub struct OutboxSettings {
-    /// Messages per second for the number.
-    pub max_per_second: u32,
+    /// Messages per second, per business number (phone number id → rate).
+    pub max_per_second: Vec<(String, u32)>,
     /// Messages that may go to one recipient back to back.
     pub pair_burst: u32,
     /// Then one message per this interval to the same recipient.
@@ -198,8 +295,8 @@ pub struct OutboxSettings {
 pub struct OutboxWorker {
     /// The store.
     pub store: Store,
-    /// The Graph API client.
-    pub client: Arc<GraphClient>,
+    /// The Graph API client of each number; a job goes out through its number's.
+    pub clients: Arc<GraphClients>,
     /// Notified when a job is queued.
     pub wake: Arc<Notify>,
     /// Stops the worker.
@@ -223,15 +320,13 @@ impl OutboxWorker {
             Err(e) => tracing::error!(error = %e, "could not recover interrupted sends"),
         }
         let s = &self.settings;
-        let per_second = NonZeroU32::new(s.max_per_second.max(1)).expect("max(1) is non-zero");
-        // Sends go out in small batches: a burst of a twentieth of the rate, and the steady
-        // rate lowered by as much, so that no one-second window ever holds more than
-        // `max_per_second` requests (GCRA: at most burst + rate × 1 s).
-        let burst = (s.max_per_second / 20).max(1);
-        let steady = NonZeroU32::new(s.max_per_second.saturating_sub(burst)).unwrap_or(per_second);
-        let global = RateLimiter::direct(
-            Quota::per_second(steady).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)),
-        );
+        // One bucket per business number (Meta limits each number's throughput).
+        let buckets: HashMap<String, NumberBucket> = s
+            .max_per_second
+            .iter()
+            .map(|(number, rate)| (number.clone(), number_bucket(*rate)))
+            .collect();
+        let default_number = self.clients.default_client().phone_number_id().to_string();
         let pair: Arc<Keyed> = Arc::new(RateLimiter::keyed(
             Quota::with_period(s.pair_interval.max(Duration::from_millis(1)))
                 .expect("period is non-zero")
@@ -288,12 +383,16 @@ impl OutboxWorker {
                     continue;
                 }
                 // The batch goes out at once: take only what the number's bucket allows now.
-                if global.check().is_err() {
+                // (A job of a number no longer configured has no bucket: it fails when sent.)
+                let number = job.phone_number_id.as_deref().unwrap_or(&default_number);
+                if let Some(bucket) = buckets.get(number)
+                    && bucket.check().is_err()
+                {
                     if !batch.is_empty() {
-                        break;
+                        continue;
                     }
                     tokio::select! {
-                        _ = global.until_ready() => {}
+                        _ = bucket.until_ready() => {}
                         _ = self.shutdown.cancelled() => break 'outer,
                     }
                 }
@@ -321,7 +420,7 @@ impl OutboxWorker {
                     };
                     in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
                     let ctx = SendContext {
-                        client: self.client.clone(),
+                        client: self.clients.for_number(job.phone_number_id.as_deref()).cloned(),
                         settings: self.settings.clone(),
                         in_flight: in_flight.clone(),
                         wake: self.wake.clone(),
@@ -389,9 +488,28 @@ async fn outbox_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<WriteRe
     }
 }
 
+/// A business number's send bucket.
+type NumberBucket = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    governor::middleware::NoOpMiddleware,
+>;
+
+/// Sends go out in small batches: a burst of a twentieth of the rate, and the steady rate
+/// lowered by as much, so that no one-second window ever holds more than `max_per_second`
+/// requests (GCRA: at most burst + rate × 1 s).
+fn number_bucket(max_per_second: u32) -> NumberBucket {
+    let per_second = NonZeroU32::new(max_per_second.max(1)).expect("max(1) is non-zero");
+    let burst = (max_per_second / 20).max(1);
+    let steady = NonZeroU32::new(max_per_second.saturating_sub(burst)).unwrap_or(per_second);
+    RateLimiter::direct(Quota::per_second(steady).allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
+}
+
 struct SendContext {
     outcomes: tokio::sync::mpsc::Sender<WriteRequest>,
-    client: Arc<GraphClient>,
+    /// The client of the job's number; `None` when that number is not configured any more.
+    client: Option<Arc<GraphClient>>,
     settings: OutboxSettings,
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
@@ -403,7 +521,10 @@ impl SendContext {
         let id = job.message_id;
         let attempt = job.attempts + 1;
         let started = std::time::Instant::now();
-        let result = self.client.send(&body).await;
+        let result = match &self.client {
+            Some(client) => client.send(&body).await,
+            None => Err(unconfigured_number(job.phone_number_id.as_deref().unwrap_or("?"))),
+        };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.metrics.send_time(started.elapsed());
         let kind = body.get("type").and_then(Value::as_str).unwrap_or("status").to_string();
@@ -480,6 +601,12 @@ pub fn error_info(f: &SendFailure) -> ErrorInfo {
             details: e.details.clone(),
             explanation: explain(e.code).to_string(),
         },
+        None if f.http_status.is_none() && f.disposition == Disposition::Fail => ErrorInfo {
+            code: 0,
+            title: f.transport.clone().unwrap_or_else(|| f.to_string()),
+            details: None,
+            explanation: "walua did not send it, for the reason above; nothing reached Meta.".into(),
+        },
         None => ErrorInfo {
             code: 0,
             title: f.transport.clone().unwrap_or_else(|| f.to_string()),
@@ -487,6 +614,16 @@ pub fn error_info(f: &SendFailure) -> ErrorInfo {
             explanation: "walua could not get an answer from the Graph API (network error, timeout or server error). Check connectivity to graph.facebook.com; transient errors are retried until whatsapp.retry_horizon.".into(),
         },
     }
+}
+
+/// The failure of a job queued from a business number that is no longer configured.
+fn unconfigured_number(phone_number_id: &str) -> SendFailure {
+    SendFailure::local(
+        None,
+        format!(
+            "business number {phone_number_id} is not configured any more (not in [[whatsapp.accounts]]): add it back and resend, or send the message again from a configured account"
+        ),
+    )
 }
 
 /// Exponential backoff with ±25 % jitter, capped at 10 minutes.

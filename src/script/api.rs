@@ -63,6 +63,9 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 if let Some(p) = o.get::<Option<bool>>("preview_url")? {
                     req["preview_url"] = json!(p);
                 }
+                if let Some(f) = o.get::<Option<String>>("from")? {
+                    req["from"] = json!(f);
+                }
             }
             queue(s, req).map_err(lua_err)
         },
@@ -98,7 +101,8 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                         .and_then(Value::as_str)
                         .map(str::to_string)
                         .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
-                    let id = upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)?;
+                    let from = req.get("from").and_then(Value::as_str).map(str::to_string);
+                    let id = upload_bytes(lua, &s.ctx, from.as_deref(), bytes.as_bytes().to_vec(), &filename)?;
                     req["media"] = json!(id);
                     if kind == "document" {
                         req["filename"] = json!(filename);
@@ -115,11 +119,14 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         &whatsapp,
         "send_template",
         shared,
-        |lua, s, (to, name, lang, components): (String, String, Option<String>, Option<LuaValue>)| {
+        |lua, s, (to, name, lang, components, opts): (String, String, Option<String>, Option<LuaValue>, Option<Table>)| {
             let mut req =
                 json!({ "to": to, "type": "template", "name": name, "lang": lang.unwrap_or_else(|| "fr".into()) });
             if let Some(c) = components {
                 req["components"] = lua.from_value(c)?;
+            }
+            if let Some(f) = opts.map(|o| o.get::<Option<String>>("from")).transpose()?.flatten() {
+                req["from"] = json!(f);
             }
             queue(s, req).map_err(lua_err)
         },
@@ -168,17 +175,31 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             .ok_or_else(|| lua_err(format!("mark_read: no inbound message {wamid}")))?;
         queue(s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
     })?;
-    add(lua, &whatsapp, "window_open", shared, |_, s, to: String| {
-        let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
-        Ok(crate::store::outbox::window_open(conv.as_ref(), now_ms() / 1000))
-    })?;
+    add(
+        lua,
+        &whatsapp,
+        "window_open",
+        shared,
+        |_, s, (to, from): (String, Option<String>)| {
+            let number = match from {
+                Some(f) => Some(s.ctx.outbox.sender_number(&f).map_err(lua_err)?),
+                None => None,
+            };
+            let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
+            Ok(crate::store::outbox::window_open(
+                conv.as_ref(),
+                number.as_deref(),
+                now_ms() / 1000,
+            ))
+        },
+    )?;
     add(
         lua,
         &whatsapp,
         "upload",
         shared,
-        |lua, s, (bytes, filename): (mlua::LuaString, String)| {
-            upload_bytes(lua, &s.ctx, bytes.as_bytes().to_vec(), &filename)
+        |lua, s, (bytes, filename, from): (mlua::LuaString, String, Option<String>)| {
+            upload_bytes(lua, &s.ctx, from.as_deref(), bytes.as_bytes().to_vec(), &filename)
         },
     )?;
     Ok(whatsapp)
@@ -440,10 +461,10 @@ fn odoo_call<T>(
     result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
 }
 
-/// Copies the optional `header`, `footer` and `reply_to` of an interactive send.
+/// Copies the optional `header`, `footer`, `reply_to` and `from` of an interactive send.
 fn interactive_opts(req: &mut Value, opts: Option<Table>) -> mlua::Result<()> {
     if let Some(o) = opts {
-        for k in ["header", "footer", "reply_to"] {
+        for k in ["header", "footer", "reply_to", "from"] {
             if let Some(v) = o.get::<Option<String>>(k)? {
                 req[k] = json!(v);
             }
@@ -468,11 +489,26 @@ fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
     )
 }
 
-/// Uploads `bytes` as media (or keeps them beside the store in dry run) and returns the
-/// media id to send.
-fn upload_bytes(lua: &Lua, ctx: &RuntimeContext, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
+/// Uploads `bytes` as media through the account `from` names (default: the first), or keeps
+/// them beside the store in dry run, and returns the media id to send.
+fn upload_bytes(
+    lua: &Lua,
+    ctx: &RuntimeContext,
+    from: Option<&str>,
+    bytes: Vec<u8>,
+    filename: &str,
+) -> mlua::Result<String> {
     let mime = crate::media::mime_for(filename);
-    match (&ctx.graph, &ctx.handle) {
+    let graph = match &ctx.graph {
+        Some(clients) => Some(clients.for_account(from).ok_or_else(|| {
+            lua_err(format!(
+                "upload: `{}` is not a configured account",
+                from.unwrap_or_default()
+            ))
+        })?),
+        None => None,
+    };
+    match (graph, &ctx.handle) {
         (Some(graph), Some(handle)) => super::sandbox::outside_budget(lua, || {
             handle
                 .block_on(graph.upload_media(bytes, mime, filename))

@@ -64,7 +64,7 @@ impl Scripts {
         config: &Config,
         store: Store,
         outbox: Outbox,
-        graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
+        graph: Option<Arc<crate::whatsapp::client::GraphClients>>,
         odoo: Option<Arc<crate::odoo::OdooClient>>,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Scripts, ScriptsError> {

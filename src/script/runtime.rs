@@ -50,7 +50,7 @@ pub struct RuntimeContext {
     /// `scripts/lib`, the only place `require` reads.
     pub lib_dir: PathBuf,
     /// Uploads media given as bytes (`send_document(to, {bytes = …})`); `None` in dry run.
-    pub graph: Option<Arc<crate::whatsapp::client::GraphClient>>,
+    pub graph: Option<Arc<crate::whatsapp::client::GraphClients>>,
     /// The store file, beside which dry-run uploads are kept.
     pub store_path: PathBuf,
     /// The tokio runtime, to wait for network calls from Lua threads.
@@ -178,6 +178,9 @@ pub(super) struct Shared {
     pub(super) make_env: Function,
     /// The running script's name, for `logger` lines.
     pub(super) label: Mutex<String>,
+    /// While an inbound message is dispatched: the business number it came to, which sends
+    /// without `from` go out from (a reply comes from the number the customer wrote to).
+    pub(super) reply_from: Mutex<Option<String>>,
 }
 
 /// One Lua thread's state.
@@ -207,7 +210,7 @@ pub struct LuaWorker {
 ///   affects no other run), a read-only deep copy of `vars`, and the logger seen the same way.
 ///   The read-through tables share one metatable per API table.
 /// - `message(lazy_raw, id, db_id, from, type, timestamp, text, part, f1, f2, f3, f4, location,
-///   context)`: the `message` table; `part` names the sub-table (`button`, `list`, `media`)
+///   context, phone_number_id)`: the `message` table; `part` names the sub-table (`button`, `list`, `media`)
 ///   whose fields are `f1`…`f4`; `raw` is built on first read (or `pairs`) by `lazy_raw`.
 /// - `contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at,
 ///   window_open)`: the `contact` table.
@@ -260,9 +263,10 @@ local function pairs_with_raw(t)
   local _ = t.raw
   return next, t, nil
 end
-local function message(lazy_raw, id, db_id, from, kind, timestamp, text, part, f1, f2, f3, f4, location, context)
+local function message(lazy_raw, id, db_id, from, kind, timestamp, text, part, f1, f2, f3, f4, location, context,
+                       phone_number_id)
   local m = { id = id, db_id = db_id, from = from, type = kind, timestamp = timestamp, text = text,
-              location = location, context = context }
+              location = location, context = context, phone_number_id = phone_number_id }
   if part then m[part] = parts[part](f1, f2, f3, f4) end
   return setmetatable(m, { __index = lazy_raw, __pairs = pairs_with_raw })
 end
@@ -294,6 +298,7 @@ impl LuaWorker {
             compiled: Mutex::default(),
             make_env: sandbox.env_factory(),
             label: Mutex::default(),
+            reply_from: Mutex::default(),
         });
         let api = super::api::build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
         let lua = sandbox.lua();
@@ -384,7 +389,9 @@ impl LuaWorker {
         };
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
+        *self.shared.reply_from.lock().expect("not poisoned") = record.phone_number_id.clone();
         let result = self.route(&record, conv, &mut scripts);
+        *self.shared.reply_from.lock().expect("not poisoned") = None;
         if !scripts.is_empty() {
             self.shared.ctx.metrics.script_time(started.elapsed());
         }
@@ -546,12 +553,13 @@ impl LuaWorker {
             f[3],
             location,
             context,
+            record.phone_number_id.as_deref(),
         ))
     }
 
     /// The `contact` table of a run.
     fn contact_table(&self, key: &str, conv: Option<&Conversation>) -> mlua::Result<Table> {
-        let window_open = crate::store::outbox::window_open(conv, now_ms() / 1000);
+        let window_open = crate::store::outbox::window_open(conv, None, now_ms() / 1000);
         let c = conv;
         self.contact_builder.call((
             key,
@@ -799,7 +807,11 @@ fn reply_address(record: &MessageRecord) -> String {
 
 /// Validates a send (a JSON request like `POST /api/messages`) and buffers it.
 pub(super) fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
-    let req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
+    let mut req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
+    if req.from.is_none() {
+        let reply_from = shared.reply_from.lock().expect("not poisoned").clone();
+        req.from = reply_from.filter(|n| shared.ctx.outbox.sends_from(n));
+    }
     let origin = shared.effects.lock().expect("not poisoned").origin.clone();
     let new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;
     let id = new.id;

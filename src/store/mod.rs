@@ -343,7 +343,14 @@ impl Store {
                             for m in &v.messages {
                                 let sender = v.sender_of(m);
                                 let before = report.new_messages.len();
-                                t.insert_inbound(*delivery_id, m, sender.as_ref(), explain, &mut report)?;
+                                t.insert_inbound(
+                                    *delivery_id,
+                                    m,
+                                    sender.as_ref(),
+                                    v.phone_number_id.as_deref(),
+                                    explain,
+                                    &mut report,
+                                )?;
                                 if let Some(&id) = report.new_messages.get(before) {
                                     dispatch.insert(id, ())?;
                                 }
@@ -383,14 +390,28 @@ impl Store {
         Ok(report)
     }
 
-    /// Inbound media waiting for download: (message id, media id), oldest first.
-    pub fn media_pending(&self, limit: usize) -> Result<Vec<(u64, String)>> {
+    /// Inbound media waiting for download, oldest first.
+    pub fn media_pending(&self, limit: usize) -> Result<Vec<PendingMedia>> {
+        #[derive(serde::Deserialize)]
+        struct NumberOnly {
+            #[serde(default)]
+            phone_number_id: Option<String>,
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MEDIA_DOWNLOADS)?;
+        let messages = txn.open_table(MESSAGES)?;
         let mut out = Vec::new();
         for row in table.iter()?.take(limit) {
             let (k, v) = row?;
-            out.push((k.value(), v.value().to_string()));
+            let phone_number_id = match messages.get(k.value())? {
+                Some(m) => decode::<NumberOnly>("messages", m.value())?.phone_number_id,
+                None => None,
+            };
+            out.push(PendingMedia {
+                message_id: k.value(),
+                media_id: v.value().to_string(),
+                phone_number_id,
+            });
         }
         Ok(out)
     }
@@ -618,6 +639,17 @@ impl Store {
     }
 }
 
+/// An inbound media file waiting for download ([`Store::media_pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMedia {
+    /// The message it belongs to.
+    pub message_id: u64,
+    /// Meta's media id.
+    pub media_id: String,
+    /// The business number that received it: its token downloads the file.
+    pub phone_number_id: Option<String>,
+}
+
 /// An inbound message to dispatch, with its conversation as of the same read.
 #[derive(Debug, Clone)]
 pub struct PendingDispatch {
@@ -830,6 +862,9 @@ impl<'txn> Tables<'txn> {
         }
         into.message_count += old.message_count;
         into.last_inbound_at = into.last_inbound_at.max(old.last_inbound_at);
+        for (number, t) in &old.last_inbound_by_number {
+            into.inbound(Some(number), *t);
+        }
         if old.last_message_at > into.last_message_at {
             into.last_message_at = old.last_message_at;
             into.last_summary = old.last_summary.clone();
@@ -857,6 +892,7 @@ impl<'txn> Tables<'txn> {
         delivery_id: u64,
         m: &InboundMessage,
         sender: Option<&ContactInfo>,
+        phone_number_id: Option<&str>,
         explain: &dyn Fn(i64) -> String,
         report: &mut ApplyReport,
     ) -> Result<()> {
@@ -900,6 +936,7 @@ impl<'txn> Tables<'txn> {
             media_file: None,
             origin: None,
             script: None,
+            phone_number_id: phone_number_id.map(str::to_string),
         };
         self.take_orphans(&mut record, explain)?;
         self.put_message(&record)?;
@@ -917,7 +954,7 @@ impl<'txn> Tables<'txn> {
             conv.wa_id = Some(new_phone.clone());
         }
         conv.message_count += 1;
-        conv.last_inbound_at = conv.last_inbound_at.max(Some(m.timestamp));
+        conv.inbound(phone_number_id, m.timestamp);
         if m.timestamp >= conv.last_message_at {
             conv.last_message_at = m.timestamp;
             conv.last_summary = summary;

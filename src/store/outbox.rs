@@ -45,11 +45,14 @@ pub struct OutboxJob {
     pub queued_at_ms: i64,
     /// The last retryable error, for the operator.
     pub last_error: Option<String>,
+    /// The business number it is sent from (phone number id); `None`: the default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_id: Option<String>,
 }
 
 impl OutboxJob {
     /// A job for message `message_id`, queued at `now_ms` and due at once.
-    pub fn queued(message_id: u64, recipient: String, now_ms: i64) -> OutboxJob {
+    pub fn queued(message_id: u64, recipient: String, phone_number_id: Option<String>, now_ms: i64) -> OutboxJob {
         OutboxJob {
             message_id,
             recipient,
@@ -58,6 +61,7 @@ impl OutboxJob {
             next_attempt_ms: now_ms,
             queued_at_ms: now_ms,
             last_error: None,
+            phone_number_id,
         }
     }
 }
@@ -87,20 +91,23 @@ pub struct NewOutbound {
     pub origin: String,
     /// Reply context (wamid), if any.
     pub reply_to: Option<String>,
+    /// The business number to send from (phone number id); `None`: the default account.
+    pub phone_number_id: Option<String>,
 }
 
 /// The 24 h customer-service window, in seconds.
 pub const WINDOW_SECS: i64 = 24 * 3600;
 
-/// Whether a conversation's 24 h window is open at `now_secs`.
-pub fn window_open(conv: Option<&Conversation>, now_secs: i64) -> bool {
-    conv.and_then(|c| c.last_inbound_at)
+/// Whether a conversation's 24 h window with business number `phone_number_id` (any number
+/// when `None`) is open at `now_secs`.
+pub fn window_open(conv: Option<&Conversation>, phone_number_id: Option<&str>, now_secs: i64) -> bool {
+    conv.and_then(|c| c.last_inbound_to(phone_number_id))
         .is_some_and(|t| now_secs - t < WINDOW_SECS)
 }
 
 /// The explanation given when walua refuses a free-form send outside the window.
-pub fn window_closed_error(contact: &str, conv: Option<&Conversation>) -> ErrorInfo {
-    let why = match conv.and_then(|c| c.last_inbound_at) {
+pub fn window_closed_error(contact: &str, conv: Option<&Conversation>, phone_number_id: Option<&str>) -> ErrorInfo {
+    let why = match conv.and_then(|c| c.last_inbound_to(phone_number_id)) {
         Some(t) => format!(
             "the last message from {contact} was at {} UTC, more than 24 hours ago",
             chrono::DateTime::from_timestamp(t, 0)
@@ -339,7 +346,7 @@ impl Store {
                         && m.wamid.is_none() =>
                 {
                     let now = now_ms();
-                    let job = OutboxJob::queued(id, m.to.clone().unwrap_or_default(), now);
+                    let job = OutboxJob::queued(id, m.to.clone().unwrap_or_default(), m.phone_number_id.clone(), now);
                     outbox.insert(id, encode(&job).as_slice())?;
                     m.status = "queued".into();
                     m.error = None;
@@ -410,18 +417,20 @@ impl Tables<'_> {
             media_file: None,
             origin: Some(new.origin.clone()),
             script: None,
+            phone_number_id: new.phone_number_id.clone(),
         };
         let local = |status: &str| StatusEntry::local(status, now / 1000);
-        if new.free_form && !new.allow_outside_window && !super::outbox::window_open(existing.as_ref(), now / 1000) {
+        let from = new.phone_number_id.as_deref();
+        if new.free_form && !new.allow_outside_window && !window_open(existing.as_ref(), from, now / 1000) {
             record.status = "failed".into();
             record.statuses.push(local("failed"));
-            record.error = Some(window_closed_error(&new.recipient, existing.as_ref()));
+            record.error = Some(window_closed_error(&new.recipient, existing.as_ref(), from));
         } else if new.dry_run {
             record.status = "dry_run".into();
             record.statuses.push(local("dry_run"));
         } else {
             record.statuses.push(local("queued"));
-            let job = OutboxJob::queued(id, new.recipient.clone(), now);
+            let job = OutboxJob::queued(id, new.recipient.clone(), new.phone_number_id.clone(), now);
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;

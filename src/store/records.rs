@@ -1,5 +1,7 @@
 //! The records the store keeps, serialized as JSON inside redb values.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,6 +71,10 @@ pub struct MessageRecord {
     /// What the scripts did with this inbound message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<ScriptOutcome>,
+    /// The business number (Graph API phone number id) that received it (inbound) or sends
+    /// it (outbound), when known: walua may serve several (`[[whatsapp.accounts]]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_id: Option<String>,
 }
 
 /// The outcome of dispatching an inbound message to the scripts.
@@ -171,6 +177,40 @@ pub struct Conversation {
     pub last_message_at: i64,
     /// Summary of the latest message.
     pub last_summary: String,
+    /// The contact's last message to each business number (phone number id → Meta timestamp):
+    /// each number has its own 24 h window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_inbound_by_number: BTreeMap<String, i64>,
+}
+
+impl Conversation {
+    /// When the contact last wrote to business number `phone_number_id` (any number when it is
+    /// unknown, or for conversations stored before walua kept this per number).
+    pub fn last_inbound_to(&self, phone_number_id: Option<&str>) -> Option<i64> {
+        match phone_number_id {
+            Some(n) if !n.is_empty() && !self.last_inbound_by_number.is_empty() => {
+                self.last_inbound_by_number.get(n).copied()
+            }
+            _ => self.last_inbound_at,
+        }
+    }
+
+    /// The business number the contact wrote to last, if known.
+    pub fn last_number(&self) -> Option<&str> {
+        self.last_inbound_by_number
+            .iter()
+            .max_by_key(|(_, t)| **t)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Counts an inbound message at `timestamp` to business number `phone_number_id`.
+    pub fn inbound(&mut self, phone_number_id: Option<&str>, timestamp: i64) {
+        self.last_inbound_at = self.last_inbound_at.max(Some(timestamp));
+        if let Some(n) = phone_number_id.filter(|n| !n.is_empty()) {
+            let t = self.last_inbound_by_number.entry(n.to_string()).or_insert(timestamp);
+            *t = (*t).max(timestamp);
+        }
+    }
 }
 
 /// A webhook change that is not about messages, kept raw.
@@ -268,6 +308,7 @@ mod tests {
             media_file: None,
             origin: None,
             script: None,
+            phone_number_id: None,
         }
     }
 

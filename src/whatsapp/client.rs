@@ -5,6 +5,7 @@
 //! scrubbed so that it can never contain the token.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -64,7 +65,7 @@ pub struct SendFailure {
 
 impl SendFailure {
     /// A failure decided locally (never retried), e.g. a size cap.
-    fn local(http_status: Option<u16>, msg: impl Into<String>) -> Self {
+    pub fn local(http_status: Option<u16>, msg: impl Into<String>) -> Self {
         SendFailure {
             http_status,
             error: None,
@@ -149,6 +150,63 @@ impl fmt::Debug for GraphClient {
             .field("phone_number_id", &self.phone_number_id)
             .field("access_token", &"<redacted>")
             .finish()
+    }
+}
+
+/// The Graph API clients of the configured numbers (every account with an access token),
+/// the default account's first. Meta's media ids and tokens belong to a number (or its app),
+/// so each message goes out, and each inbound file comes in, through its own number's client.
+#[derive(Debug)]
+pub struct GraphClients {
+    /// Each account's name and client.
+    clients: Vec<(String, Arc<GraphClient>)>,
+}
+
+impl GraphClients {
+    /// One client per account of `whatsapp` that has an access token; `None` when none has.
+    pub fn from_config(whatsapp: &crate::config::WhatsAppConfig) -> Result<Option<GraphClients>, ClientError> {
+        let mut clients = Vec::new();
+        for a in &whatsapp.accounts {
+            if let Some(token) = &a.access_token {
+                let client = GraphClient::new(
+                    &whatsapp.api_base,
+                    &a.phone_number_id,
+                    token.expose().to_string(),
+                    whatsapp.request_timeout,
+                    whatsapp.http2_cleartext,
+                )?;
+                clients.push((a.name.clone(), Arc::new(client)));
+            }
+        }
+        Ok((!clients.is_empty()).then_some(GraphClients { clients }))
+    }
+
+    /// The default account's client (uploads through the admin API and scripts use it).
+    pub fn default_client(&self) -> &Arc<GraphClient> {
+        &self.clients[0].1
+    }
+
+    /// The client of business number `phone_number_id` (`None`: the default account's);
+    /// `None` when that number is not configured (any more).
+    pub fn for_number(&self, phone_number_id: Option<&str>) -> Option<&Arc<GraphClient>> {
+        match phone_number_id {
+            None => Some(self.default_client()),
+            Some(n) => self.clients.iter().map(|(_, c)| c).find(|c| c.phone_number_id() == n),
+        }
+    }
+
+    /// The client of the account `from` names (its name, else its phone number id; `None`:
+    /// the default account's).
+    pub fn for_account(&self, from: Option<&str>) -> Option<&Arc<GraphClient>> {
+        match from {
+            None => Some(self.default_client()),
+            Some(f) => self
+                .clients
+                .iter()
+                .find(|(name, _)| name == f)
+                .map(|(_, c)| c)
+                .or_else(|| self.for_number(Some(f))),
+        }
     }
 }
 

@@ -85,6 +85,9 @@ struct State {
     next_wamid: u64,
     next_media: u64,
     next_trace: u64,
+    /// Business numbers with a token of their own (phone number id → token); other numbers
+    /// take the server's token.
+    number_tokens: HashMap<String, String>,
 }
 
 struct Inner {
@@ -131,6 +134,15 @@ impl FakeGraph {
         // speaks HTTP/2 over TLS.
         let _serving = serve::spawn(listener, Protocols::Http1AndH2c, move |req| handle(srv.clone(), req));
         FakeGraph { inner, addr, _serving }
+    }
+
+    /// Gives business number `phone_number_id` a token of its own: its sends and uploads must
+    /// carry it (as with numbers of two Meta apps).
+    pub fn add_number(&self, phone_number_id: &str, token: &str) {
+        self.inner
+            .lock()
+            .number_tokens
+            .insert(phone_number_id.to_string(), token.to_string());
     }
 
     /// The `api_base` for walua's config: `http://127.0.0.1:PORT/v21.0`.
@@ -220,8 +232,20 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
         Err(e) => return Err(std::io::Error::other(e)),
     };
     let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let authorized = authorization.as_deref() == Some(format!("Bearer {}", inner.token).as_str());
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // A number's own token for its messages and media; any known token to read media.
+    let authorized = {
+        let st = inner.lock();
+        let bearer = |t: &str| authorization.as_deref() == Some(format!("Bearer {t}").as_str());
+        match (
+            segs.as_slice(),
+            st.number_tokens.get(segs.get(1).copied().unwrap_or("")),
+        ) {
+            (["v21.0", _, "messages" | "media"], Some(own)) => bearer(own),
+            (["v21.0", _, "messages" | "media"], None) => bearer(&inner.token),
+            _ => bearer(&inner.token) || st.number_tokens.values().any(|t| bearer(t)),
+        }
+    };
 
     let media = segs.last().and_then(|id| inner.lock().media.get(*id).cloned()); // guard dropped here
     let mut extra_delay = Duration::ZERO;
