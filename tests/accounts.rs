@@ -30,10 +30,15 @@ return {
 /// The daemon, two accounts; the Dakar number shares `[whatsapp]`'s app secret and verify
 /// token, the Thiès number has its own.
 async fn two_numbers() -> (FakeGraph, TestDaemon) {
+    two_numbers_with(REPLY).await
+}
+
+/// [`two_numbers`] with `on_message` as the on_message script.
+async fn two_numbers_with(on_message: &str) -> (FakeGraph, TestDaemon) {
     let fake = FakeGraph::start(DAKAR_TOKEN).await;
     fake.add_number(THIES, THIES_TOKEN);
     let dir = tempfile::tempdir().unwrap();
-    put_script(dir.path(), "on_message.lua", REPLY);
+    put_script(dir.path(), "on_message.lua", on_message);
     let accounts = format!(
         r#"
 [[whatsapp.accounts]]
@@ -263,4 +268,88 @@ async fn a_message_queued_from_a_number_removed_from_the_configuration_fails_wit
         fake.requests().iter().all(|r| r.wamid.is_none() || r.body["to"] != AWA),
         "never sent from another number"
     );
+}
+
+const ROUTED: &str = r#"
+return {
+  run = function(msg)
+    local w = env.whatsapp.window_open
+    env.whatsapp.send_text(msg.from, string.format("to %s: dakar=%s thies=%s", msg.phone_number_id,
+      tostring(w(msg.from, "dakar")), tostring(w(msg.from, "thies"))))
+    if msg.from == "221772220002" then
+      env.whatsapp.send_template(msg.from, "order_confirmation", "fr", nil, { from = "thies" })
+    end
+  end,
+}
+"#;
+
+#[tokio::test]
+async fn a_script_replies_from_the_number_each_message_came_to_and_can_choose_another() {
+    let (fake, d) = two_numbers_with(ROUTED).await;
+    // Awa writes to Thiès, then to Dakar, in one delivery: the conversation's last number is
+    // Dakar, yet the reply to her first message goes out from Thiès.
+    let mut both = text_to(THIES, AWA, "wamid.AWA-T");
+    let mut to_dakar = text_to(DAKAR, AWA, "wamid.AWA-D");
+    to_dakar["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = json!((now() + 1).to_string());
+    let second = to_dakar["entry"][0].clone();
+    both["entry"].as_array_mut().unwrap().push(second);
+    assert_eq!(deliver_signed(&d, &both, APP_SECRET).await, 200);
+    assert_eq!(
+        deliver_signed(&d, &text_to(DAKAR, MODOU, "wamid.MODOU-D"), APP_SECRET).await,
+        200
+    );
+
+    let texts = d
+        .eventually("four sends accepted", || async {
+            let sent: Vec<(String, String, Value)> = fake
+                .requests()
+                .into_iter()
+                .filter(|r| r.wamid.is_some())
+                .map(|r| {
+                    (
+                        r.path.clone(),
+                        r.body["to"].as_str().unwrap_or("").to_string(),
+                        r.body.clone(),
+                    )
+                })
+                .collect();
+            (sent.len() == 4).then_some(sent)
+        })
+        .await;
+    let path = |n: &str| format!("/v21.0/{n}/messages");
+    let text_of = |b: &Value| b["text"]["body"].as_str().unwrap_or("").to_string();
+    let mut seen: Vec<(String, String, String)> = texts
+        .iter()
+        .map(|(p, to, b)| {
+            (
+                p.clone(),
+                to.clone(),
+                b["type"]
+                    .as_str()
+                    .map(|t| if t == "text" { text_of(b) } else { t.to_string() })
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (
+            path(DAKAR),
+            AWA.to_string(),
+            format!("to {DAKAR}: dakar=true thies=true"),
+        ),
+        (
+            path(THIES),
+            AWA.to_string(),
+            format!("to {THIES}: dakar=true thies=true"),
+        ),
+        (
+            path(DAKAR),
+            MODOU.to_string(),
+            format!("to {DAKAR}: dakar=true thies=false"),
+        ),
+        (path(THIES), MODOU.to_string(), "template".to_string()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
 }
