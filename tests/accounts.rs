@@ -278,6 +278,8 @@ return {
       tostring(w(msg.from, "dakar")), tostring(w(msg.from, "thies"))))
     if msg.from == "221772220002" then
       env.whatsapp.send_template(msg.from, "order_confirmation", "fr", nil, { from = "thies" })
+      -- A receipt for another contact's message goes from the number that message came to.
+      env.whatsapp.mark_read("wamid.AWA-T")
     end
   end,
 }
@@ -352,4 +354,15 @@ async fn a_script_replies_from_the_number_each_message_came_to_and_can_choose_an
     ];
     want.sort();
     assert_eq!(seen, want);
+
+    let receipt = d
+        .eventually("the read receipt", || async {
+            fake.requests().into_iter().find(|r| r.body["status"] == "read")
+        })
+        .await;
+    assert_eq!(receipt.body["message_id"], "wamid.AWA-T");
+    assert_eq!(
+        (receipt.path.as_str(), receipt.authorization.as_deref()),
+        (path(THIES).as_str(), Some(format!("Bearer {THIES_TOKEN}").as_str()))
+    );
 }

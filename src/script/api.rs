@@ -165,15 +165,17 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             queue(s, req).map_err(lua_err)
         },
     )?;
+    // The receipt goes from the number the message came to, whoever calls it.
     add(lua, &whatsapp, "mark_read", shared, |_, s, wamid: String| {
-        let sender = s
-            .ctx
-            .store
-            .message_by_wamid(&wamid)
-            .map_err(lua_err)?
-            .and_then(|m| m.from)
-            .ok_or_else(|| lua_err(format!("mark_read: no inbound message {wamid}")))?;
-        queue(s, json!({ "to": sender, "type": "mark_read", "message_id": wamid })).map_err(lua_err)
+        let message = s.ctx.store.message_by_wamid(&wamid).map_err(lua_err)?;
+        let Some((sender, number)) = message.and_then(|m| Some((m.from?, m.phone_number_id))) else {
+            return Err(lua_err(format!("mark_read: no inbound message {wamid}")));
+        };
+        let mut req = json!({ "to": sender, "type": "mark_read", "message_id": wamid });
+        if let Some(n) = number.filter(|n| s.ctx.outbox.sends_from(n)) {
+            req["from"] = json!(n);
+        }
+        queue(s, req).map_err(lua_err)
     })?;
     add(
         lua,
