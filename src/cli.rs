@@ -55,11 +55,23 @@ impl AdminClient {
         self.send(req).await
     }
 
-    /// Uploads a local file through `POST /api/media` (through the account `from` names, if
-    /// given); returns the daemon's answer.
-    pub async fn upload(&self, filename: &str, from: Option<&str>, bytes: Vec<u8>) -> Result<Value, CliError> {
+    /// Uploads a local file through `POST /api/media`, through the number that will send it
+    /// to `to` (the account `from` names, if given); returns the daemon's answer (`id`, and the
+    /// `from` to send it with).
+    pub async fn upload(
+        &self,
+        filename: &str,
+        from: Option<&str>,
+        to: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Value, CliError> {
         let encode = |s| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC);
-        let mut url = format!("{}/api/media?filename={}", self.base, encode(filename));
+        let mut url = format!(
+            "{}/api/media?filename={}&to={}",
+            self.base,
+            encode(filename),
+            encode(to)
+        );
         if let Some(from) = from {
             url.push_str(&format!("&from={}", encode(from)));
         }

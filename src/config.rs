@@ -446,7 +446,11 @@ impl Config {
                         .map(|p| p.trim().to_string())
                         .filter(|p| !p.is_empty())
                         .ok_or_else(|| cx.invalid(&key("phone_number_id"), "missing"))?;
-                    let name = a.name.unwrap_or_else(|| pnid.clone());
+                    let name = match a.name.map(|n| n.trim().to_string()) {
+                        Some(n) if n.is_empty() => return Err(cx.invalid(&key("name"), "is empty")),
+                        Some(n) => n,
+                        None => pnid.clone(),
+                    };
                     for other in &accounts {
                         if other.phone_number_id == pnid {
                             return Err(cx.invalid(&key("phone_number_id"), format!("`{pnid}` is listed twice")));
@@ -460,11 +464,15 @@ impl Config {
                             ));
                         }
                     }
-                    let inherited = |own: Option<String>, shared: &Option<String>| own.or_else(|| shared.clone());
+                    // An inherited secret that cannot be read is reported at `[whatsapp]`'s key.
+                    let inherited = |k: &str, own: Option<String>, shared: &Option<String>| match own {
+                        Some(own) => cx.secret(&key(k), Some(own)),
+                        None => cx.secret(&format!("whatsapp.{k}"), shared.clone()),
+                    };
                     accounts.push(WhatsAppAccount {
                         access_token: cx.secret(&key("access_token"), a.access_token)?,
-                        app_secret: cx.secret(&key("app_secret"), inherited(a.app_secret, &w.app_secret))?,
-                        verify_token: cx.secret(&key("verify_token"), inherited(a.verify_token, &w.verify_token))?,
+                        app_secret: inherited("app_secret", a.app_secret, &w.app_secret)?,
+                        verify_token: inherited("verify_token", a.verify_token, &w.verify_token)?,
                         max_per_second: max_per_second(&key("max_per_second"), a.max_per_second)?
                             .unwrap_or(default_rate),
                         name,
@@ -850,6 +858,10 @@ mod tests {
                 "whatsapp.accounts[0].phone_number_id",
             ),
             ("accounts = []\n", "whatsapp.accounts"),
+            (
+                "[[whatsapp.accounts]]\nname = \" \"\nphone_number_id = \"1\"\naccess_token = \"t\"\n",
+                "whatsapp.accounts[0].name",
+            ),
             (
                 "[[whatsapp.accounts]]\nphone_number_id = \"1\"\naccess_token = \"t\"\nmax_per_second = 0\n",
                 "whatsapp.accounts[0].max_per_second",

@@ -279,12 +279,13 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
                 .clone()
                 .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "document".into());
-            let uploaded = client.upload(&filename, a.from.as_deref(), bytes).await?;
+            let uploaded = client.upload(&filename, a.from.as_deref(), &a.to, bytes).await?;
             let id = uploaded["id"]
                 .as_str()
                 .context("the daemon answered no media id")?
                 .to_string();
-            json!({ "type": "document", "media": id, "caption": a.caption, "filename": filename })
+            // Sent from the number it was uploaded through: media ids belong to a number.
+            json!({ "type": "document", "media": id, "caption": a.caption, "filename": filename, "from": uploaded["from"] })
         }
     } else {
         unreachable!("clap requires one content argument")

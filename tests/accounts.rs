@@ -366,3 +366,65 @@ async fn a_script_replies_from_the_number_each_message_came_to_and_can_choose_an
         (path(THIES).as_str(), Some(format!("Bearer {THIES_TOKEN}").as_str()))
     );
 }
+
+const MEDIA_REPLY: &str = r#"
+return {
+  run = function(msg)
+    -- The invoice goes back from the number the photo came to, its PDF uploaded there too.
+    env.whatsapp.send_document(msg.from, { bytes = "%PDF-1.4 facture", filename = "F001.pdf" })
+    -- An alert to someone else is not a reply: it goes from the default number.
+    env.whatsapp.send_template("221771110001", "order_confirmation", "fr")
+  end,
+}
+"#;
+
+#[tokio::test]
+async fn media_come_in_and_go_out_through_the_number_that_received_the_message() {
+    let (fake, d) = two_numbers_with(MEDIA_REPLY).await;
+    fake.add_media_of(THIES, "media-thies-1", b"\xff\xd8\xff photo".to_vec(), "image/jpeg");
+    let mut photo = text_to(THIES, MODOU, "wamid.PHOTO");
+    photo["entry"][0]["changes"][0]["value"]["messages"][0] = json!({
+        "from": MODOU, "id": "wamid.PHOTO", "timestamp": now().to_string(), "type": "image",
+        "image": {"id": "media-thies-1", "mime_type": "image/jpeg"}
+    });
+    assert_eq!(deliver_signed(&d, &photo, THIES_APP_SECRET).await, 200);
+
+    // Downloaded with the Thiès token (the fake refuses any other for this file).
+    let stored = d
+        .eventually("the photo saved", || async {
+            d.messages_of(MODOU)
+                .await
+                .into_iter()
+                .find(|m| m["wamid"] == "wamid.PHOTO" && m["media_file"].is_string())
+        })
+        .await;
+    let file = d.dir.path().join(stored["media_file"].as_str().unwrap());
+    assert_eq!(std::fs::read(file).unwrap(), b"\xff\xd8\xff photo");
+
+    let sent = d
+        .eventually("the document and the alert accepted", || async {
+            let sent: Vec<_> = fake.requests().into_iter().filter(|r| r.wamid.is_some()).collect();
+            (sent.len() == 2).then_some(sent)
+        })
+        .await;
+    let upload = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/media") && r.method == "POST")
+        .expect("the PDF was uploaded");
+    assert_eq!(
+        (upload.path.as_str(), upload.authorization.as_deref()),
+        (
+            format!("/v21.0/{THIES}/media").as_str(),
+            Some(format!("Bearer {THIES_TOKEN}").as_str())
+        )
+    );
+    let document = sent.iter().find(|r| r.body["type"] == "document").unwrap();
+    assert_eq!(document.path, format!("/v21.0/{THIES}/messages"));
+    assert_eq!(document.body["to"], MODOU);
+    let alert = sent.iter().find(|r| r.body["type"] == "template").unwrap();
+    assert_eq!(
+        (alert.path.as_str(), alert.body["to"].as_str()),
+        (format!("/v21.0/{DAKAR}/messages").as_str(), Some(AWA))
+    );
+}

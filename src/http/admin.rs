@@ -146,18 +146,22 @@ async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
-/// `POST /api/media?filename=F&mime=M[&from=ACCOUNT]` with the file as body: uploads it to
-/// Meta through the account `from` names (default: the first) and answers `{"id": MEDIA_ID}`.
-/// In dry run the file is kept beside the store and a local id returned.
+/// `POST /api/media?filename=F&mime=M[&from=ACCOUNT][&to=CONTACT]` with the file as body:
+/// uploads it to Meta through the number that will send it (the account `from` names, else
+/// the one a message to `to` goes out from, else the first) and answers
+/// `{"id": MEDIA_ID, "from": PHONE_NUMBER_ID}`: send it with that `from`, since media ids
+/// belong to a number. In dry run the file is kept beside the store and a local id returned.
 async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     let mut filename = None;
     let mut mime = None;
     let mut from = None;
+    let mut to = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "filename" => filename = Some(v.into_owned()),
             "mime" => mime = Some(v.into_owned()),
             "from" => from = Some(v.into_owned()),
+            "to" => to = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -173,23 +177,21 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty file"),
         Err(r) => return r,
     };
-    let client = match &app.graph {
-        Some(clients) => match clients.for_account(from.as_deref()) {
-            Some(c) => Some(c),
-            None => {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("from: `{}` is not a configured account", from.unwrap_or_default()),
-                );
-            }
-        },
-        None => None,
+    let outbox = app.outbox.clone();
+    let number = tokio::task::spawn_blocking(move || outbox.sender(from.as_deref(), to.as_deref().unwrap_or("")))
+        .await
+        .map_err(|e| e.to_string());
+    let number = match number {
+        Ok(Ok(n)) => n,
+        Ok(Err(invalid)) => return error(StatusCode::UNPROCESSABLE_ENTITY, invalid),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
+    let client = app.graph.as_ref().and_then(|c| c.for_number(number.as_deref()));
     match (client, app.config.whatsapp.dry_run) {
         (Some(client), false) => match client.upload_media(body.to_vec(), &mime, &filename).await {
             Ok(id) => {
-                tracing::info!(media = %id, %filename, bytes = body.len(), "media uploaded");
-                json(StatusCode::OK, &serde_json::json!({ "id": id }))
+                tracing::info!(media = %id, %filename, bytes = body.len(), from = ?number, "media uploaded");
+                json(StatusCode::OK, &serde_json::json!({ "id": id, "from": number }))
             }
             Err(f) => {
                 let info = crate::outbox::error_info(&f);

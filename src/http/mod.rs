@@ -137,7 +137,11 @@ pub async fn check_health(app: &App) -> Health {
             let backlog = journal.backlog(s.journal_applied()?);
             let depth = s.outbox_len()?;
             let cutoff = crate::store::now_ms() - OUTBOX_STUCK_AFTER.as_millis() as i64;
-            let (overdue, _) = s.outbox_due(cutoff, 1, &Default::default())?;
+            let (overdue, _) = s.outbox_due(
+                cutoff,
+                crate::store::outbox::DueLimits::shared_by(1, 1),
+                &Default::default(),
+            )?;
             Ok((backlog, depth, overdue.into_iter().next()))
         })
         .await;

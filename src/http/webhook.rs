@@ -111,13 +111,9 @@ fn check_signature(
     body: &[u8],
     header: Option<&[u8]>,
 ) -> Result<(), WebhookError> {
-    let mut secrets = whatsapp
-        .accounts
-        .iter()
-        .filter_map(|a| a.app_secret.as_ref())
-        .peekable();
-    if secrets.peek().is_none() {
+    let secrets = whatsapp.app_secrets();
+    if secrets.is_empty() {
         return Ok(());
     }
-    signature::verify_any(secrets.map(|s| s.expose().as_bytes()), body, header)
+    signature::verify_any(secrets.iter().map(|s| s.expose().as_bytes()), body, header)
 }

@@ -189,7 +189,7 @@ impl Outbox {
     /// The phone number id a message to `to` goes out from: the account `from` names; without
     /// `from`, the only account, or (with several) the number the contact last wrote to, else
     /// the first account. `None` when no number is configured (dry run).
-    fn sender(&self, from: Option<&str>, to: &str) -> Result<Option<String>, ValidationError> {
+    pub fn sender(&self, from: Option<&str>, to: &str) -> Result<Option<String>, ValidationError> {
         if let Some(from) = from {
             return self.sender_number(from).map(Some);
         }
@@ -327,6 +327,7 @@ impl OutboxWorker {
             .map(|(number, rate)| (number.clone(), number_bucket(*rate)))
             .collect();
         let default_number = self.clients.default_client().phone_number_id().to_string();
+        let due_limits = crate::store::outbox::DueLimits::shared_by(256, buckets.len());
         let pair: Arc<Keyed> = Arc::new(RateLimiter::keyed(
             Quota::with_period(s.pair_interval.max(Duration::from_millis(1)))
                 .expect("period is non-zero")
@@ -352,7 +353,7 @@ impl OutboxWorker {
             }
             let busy = in_flight.lock().expect("not poisoned").clone();
             let store = self.store.clone();
-            let due = store.blocking(move |s| s.outbox_due(now_ms(), 256, &busy)).await;
+            let due = store.blocking(move |s| s.outbox_due(now_ms(), due_limits, &busy)).await;
             let (due, next_wakeup) = match due {
                 Ok(d) => d,
                 Err(e) => {
@@ -369,7 +370,14 @@ impl OutboxWorker {
             // Take as many due jobs as there are free permits and the rate limits allow, mark
             // them `sending` in one durable transaction, then send them concurrently.
             let mut batch = Vec::new();
+            // Numbers whose bucket ran out in this pass: their other jobs wait for the next one
+            // (checked before the recipient's bucket, so that no recipient token is wasted).
+            let mut full: HashSet<&str> = HashSet::new();
             for job in due {
+                let number = job.phone_number_id.clone().unwrap_or_else(|| default_number.clone());
+                if full.contains(number.as_str()) {
+                    continue;
+                }
                 let permit = match permits.clone().try_acquire_owned() {
                     Ok(p) => p,
                     Err(_) if !batch.is_empty() => break,
@@ -384,11 +392,11 @@ impl OutboxWorker {
                 }
                 // The batch goes out at once: take only what the number's bucket allows now.
                 // (A job of a number no longer configured has no bucket: it fails when sent.)
-                let number = job.phone_number_id.as_deref().unwrap_or(&default_number);
-                if let Some(bucket) = buckets.get(number)
+                if let Some((key, bucket)) = buckets.get_key_value(&number)
                     && bucket.check().is_err()
                 {
                     if !batch.is_empty() {
+                        full.insert(key.as_str());
                         continue;
                     }
                     tokio::select! {

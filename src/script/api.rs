@@ -13,7 +13,7 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value 
 use serde_json::{Value, json};
 
 use super::registry::ScriptKind;
-use super::runtime::{RuntimeContext, Shared, compiled, contact_key, lua_err, queue, start_scenario};
+use super::runtime::{RuntimeContext, Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
 use crate::store::now_ms;
 
 /// Builds the API functions once per worker: `api.whatsapp`, `api.store`, `api.scenario`,
@@ -101,8 +101,17 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                         .and_then(Value::as_str)
                         .map(str::to_string)
                         .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
-                    let from = req.get("from").and_then(Value::as_str).map(str::to_string);
-                    let id = upload_bytes(lua, &s.ctx, from.as_deref(), bytes.as_bytes().to_vec(), &filename)?;
+                    // Uploaded through the number that sends it: media ids belong to a number.
+                    let from = req
+                        .get("from")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .or_else(|| default_from(s, &to));
+                    let number = s.ctx.outbox.sender(from.as_deref(), &to).map_err(lua_err)?;
+                    if let Some(n) = &number {
+                        req["from"] = json!(n);
+                    }
+                    let id = upload_bytes(lua, &s.ctx, number.as_deref(), bytes.as_bytes().to_vec(), &filename)?;
                     req["media"] = json!(id);
                     if kind == "document" {
                         req["filename"] = json!(filename);

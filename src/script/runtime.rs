@@ -178,9 +178,9 @@ pub(super) struct Shared {
     pub(super) make_env: Function,
     /// The running script's name, for `logger` lines.
     pub(super) label: Mutex<String>,
-    /// While an inbound message is dispatched: the business number it came to, which sends
-    /// without `from` go out from (a reply comes from the number the customer wrote to).
-    pub(super) reply_from: Mutex<Option<String>>,
+    /// While an inbound message is dispatched: the business number it came to, which replies
+    /// to its sender without `from` go out from (see [`default_from`]).
+    pub(super) reply_from: Mutex<Option<ReplyFrom>>,
 }
 
 /// One Lua thread's state.
@@ -389,7 +389,15 @@ impl LuaWorker {
         };
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
-        *self.shared.reply_from.lock().expect("not poisoned") = record.phone_number_id.clone();
+        *self.shared.reply_from.lock().expect("not poisoned") =
+            record.phone_number_id.clone().map(|number| ReplyFrom {
+                addresses: [record.from.as_deref(), Some(record.contact.as_str())]
+                    .into_iter()
+                    .flatten()
+                    .map(crate::store::normalize_contact)
+                    .collect(),
+                number,
+            });
         let result = self.route(&record, conv, &mut scripts);
         *self.shared.reply_from.lock().expect("not poisoned") = None;
         if !scripts.is_empty() {
@@ -805,12 +813,30 @@ fn reply_address(record: &MessageRecord) -> String {
     record.from.clone().unwrap_or_else(|| record.contact.clone())
 }
 
+/// The number a run's reply goes out from: the number the dispatched message came to.
+#[derive(Debug, Clone)]
+pub(super) struct ReplyFrom {
+    /// The sender's addresses (phone or BSUID, and conversation key), normalized.
+    addresses: Vec<String>,
+    /// The business number (phone number id) the message came to.
+    number: String,
+}
+
+/// The `from` of a send to `to` that names none: during a dispatch, a reply to the message's
+/// sender goes out from the number the message came to (when it is configured); otherwise
+/// `None`, and the outbox picks (the number `to` last wrote to, else the first account).
+pub(super) fn default_from(shared: &Shared, to: &str) -> Option<String> {
+    let reply = shared.reply_from.lock().expect("not poisoned");
+    let reply = reply.as_ref()?;
+    let to = crate::store::normalize_contact(to);
+    (reply.addresses.contains(&to) && shared.ctx.outbox.sends_from(&reply.number)).then(|| reply.number.clone())
+}
+
 /// Validates a send (a JSON request like `POST /api/messages`) and buffers it.
 pub(super) fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
     let mut req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
     if req.from.is_none() {
-        let reply_from = shared.reply_from.lock().expect("not poisoned").clone();
-        req.from = reply_from.filter(|n| shared.ctx.outbox.sends_from(n));
+        req.from = default_from(shared, &req.to);
     }
     let origin = shared.effects.lock().expect("not poisoned").origin.clone();
     let new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;

@@ -861,10 +861,7 @@ impl<'txn> Tables<'txn> {
             }
         }
         into.message_count += old.message_count;
-        into.last_inbound_at = into.last_inbound_at.max(old.last_inbound_at);
-        for (number, t) in &old.last_inbound_by_number {
-            into.inbound(Some(number), *t);
-        }
+        into.merge_inbound(&old);
         if old.last_message_at > into.last_message_at {
             into.last_message_at = old.last_message_at;
             into.last_summary = old.last_summary.clone();

@@ -66,6 +66,36 @@ impl OutboxJob {
     }
 }
 
+/// How much [`Store::outbox_due`] takes and reads.
+#[derive(Debug, Clone, Copy)]
+pub struct DueLimits {
+    /// Jobs returned at most.
+    pub total: usize,
+    /// Jobs of one business number at most, so that one number's backlog does not hide the
+    /// others' jobs (`total` with a single number).
+    pub per_number: usize,
+    /// Rows read at most (the scan goes past a capped number's jobs up to here).
+    pub max_rows: usize,
+}
+
+impl DueLimits {
+    /// At most `total` jobs, shared fairly by `numbers` business numbers.
+    pub fn shared_by(total: usize, numbers: usize) -> DueLimits {
+        if numbers <= 1 {
+            return DueLimits {
+                total,
+                per_number: total,
+                max_rows: usize::MAX,
+            };
+        }
+        DueLimits {
+            total,
+            per_number: (total / numbers).max(16),
+            max_rows: total * 16,
+        }
+    }
+}
+
 /// An outbound message to record.
 #[derive(Debug, Clone)]
 pub struct NewOutbound {
@@ -142,11 +172,12 @@ impl Store {
     }
 
     /// Jobs due at `now_ms`, oldest first, at most one per recipient (a recipient's later
-    /// messages wait for its earlier ones, so order is kept), skipping recipients in `busy`.
+    /// messages wait for its earlier ones, so order is kept), skipping recipients in `busy`,
+    /// within `limits`.
     pub fn outbox_due(
         &self,
         now_ms: i64,
-        limit: usize,
+        limits: DueLimits,
         busy: &std::collections::HashSet<String>,
     ) -> Result<(Vec<OutboxJob>, Option<i64>)> {
         // Only what the choice needs is read from each row, borrowing the recipient: most rows
@@ -157,24 +188,37 @@ impl Store {
             recipient: std::borrow::Cow<'a, str>,
             state: JobState,
             next_attempt_ms: i64,
+            #[serde(default, borrow)]
+            phone_number_id: Option<std::borrow::Cow<'a, str>>,
         }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut per_number: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut due = Vec::new();
         let mut next_wakeup: Option<i64> = None;
-        for row in table.iter()? {
+        for (scanned, row) in table.iter()?.enumerate() {
+            if scanned >= limits.max_rows {
+                break;
+            }
             let row = row?;
             let bytes = row.1.value();
             let head: JobHead = decode("outbox", bytes)?;
             if seen.contains(head.recipient.as_ref()) || busy.contains(head.recipient.as_ref()) {
                 continue;
             }
+            if head.state == JobState::Queued && head.next_attempt_ms <= now_ms {
+                let number = head.phone_number_id.as_deref().unwrap_or("");
+                if per_number.get(number).is_some_and(|n| *n >= limits.per_number) {
+                    continue;
+                }
+                *per_number.entry(number.to_string()).or_default() += 1;
+            }
             seen.insert(head.recipient.into_owned());
             if head.state == JobState::Queued {
                 if head.next_attempt_ms <= now_ms {
                     due.push(decode("outbox", bytes)?);
-                    if due.len() >= limit {
+                    if due.len() >= limits.total {
                         break;
                     }
                 } else {
@@ -560,4 +604,51 @@ impl Tables<'_> {
 fn take_job(outbox: &mut redb::Table<'_, u64, &'static [u8]>, id: u64) -> Result<Option<OutboxJob>> {
     let removed = outbox.remove(id)?;
     removed.map(|v| decode("outbox", v.value())).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_template(store: &Store, to: &str, number: &str) {
+        store
+            .enqueue_outbound(NewOutbound {
+                id: store.allocate_message_id(),
+                recipient: to.into(),
+                kind: "template".into(),
+                summary: String::new(),
+                content: Value::Null,
+                body: serde_json::json!({"messaging_product": "whatsapp", "to": to, "type": "template"}),
+                free_form: false,
+                allow_outside_window: false,
+                dry_run: false,
+                origin: "test".into(),
+                reply_to: None,
+                phone_number_id: Some(number.into()),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn one_numbers_backlog_does_not_hide_the_other_numbers_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("walua.redb")).unwrap();
+        for i in 0..40 {
+            queue_template(&store, &format!("22177{i:07}"), "111");
+        }
+        queue_template(&store, "221779999999", "222");
+        let count = |due: &[OutboxJob], n: &str| due.iter().filter(|j| j.phone_number_id.as_deref() == Some(n)).count();
+        let later = now_ms() + 1000;
+
+        let (due, _) = store
+            .outbox_due(later, DueLimits::shared_by(32, 2), &Default::default())
+            .unwrap();
+        assert_eq!((count(&due, "111"), count(&due, "222")), (16, 1));
+
+        // One number: the oldest jobs, as many as asked.
+        let (due, _) = store
+            .outbox_due(later, DueLimits::shared_by(32, 1), &Default::default())
+            .unwrap();
+        assert_eq!((count(&due, "111"), count(&due, "222")), (32, 0));
+    }
 }

@@ -178,7 +178,8 @@ pub struct Conversation {
     /// Summary of the latest message.
     pub last_summary: String,
     /// The contact's last message to each business number (phone number id → Meta timestamp):
-    /// each number has its own 24 h window.
+    /// each number has its own 24 h window. The key `""` holds a time whose number is not
+    /// known (kept from before walua recorded numbers), which counts for every number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_inbound_by_number: BTreeMap<String, i64>,
 }
@@ -187,9 +188,10 @@ impl Conversation {
     /// When the contact last wrote to business number `phone_number_id` (any number when it is
     /// unknown, or for conversations stored before walua kept this per number).
     pub fn last_inbound_to(&self, phone_number_id: Option<&str>) -> Option<i64> {
+        let by_number = &self.last_inbound_by_number;
         match phone_number_id {
-            Some(n) if !n.is_empty() && !self.last_inbound_by_number.is_empty() => {
-                self.last_inbound_by_number.get(n).copied()
+            Some(n) if !n.is_empty() && !by_number.is_empty() => {
+                by_number.get(n).copied().max(by_number.get("").copied())
             }
             _ => self.last_inbound_at,
         }
@@ -199,16 +201,39 @@ impl Conversation {
     pub fn last_number(&self) -> Option<&str> {
         self.last_inbound_by_number
             .iter()
+            .filter(|(n, _)| !n.is_empty())
             .max_by_key(|(_, t)| **t)
             .map(|(n, _)| n.as_str())
     }
 
-    /// Counts an inbound message at `timestamp` to business number `phone_number_id`.
+    /// Counts an inbound message at `timestamp` to business number `phone_number_id`
+    /// (`None` or `""`: not known).
     pub fn inbound(&mut self, phone_number_id: Option<&str>, timestamp: i64) {
+        // A conversation from before numbers were recorded: its last time is kept as "some
+        // number", so that a first message to one number does not close the others' windows.
+        if self.last_inbound_by_number.is_empty()
+            && let Some(before) = self.last_inbound_at
+        {
+            self.last_inbound_by_number.insert(String::new(), before);
+        }
         self.last_inbound_at = self.last_inbound_at.max(Some(timestamp));
-        if let Some(n) = phone_number_id.filter(|n| !n.is_empty()) {
-            let t = self.last_inbound_by_number.entry(n.to_string()).or_insert(timestamp);
-            *t = (*t).max(timestamp);
+        let t = self
+            .last_inbound_by_number
+            .entry(phone_number_id.unwrap_or_default().to_string())
+            .or_insert(timestamp);
+        *t = (*t).max(timestamp);
+    }
+
+    /// Takes in the inbound times of `old`, a conversation merged into this one.
+    pub fn merge_inbound(&mut self, old: &Conversation) {
+        if old.last_inbound_by_number.is_empty() {
+            if let Some(t) = old.last_inbound_at {
+                self.inbound(None, t);
+            }
+        } else {
+            for (number, t) in &old.last_inbound_by_number {
+                self.inbound(Some(number), *t);
+            }
         }
     }
 }
@@ -310,6 +335,36 @@ mod tests {
             script: None,
             phone_number_id: None,
         }
+    }
+
+    #[test]
+    fn each_number_has_its_own_window_and_times_from_before_numbers_count_for_all() {
+        let mut fresh = Conversation::default();
+        fresh.inbound(Some("111"), 100);
+        assert_eq!(fresh.last_inbound_to(Some("111")), Some(100));
+        assert_eq!(fresh.last_inbound_to(Some("222")), None, "never wrote to 222");
+        assert_eq!(fresh.last_inbound_to(None), Some(100), "any number");
+
+        // Stored before walua kept numbers: the customer wrote at 50, to some number.
+        let mut legacy = Conversation {
+            last_inbound_at: Some(50),
+            ..Conversation::default()
+        };
+        assert_eq!(legacy.last_inbound_to(Some("111")), Some(50));
+        legacy.inbound(Some("222"), 80);
+        assert_eq!(legacy.last_inbound_to(Some("111")), Some(50), "still open for 111");
+        assert_eq!(legacy.last_inbound_to(Some("222")), Some(80));
+        assert_eq!(legacy.last_number(), Some("222"));
+
+        // A legacy conversation merged into a recorded one brings its time along.
+        let old = Conversation {
+            last_inbound_at: Some(90),
+            ..Conversation::default()
+        };
+        fresh.merge_inbound(&old);
+        assert_eq!(fresh.last_inbound_to(Some("222")), Some(90));
+        assert_eq!(fresh.last_inbound_to(Some("111")), Some(100));
+        assert_eq!(fresh.last_number(), Some("111"));
     }
 
     fn st(s: &str, t: i64) -> StatusEntry {

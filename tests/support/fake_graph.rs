@@ -88,6 +88,9 @@ struct State {
     /// Business numbers with a token of their own (phone number id → token); other numbers
     /// take the server's token.
     number_tokens: HashMap<String, String>,
+    /// Media received by a number with a token of its own (media id → number): only that
+    /// token reads them.
+    media_owner: HashMap<String, String>,
 }
 
 struct Inner {
@@ -176,6 +179,16 @@ impl FakeGraph {
             .insert(id.to_string(), (bytes.into(), mime.to_string()));
     }
 
+    /// Adds a media file received by business number `phone_number_id`: with a token of its
+    /// own (see [`FakeGraph::add_number`]), only that token can read it.
+    pub fn add_media_of(&self, phone_number_id: &str, id: &str, bytes: impl Into<Vec<u8>>, mime: &str) {
+        self.add_media(id, bytes, mime);
+        self.inner
+            .lock()
+            .media_owner
+            .insert(id.to_string(), phone_number_id.to_string());
+    }
+
     /// Every request received, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().requests.clone()
@@ -243,7 +256,14 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
         ) {
             (["v21.0", _, "messages" | "media"], Some(own)) => bearer(own),
             (["v21.0", _, "messages" | "media"], None) => bearer(&inner.token),
-            _ => bearer(&inner.token) || st.number_tokens.values().any(|t| bearer(t)),
+            _ => match segs
+                .last()
+                .and_then(|id| st.media_owner.get(*id))
+                .and_then(|n| st.number_tokens.get(n))
+            {
+                Some(owner) => bearer(owner),
+                None => bearer(&inner.token) || st.number_tokens.values().any(|t| bearer(t)),
+            },
         }
     };
 
