@@ -35,6 +35,11 @@ async fn two_numbers() -> (FakeGraph, TestDaemon) {
 
 /// [`two_numbers`] with `on_message` as the on_message script.
 async fn two_numbers_with(on_message: &str) -> (FakeGraph, TestDaemon) {
+    shop(on_message, 500).await
+}
+
+/// The two-number shop, with `on_message` and the Thiès number's `max_per_second`.
+async fn shop(on_message: &str, thies_rate: u32) -> (FakeGraph, TestDaemon) {
     let fake = FakeGraph::start(DAKAR_TOKEN).await;
     fake.add_number(THIES, THIES_TOKEN);
     let dir = tempfile::tempdir().unwrap();
@@ -52,7 +57,7 @@ phone_number_id = "{THIES}"
 access_token = "{THIES_TOKEN}"
 app_secret = "{THIES_APP_SECRET}"
 verify_token = "{THIES_VERIFY_TOKEN}"
-max_per_second = 500
+max_per_second = {thies_rate}
 "#
     );
     let text = config_text(dir.path(), &live_whatsapp(&fake.url(), ""), &accounts);
@@ -426,5 +431,51 @@ async fn media_come_in_and_go_out_through_the_number_that_received_the_message()
     assert_eq!(
         (alert.path.as_str(), alert.body["to"].as_str()),
         (format!("/v21.0/{DAKAR}/messages").as_str(), Some(AWA))
+    );
+}
+
+#[tokio::test]
+async fn each_number_has_its_own_rate_limit() {
+    let (fake, d) = shop(REPLY, 5).await;
+    let recipient = |i: usize| format!("2217755{i:05}");
+    for (from, first) in [("thies", 0), ("dakar", 100)] {
+        for i in first..first + 12 {
+            let (status, body) = d
+                .api_post(
+                    "/api/messages",
+                    &json!({"to": recipient(i), "from": from, "type": "template", "name": "order_confirmation", "lang": "fr"}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    fake.wait_for_accepted(24, std::time::Duration::from_secs(15)).await;
+    let sent: Vec<_> = fake.requests().into_iter().filter(|r| r.wamid.is_some()).collect();
+    let at = |number: &str| -> Vec<std::time::Instant> {
+        sent.iter()
+            .filter(|r| r.path == format!("/v21.0/{number}/messages"))
+            .map(|r| r.at)
+            .collect()
+    };
+    let (thies, dakar) = (at(THIES), at(DAKAR));
+    assert_eq!((thies.len(), dakar.len()), (12, 12));
+    let worst = thies
+        .iter()
+        .map(|start| {
+            thies
+                .iter()
+                .filter(|t| **t >= *start && t.duration_since(*start) < std::time::Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        worst <= 6,
+        "{worst} Thiès sends within one second at max_per_second = 5"
+    );
+    // Queued after Thiès's, Dakar's go at their own pace, not Thiès's.
+    assert!(
+        dakar.iter().max() < thies.get(6),
+        "Dakar's 12 sends should all precede Thiès's 7th"
     );
 }
