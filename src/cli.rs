@@ -192,24 +192,49 @@ pub fn render_conversations(answer: &Value) -> String {
     )
 }
 
-/// Renders `GET /api/conversations/{contact}/messages` as a table.
+/// Renders `GET /api/conversations/{contact}/messages` as a table; with a `NUMBER` column
+/// (the business number each message came to or went from) when there is more than one.
 pub fn render_messages(answer: &Value) -> String {
-    let rows: Vec<Vec<String>> = answer["messages"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    let messages = answer["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let numbers: std::collections::BTreeSet<String> = messages.iter().map(|m| s(m, "phone_number_id")).collect();
+    let several = numbers.len() > 1;
+    let rows: Vec<Vec<String>> = messages
         .iter()
         .map(|m| {
             let dir = if m["direction"] == "inbound" { "<-" } else { "->" };
-            vec![
-                s(m, "id"),
-                time(m, "timestamp"),
-                dir.to_string(),
-                s(m, "type"),
-                s(m, "status"),
-                s(m, "summary"),
-            ]
+            let mut row = vec![s(m, "id"), time(m, "timestamp"), dir.to_string()];
+            if several {
+                row.push(s(m, "phone_number_id"));
+            }
+            row.extend([s(m, "type"), s(m, "status"), s(m, "summary")]);
+            row
         })
         .collect();
-    table(&["ID", "TIME (UTC)", "DIR", "TYPE", "STATUS", "CONTENT"], &rows)
+    if several {
+        table(
+            &["ID", "TIME (UTC)", "DIR", "NUMBER", "TYPE", "STATUS", "CONTENT"],
+            &rows,
+        )
+    } else {
+        table(&["ID", "TIME (UTC)", "DIR", "TYPE", "STATUS", "CONTENT"], &rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_show_the_business_number_only_when_there_are_several() {
+        let one = serde_json::json!({"messages": [
+            {"id": 1, "timestamp": 0, "direction": "inbound", "type": "text", "status": "received", "summary": "Bonjour", "phone_number_id": "111"},
+            {"id": 2, "timestamp": 0, "direction": "outbound", "type": "text", "status": "sent", "summary": "Merci", "phone_number_id": "111"},
+        ]});
+        assert!(!render_messages(&one).contains("NUMBER"));
+        let mut two = one.clone();
+        two["messages"][1]["phone_number_id"] = serde_json::json!("222");
+        let out = render_messages(&two);
+        assert!(out.lines().next().unwrap().contains("NUMBER"), "{out}");
+        assert!(out.contains("222"), "{out}");
+    }
 }
