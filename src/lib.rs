@@ -1,8 +1,9 @@
 //! # walua
 //!
 //! One daemon for a business's WhatsApp automation: it receives Meta's WhatsApp Cloud API
-//! webhooks, keeps every message and status in an embedded redb store, and (in later
-//! modules) sends from a durable outbox and runs the business's Lua scripts.
+//! webhooks for one or several business numbers, keeps every message and status in an
+//! embedded redb store, runs the business's Lua scripts on them, and sends from a durable
+//! outbox.
 //!
 //! # Layout
 //!
@@ -10,8 +11,8 @@
 //! - [`store`]: the redb tables and the only code that opens transactions.
 //! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group
 //!   commit) and the processor that turns journaled deliveries into stored messages.
-//! - [`whatsapp`]: the Graph API client, outbound message builders with Meta's limits, and
-//!   Meta's error codes explained for operators.
+//! - [`whatsapp`]: the Graph API clients (one per business number), outbound message
+//!   builders with Meta's limits, and Meta's error codes explained for operators.
 //! - [`http`]: the hyper server and router: webhook, health, admin API.
 //! - [`outbox`]: the durable send queue: enqueue (validation, 24 h window), rate limits,
 //!   retries, and the crash policy for interrupted sends.
@@ -22,12 +23,15 @@
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
-//! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load.
+//! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
+//!   and runs the processor's and the dispatcher's drain loops.
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
 //!
-//! Data flows one way: HTTP in → journal (durable, then 200) → parse → store.
+//! Data flows one way: HTTP in → journal (durable, then 200) → parse → store → scripts
+//! (dispatch, exactly once) → outbox → Graph API, whose answers and status webhooks come back
+//! into the store.
 
 pub mod cli;
 pub mod config;

@@ -23,7 +23,7 @@
 //! highest applied delivery id (the checkpoint). At start-up every record after the
 //! checkpoint is processed again; a torn record at the end of the last segment (a crash
 //! during a write, never acknowledged) is cut off. A sealed segment is deleted only once a
-//! durable redb commit covers all its deliveries ([`DeliveryLog::release_through`]).
+//! durable redb commit covers all its deliveries ([`JournalFiles::release_through`]).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
