@@ -46,7 +46,8 @@ impl BatchPacer {
 
     /// Runs a stage until `shutdown`: `drain` once at start (whatever waits after a restart),
     /// then each time `wake` is notified, batches spaced by this pacer. A failed drain is
-    /// logged as "`what` failed" and retried after a second; nothing it had is dropped.
+    /// logged as "`what` failed" and retried after a second (each `drain` keeps what it has not
+    /// committed where it was, so the retry takes it again).
     pub async fn drain_on_wake<E, Fut>(
         mut self,
         what: &str,

@@ -518,3 +518,49 @@ end }"#,
     assert_eq!(list["interactive"]["footer"]["text"], "Merci");
     assert_eq!(list["interactive"]["action"]["sections"][0]["rows"][0]["id"], "wave");
 }
+
+// A lib module that, while loading, renders a template which requires the same module (in
+// the template's own environment): the rest of the module must still see the run's globals.
+const REENTERED_LIB: &str = r#"
+local M = { greeting = "Bonjour" }
+-- Only in a run: not in the template (no `message`), nor when scripts are checked at load
+-- (where env.notify refuses).
+if message and pcall(env.notify, message.from, "welcome", { name = "Awa" }) then
+  M.sender = message.from -- still the run's `message` after the template required this module
+end
+return M
+"#;
+
+const WELCOME_TEMPLATE: &str = r#"
+local shop = require "shop"
+return function(record)
+  return { type = "text", text = (shop.greeting or "?") .. " " .. record.name }
+end
+"#;
+
+const USES_SHOP: &str = r#"
+local shop = require "shop"
+return {
+  run = function(msg)
+    env.whatsapp.send_text(msg.from, "pour " .. shop.sender)
+  end,
+}
+"#;
+
+#[tokio::test]
+async fn a_module_required_again_while_it_loads_keeps_its_own_run_globals() {
+    let d = daemon_with(&[
+        ("lib/shop.lua", REENTERED_LIB),
+        ("templates/welcome.lua", WELCOME_TEMPLATE),
+        ("on_message.lua", USES_SHOP),
+    ])
+    .await;
+    // Lib modules are kept compiled once their file is a few seconds old: let it settle, so
+    // that the template's `require` gets the module the run is still loading.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    d.deliver_ok(&text_delivery(AWA, "wamid.R1", "bonjour", now())).await;
+    let m = d.dispatched(AWA, "wamid.R1").await;
+    assert!(m["script"]["error"].is_null(), "{}", m["script"]);
+    let texts = texts_sent(&d).await;
+    assert_eq!(texts, vec!["Bonjour Awa".to_string(), format!("pour {AWA}")]);
+}

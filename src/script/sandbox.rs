@@ -13,8 +13,9 @@
 //! * At construction a private *template* of safe globals is built. It is never handed to a
 //!   script. [`Sandbox::fresh_env`] builds a brand-new globals table per run from it: plain
 //!   values are shared (functions are immutable to scripts, there is no `debug`), library tables
-//!   (`string`, `table`, ...) are shallow-copied, so `string.upper = nil` or
-//!   `rawset(string, "x", 1)` only affects the run that did it. `_G` points to the fresh table.
+//!   (`string`, `table`, ...) are per-run empty tables that read through to the shared ones
+//!   (`__metatable = false`), so `string.upper = nil` or `rawset(string, "x", 1)` only affects
+//!   the run that did it. `_G` points to the fresh table.
 //! * `getmetatable` returns `nil` for strings, so the shared string metatable cannot be reached
 //!   or mutated. `setmetatable` refuses metatables with a `__gc` field (finalizers could run
 //!   outside of any run, i.e. outside the CPU budget).
@@ -236,10 +237,10 @@ return T, function(env)
     if loading[name] then
       error("require: circular require of module '" .. name .. "'", 2)
     end
-    local f, err = load_module(name, env)
+    local f, err = load_module(name)
     if not f then error(err, 2) end
     loading[name] = true
-    m = f(name)
+    m = f(env, name)
     loading[name] = nil
     if m == nil then m = true end
     loaded[name] = m
@@ -266,14 +267,11 @@ impl Sandbox {
         let tripped = lua.create_function(|lua, ()| Ok(is_tripped(lua)))?;
         let lib_display = lib_dir.display().to_string();
         let modules = RefCell::new(HashMap::new());
-        let load_module = lua.create_function(move |lua, (name, env): (Value, Table)| {
-            let mut modules = modules.borrow_mut();
-            Ok(
-                match load_module(lua, &lib_dir, &lib_display, &mut modules, &name, env) {
-                    Ok(f) => (Some(f), None),
-                    Err(msg) => (None, Some(msg)),
-                },
-            )
+        let load_module = lua.create_function(move |lua, name: Value| {
+            Ok(match load_module(lua, &lib_dir, &lib_display, &modules, &name) {
+                Ok(f) => (Some(f), None),
+                Err(msg) => (None, Some(msg)),
+            })
         })?;
         let print = lua.create_function(lua_print)?;
 
@@ -530,41 +528,61 @@ fn valid_module_name(name: &str) -> bool {
 /// A compiled `lib/` module and the file it was compiled from, as last seen.
 struct CompiledModule {
     stamp: FileStamp,
-    chunk: Function,
+    /// `function(_ENV, ...)` around the module's source (see [`load_module`]).
+    body: Function,
 }
 
 /// What tells a module file's versions apart without reading it: an editor's atomic save makes
-/// a new inode, an in-place save a new modification time (and usually length).
+/// a new inode, an in-place save a new modification and change time (and usually length).
 #[derive(PartialEq, Eq, Clone, Copy)]
 struct FileStamp {
-    modified: Option<std::time::SystemTime>,
-    len: u64,
+    dev: u64,
     ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
+
+/// How long after its last change a file's stamp is trusted: two saves within one tick of the
+/// file system's clock can leave the same stamp (git's "racily clean" rule).
+const STAMP_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl FileStamp {
     fn of(meta: &std::fs::Metadata) -> FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp {
-            modified: meta.modified().ok(),
-            len: meta.len(),
+            dev: meta.dev(),
             ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
+    }
+
+    /// Whether the file had settled (no change for [`STAMP_SETTLE`]) at `now`.
+    fn settled_at(&self, now: std::time::SystemTime) -> bool {
+        let nanos = |(s, ns): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(ns);
+        let changed = nanos(self.mtime).max(nanos(self.ctime));
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now - changed > STAMP_SETTLE.as_nanos() as i128
     }
 }
 
-/// `lib_dir/<name with dots as slashes>.lua`, compiled with `env` as its environment. The
-/// compiled chunk is kept per file (in `modules`) and reused while the file is unchanged: a
-/// button script that requires a module would otherwise read and compile it on every click.
-/// Each call gives the chunk a fresh `_ENV` upvalue, so closures of earlier runs keep theirs.
+/// `lib_dir/<name with dots as slashes>.lua` as `function(_ENV, ...) <source> end`, which
+/// `require` calls with the run's environment and the module name. The wrapper is compiled
+/// once per file version and kept (in `modules`): a button script that requires a module
+/// would otherwise read and compile it on every click. Its environment is a parameter, not an
+/// upvalue, so runs (and a module re-entered while it loads) never share one. The prefix
+/// stays on the source's first line, so line numbers in errors are the file's.
 /// `Err` is the message `require` raises in the caller.
 fn load_module(
     lua: &Lua,
     lib_dir: &Path,
     lib_display: &str,
-    modules: &mut HashMap<PathBuf, CompiledModule>,
+    modules: &RefCell<HashMap<PathBuf, CompiledModule>>,
     name: &Value,
-    env: Table,
 ) -> Result<Function, String> {
     let name = match name {
         Value::String(s) => s.to_string_lossy(),
@@ -588,32 +606,39 @@ fn load_module(
     };
     let stamp = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_file() => FileStamp::of(&meta),
-        Ok(_) => return Err(not_found()),
+        Ok(_) => {
+            modules.borrow_mut().remove(&path);
+            return Err(not_found());
+        }
         Err(e) => {
-            modules.remove(&path);
+            modules.borrow_mut().remove(&path);
             return Err(cannot_read(e));
         }
     };
-    if let Some(m) = modules.get(&path).filter(|m| m.stamp == stamp) {
-        m.chunk.set_environment(env).map_err(|e| describe(&e))?;
-        return Ok(m.chunk.clone());
+    if let Some(m) = modules.borrow().get(&path).filter(|m| m.stamp == stamp) {
+        return Ok(m.body.clone());
     }
+    // Not cached, changed, or changed too recently to trust the stamp: compile (without
+    // holding the cache, so nothing here can re-enter it).
+    modules.borrow_mut().remove(&path);
     let source = std::fs::read_to_string(&path).map_err(cannot_read)?;
-    let chunk = lua
-        .load(source)
+    let body: Function = lua
+        .load(format!("return function(_ENV, ...) {source}\nend"))
         .set_name(format!("@{lib_display}/{rel}"))
         .set_mode(ChunkMode::Text)
-        .set_environment(env)
-        .into_function()
+        .set_environment(lua.create_table().map_err(|e| describe(&e))?)
+        .call(())
         .map_err(|e| describe(&e))?;
-    modules.insert(
-        path,
-        CompiledModule {
-            stamp,
-            chunk: chunk.clone(),
-        },
-    );
-    Ok(chunk)
+    if stamp.settled_at(std::time::SystemTime::now()) {
+        modules.borrow_mut().insert(
+            path,
+            CompiledModule {
+                stamp,
+                body: body.clone(),
+            },
+        );
+    }
+    Ok(body)
 }
 
 fn is_memory_error(e: &Error) -> bool {
@@ -1031,6 +1056,8 @@ mod tests {
     #[test]
     fn a_cached_module_keeps_each_runs_env_and_an_edit_is_seen_at_the_next_require() {
         let (sb, dir) = sandbox();
+        // Modules are kept compiled once their file has settled (see `STAMP_SETTLE_SECS`).
+        std::thread::sleep(STAMP_SETTLE + std::time::Duration::from_millis(100));
         let f = sb.compile("scripts/r.lua", "return require('envcheck')").unwrap();
         let run_with = |message: &str| -> Function {
             let env = sb.fresh_env().unwrap();

@@ -22,8 +22,9 @@ pub enum Protocols {
     Http1AndH2c,
 }
 
-/// A running server; dropping it stops the server and all its connections, hung requests
-/// included.
+/// A running server; dropping it stops the accept loop and its HTTP/1.1 connections. (An
+/// HTTP/2 request hyper runs in a task of its own, e.g. one the fake never answers, ends
+/// with its client.)
 pub struct Serving(JoinHandle<()>);
 
 impl Drop for Serving {
