@@ -172,19 +172,6 @@ pub struct WhatsAppConfig {
 }
 
 impl WhatsAppConfig {
-    /// The default sender: the first account.
-    pub fn default_account(&self) -> &WhatsAppAccount {
-        &self.accounts[0]
-    }
-
-    /// The account a `from` names: its `name`, else its phone number id.
-    pub fn account(&self, from: &str) -> Option<&WhatsAppAccount> {
-        self.accounts
-            .iter()
-            .find(|a| a.name == from)
-            .or_else(|| self.accounts.iter().find(|a| a.phone_number_id == from))
-    }
-
     /// The app secrets that may sign a webhook delivery (one per Meta app, without repeats).
     pub fn app_secrets(&self) -> Vec<&Secret> {
         let mut out: Vec<&Secret> = Vec::new();
@@ -504,10 +491,9 @@ impl Config {
             return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));
         }
         if !dry_run {
-            let several = whatsapp.accounts.len() > 1 || raw_has_accounts;
             for (i, a) in whatsapp.accounts.iter().enumerate() {
                 let key = |k: &str| {
-                    if several {
+                    if raw_has_accounts {
                         format!("whatsapp.accounts[{i}].{k}")
                     } else {
                         format!("whatsapp.{k}")
@@ -826,8 +812,6 @@ mod tests {
         );
         assert_eq!(second.app_secret.as_ref().unwrap().expose(), "other-app");
         assert_eq!(second.verify_token.as_ref().unwrap().expose(), "shared-verify");
-        assert_eq!(c.whatsapp.default_account().name, "dakar");
-        assert_eq!(c.whatsapp.account("222").unwrap().name, "222");
         assert_eq!(c.whatsapp.app_secrets().len(), 2);
         assert_eq!(
             c.secrets().len(),

@@ -203,7 +203,7 @@ impl Outbox {
                     .map_err(|e| ValidationError::new("to", format!("cannot look the contact up: {e}")))?;
                 let last = conv.as_ref().and_then(|c| c.last_number());
                 Ok(Some(
-                    last.filter(|n| self.senders.iter().any(|s| s.phone_number_id == *n))
+                    last.filter(|n| self.sends_from(n))
                         .unwrap_or(&first.phone_number_id)
                         .to_string(),
                 ))
@@ -497,12 +497,7 @@ async fn outbox_writer(store: Store, mut rx: tokio::sync::mpsc::Receiver<WriteRe
 }
 
 /// A business number's send bucket.
-type NumberBucket = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    DefaultClock,
-    governor::middleware::NoOpMiddleware,
->;
+type NumberBucket = governor::DefaultDirectRateLimiter;
 
 /// Sends go out in small batches: a burst of a twentieth of the rate, and the steady rate
 /// lowered by as much, so that no one-second window ever holds more than `max_per_second`

@@ -56,17 +56,15 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         shared,
         |_, s, (to, body, opts): (String, String, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "text", "text": body });
-            if let Some(o) = opts {
-                if let Some(r) = o.get::<Option<String>>("reply_to")? {
-                    req["reply_to"] = json!(r);
-                }
-                if let Some(p) = o.get::<Option<bool>>("preview_url")? {
-                    req["preview_url"] = json!(p);
-                }
-                if let Some(f) = o.get::<Option<String>>("from")? {
-                    req["from"] = json!(f);
-                }
+            if let Some(p) = opts
+                .as_ref()
+                .map(|o| o.get::<Option<bool>>("preview_url"))
+                .transpose()?
+                .flatten()
+            {
+                req["preview_url"] = json!(p);
             }
+            string_opts(&mut req, opts, &["reply_to", "from"])?;
             queue(s, req).map_err(lua_err)
         },
     )?;
@@ -134,9 +132,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             if let Some(c) = components {
                 req["components"] = lua.from_value(c)?;
             }
-            if let Some(f) = opts.map(|o| o.get::<Option<String>>("from")).transpose()?.flatten() {
-                req["from"] = json!(f);
-            }
+            string_opts(&mut req, opts, &["from"])?;
             queue(s, req).map_err(lua_err)
         },
     )?;
@@ -148,7 +144,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
             let mut req =
                 json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
-            interactive_opts(&mut req, opts)?;
+            string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             queue(s, req).map_err(lua_err)
         },
     )?;
@@ -159,7 +155,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         shared,
         |lua, s, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
-            interactive_opts(&mut req, opts)?;
+            string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             queue(s, req).map_err(lua_err)
         },
     )?;
@@ -472,10 +468,13 @@ fn odoo_call<T>(
     result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
 }
 
-/// Copies the optional `header`, `footer`, `reply_to` and `from` of an interactive send.
-fn interactive_opts(req: &mut Value, opts: Option<Table>) -> mlua::Result<()> {
+/// The options of an interactive send (`header`, `footer`, `reply_to`, `from`).
+const INTERACTIVE_OPTS: &[&str] = &["header", "footer", "reply_to", "from"];
+
+/// Copies the string options `keys` of a send's `opts` table into its request.
+fn string_opts(req: &mut Value, opts: Option<Table>, keys: &[&str]) -> mlua::Result<()> {
     if let Some(o) = opts {
-        for k in ["header", "footer", "reply_to", "from"] {
+        for &k in keys {
             if let Some(v) = o.get::<Option<String>>(k)? {
                 req[k] = json!(v);
             }
@@ -511,12 +510,15 @@ fn upload_bytes(
 ) -> mlua::Result<String> {
     let mime = crate::media::mime_for(filename);
     let graph = match &ctx.graph {
-        Some(clients) => Some(clients.for_account(from).ok_or_else(|| {
-            lua_err(format!(
-                "upload: `{}` is not a configured account",
-                from.unwrap_or_default()
-            ))
-        })?),
+        Some(clients) => {
+            let number = from.map(|f| ctx.outbox.sender_number(f)).transpose().map_err(lua_err)?;
+            Some(clients.for_number(number.as_deref()).ok_or_else(|| {
+                lua_err(format!(
+                    "upload: business number {} has no access token",
+                    number.unwrap_or_default()
+                ))
+            })?)
+        }
         None => None,
     };
     match (graph, &ctx.handle) {

@@ -158,8 +158,7 @@ impl fmt::Debug for GraphClient {
 /// so each message goes out, and each inbound file comes in, through its own number's client.
 #[derive(Debug)]
 pub struct GraphClients {
-    /// Each account's name and client.
-    clients: Vec<(String, Arc<GraphClient>)>,
+    clients: Vec<Arc<GraphClient>>,
 }
 
 impl GraphClients {
@@ -175,7 +174,7 @@ impl GraphClients {
                     whatsapp.request_timeout,
                     whatsapp.http2_cleartext,
                 )?;
-                clients.push((a.name.clone(), Arc::new(client)));
+                clients.push(Arc::new(client));
             }
         }
         Ok((!clients.is_empty()).then_some(GraphClients { clients }))
@@ -183,7 +182,7 @@ impl GraphClients {
 
     /// The default account's client (uploads through the admin API and scripts use it).
     pub fn default_client(&self) -> &Arc<GraphClient> {
-        &self.clients[0].1
+        &self.clients[0]
     }
 
     /// The client of business number `phone_number_id` (`None`: the default account's);
@@ -191,21 +190,7 @@ impl GraphClients {
     pub fn for_number(&self, phone_number_id: Option<&str>) -> Option<&Arc<GraphClient>> {
         match phone_number_id {
             None => Some(self.default_client()),
-            Some(n) => self.clients.iter().map(|(_, c)| c).find(|c| c.phone_number_id() == n),
-        }
-    }
-
-    /// The client of the account `from` names (its name, else its phone number id; `None`:
-    /// the default account's).
-    pub fn for_account(&self, from: Option<&str>) -> Option<&Arc<GraphClient>> {
-        match from {
-            None => Some(self.default_client()),
-            Some(f) => self
-                .clients
-                .iter()
-                .find(|(name, _)| name == f)
-                .map(|(_, c)| c)
-                .or_else(|| self.for_number(Some(f))),
+            Some(n) => self.clients.iter().find(|c| c.phone_number_id() == n),
         }
     }
 }
