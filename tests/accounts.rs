@@ -101,14 +101,6 @@ fn sends_to(fake: &FakeGraph, to: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn wait_status(d: &TestDaemon, id: &Value, want: &str) -> Value {
-    d.eventually(&format!("message {id} {want}"), || async {
-        let (_, m) = d.api(&format!("/api/messages/{id}")).await;
-        (m["status"] == want).then_some(m)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn each_customer_is_answered_from_the_number_they_wrote_to_with_that_numbers_token() {
     let (fake, d) = two_numbers().await;
@@ -142,7 +134,7 @@ async fn each_customer_is_answered_from_the_number_they_wrote_to_with_that_numbe
     assert_eq!(inbound["phone_number_id"], THIES);
     let reply = d.outbound_of(MODOU).await.remove(0);
     assert_eq!(reply["phone_number_id"], THIES);
-    let reply = wait_status(&d, &reply["id"], "sent").await;
+    let reply = d.wait_status(&reply["id"], "sent").await;
     assert_eq!(reply["raw"]["to"], MODOU);
 }
 
@@ -163,7 +155,7 @@ async fn the_api_sends_from_a_named_account_and_each_number_keeps_its_own_window
         )
         .await;
     assert_eq!(status, 202, "{sent}");
-    let sent = wait_status(&d, &sent["id"], "sent").await;
+    let sent = d.wait_status(&sent["id"], "sent").await;
     assert_eq!(sent["phone_number_id"], THIES);
     assert!(
         sends_to(&fake, AWA).contains(&(format!("/v21.0/{THIES}/messages"), format!("Bearer {THIES_TOKEN}"))),
@@ -199,7 +191,7 @@ async fn the_api_sends_from_a_named_account_and_each_number_keeps_its_own_window
         )
         .await;
     assert_eq!(status, 202, "{reply}");
-    let reply = wait_status(&d, &reply["id"], "sent").await;
+    let reply = d.wait_status(&reply["id"], "sent").await;
     assert_eq!(reply["phone_number_id"], DAKAR);
 
     // An account that does not exist is refused before anything is recorded.
@@ -266,7 +258,7 @@ async fn a_message_queued_from_a_number_removed_from_the_configuration_fails_wit
     let (dir, text) = d.stop().await;
     let (kept, _) = text.split_once("[[whatsapp.accounts]]\nname = \"thies\"").unwrap();
     let d = TestDaemon::start_in(dir, kept.to_string()).await;
-    let failed = wait_status(&d, &queued["id"], "failed").await;
+    let failed = d.wait_status(&queued["id"], "failed").await;
     let title = failed["error"]["title"].as_str().unwrap();
     assert!(title.contains(THIES) && title.contains("not configured"), "{failed}");
     assert!(

@@ -29,14 +29,6 @@ async fn message(d: &TestDaemon, id: &Value) -> Value {
     d.api(&format!("/api/messages/{id}")).await.1
 }
 
-async fn wait_status(d: &TestDaemon, id: &Value, want: &str) -> Value {
-    d.eventually(&format!("message {id} {want}"), || async {
-        let m = message(d, id).await;
-        (m["status"] == want).then_some(m)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn each_message_type_reaches_the_graph_api_with_metas_json() {
     let (fake, d) = live("").await;
@@ -82,7 +74,7 @@ async fn each_message_type_reaches_the_graph_api_with_metas_json() {
     }
     let accepted = fake.wait_for_accepted(cases.len(), Duration::from_secs(10)).await;
     for ((request, expected), id) in cases.iter().zip(&ids) {
-        let m = wait_status(&d, id, "sent").await;
+        let m = d.wait_status(id, "sent").await;
         let wamid = m["wamid"].as_str().expect("wamid stored");
         let (_, body) = accepted.iter().find(|(w, _)| w == wamid).expect("the fake accepted it");
         assert_eq!(body["messaging_product"], "whatsapp");
@@ -142,7 +134,7 @@ async fn a_429_and_a_500_are_retried_then_the_message_is_sent_once() {
     fake.push_response(Scripted::RateLimited);
     fake.push_response(Scripted::Status(500));
     let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Réessayez"})).await;
-    let m = wait_status(&d, &a["id"], "sent").await;
+    let m = d.wait_status(&a["id"], "sent").await;
     assert_eq!(m["attempts"], 3);
     let retries = m["statuses"]
         .as_array()
@@ -160,9 +152,9 @@ async fn a_message_reads_sending_while_meta_has_not_answered_then_sent_with_its_
     let (fake, d) = live("").await;
     fake.push_response(Scripted::Delay(Duration::from_millis(1500)));
     let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Patience"})).await;
-    let m = wait_status(&d, &a["id"], "sending").await;
+    let m = d.wait_status(&a["id"], "sending").await;
     assert_eq!(m["wamid"], Value::Null);
-    let m = wait_status(&d, &a["id"], "sent").await;
+    let m = d.wait_status(&a["id"], "sent").await;
     assert_eq!(m["attempts"], 1);
     assert_eq!(fake.accepted().len(), 1);
 }
@@ -177,7 +169,7 @@ async fn a_definite_meta_error_fails_the_message_with_its_explanation_and_no_ret
         details: "Message failed to send because more than 24 hours have passed".into(),
     });
     let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Bonjour"})).await;
-    let m = wait_status(&d, &a["id"], "failed").await;
+    let m = d.wait_status(&a["id"], "failed").await;
     assert_eq!(m["error"]["code"], 131047);
     assert_eq!(m["error"]["title"], "Re-engagement message");
     assert!(
@@ -197,7 +189,7 @@ async fn retries_stop_at_the_horizon_with_a_clear_failure() {
     let (fake, d) = live("retry_horizon = \"300ms\"").await;
     fake.set_failure_rate(1.0, vec![Scripted::Status(503)]);
     let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Bonjour"})).await;
-    let m = wait_status(&d, &a["id"], "failed").await;
+    let m = d.wait_status(&a["id"], "failed").await;
     assert!(m["error"]["title"].as_str().unwrap().contains("gave up"), "{m}");
     assert!(fake.accepted().is_empty());
 }
@@ -228,7 +220,7 @@ async fn outside_the_24h_window_free_form_fails_fast_but_templates_go() {
     )
     .await;
     assert_eq!(status, 202, "{a}");
-    wait_status(&d, &a["id"], "sent").await;
+    d.wait_status(&a["id"], "sent").await;
     assert_eq!(fake.accepted().len(), 1);
 }
 
@@ -298,7 +290,7 @@ async fn one_recipient_is_not_burst_beyond_the_pair_rate_and_order_is_kept() {
 async fn status_webhooks_update_the_sent_message_and_never_go_backwards() {
     let (fake, d) = live("").await;
     let (_, a) = send(&d, json!({"to": CUSTOMER, "type": "text", "text": "Suivi"})).await;
-    let m = wait_status(&d, &a["id"], "sent").await;
+    let m = d.wait_status(&a["id"], "sent").await;
     let wamid = m["wamid"].as_str().unwrap().to_string();
     let t = now() + 10; // Meta's clock, after the API's acceptance
     d.deliver_ok(&status_delivery(&wamid, "read", t + 2)).await;
@@ -401,7 +393,7 @@ async fn a_send_interrupted_by_a_crash_is_not_resent_and_is_reconciled_by_its_st
         m.id
     };
     let d = TestDaemon::start_in(dir, text).await;
-    let m = wait_status(&d, &json!(id), "unknown").await;
+    let m = d.wait_status(&json!(id), "unknown").await;
     assert!(
         m["error"]["explanation"].as_str().unwrap().contains("NOT resent"),
         "{m}"
@@ -413,7 +405,7 @@ async fn a_send_interrupted_by_a_crash_is_not_resent_and_is_reconciled_by_its_st
     let mut status = status_delivery("wamid.FROM.META", "delivered", now());
     status["entry"][0]["changes"][0]["value"]["statuses"][0]["biz_opaque_callback_data"] = json!(format!("walua:{id}"));
     d.deliver_ok(&status).await;
-    let m = wait_status(&d, &json!(id), "delivered").await;
+    let m = d.wait_status(&json!(id), "delivered").await;
     assert_eq!(m["wamid"], "wamid.FROM.META");
     assert!(m["error"].is_null());
 
@@ -429,10 +421,10 @@ async fn a_send_interrupted_by_a_crash_is_not_resent_and_is_reconciled_by_its_st
         m.id
     };
     let d = TestDaemon::start_in(dir, text).await;
-    wait_status(&d, &json!(other), "unknown").await;
+    d.wait_status(&json!(other), "unknown").await;
     let (status, _) = d.api_post(&format!("/api/messages/{other}/resend"), &json!({})).await;
     assert_eq!(status, 202);
-    wait_status(&d, &json!(other), "sent").await;
+    d.wait_status(&json!(other), "sent").await;
     assert_eq!(fake.accepted().len(), 1);
 }
 
@@ -477,7 +469,7 @@ async fn a_local_document_is_uploaded_as_media_then_sent() {
     )
     .await;
     assert_eq!(status, 202);
-    wait_status(&d, &a["id"], "sent").await;
+    d.wait_status(&a["id"], "sent").await;
     assert_eq!(fake.accepted()[0].1["document"]["id"], media["id"]);
 }
 

@@ -191,6 +191,15 @@ impl TestDaemon {
         }
     }
 
+    /// Waits until message `id` has status `want`; returns it as `GET /api/messages/{id}` does.
+    pub async fn wait_status(&self, id: &Value, want: &str) -> Value {
+        self.eventually(&format!("message {id} {want}"), || async {
+            let (_, m) = self.api(&format!("/api/messages/{id}")).await;
+            (m["status"] == want).then_some(m)
+        })
+        .await
+    }
+
     /// Waits until the journal is empty (every delivery processed).
     pub async fn settled(&self) {
         self.eventually("journal drained", || async {
