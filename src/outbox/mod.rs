@@ -374,8 +374,8 @@ impl OutboxWorker {
             // (checked before the recipient's bucket, so that no recipient token is wasted).
             let mut full: HashSet<&str> = HashSet::new();
             for job in due {
-                let number = job.phone_number_id.clone().unwrap_or_else(|| default_number.clone());
-                if full.contains(number.as_str()) {
+                let number = job.phone_number_id.as_deref().unwrap_or(&default_number);
+                if full.contains(number) {
                     continue;
                 }
                 let permit = match permits.clone().try_acquire_owned() {
@@ -392,7 +392,7 @@ impl OutboxWorker {
                 }
                 // The batch goes out at once: take only what the number's bucket allows now.
                 // (A job of a number no longer configured has no bucket: it fails when sent.)
-                if let Some((key, bucket)) = buckets.get_key_value(&number)
+                if let Some((key, bucket)) = buckets.get_key_value(number)
                     && bucket.check().is_err()
                 {
                     if !batch.is_empty() {
