@@ -221,10 +221,23 @@ pub struct ScriptsConfig {
     pub cpu_budget: Duration,
     /// Memory budget of one Lua state (bytes).
     pub memory_budget: usize,
+    /// Wall-clock cap of one script run, waits inside `env.*` included.
+    pub run_timeout: Duration,
     /// Watch the directory and reload scripts when they are saved.
     pub hot_reload: bool,
     /// Time zone of cron jobs that name none (IANA name, e.g. `Africa/Dakar`).
     pub timezone: chrono_tz::Tz,
+}
+
+impl ScriptsConfig {
+    /// The budgets of one run.
+    pub fn limits(&self) -> crate::script::sandbox::Limits {
+        crate::script::sandbox::Limits {
+            cpu: self.cpu_budget,
+            memory: self.memory_budget,
+            run_timeout: self.run_timeout.max(self.cpu_budget),
+        }
+    }
 }
 
 /// `[log]`.
@@ -335,6 +348,7 @@ struct RawScripts {
     workers: Option<usize>,
     cpu_budget: Option<String>,
     memory_budget: Option<usize>,
+    run_timeout: Option<String>,
     hot_reload: Option<bool>,
     timezone: Option<String>,
 }
@@ -550,6 +564,7 @@ impl Config {
                 Some(n) => n,
                 None => 32 * 1024 * 1024,
             },
+            run_timeout: cx.duration("scripts.run_timeout", raw.scripts.run_timeout, "60s")?,
             hot_reload: raw.scripts.hot_reload.unwrap_or(true),
             timezone: match raw.scripts.timezone {
                 None => chrono_tz::UTC,

@@ -24,10 +24,7 @@ pub struct CheckReport {
 }
 
 fn limits(config: &Config) -> Limits {
-    Limits {
-        cpu: config.scripts.cpu_budget,
-        memory: config.scripts.memory_budget,
-    }
+    config.scripts.limits()
 }
 
 /// Loads every script of the configuration's scripts directory.

@@ -150,6 +150,7 @@ fn sandbox() -> Sandbox {
     let limits = Limits {
         cpu: Duration::from_secs(5),
         memory: 64 * 1024 * 1024,
+        ..Limits::default()
     };
     Sandbox::new(limits, PathBuf::from("/nonexistent-walua-lib")).expect("sandbox")
 }

@@ -13,6 +13,7 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value 
 use serde_json::{Value, json};
 
 use super::registry::ScriptKind;
+use super::sandbox::charge_written;
 use super::runtime::{RuntimeContext, Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
 use crate::store::now_ms;
 
@@ -45,6 +46,34 @@ where
     table.set(name, lua.create_function(move |lua, args: A| f(lua, &s, args))?)
 }
 
+/// Validates and buffers a send, charging its payload to the run's memory budget.
+fn send(lua: &Lua, s: &Shared, req: Value) -> mlua::Result<u64> {
+    charge_written(lua, json_size(&req))?;
+    queue(s, req).map_err(lua_err)
+}
+
+/// The size of `v` as JSON, without building the text.
+fn json_size(v: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// The largest `env.store` value, as JSON (documented in the README).
+pub const MAX_STORE_VALUE: usize = 1024 * 1024;
+/// The longest `env.store` key.
+pub const MAX_STORE_KEY: usize = 512;
+
 /// `env.whatsapp`: every send is validated like `POST /api/messages` and buffered; the
 /// function returns the message id.
 fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
@@ -54,7 +83,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         &whatsapp,
         "send_text",
         shared,
-        |_, s, (to, body, opts): (String, String, Option<Table>)| {
+        |lua, s, (to, body, opts): (String, String, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "text", "text": body });
             if let Some(p) = opts
                 .as_ref()
@@ -65,7 +94,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 req["preview_url"] = json!(p);
             }
             string_opts(&mut req, opts, &["reply_to", "from"])?;
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )?;
     for (name, kind) in [
@@ -117,7 +146,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 }
                 req["to"] = json!(to);
                 req["type"] = json!(kind);
-                queue(s, req).map_err(lua_err)
+                send(lua, s, req)
             },
         )?;
     }
@@ -133,7 +162,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 req["components"] = lua.from_value(c)?;
             }
             string_opts(&mut req, opts, &["from"])?;
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )?;
     add(
@@ -145,7 +174,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             let mut req =
                 json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )?;
     add(
@@ -156,7 +185,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )?;
     add(
@@ -167,11 +196,11 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (to, spec): (String, LuaValue)| {
             let mut req: Value = lua.from_value(spec)?;
             req["to"] = json!(to);
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )?;
     // The receipt goes from the number the message came to, whoever calls it.
-    add(lua, &whatsapp, "mark_read", shared, |_, s, wamid: String| {
+    add(lua, &whatsapp, "mark_read", shared, |lua, s, wamid: String| {
         let message = s.ctx.store.message_by_wamid(&wamid).map_err(lua_err)?;
         let Some((sender, number)) = message.and_then(|m| Some((m.from?, m.phone_number_id))) else {
             return Err(lua_err(format!("mark_read: no inbound message {wamid}")));
@@ -180,7 +209,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         if let Some(n) = number.filter(|n| s.ctx.outbox.sends_from(n)) {
             req["from"] = json!(n);
         }
-        queue(s, req).map_err(lua_err)
+        send(lua, s, req)
     })?;
     add(
         lua,
@@ -236,7 +265,20 @@ fn register_store(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         "set",
         shared,
         |lua, s, (key, value): (String, LuaValue)| {
+            if key.len() > MAX_STORE_KEY {
+                return Err(lua_err(format!(
+                    "env.store.set: the key is {} bytes long, the limit is {MAX_STORE_KEY}",
+                    key.len()
+                )));
+            }
             let v: Value = lua.from_value(value)?;
+            let size = json_size(&v);
+            if size > MAX_STORE_VALUE {
+                return Err(lua_err(format!(
+                    "env.store.set: the value is {size} bytes as JSON, the limit is {MAX_STORE_VALUE} (1 MiB)"
+                )));
+            }
+            charge_written(lua, size + key.len())?;
             let v = if v.is_null() { None } else { Some(v) };
             s.effects.lock().expect("not poisoned").kv.push((key, v));
             Ok(())
@@ -297,7 +339,7 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
                 )));
             }
             req["to"] = json!(to);
-            queue(s, req).map_err(lua_err)
+            send(lua, s, req)
         },
     )
 }
@@ -456,7 +498,13 @@ fn odoo_call<T>(
     };
     let client = client.clone();
     let started = std::time::Instant::now();
-    let result = super::sandbox::outside_budget(lua, || handle.block_on(f(client)));
+    let result = match super::sandbox::wait_outside_budget(lua, handle, f(client)) {
+        Ok(r) => r,
+        Err(cap) => {
+            tracing::warn!(call = what, "odoo call cut at the run's wall-clock cap");
+            return Err(lua_err(format!("env.odoo.{what}: {cap}")));
+        }
+    };
     match &result {
         Ok(_) => tracing::debug!(
             call = what,
@@ -508,6 +556,7 @@ fn upload_bytes(
     bytes: Vec<u8>,
     filename: &str,
 ) -> mlua::Result<String> {
+    charge_written(lua, bytes.len())?;
     let mime = crate::media::mime_for(filename);
     let graph = match &ctx.graph {
         Some(clients) => {
@@ -522,12 +571,11 @@ fn upload_bytes(
         None => None,
     };
     match (graph, &ctx.handle) {
-        (Some(graph), Some(handle)) => super::sandbox::outside_budget(lua, || {
-            handle
-                .block_on(graph.upload_media(bytes, mime, filename))
-                .map_err(|e| format!("media upload failed: {e}"))
-        })
-        .map_err(lua_err),
+        (Some(graph), Some(handle)) => {
+            super::sandbox::wait_outside_budget(lua, handle, graph.upload_media(bytes, mime, filename))
+                .and_then(|r| r.map_err(|e| format!("media upload failed: {e}")))
+                .map_err(lua_err)
+        }
         _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
     }
 }

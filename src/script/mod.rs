@@ -12,6 +12,7 @@
 
 mod api;
 pub mod dispatch;
+pub mod interrupt;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
@@ -69,10 +70,7 @@ impl Scripts {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Scripts, ScriptsError> {
         let dir = config.scripts.dir.clone();
-        let limits = Limits {
-            cpu: config.scripts.cpu_budget,
-            memory: config.scripts.memory_budget,
-        };
+        let limits = config.scripts.limits();
         let registry: SharedRegistry = Arc::new(RwLock::new(Registry::new()));
         let report = watcher::reload_all(&dir, &registry, limits);
         log_report(&report);

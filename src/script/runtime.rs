@@ -230,7 +230,7 @@ local function read_only(inner)
   return setmetatable({}, {
     __index = inner,
     __newindex = refuse,
-    __pairs = function() return next, inner, nil end,
+    __pairs = function(t) return function(_, k) return next(inner, k) end, t, nil end,
     __len = function() return #inner end,
     __metatable = false,
   })
@@ -239,7 +239,9 @@ local overlays = {}
 local function overlay(inner)
   local mt = overlays[inner]
   if mt == nil then
-    mt = { __index = inner, __pairs = function() return next, inner, nil end, __metatable = false }
+    -- pairs() iterates through a closure: handing out `inner` would let a run change it.
+    mt = { __index = inner, __pairs = function(t) return function(_, k) return next(inner, k) end, t, nil end,
+           __metatable = false }
     overlays[inner] = mt
   end
   return setmetatable({}, mt)
@@ -591,7 +593,12 @@ impl LuaWorker {
     }
 
     fn pattern_match(&self, id: &str, pattern: &str) -> Result<Option<MultiValue>, String> {
-        let found: MultiValue = self.find.call((id, pattern)).map_err(|e| e.to_string())?;
+        // Under the budgets: the id comes from the customer's client, and a pattern can
+        // backtrack for ever on the wrong input.
+        let found: MultiValue = self
+            .sandbox
+            .call(&self.find, (id, pattern))
+            .map_err(|e| format!("button pattern {pattern:?}: {e}"))?;
         let mut values = found.into_iter();
         match values.next() {
             Some(LuaValue::Nil) | None => Ok(None),

@@ -54,6 +54,7 @@
 //! thread.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,6 +63,8 @@ use mlua::chunk::ChunkMode;
 use mlua::{
     Error, FromLuaMulti, Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, Table, Value, Variadic, VmState,
 };
+
+use super::interrupt::{Interrupt, RunClock};
 
 /// How many VM instructions run between two checks of the CPU deadline.
 ///
@@ -77,17 +80,24 @@ const MAX_PRINT_LEN: usize = 4096;
 /// Resource budgets of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Wall-clock budget of one run (default 200 ms).
+    /// Lua and C execution time of one run, waits inside `env.*` excluded (default 200 ms).
     pub cpu: Duration,
-    /// Memory cap of the Lua state in bytes (default 32 MiB).
+    /// Memory cap of the Lua state in bytes (default 32 MiB); what a run writes through
+    /// `env.*` (store values, send payloads, uploads) counts against it too.
     pub memory: usize,
+    /// Wall-clock cap of one run, waits included (default 60 s: a slow Odoo PDF render).
+    pub run_timeout: Duration,
 }
+
+/// The default `scripts.run_timeout`.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             cpu: Duration::from_millis(200),
             memory: 32 * 1024 * 1024,
+            run_timeout: DEFAULT_RUN_TIMEOUT,
         }
     }
 }
@@ -99,15 +109,17 @@ pub enum RunError {
     #[error("{message}")]
     Lua { message: String },
     /// The CPU budget was exceeded; `location` is `file:line` of the code that was running.
-    #[error("{}", cpu_message(.budget, .location))]
+    #[error("{}", located(.location, format!("CPU budget of {} ms exceeded", .budget.as_millis())))]
     Cpu { budget: Duration, location: Option<String> },
+    /// The wall-clock cap (`scripts.run_timeout`) was reached, waits included.
+    #[error("{}", located(.location, format!("run timeout of {} s reached (scripts.run_timeout)", .limit.as_secs_f64())))]
+    Timeout { limit: Duration, location: Option<String> },
     /// The memory budget was exceeded.
     #[error("memory budget of {} exceeded", fmt_bytes(*.budget))]
     Memory { budget: usize },
 }
 
-fn cpu_message(budget: &Duration, location: &Option<String>) -> String {
-    let msg = format!("CPU budget of {} ms exceeded", budget.as_millis());
+fn located(location: &Option<String>, msg: String) -> String {
     match location {
         Some(loc) => format!("{loc}: {msg}"),
         None => msg,
@@ -126,12 +138,12 @@ fn fmt_bytes(n: usize) -> String {
     }
 }
 
-/// Per-state budget bookkeeping, stored as Lua app data so the hook can reach it.
-struct Budget {
-    cpu: Duration,
-    deadline: Cell<Option<Instant>>,
-    /// `Some(location)` once the CPU budget of the current run has been exceeded.
-    tripped: RefCell<Option<String>>,
+/// What a run wrote through `env.*` so far (store values, send payloads, uploads), charged
+/// to its memory budget with what the Lua state holds. Stored as Lua app data.
+struct Written {
+    bytes: Cell<usize>,
+    /// The memory budget.
+    limit: usize,
 }
 
 /// One sandboxed Lua state. See the module docs.
@@ -139,6 +151,14 @@ pub struct Sandbox {
     lua: Lua,
     make_env: Function,
     limits: Limits,
+    clock: Arc<RunClock>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The timekeeper must not touch the state once it is closed.
+        self.clock.detach();
+    }
 }
 
 // The daemon moves sandboxes into dedicated pool threads.
@@ -256,15 +276,30 @@ impl Sandbox {
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
         let lua = Lua::new_with(libs, LuaOptions::new())?;
 
-        lua.set_app_data(Budget {
-            cpu: limits.cpu,
-            deadline: Cell::new(None),
-            tripped: RefCell::new(None),
+        let mut main_state = std::ptr::null_mut();
+        // SAFETY: only reads the pointer of the state's main thread, which lives as long as
+        // `lua`; the clock is detached in `Drop` before `lua` is closed.
+        let clock = unsafe {
+            lua.exec_raw::<()>((), |state| main_state = state)?;
+            RunClock::new(main_state)
+        };
+        lua.set_app_data(clock.clone());
+        lua.set_app_data(Written {
+            bytes: Cell::new(0),
+            limit: limits.memory,
         });
         let hook = HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS);
-        lua.set_global_hook(hook, cpu_hook)?;
+        let hook_clock = clock.clone();
+        // The hook never returns an error (mlua would unwind inside the hook, running
+        // `__close` handlers with hooks off): it sets the interrupt flag, and the patched VM
+        // raises once the hook has returned.
+        lua.set_global_hook(hook, move |_, _| {
+            hook_clock.check(Instant::now());
+            Ok(VmState::Continue)
+        })?;
 
-        let tripped = lua.create_function(|lua, ()| Ok(is_tripped(lua)))?;
+        let tripped_clock = clock.clone();
+        let tripped = lua.create_function(move |_, ()| Ok(tripped_clock.interrupted().is_some()))?;
         let lib_display = lib_dir.display().to_string();
         let modules = RefCell::new(HashMap::new());
         let load_module = lua.create_function(move |lua, name: Value| {
@@ -290,7 +325,17 @@ impl Sandbox {
 
         lua.gc_collect()?;
         lua.set_memory_limit(limits.memory)?;
-        Ok(Sandbox { lua, make_env, limits })
+        Ok(Sandbox {
+            lua,
+            make_env,
+            limits,
+            clock,
+        })
+    }
+
+    /// The run clock of this sandbox's Lua state (the worker pool watches it for wedges).
+    pub fn clock(&self) -> &Arc<RunClock> {
+        &self.clock
     }
 
     /// The underlying Lua state, e.g. to create values or functions for an environment.
@@ -345,45 +390,42 @@ impl Sandbox {
     }
 
     /// Calls a Lua function (e.g. a closure returned by a chunk, which keeps the chunk's
-    /// environment) under the budgets.
+    /// environment) under the budgets. A call from inside a run (a Rust callback rendering a
+    /// template) runs under that run's budgets.
     pub fn call<R: FromLuaMulti>(&self, f: &Function, args: impl IntoLuaMulti) -> Result<R, RunError> {
-        let (prev, outer) = {
-            let budget = self.budget();
-            let prev = budget.deadline.get();
-            let deadline = Instant::now() + budget.cpu;
-            // A nested call (from a Rust callback inside a run) never extends the deadline.
-            budget.deadline.set(Some(prev.map_or(deadline, |p| p.min(deadline))));
-            if prev.is_none() {
-                budget.tripped.replace(None);
-            }
-            (prev, prev.is_none())
-        };
-
+        let outer = self.clock.begin(self.limits.cpu, self.limits.run_timeout);
+        if outer {
+            self.written().bytes.set(0);
+        }
         let result = f.call::<R>(args);
-
-        let tripped = {
-            let budget = self.budget();
-            budget.deadline.set(prev);
-            if outer {
-                budget.tripped.take()
-            } else {
-                budget.tripped.borrow().clone()
-            }
+        let interrupted = if outer {
+            self.clock.end().interrupted
+        } else {
+            self.clock.interrupted()
         };
-        match (result, tripped) {
+        match (result, interrupted) {
             (Ok(v), None) => Ok(v),
-            (_, Some(location)) => Err(RunError::Cpu {
-                budget: self.limits.cpu,
-                location: Some(location).filter(|l| !l.is_empty()),
-            }),
+            (result, Some(why)) => {
+                let location = result.err().and_then(|e| script_location(&describe(&e), &e));
+                Err(match why {
+                    Interrupt::Cpu => RunError::Cpu {
+                        budget: self.limits.cpu,
+                        location,
+                    },
+                    Interrupt::WallClock => RunError::Timeout {
+                        limit: self.limits.run_timeout,
+                        location,
+                    },
+                })
+            }
             (Err(e), None) => Err(self.classify(e)),
         }
     }
 
-    fn budget(&self) -> mlua::AppDataRef<'_, Budget> {
+    fn written(&self) -> mlua::AppDataRef<'_, Written> {
         self.lua
-            .app_data_ref::<Budget>()
-            .expect("sandbox budget app data is set in Sandbox::new")
+            .app_data_ref::<Written>()
+            .expect("sandbox app data is set in Sandbox::new")
     }
 
     fn classify(&self, e: Error) -> RunError {
@@ -404,8 +446,8 @@ impl Sandbox {
 /// single pre-sized table constructor with constant keys. Each library table (`string`,
 /// `table`, `math`, …) becomes an empty per-run table that reads through to the shared copy
 /// made by the prelude (one metatable per library, `__metatable = false`, `__pairs` over the
-/// library): what a run assigns or `rawset`s into `string` stays in that run, and nothing
-/// reaches the shared copy. Copying every library function per run cost about as much as
+/// library through a closure, never handing out the shared copy itself): what a run assigns
+/// or `rawset`s into `string` stays in that run, and nothing reaches the shared copy. Copying every library function per run cost about as much as
 /// the rest of a button dispatch.
 fn env_builder(lua: &Lua, template: &Table, finish: Function) -> Result<Function, Error> {
     fn is_ident(k: &str) -> bool {
@@ -432,7 +474,7 @@ fn env_builder(lua: &Lua, template: &Table, finish: Function) -> Result<Function
         let n = values.len();
         if is_lib {
             metatables.push_str(&format!(
-                "local mt{n} = {{ __index = v{n}, __pairs = function() return next, v{n}, nil end, __metatable = false }}\n"
+                "local mt{n} = {{ __index = v{n}, __pairs = function(t) return function(_, k) return next(v{n}, k) end, t, nil end, __metatable = false }}\n"
             ));
             ctor.push_str(&format!("{k} = setmetatable({{}}, mt{n}), "));
         } else {
@@ -452,44 +494,55 @@ fn env_builder(lua: &Lua, template: &Table, finish: Function) -> Result<Function
         .call(mlua::MultiValue::from_vec(values))
 }
 
-/// Runs `f` — blocking I/O from a Rust callback (an Odoo call, a media upload) — without
-/// charging its duration to the current run's CPU budget: the deadline moves by the time `f`
-/// took. The I/O has its own timeouts.
-pub fn outside_budget<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
-    let start = Instant::now();
-    let result = f();
-    if let Some(budget) = lua.app_data_ref::<Budget>()
-        && let Some(deadline) = budget.deadline.get()
-    {
-        budget.deadline.set(Some(deadline + start.elapsed()));
-    }
-    result
+/// Waits for `fut` — I/O from a Rust callback (an Odoo call, a media upload) — without
+/// charging the wait to the current run's CPU budget. The wait ends at the run's wall-clock
+/// cap (`scripts.run_timeout`) with an error naming it.
+pub fn wait_outside_budget<T>(
+    lua: &Lua,
+    handle: &tokio::runtime::Handle,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    let clock = lua.app_data_ref::<Arc<RunClock>>().map(|c| c.clone());
+    let Some(clock) = clock else {
+        return Ok(handle.block_on(fut));
+    };
+    let remaining = clock.remaining();
+    clock.waiting(|| match remaining {
+        Some(left) => handle
+            .block_on(async { tokio::time::timeout(left, fut).await })
+            .map_err(|_| "the run's wall-clock cap (scripts.run_timeout) was reached while waiting".to_string()),
+        None => Ok(handle.block_on(fut)),
+    })
 }
 
-fn is_tripped(lua: &Lua) -> bool {
-    lua.app_data_ref::<Budget>()
-        .is_some_and(|b| b.tripped.borrow().is_some())
+/// Charges `bytes` written through `env.*` (a store value, a send's payload, an upload) to
+/// the current run's memory budget, with what the Lua state holds.
+pub fn charge_written(lua: &Lua, bytes: usize) -> Result<(), Error> {
+    let Some(written) = lua.app_data_ref::<Written>() else {
+        return Ok(());
+    };
+    let total = written.bytes.get().saturating_add(bytes);
+    let limit = written.limit;
+    if total.saturating_add(lua.used_memory()) > limit {
+        return Err(Error::runtime(format!(
+            "memory budget of {} exceeded: this run wrote {} through env.* and its Lua state holds {}",
+            fmt_bytes(limit),
+            fmt_bytes_approx(total),
+            fmt_bytes_approx(lua.used_memory())
+        )));
+    }
+    written.bytes.set(total);
+    Ok(())
 }
 
-fn cpu_hook(lua: &Lua, debug: &mlua::debug::Debug) -> mlua::Result<VmState> {
-    let Some(budget) = lua.app_data_ref::<Budget>() else {
-        return Ok(VmState::Continue);
-    };
-    match budget.deadline.get() {
-        Some(deadline) if Instant::now() >= deadline => {}
-        _ => return Ok(VmState::Continue),
+fn fmt_bytes_approx(n: usize) -> String {
+    if n >= 1024 * 1024 {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    } else if n >= 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{n} bytes")
     }
-    let location = {
-        let src = debug.source();
-        let file = src.short_src.as_deref().unwrap_or("?").to_string();
-        match debug.current_line() {
-            Some(line) if src.what != "C" => format!("{file}:{line}"),
-            _ => file,
-        }
-    };
-    let msg = cpu_message(&budget.cpu, &Some(location.clone()));
-    budget.tripped.borrow_mut().get_or_insert(location);
-    Err(Error::runtime(msg))
 }
 
 fn lua_print(lua: &Lua, args: Variadic<Value>) -> mlua::Result<()> {
@@ -653,20 +706,86 @@ fn is_memory_error(e: &Error) -> bool {
     }
 }
 
-/// Human message of a Lua error: `file:line: message`, without the stack traceback.
-fn describe(e: &Error) -> String {
-    match e {
+/// Human message of a Lua error: `file:line: message`, without the stack traceback. The
+/// location is the innermost frame of a script (never walua's own chunks, such as the
+/// sandbox's `pcall`), taken from the traceback when Lua gave none (an error object that is
+/// not a string, a yield outside a coroutine, an error raised inside a C function).
+pub fn describe(e: &Error) -> String {
+    let message = match e {
         Error::RuntimeError(m) => strip_traceback(m).to_string(),
-        Error::SyntaxError { message, .. } => strip_traceback(message).to_string(),
-        Error::CallbackError { traceback, cause } => {
-            let inner = describe(cause);
-            match first_lua_frame(traceback) {
-                Some(loc) if !inner.starts_with(&format!("{loc}:")) => format!("{loc}: {inner}"),
-                _ => inner,
+        Error::SyntaxError { message, .. } => return strip_traceback(message).to_string(),
+        Error::CallbackError { cause, .. } => describe(cause),
+        Error::WithContext { context, cause } => return format!("{context}: {}", describe(cause)),
+        other => strip_traceback(&other.to_string()).to_string(),
+    };
+    let frame = traceback_of(e).and_then(first_script_frame);
+    match split_location(&message) {
+        Some((file, rest)) if is_internal_chunk(file) => match frame {
+            Some(f) => format!("{f}: {rest}"),
+            None => message,
+        },
+        Some(_) => message,
+        None => {
+            let message = error_object(&message);
+            match frame {
+                Some(f) => format!("{f}: {message}"),
+                None => message,
             }
         }
-        Error::WithContext { context, cause } => format!("{context}: {}", describe(cause)),
-        other => strip_traceback(&other.to_string()).to_string(),
+    }
+}
+
+/// `file:line` at the start of a message made by [`describe`], when it is a script's.
+fn script_location(message: &str, _e: &Error) -> Option<String> {
+    let (file, rest) = split_location(message)?;
+    if is_internal_chunk(file) {
+        return None;
+    }
+    Some(message[..message.len() - rest.len() - 2].to_string())
+}
+
+/// Splits `file:12: rest` into `file` and `rest`.
+fn split_location(message: &str) -> Option<(&str, &str)> {
+    let first = message.lines().next().unwrap_or("");
+    for (i, _) in first.match_indices(':') {
+        let after = &first[i + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && after[digits..].starts_with(": ") && i > 0 {
+            return Some((&message[..i], &message[i + 1 + digits + 2..]));
+        }
+    }
+    None
+}
+
+/// walua's own chunks (the sandbox prelude, the env builders), which an error location must
+/// never name: the operator can do nothing with `sandbox-prelude:34`.
+fn is_internal_chunk(short_src: &str) -> bool {
+    short_src == "sandbox-prelude" || short_src == "sandbox-env" || short_src.starts_with("walua:") || short_src == "[C]"
+}
+
+/// What Lua's `tostring` gave for an error object that is not a string, said plainly.
+fn error_object(message: &str) -> String {
+    for kind in ["table", "function", "thread", "userdata"] {
+        if let Some(addr) = message.strip_prefix(kind).and_then(|r| r.strip_prefix(": 0x"))
+            && addr.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return format!("error object is a {kind} value");
+        }
+    }
+    match message {
+        "nil" => "error object is a nil value".to_string(),
+        "true" | "false" => "error object is a boolean value".to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// The `stack traceback:` part of a Lua error, where mlua put one.
+fn traceback_of(e: &Error) -> Option<&str> {
+    match e {
+        Error::RuntimeError(m) => m.find("\nstack traceback:").map(|i| &m[i..]),
+        Error::CallbackError { traceback, cause } => traceback_of(cause).or(Some(traceback.as_str())),
+        Error::WithContext { cause, .. } => traceback_of(cause),
+        _ => None,
     }
 }
 
@@ -677,17 +796,17 @@ fn strip_traceback(m: &str) -> &str {
     }
 }
 
-/// `file:line` of the innermost Lua frame of a `luaL_traceback` string.
-fn first_lua_frame(traceback: &str) -> Option<String> {
+/// `file:line` of the innermost script frame of a `luaL_traceback` string.
+fn first_script_frame(traceback: &str) -> Option<String> {
     traceback
         .lines()
         .map(str::trim)
-        .filter(|l| !l.starts_with("[C]") && !l.starts_with("stack traceback"))
+        .filter(|l| !l.starts_with("stack traceback"))
         .find_map(|l| {
             let (loc, _) = l.split_once(": in ")?;
-            let (_, line) = loc.rsplit_once(':')?;
+            let (file, line) = loc.rsplit_once(':')?;
             line.parse::<u32>().ok()?;
-            Some(loc.to_string())
+            (!is_internal_chunk(file)).then(|| loc.to_string())
         })
 }
 
