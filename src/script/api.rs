@@ -13,8 +13,8 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value 
 use serde_json::{Value, json};
 
 use super::registry::ScriptKind;
-use super::sandbox::charge_written;
 use super::runtime::{RuntimeContext, Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
+use super::sandbox::charge_written;
 use crate::store::now_ms;
 
 /// Builds the API functions once per worker: `api.whatsapp`, `api.store`, `api.scenario`,

@@ -35,6 +35,10 @@ unsafe extern "C-unwind" {
     /// Sets or clears the interrupt flag of the Lua state `l` (any thread of it). Patched
     /// into the vendored Lua; safe to call from another thread while the state runs.
     fn lua_walua_setinterrupt(l: *mut mlua::ffi::lua_State, on: std::os::raw::c_int);
+    /// `file:line` of the run's first interruption ("" if none); the owner thread only.
+    fn lua_walua_where(l: *mut mlua::ffi::lua_State) -> *const std::os::raw::c_char;
+    /// Clears the flag and the location; the owner thread only.
+    fn lua_walua_reset(l: *mut mlua::ffi::lua_State);
 }
 
 /// How often the timekeeper looks at the active runs while there are any.
@@ -85,7 +89,7 @@ struct ActiveRun {
 }
 
 /// What [`RunClock::end`] reports about the run that ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
     /// Why it was interrupted, if it was.
     pub interrupted: Option<Interrupt>,
@@ -93,6 +97,8 @@ pub struct RunReport {
     pub wedged: bool,
     /// Its wall-clock duration.
     pub took: Duration,
+    /// `file:line` of the script code running when it was first interrupted.
+    pub location: Option<String>,
 }
 
 // SAFETY: the raw state pointer is only used to set the interrupt flag, which the patched
@@ -150,27 +156,30 @@ impl RunClock {
             interrupted: None,
             wedged: false,
         });
-        c.set_flag(false);
+        c.reset();
         drop(c);
         Timekeeper::get().wake();
         true
     }
 
-    /// Ends the active run and clears the interrupt flag.
+    /// Ends the active run and clears the interrupt flag. Called on the thread that ran it.
     pub fn end(&self) -> RunReport {
         let mut c = self.lock();
         let run = c.run.take();
-        c.set_flag(false);
+        let location = c.location();
+        c.reset();
         match run {
             Some(r) => RunReport {
                 interrupted: r.interrupted.map(|(why, _)| why),
                 wedged: r.wedged,
                 took: r.started.elapsed(),
+                location,
             },
             None => RunReport {
                 interrupted: None,
                 wedged: false,
                 took: Duration::ZERO,
+                location: None,
             },
         }
     }
@@ -271,6 +280,25 @@ impl RunClock {
 }
 
 impl Clock {
+    /// Clears the flag and the first interruption's location (owner thread).
+    fn reset(&self) {
+        if self.lua != 0 {
+            // SAFETY: see `unsafe impl Send for Clock`; called by the state's own thread.
+            unsafe { lua_walua_reset(self.lua as *mut mlua::ffi::lua_State) }
+        }
+    }
+
+    /// Where the run was first interrupted (owner thread).
+    fn location(&self) -> Option<String> {
+        if self.lua == 0 {
+            return None;
+        }
+        // SAFETY: a NUL-terminated buffer inside the global state, written by this thread.
+        let s = unsafe { std::ffi::CStr::from_ptr(lua_walua_where(self.lua as *mut mlua::ffi::lua_State)) };
+        let s = s.to_string_lossy();
+        (!s.is_empty()).then(|| s.into_owned())
+    }
+
     fn set_flag(&self, on: bool) {
         if self.lua != 0 {
             // SAFETY: see `unsafe impl Send for Clock`.
@@ -329,7 +357,11 @@ impl Timekeeper {
             for clock in &live {
                 if let Some((why, took)) = clock.tick(now) {
                     let handler = clock.on_wedge.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    tracing::error!(?why, took_ms = took.as_millis() as u64, "a Lua run did not stop when interrupted");
+                    tracing::error!(
+                        ?why,
+                        took_ms = took.as_millis() as u64,
+                        "a Lua run did not stop when interrupted"
+                    );
                     if let Some(h) = handler {
                         h(why, took);
                     }

@@ -1135,6 +1135,17 @@ LUA_API void lua_walua_setinterrupt (lua_State *L, int on) {
 }
 
 
+LUA_API const char *lua_walua_where (lua_State *L) {
+  return G(L)->walua_where;
+}
+
+
+LUA_API void lua_walua_reset (lua_State *L) {
+  G(L)->walua_interrupt = 0;
+  G(L)->walua_where[0] = '\0';
+}
+
+
 LUA_API int lua_walua_interrupted (lua_State *L) {
   return G(L)->walua_interrupt != 0;
 }
@@ -1143,7 +1154,7 @@ LUA_API int lua_walua_interrupted (lua_State *L) {
 LUA_API void lua_walua_check (lua_State *L) {
   if (l_unlikely(G(L)->walua_interrupt)) {
     lua_lock(L);
-    luaG_runerror(L, LUA_WALUA_INTERRUPT_MSG);
+    luaG_waluainterrupt(L);
   }
 }
 

@@ -11,6 +11,7 @@
 
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -858,6 +859,46 @@ l_noret luaG_runerror (lua_State *L, const char *fmt, ...) {
     setobjs2s(L, L->top.p - 2, L->top.p - 1);  /* remove 'msg' */
     L->top.p--;
   }
+  luaG_errormsg(L);
+}
+
+
+/*
+** walua: raises LUA_WALUA_INTERRUPT_MSG with the location of the innermost Lua
+** function (a C function such as 'string.find' has none of its own).
+*/
+l_noret luaG_waluainterrupt (lua_State *L) {
+  global_State *g = G(L);
+  CallInfo *ci = L->ci;
+  CallInfo *found = NULL;
+  for (; ci != NULL && ci != &L->base_ci; ci = ci->previous) {
+    if (isLua(ci)) {
+      TString *src = ci_func(ci)->p->source;
+      if (found == NULL)
+        found = ci;
+      /* the host's own chunks are named "=..."; a script's are "@file" or source */
+      if (src == NULL || getstr(src)[0] != '=') {
+        found = ci;
+        break;
+      }
+    }
+  }
+  if (found != NULL) {
+    TString *src = ci_func(found)->p->source;
+    int line = getcurrentline(found);
+    luaG_addinfo(L, LUA_WALUA_INTERRUPT_MSG, src, line);
+    if (g->walua_where[0] == '\0') {  /* the first interruption of the run */
+      char buff[LUA_IDSIZE];
+      if (src)
+        luaO_chunkid(buff, getstr(src), tsslen(src));
+      else {
+        buff[0] = '?'; buff[1] = '\0';
+      }
+      snprintf(g->walua_where, sizeof(g->walua_where), "%s:%d", buff, line);
+    }
+  }
+  else
+    luaO_pushfstring(L, "%s", LUA_WALUA_INTERRUPT_MSG);
   luaG_errormsg(L);
 }
 

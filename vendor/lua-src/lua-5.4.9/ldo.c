@@ -386,7 +386,7 @@ void luaD_hook (lua_State *L, int event, int line,
     /* walua: raised here, with hooks allowed again and nothing popped, so that the
        '__close' handlers the error runs are interrupted like any other code */
     if (l_unlikely(G(L)->walua_interrupt) && event == LUA_HOOKCOUNT)
-      luaG_runerror(L, LUA_WALUA_INTERRUPT_MSG);
+      luaG_waluainterrupt(L);
   }
 }
 
@@ -543,6 +543,15 @@ l_sinline CallInfo *prepCallInfo (lua_State *L, StkId func, int nret,
 /*
 ** precall for C functions
 */
+/* walua: whether 'f' is the current error handler (a C function) */
+static int walua_iserrfunc (lua_State *L, lua_CFunction f) {
+  const TValue *ef;
+  if (L->errfunc == 0) return 0;
+  ef = s2v(restorestack(L, L->errfunc));
+  return (ttislcf(ef) && fvalue(ef) == f) || (ttisCclosure(ef) && clCvalue(ef)->f == f);
+}
+
+
 l_sinline int precallC (lua_State *L, StkId func, int nresults,
                                             lua_CFunction f) {
   int n;  /* number of returns */
@@ -560,8 +569,10 @@ l_sinline int precallC (lua_State *L, StkId func, int nresults,
   lua_lock(L);
   api_checknelems(L, n);
   luaD_poscall(L, ci, n);
-  if (l_unlikely(G(L)->walua_interrupt))  /* walua: a long C call ends the run */
-    luaG_runerror(L, LUA_WALUA_INTERRUPT_MSG);
+  /* walua: a long C call ends the run (but the message handler, which is running
+     because of that error, must be able to finish) */
+  if (l_unlikely(G(L)->walua_interrupt) && !walua_iserrfunc(L, f))
+    luaG_waluainterrupt(L);
   return n;
 }
 

@@ -255,6 +255,7 @@ struct CallInfo {
 */
 typedef struct global_State {
   volatile sig_atomic_t walua_interrupt;  /* walua: see lua_walua_setinterrupt */
+  char walua_where[LUA_IDSIZE + 24];  /* walua: 'file:line' of the first interruption */
   lua_Alloc frealloc;  /* function to reallocate memory */
   void *ud;         /* auxiliary data to 'frealloc' */
   l_mem totalbytes;  /* number of bytes currently allocated - GCdebt */

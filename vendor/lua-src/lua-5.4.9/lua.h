@@ -350,6 +350,8 @@ LUA_API int (lua_gc) (lua_State *L, int what, ...);
 #define LUA_WALUA_INTERRUPT_MSG "CPU budget exceeded"
 LUA_API void (lua_walua_setinterrupt) (lua_State *L, int on);
 LUA_API int (lua_walua_interrupted) (lua_State *L);
+LUA_API const char *(lua_walua_where) (lua_State *L);  /* owner thread only */
+LUA_API void (lua_walua_reset) (lua_State *L);  /* owner thread only */
 LUA_API void (lua_walua_check) (lua_State *L);
 
 
