@@ -113,6 +113,8 @@ pub struct App {
     pub hooks: Option<odoo::hooks::Hooks>,
     /// The Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// Wakes the script dispatcher (a message put back in its queue).
+    pub dispatch_wake: Arc<Notify>,
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
@@ -131,6 +133,24 @@ pub fn status_line(store: &Store, journal: &JournalFiles, scripts: &script::Scri
         line.push_str(&format!(", {errors} script(s) failed to load"));
     }
     line
+}
+
+/// Why walua must be restarted, if a Lua worker thread it abandoned (wedged) has still not
+/// ended after [`script::runtime::STUCK_THREAD_LIMIT`]: a thread cannot be killed.
+pub fn stuck_worker_problem(scripts: &script::Scripts) -> Option<String> {
+    let stuck: Vec<String> = scripts
+        .runtime
+        .stuck_workers()
+        .into_iter()
+        .filter(|(_, age)| *age >= script::runtime::STUCK_THREAD_LIMIT)
+        .map(|(name, age)| format!("{name} ({} s)", age.as_secs()))
+        .collect();
+    (!stuck.is_empty()).then(|| {
+        format!(
+            "Lua worker thread(s) still running after being abandoned as wedged: {}; restart walua (systemd does it when the watchdog is on)",
+            stuck.join(", ")
+        )
+    })
 }
 
 /// Opens the delivery journal beside the store and returns it with the store's checkpoint.
@@ -347,6 +367,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         scripts: scripts.clone(),
         hooks,
         metrics: metrics.clone(),
+        dispatch_wake: dispatch_wake.clone(),
     });
     if config.whatsapp.accounts.iter().all(|a| a.app_secret.is_none()) {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
@@ -372,6 +393,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                         .await
                         .unwrap_or_default()
                 }
+            },
+            {
+                let scripts = app.scripts.clone();
+                move || stuck_worker_problem(&scripts)
             },
             stop_tasks.clone(),
         ));

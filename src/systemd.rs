@@ -132,8 +132,9 @@ pub fn enabled() -> bool {
 
 /// Pings the watchdog every half `WATCHDOG_USEC` (when set) and refreshes `STATUS=` with
 /// `status()` until `shutdown`. Runs on the event loop on purpose: if the loop is wedged the
-/// pings stop and systemd restarts walua.
-pub async fn keepalive<F, Fut>(status: F, shutdown: CancellationToken)
+/// pings stop and systemd restarts walua. They also stop while `stuck()` names a reason
+/// (a Lua worker thread that cannot be stopped), so that systemd restarts walua then too.
+pub async fn keepalive<F, Fut>(status: F, stuck: impl Fn() -> Option<String>, shutdown: CancellationToken)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = String>,
@@ -157,7 +158,10 @@ where
             _ = shutdown.cancelled() => return,
         }
         let line = one_line(&status().await);
-        if watchdog.is_some() {
+        if let Some(reason) = stuck() {
+            tracing::error!(reason = %reason, "not feeding the systemd watchdog: walua needs a restart");
+            send(&format!("STATUS={}\n", one_line(&reason)));
+        } else if watchdog.is_some() {
             send(&format!("WATCHDOG=1\nSTATUS={line}\n"));
         } else {
             send(&format!("STATUS={line}\n"));

@@ -81,6 +81,21 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 Err(e) => store_error(e),
             }
         }
+        (&Method::POST, ["messages", id, "dispatch"]) => {
+            // Runs a quarantined inbound message's scripts again, once (the operator fixed
+            // the script, or wants to see it fail again).
+            let Ok(id) = id.parse::<u64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
+            };
+            match app.store.blocking(move |s| s.dispatch_release(id)).await {
+                Ok(true) => {
+                    app.dispatch_wake.notify_one();
+                    json(StatusCode::ACCEPTED, &serde_json::json!({ "id": id, "queued": true }))
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("no inbound message {id}")),
+                Err(e) => store_error(e),
+            }
+        }
         (&Method::POST, ["media"]) => upload_media(app, req).await,
         (&Method::GET, ["scripts"]) => {
             let status = app.scripts.registry.read().expect("not poisoned").status();

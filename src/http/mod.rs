@@ -161,6 +161,9 @@ pub async fn check_health(app: &App) -> Health {
             (e.to_string(), None, None)
         }
     };
+    if let Some(p) = crate::stuck_worker_problem(&app.scripts) {
+        problems.push(p);
+    }
     let scripts = {
         let reg = app.scripts.registry.read().expect("not poisoned");
         let errors: Vec<String> = reg.errors().map(|e| e.message.clone()).collect();

@@ -189,6 +189,11 @@ impl RunClock {
         self.lock().run.as_ref().and_then(|r| r.interrupted.map(|(why, _)| why))
     }
 
+    /// Whether the active run waits inside an `env.*` call.
+    pub fn is_waiting(&self) -> bool {
+        self.lock().run.as_ref().is_some_and(|r| r.waiting_since.is_some())
+    }
+
     /// The CPU budget of the active run.
     pub fn cpu_budget(&self) -> Option<Duration> {
         self.lock().run.as_ref().map(|r| r.cpu_budget)

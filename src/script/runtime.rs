@@ -18,12 +18,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue};
 use serde_json::{Value, json};
 
 use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
+use super::interrupt::{Interrupt, RunClock};
 use super::sandbox::{Limits, RunError, Sandbox};
 use crate::outbox::{Outbox, SendRequest};
 use crate::store::outbox::NewOutbound;
@@ -87,12 +90,67 @@ impl Effects {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut LuaWorker) + Send>;
+/// A job for a Lua worker: what to run, and how to answer if the worker wedges on it.
+struct Job {
+    run: Box<dyn FnOnce(&mut LuaWorker) + Send>,
+    abandon: Box<dyn FnOnce(RuntimeError) + Send>,
+}
+
+/// How long an abandoned (wedged) worker thread may go on before walua reports itself
+/// unhealthy, so that systemd's watchdog restarts it: a thread cannot be killed.
+pub const STUCK_THREAD_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long an extra worker (started while every worker waited in `env.*`) stays idle before
+/// it stops.
+const EXTRA_WORKER_IDLE: Duration = Duration::from_secs(30);
+
+/// What the pool knows of one worker thread.
+pub(crate) struct WorkerSlot {
+    /// The thread's name, for logs and `/healthz`.
+    name: String,
+    /// The run clock of the worker's Lua state.
+    clock: Arc<RunClock>,
+    /// How to answer the job the worker is running, taken by whoever answers first: the
+    /// worker when it finishes, or the wedge handler.
+    current: Mutex<Option<Box<dyn FnOnce(RuntimeError) + Send>>>,
+    /// The inbound message the worker is running scripts for (0: none), to quarantine it.
+    pub(crate) message: AtomicU64,
+    /// When the worker was declared wedged and abandoned.
+    abandoned_at: Mutex<Option<Instant>>,
+    /// The thread has ended.
+    exited: AtomicBool,
+}
 
 /// The pool of Lua threads.
+///
+/// Each worker owns one Lua state. A worker whose run does not end when interrupted (see
+/// [`super::interrupt`]) is *wedged*: its job is answered with [`RuntimeError::Wedged`] (the
+/// dispatcher quarantines the message), a new worker takes its place at once, and the old
+/// thread is left to end by itself; if it has not after [`STUCK_THREAD_LIMIT`], `/healthz`
+/// fails and the systemd watchdog is no longer fed, so that systemd restarts walua.
+///
+/// When every worker is busy and at least one of them waits inside `env.*` (Odoo, an
+/// upload), the pool starts an extra worker for the queued job, up to `4 × workers`; extra
+/// workers stop after [`EXTRA_WORKER_IDLE`] without work. So a contact whose run waits on a
+/// slow Odoo never holds the others' messages.
 pub struct ScriptRuntime {
-    jobs: flume::Sender<Job>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    jobs: flume::Sender<Task>,
+    rx: flume::Receiver<Task>,
+    ctx: Arc<RuntimeContext>,
+    /// Every worker started, with its thread (abandoned ones included until they end).
+    workers: Mutex<Vec<(Arc<WorkerSlot>, Option<std::thread::JoinHandle<()>>)>>,
+    /// Most workers at once (base and extra, abandoned ones not counted).
+    max: usize,
+    /// Workers running a job right now.
+    busy: AtomicUsize,
+    /// Workers alive and not abandoned.
+    live: AtomicUsize,
+    serial: AtomicUsize,
+    stopping: AtomicBool,
 }
 
 /// Errors of the runtime itself (not of scripts).
@@ -104,27 +162,38 @@ pub enum RuntimeError {
     /// The pool is stopped.
     #[error("the Lua worker pool is stopped")]
     Stopped,
+    /// The worker did not stop when its run was interrupted; it was replaced.
+    #[error("quarantined: the run did not stop {after_ms} ms after its {why} and its Lua worker was replaced")]
+    Wedged {
+        /// The inbound message being dispatched, if the job was a dispatch.
+        message: Option<u64>,
+        /// What the run exceeded.
+        why: &'static str,
+        /// How long the run had been going.
+        after_ms: u64,
+    },
 }
 
 impl ScriptRuntime {
     /// Starts `threads` workers.
     pub fn start(threads: usize, ctx: Arc<RuntimeContext>) -> Result<ScriptRuntime, RuntimeError> {
-        let (jobs, rx) = flume::unbounded::<Job>();
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let mut worker = LuaWorker::new(ctx.clone())?;
-            let rx = rx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("walua-lua-{i}"))
-                .spawn(move || {
-                    while let Ok(job) = rx.recv() {
-                        job(&mut worker);
-                    }
-                })
-                .map_err(|e| RuntimeError::Lua(e.to_string()))?;
-            handles.push(handle);
+        let (jobs, rx) = flume::unbounded::<Task>();
+        let base = threads.max(1);
+        let inner = Arc::new(PoolInner {
+            jobs,
+            rx,
+            ctx,
+            workers: Mutex::new(Vec::new()),
+            max: base * 4,
+            busy: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+            serial: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        for _ in 0..base {
+            PoolInner::spawn_worker(&inner, false)?;
         }
-        Ok(ScriptRuntime { jobs, threads: handles })
+        Ok(ScriptRuntime { inner })
     }
 
     /// Runs `f` on a Lua worker and returns its result.
@@ -132,7 +201,7 @@ impl ScriptRuntime {
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
-        self.submit(f)?.await.map_err(|_| RuntimeError::Stopped)
+        self.submit(f)?.await.map_err(|_| RuntimeError::Stopped)?
     }
 
     /// Runs `f` on a Lua worker from a blocking context.
@@ -140,28 +209,208 @@ impl ScriptRuntime {
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
     ) -> Result<R, RuntimeError> {
-        self.submit(f)?.blocking_recv().map_err(|_| RuntimeError::Stopped)
+        self.submit(f)?.blocking_recv().map_err(|_| RuntimeError::Stopped)?
     }
 
-    /// Queues `f` for a worker; its result arrives on the returned channel.
+    /// Queues `f` for a worker; its result (or why there is none) arrives on the returned
+    /// channel.
     fn submit<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
-    ) -> Result<tokio::sync::oneshot::Receiver<R>, RuntimeError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<R, RuntimeError>>, RuntimeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move |w| {
-                let _ = tx.send(f(w));
-            }))
-            .map_err(|_| RuntimeError::Stopped)?;
+        let tx = Arc::new(Mutex::new(Some(tx)));
+        let answer = tx.clone();
+        let job = Job {
+            run: Box::new(move |w| {
+                let r = f(w);
+                if let Some(tx) = answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(Ok(r));
+                }
+            }),
+            abandon: Box::new(move |e| {
+                if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(Err(e));
+                }
+            }),
+        };
+        self.inner.jobs.send(Task::Run(job)).map_err(|_| RuntimeError::Stopped)?;
+        self.inner.grow_if_all_wait();
         Ok(rx)
     }
 
-    /// Stops the workers once the queued jobs are done.
+    /// Abandoned worker threads still running, with how long ago they were abandoned.
+    pub fn stuck_workers(&self) -> Vec<(String, Duration)> {
+        let workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers
+            .iter()
+            .filter(|(slot, _)| !slot.exited.load(Ordering::SeqCst))
+            .filter_map(|(slot, _)| {
+                let at = (*slot.abandoned_at.lock().unwrap_or_else(|p| p.into_inner()))?;
+                Some((slot.name.clone(), at.elapsed()))
+            })
+            .collect()
+    }
+
+    /// Workers alive and not abandoned (base and extra).
+    pub fn live_workers(&self) -> usize {
+        self.inner.live.load(Ordering::SeqCst)
+    }
+
+    /// Stops the workers once the queued jobs are done. Abandoned threads are not waited for.
     pub fn stop(self) {
-        drop(self.jobs);
-        for t in self.threads {
-            let _ = t.join();
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let handles: Vec<_> = {
+            let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers
+                .iter_mut()
+                .filter(|(slot, _)| slot.abandoned_at.lock().unwrap_or_else(|p| p.into_inner()).is_none())
+                .filter_map(|(_, h)| h.take())
+                .collect()
+        };
+        // Queued after every job: each worker finishes the queue, then takes one and ends.
+        for _ in 0..handles.len() {
+            let _ = self.inner.jobs.send(Task::Quit);
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// What a worker takes from the queue.
+enum Task {
+    Run(Job),
+    /// Sent by [`ScriptRuntime::stop`], one per worker.
+    Quit,
+}
+
+impl PoolInner {
+    /// Starts one worker thread (an extra one stops after [`EXTRA_WORKER_IDLE`] idle).
+    fn spawn_worker(inner: &Arc<PoolInner>, extra: bool) -> Result<(), RuntimeError> {
+        let n = inner.serial.fetch_add(1, Ordering::SeqCst);
+        let name = format!("walua-lua-{n}");
+        let mut worker = LuaWorker::new(inner.ctx.clone())?;
+        let slot = Arc::new(WorkerSlot {
+            name: name.clone(),
+            clock: worker.sandbox.clock().clone(),
+            current: Mutex::new(None),
+            message: AtomicU64::new(0),
+            abandoned_at: Mutex::new(None),
+            exited: AtomicBool::new(false),
+        });
+        worker.slot = Some(slot.clone());
+        let weak = Arc::downgrade(inner);
+        let wedged_slot = Arc::downgrade(&slot);
+        slot.clock.set_wedge_handler(Arc::new(move |why, took| {
+            if let (Some(pool), Some(slot)) = (weak.upgrade(), wedged_slot.upgrade()) {
+                PoolInner::abandon(&pool, &slot, why, took);
+            }
+        }));
+        let rx = inner.rx.clone();
+        let pool = Arc::downgrade(inner);
+        let thread_slot = slot.clone();
+        inner.live.fetch_add(1, Ordering::SeqCst);
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let slot = thread_slot;
+                loop {
+                    let task = if extra {
+                        match rx.recv_timeout(EXTRA_WORKER_IDLE) {
+                            Ok(t) => t,
+                            Err(flume::RecvTimeoutError::Timeout) => break,
+                            Err(flume::RecvTimeoutError::Disconnected) => break,
+                        }
+                    } else {
+                        match rx.recv() {
+                            Ok(t) => t,
+                            Err(_) => break,
+                        }
+                    };
+                    let Task::Run(job) = task else { break };
+                    let busy = pool.upgrade();
+                    if let Some(p) = &busy {
+                        p.busy.fetch_add(1, Ordering::SeqCst);
+                    }
+                    *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.abandon);
+                    (job.run)(&mut worker);
+                    // The wedge handler takes the answer (and this worker's place) first if
+                    // it declared the run wedged.
+                    let ours = slot.current.lock().unwrap_or_else(|p| p.into_inner()).take().is_some();
+                    slot.message.store(0, Ordering::SeqCst);
+                    if ours && let Some(p) = &busy {
+                        p.busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    if !ours {
+                        // Declared wedged while it ran: a replacement took over.
+                        tracing::warn!(worker = %slot.name, "an abandoned Lua worker came back and ends");
+                        break;
+                    }
+                }
+                if slot.abandoned_at.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+                    && let Some(p) = pool.upgrade()
+                {
+                    p.live.fetch_sub(1, Ordering::SeqCst);
+                }
+                slot.exited.store(true, Ordering::SeqCst);
+            })
+            .map_err(|e| RuntimeError::Lua(e.to_string()))?;
+        let mut workers = inner.workers.lock().unwrap_or_else(|p| p.into_inner());
+        workers.retain(|(s, h)| !(s.exited.load(Ordering::SeqCst) && h.is_none()));
+        workers.push((slot, Some(handle)));
+        Ok(())
+    }
+
+    /// The wedge handler of a worker (on the timekeeper thread): answers its job, replaces it.
+    fn abandon(pool: &Arc<PoolInner>, slot: &Arc<WorkerSlot>, why: Interrupt, took: Duration) {
+        let Some(answer) = slot.current.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        *slot.abandoned_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        pool.live.fetch_sub(1, Ordering::SeqCst);
+        pool.busy.fetch_sub(1, Ordering::SeqCst);
+        let message = match slot.message.load(Ordering::SeqCst) {
+            0 => None,
+            id => Some(id),
+        };
+        let why = match why {
+            Interrupt::Cpu => "CPU budget",
+            Interrupt::WallClock => "wall-clock cap (scripts.run_timeout)",
+        };
+        tracing::error!(worker = %slot.name, message_id = ?message, why, took_ms = took.as_millis() as u64,
+            "a Lua worker did not stop when its run was interrupted; it is replaced and the message quarantined");
+        answer(RuntimeError::Wedged {
+            message,
+            why,
+            after_ms: took.as_millis() as u64,
+        });
+        if !pool.stopping.load(Ordering::SeqCst)
+            && let Err(e) = PoolInner::spawn_worker(pool, false)
+        {
+            tracing::error!(error = %e, "cannot start a Lua worker to replace a wedged one");
+        }
+    }
+
+    /// Starts an extra worker when every worker is busy and one of them waits in `env.*`.
+    fn grow_if_all_wait(self: &Arc<Self>) {
+        let live = self.live.load(Ordering::SeqCst);
+        if self.stopping.load(Ordering::SeqCst) || live >= self.max || self.busy.load(Ordering::SeqCst) < live {
+            return;
+        }
+        let waiting = {
+            let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers.iter().any(|(slot, _)| {
+                !slot.exited.load(Ordering::SeqCst)
+                    && slot.abandoned_at.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+                    && slot.clock.is_waiting()
+            })
+        };
+        if waiting {
+            tracing::debug!(live, "every Lua worker is busy and one waits in env.*: starting an extra worker");
+            if let Err(e) = PoolInner::spawn_worker(self, true) {
+                tracing::warn!(error = %e, "cannot start an extra Lua worker");
+            }
         }
     }
 }
@@ -201,6 +450,8 @@ pub struct LuaWorker {
     vars: Table,
     /// The real `string.find`, for button patterns.
     find: Function,
+    /// What the pool knows of this worker (absent outside a pool).
+    slot: Option<Arc<WorkerSlot>>,
 }
 
 /// The Lua side of a run's globals, compiled once per worker. Building tables inside the VM
@@ -328,6 +579,7 @@ impl LuaWorker {
             contact_builder,
             vars,
             find,
+            slot: None,
         })
     }
 
@@ -367,6 +619,9 @@ impl LuaWorker {
                 at_ms: now_ms(),
                 ..Default::default()
             };
+            if let Some(slot) = &self.slot {
+                slot.message.store(id, Ordering::SeqCst);
+            }
             let outcome = match record {
                 Ok(Some(p)) => self.dispatch(p.message, p.conversation.as_ref()),
                 Ok(None) => failed("message not found".into()),

@@ -43,8 +43,16 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 /// Inbound media waiting to be downloaded: message id → Meta media id.
 const MEDIA_DOWNLOADS: TableDefinition<u64, &str> = TableDefinition::new("media_downloads");
+/// How many times a message's scripts may start without finishing (walua died while they
+/// ran) before it is quarantined instead of run again.
+pub const MAX_UNFINISHED_STARTS: u32 = 2;
+
 /// Inbound messages waiting for their script dispatch: message id → ().
 const DISPATCH: TableDefinition<u64, ()> = TableDefinition::new("dispatch");
+/// Inbound messages whose scripts started and have not committed: message id → how many
+/// times they started. Written durably before each run, removed with the run's commit, so a
+/// message that was running when walua died twice is quarantined rather than run again.
+const DISPATCH_STARTED: TableDefinition<u64, u32> = TableDefinition::new("dispatch_started");
 /// What the scripts did with each dispatched inbound message: message id → JSON
 /// [`ScriptOutcome`]. Kept beside the message rather than inside its record so that a dispatch
 /// commit writes a small row instead of re-encoding the whole message (raw copy included);
@@ -196,6 +204,7 @@ impl Store {
             txn.open_table(outbox::OUTBOX)?;
             txn.open_table(MEDIA_DOWNLOADS)?;
             txn.open_table(DISPATCH)?;
+            txn.open_table(DISPATCH_STARTED)?;
             txn.open_table(SCRIPT_OUTCOMES)?;
             txn.open_table(SCRIPT_KV)?;
             txn.open_table(SCENARIOS)?;
@@ -447,6 +456,106 @@ impl Store {
         pending_dispatch(&txn, &ids)
     }
 
+    /// Like [`Store::dispatch_pending_messages`], skipping the messages `skip` names (those
+    /// running, and those of contacts with a run in progress).
+    pub fn dispatch_pending_except(
+        &self,
+        limit: usize,
+        skip: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
+        let txn = self.db.begin_read()?;
+        let pending = txn.open_table(DISPATCH)?;
+        let mut ids = Vec::new();
+        for row in pending.iter()? {
+            let id = row?.0.value();
+            if !skip.contains(&id) {
+                ids.push(id);
+                if ids.len() == limit {
+                    break;
+                }
+            }
+        }
+        pending_dispatch(&txn, &ids)
+    }
+
+    /// Durably counts a start of each message's scripts, before they run. Returns the
+    /// messages that may run, and those already started [`MAX_UNFINISHED_STARTS`] times
+    /// without finishing (walua died while they ran, twice), with that count: the caller
+    /// quarantines them.
+    pub fn dispatch_mark_started(&self, ids: &[u64]) -> Result<(Vec<u64>, Vec<(u64, u32)>)> {
+        let txn = self.db.begin_write()?;
+        let (mut run, mut refuse) = (Vec::with_capacity(ids.len()), Vec::new());
+        {
+            let mut started = txn.open_table(DISPATCH_STARTED)?;
+            for &id in ids {
+                let before = started.get(id)?.map_or(0, |v| v.value());
+                if before >= MAX_UNFINISHED_STARTS {
+                    refuse.push((id, before));
+                } else {
+                    started.insert(id, before + 1)?;
+                    run.push(id);
+                }
+            }
+        }
+        txn.commit()?;
+        Ok((run, refuse))
+    }
+
+    /// Takes messages out of the dispatch queue without running their scripts again, with
+    /// `reason` as their outcome's error, durably (`quarantined` in `/api/messages/{id}`).
+    /// Messages whose run had not started are put back in the queue unchanged (`retry`).
+    pub fn dispatch_quarantine(&self, quarantined: &[(u64, String)], retry: &[u64]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut dispatch = txn.open_table(DISPATCH)?;
+            let mut started = txn.open_table(DISPATCH_STARTED)?;
+            let mut outcomes = txn.open_table(SCRIPT_OUTCOMES)?;
+            for (id, reason) in quarantined {
+                dispatch.remove(*id)?;
+                started.remove(*id)?;
+                let outcome = ScriptOutcome {
+                    error: Some(reason.clone()),
+                    quarantined: true,
+                    at_ms: now_ms(),
+                    ..Default::default()
+                };
+                outcomes.insert(*id, encode(&outcome).as_slice())?;
+            }
+            for id in retry {
+                // Started on the wedged worker but not the cause: not counted against it.
+                let n = started.remove(*id)?.map(|v| v.value());
+                if let Some(n) = n
+                    && n > 1
+                {
+                    started.insert(*id, n - 1)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Puts a quarantined message back in the dispatch queue (`POST /api/messages/{id}/replay`
+    /// style, by the operator): its scripts run again once.
+    pub fn dispatch_release(&self, id: u64) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let found = {
+            let messages = txn.open_table(MESSAGES)?;
+            let found = match messages.get(id)? {
+                Some(v) => decode::<MessageRecord>("messages", v.value())?.direction == Direction::Inbound,
+                None => false,
+            };
+            if found {
+                txn.open_table(DISPATCH)?.insert(id, ())?;
+                txn.open_table(DISPATCH_STARTED)?.remove(id)?;
+                txn.open_table(SCRIPT_OUTCOMES)?.remove(id)?;
+            }
+            found
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
     /// [`Store::dispatch_pending_messages`] for the given messages.
     pub fn messages_for_dispatch(&self, ids: &[u64]) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
         let txn = self.db.begin_read()?;
@@ -529,8 +638,10 @@ impl Store {
                 state.insert(key.as_str(), encode(value).as_slice())?;
             }
             let mut outcomes = txn.open_table(SCRIPT_OUTCOMES)?;
+            let mut started = txn.open_table(DISPATCH_STARTED)?;
             for (id, outcome) in &commit.outcomes {
                 dispatch.remove(*id)?;
+                started.remove(*id)?;
                 outcomes.insert(*id, encode(outcome).as_slice())?;
             }
         }

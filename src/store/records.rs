@@ -90,6 +90,11 @@ pub struct ScriptOutcome {
     pub sent: Vec<u64>,
     /// When the dispatch ran (unix ms).
     pub at_ms: i64,
+    /// The message was taken out of the dispatch queue without its scripts finishing: it
+    /// wedged a Lua worker, or walua died twice while it ran. `error` says which. It is
+    /// never run again by itself (`walua replay` or the API puts it back).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// A contact's position in a scenario.
