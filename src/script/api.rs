@@ -271,6 +271,15 @@ fn register_store(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     key.len()
                 )));
             }
+            // A long string is refused before it is copied.
+            if let LuaValue::String(s) = &value
+                && s.as_bytes().len() > MAX_STORE_VALUE
+            {
+                return Err(lua_err(format!(
+                    "env.store.set: the value is {} bytes long, the limit is {MAX_STORE_VALUE} (1 MiB)",
+                    s.as_bytes().len()
+                )));
+            }
             let v: Value = lua.from_value(value)?;
             let size = json_size(&v);
             if size > MAX_STORE_VALUE {

@@ -64,6 +64,8 @@ pub type WedgeHandler = Arc<dyn Fn(Interrupt, Duration) + Send + Sync>;
 pub struct RunClock {
     state: Mutex<Clock>,
     on_wedge: Mutex<Option<WedgeHandler>>,
+    /// Called when a run starts waiting inside `env.*` (the pool may add a worker).
+    on_wait: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 struct Clock {
@@ -118,6 +120,7 @@ impl RunClock {
                 run: None,
             }),
             on_wedge: Mutex::new(None),
+            on_wait: Mutex::new(None),
         });
         Timekeeper::get().register(&clock);
         clock
@@ -133,6 +136,11 @@ impl RunClock {
     /// Sets what is called when a run of this clock wedges.
     pub fn set_wedge_handler(&self, handler: WedgeHandler) {
         *self.on_wedge.lock().expect("not poisoned") = Some(handler);
+    }
+
+    /// Sets what is called when a run of this clock starts waiting inside `env.*`.
+    pub fn set_wait_handler(&self, handler: Arc<dyn Fn() + Send + Sync>) {
+        *self.on_wait.lock().expect("not poisoned") = Some(handler);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Clock> {
@@ -222,6 +230,12 @@ impl RunClock {
                 _ => false,
             }
         };
+        if outer {
+            let handler = self.on_wait.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(h) = handler {
+                h();
+            }
+        }
         let result = f();
         if outer {
             let mut c = self.lock();
@@ -257,6 +271,18 @@ impl RunClock {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Interrupts the active run now: a wait inside `env.*` was cut at the wall-clock cap, and
+    /// the run must not go on past it.
+    pub fn interrupt(&self, why: Interrupt) {
+        let mut c = self.lock();
+        if let Some(r) = c.run.as_mut()
+            && r.interrupted.is_none()
+        {
+            r.interrupted = Some((why, Instant::now()));
+            c.set_flag(true);
         }
     }
 

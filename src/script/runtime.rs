@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value as LuaValue};
 use serde_json::{Value, json};
 
-use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
 use super::interrupt::{Interrupt, RunClock};
+use super::registry::{ScenarioDef, ScriptFile, ScriptKind, ScriptMeta, SharedRegistry};
 use super::sandbox::{Limits, RunError, Sandbox};
 use crate::outbox::{Outbox, SendRequest};
 use crate::store::outbox::NewOutbound;
@@ -234,7 +234,10 @@ impl ScriptRuntime {
                 }
             }),
         };
-        self.inner.jobs.send(Task::Run(job)).map_err(|_| RuntimeError::Stopped)?;
+        self.inner
+            .jobs
+            .send(Task::Run(job))
+            .map_err(|_| RuntimeError::Stopped)?;
         self.inner.grow_if_all_wait();
         Ok(rx)
     }
@@ -305,6 +308,12 @@ impl PoolInner {
         slot.clock.set_wedge_handler(Arc::new(move |why, took| {
             if let (Some(pool), Some(slot)) = (weak.upgrade(), wedged_slot.upgrade()) {
                 PoolInner::abandon(&pool, &slot, why, took);
+            }
+        }));
+        let waiting_pool = Arc::downgrade(inner);
+        slot.clock.set_wait_handler(Arc::new(move || {
+            if let Some(p) = waiting_pool.upgrade() {
+                p.grow_if_all_wait();
             }
         }));
         let rx = inner.rx.clone();
@@ -392,10 +401,15 @@ impl PoolInner {
         }
     }
 
-    /// Starts an extra worker when every worker is busy and one of them waits in `env.*`.
+    /// Starts an extra worker when a job is queued, every worker is busy, and one of them
+    /// waits in `env.*`. Called when a job is queued and when a run starts waiting.
     fn grow_if_all_wait(self: &Arc<Self>) {
         let live = self.live.load(Ordering::SeqCst);
-        if self.stopping.load(Ordering::SeqCst) || live >= self.max || self.busy.load(Ordering::SeqCst) < live {
+        if self.stopping.load(Ordering::SeqCst)
+            || self.rx.is_empty()
+            || live >= self.max
+            || self.busy.load(Ordering::SeqCst) < live
+        {
             return;
         }
         let waiting = {
@@ -407,7 +421,10 @@ impl PoolInner {
             })
         };
         if waiting {
-            tracing::debug!(live, "every Lua worker is busy and one waits in env.*: starting an extra worker");
+            tracing::debug!(
+                live,
+                "every Lua worker is busy and one waits in env.*: starting an extra worker"
+            );
             if let Err(e) = PoolInner::spawn_worker(self, true) {
                 tracing::warn!(error = %e, "cannot start an extra Lua worker");
             }

@@ -510,12 +510,17 @@ pub fn wait_outside_budget<T>(
         return Ok(handle.block_on(fut));
     };
     let remaining = clock.remaining();
-    clock.waiting(|| match remaining {
+    let result = clock.waiting(|| match remaining {
         Some(left) => handle
             .block_on(async { tokio::time::timeout(left, fut).await })
             .map_err(|_| "the run's wall-clock cap (scripts.run_timeout) was reached while waiting".to_string()),
         None => Ok(handle.block_on(fut)),
-    })
+    });
+    if result.is_err() {
+        // The run ends here: the script may catch the error, but not run on past its cap.
+        clock.interrupt(Interrupt::WallClock);
+    }
+    result
 }
 
 /// Charges `bytes` written through `env.*` (a store value, a send's payload, an upload) to
