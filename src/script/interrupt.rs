@@ -10,10 +10,11 @@
 //! vendored `lua-src`, see `vendor/lua-src/WALUA-PATCHES.md`) has an *interrupt flag* per
 //! state. Once it is set:
 //! - the VM raises `CPU budget exceeded` at the next count hook, after hooks are allowed again
-//!   and without popping anything, so to-be-closed variables are closed by the normal unwinding,
-//!   whose handlers are interruptible like any other code;
+//!   and without popping anything (the mlua hook itself never returns an error);
 //! - it raises again at the return of every C function, and inside the library's long loops
 //!   (pattern matching, plain `find`, `string.rep`, `table.insert/remove/move/concat/sort`);
+//! - no script code runs any more: `__close` methods and `xpcall` message handlers are
+//!   skipped while the error unwinds;
 //! - `pcall` and friends can catch the error, but the next instruction batch or C call raises
 //!   it again, so nothing a script does keeps running.
 //!

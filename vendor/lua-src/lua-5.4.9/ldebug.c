@@ -834,7 +834,9 @@ const char *luaG_addinfo (lua_State *L, const char *msg, TString *src,
 
 
 l_noret luaG_errormsg (lua_State *L) {
-  if (L->errfunc != 0) {  /* is there an error handling function? */
+  if (L->errfunc != 0 &&  /* is there an error handling function? */
+      !(G(L)->walua_interrupt &&  /* walua: once interrupted, no script handler runs */
+        ttisLclosure(s2v(restorestack(L, L->errfunc))))) {
     StkId errfunc = restorestack(L, L->errfunc);
     lua_assert(ttisfunction(s2v(errfunc)));
     setobjs2s(L, L->top.p, L->top.p - 1);  /* move argument */

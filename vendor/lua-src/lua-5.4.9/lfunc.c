@@ -106,7 +106,10 @@ UpVal *luaF_findupval (lua_State *L, StkId level) {
 */
 static void callclosemethod (lua_State *L, TValue *obj, TValue *err, int yy) {
   StkId top = L->top.p;
-  const TValue *tm = luaT_gettmbyobj(L, obj, TM_CLOSE);
+  const TValue *tm;
+  if (l_unlikely(G(L)->walua_interrupt))
+    return;  /* walua: once interrupted, no '__close' method runs (the GC frees boxes) */
+  tm = luaT_gettmbyobj(L, obj, TM_CLOSE);
   setobj2s(L, top, tm);  /* will call metamethod... */
   setobj2s(L, top + 1, obj);  /* with 'self' as the 1st argument */
   setobj2s(L, top + 2, err);  /* and error msg. as 2nd argument */
