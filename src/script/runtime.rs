@@ -1237,3 +1237,76 @@ pub(super) fn contact_key(shared: &Shared, to: &str) -> String {
         _ => crate::store::normalize_contact(to),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::RwLock;
+
+    fn context(dir: &std::path::Path) -> Arc<RuntimeContext> {
+        let store = Store::open(&dir.join("walua.redb")).unwrap();
+        let outbox = Outbox::new(store.clone(), Default::default(), true, false);
+        Arc::new(RuntimeContext {
+            store,
+            outbox,
+            registry: Arc::new(RwLock::new(super::super::registry::Registry::new())),
+            vars: json!({}),
+            limits: Limits {
+                cpu: Duration::from_millis(50),
+                ..Limits::default()
+            },
+            lib_dir: dir.join("lib"),
+            graph: None,
+            store_path: dir.join("walua.redb"),
+            handle: None,
+            odoo: None,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        })
+    }
+
+    /// Containment when interruption fails: a job whose run ignores the interrupt (Rust code
+    /// here, standing for a C path that never checks it) is answered with `Wedged`, a new
+    /// worker takes its place, and the abandoned thread shows in `stuck_workers` until it
+    /// ends by itself.
+    #[test]
+    fn a_worker_that_does_not_stop_is_replaced_and_its_job_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = ScriptRuntime::start(1, context(dir.path())).unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let result = rt.exec_blocking(move |w| {
+            let clock = w.sandbox.clock().clone();
+            assert!(clock.begin(Duration::from_millis(50), Duration::from_secs(60)));
+            w.slot.as_ref().unwrap().message.store(7, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            clock.end();
+            "finished"
+        });
+        match result {
+            Err(RuntimeError::Wedged { message, why, .. }) => {
+                assert_eq!(message, Some(7));
+                assert_eq!(why, "CPU budget");
+            }
+            other => panic!("expected a wedged worker, got {other:?}"),
+        }
+        // The pool goes on with a new worker.
+        assert_eq!(rt.exec_blocking(|_| 42).unwrap(), 42);
+        assert_eq!(rt.live_workers(), 1);
+        let stuck = rt.stuck_workers();
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        // The abandoned thread ends once its run returns, and is forgotten.
+        release.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while !rt.stuck_workers().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the abandoned thread did not end"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(rt.exec_blocking(|_| 43).unwrap(), 43);
+        rt.stop();
+    }
+}
