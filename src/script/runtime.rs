@@ -93,8 +93,14 @@ impl Effects {
 /// A job for a Lua worker: what to run, and how to answer if the worker wedges on it.
 struct Job {
     run: Box<dyn FnOnce(&mut LuaWorker) + Send>,
-    abandon: Box<dyn FnOnce(RuntimeError) + Send>,
+    abandon: Abandon,
 }
+
+/// Answers a job with an error instead of its result (the worker wedged).
+type Abandon = Box<dyn FnOnce(RuntimeError) + Send>;
+
+/// A worker and its thread (taken when the pool stops or the worker is abandoned).
+type WorkerEntry = (Arc<WorkerSlot>, Option<std::thread::JoinHandle<()>>);
 
 /// How long an abandoned (wedged) worker thread may go on before walua reports itself
 /// unhealthy, so that systemd's watchdog restarts it: a thread cannot be killed.
@@ -112,7 +118,7 @@ pub(crate) struct WorkerSlot {
     clock: Arc<RunClock>,
     /// How to answer the job the worker is running, taken by whoever answers first: the
     /// worker when it finishes, or the wedge handler.
-    current: Mutex<Option<Box<dyn FnOnce(RuntimeError) + Send>>>,
+    current: Mutex<Option<Abandon>>,
     /// The inbound message the worker is running scripts for (0: none), to quarantine it.
     pub(crate) message: AtomicU64,
     /// When the worker was declared wedged and abandoned.
@@ -142,7 +148,7 @@ struct PoolInner {
     rx: flume::Receiver<Task>,
     ctx: Arc<RuntimeContext>,
     /// Every worker started, with its thread (abandoned ones included until they end).
-    workers: Mutex<Vec<(Arc<WorkerSlot>, Option<std::thread::JoinHandle<()>>)>>,
+    workers: Mutex<Vec<WorkerEntry>>,
     /// Most workers at once (base and extra, abandoned ones not counted).
     max: usize,
     /// Workers running a job right now.

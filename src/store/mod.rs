@@ -43,6 +43,10 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("sequences");
 /// Inbound media waiting to be downloaded: message id → Meta media id.
 const MEDIA_DOWNLOADS: TableDefinition<u64, &str> = TableDefinition::new("media_downloads");
+/// What [`Store::dispatch_mark_started`] decided: the messages that may run, and those to
+/// quarantine with how many times they had started.
+pub type Started = (Vec<u64>, Vec<(u64, u32)>);
+
 /// How many times a message's scripts may start without finishing (walua died while they
 /// ran) before it is quarantined instead of run again.
 pub const MAX_UNFINISHED_STARTS: u32 = 2;
@@ -482,7 +486,7 @@ impl Store {
     /// messages that may run, and those already started [`MAX_UNFINISHED_STARTS`] times
     /// without finishing (walua died while they ran, twice), with that count: the caller
     /// quarantines them.
-    pub fn dispatch_mark_started(&self, ids: &[u64]) -> Result<(Vec<u64>, Vec<(u64, u32)>)> {
+    pub fn dispatch_mark_started(&self, ids: &[u64]) -> Result<Started> {
         let txn = self.db.begin_write()?;
         let (mut run, mut refuse) = (Vec::with_capacity(ids.len()), Vec::new());
         {
