@@ -469,7 +469,34 @@ pub struct JournalCursor {
     file: Option<File>,
 }
 
+/// Where a [`JournalCursor`] stood, to go back there when what it read was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorMark {
+    after: u64,
+    segment: Option<u64>,
+    offset: u64,
+}
+
 impl JournalCursor {
+    /// Where the cursor stands now.
+    pub fn mark(&self) -> CursorMark {
+        CursorMark {
+            after: self.after,
+            segment: self.segment,
+            offset: self.offset,
+        }
+    }
+
+    /// Goes back to `mark`: the records read since are read again.
+    pub fn rewind(&mut self, mark: CursorMark) {
+        self.after = mark.after;
+        if self.segment != mark.segment {
+            self.file = None;
+        }
+        self.segment = mark.segment;
+        self.offset = mark.offset;
+    }
+
     /// Up to `limit` records after the last one read (or after the checkpoint it started
     /// from), reading at most about `max_bytes` of bodies.
     pub fn read(&mut self, limit: usize, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>, JournalError> {

@@ -119,9 +119,16 @@ pub fn process_batch(
     explain: &dyn Fn(i64) -> String,
     queue_media: bool,
 ) -> Result<ApplyReport, StoreError> {
-    let pending = cursor
-        .read(limit, BATCH_BYTES)
-        .map_err(|e| StoreError::Journal(e.to_string()))?;
+    // The cursor moves only past what was applied: on any error (the store's or the
+    // journal's) it goes back, and the same deliveries are read again next time.
+    let mark = cursor.mark();
+    let pending = match cursor.read(limit, BATCH_BYTES) {
+        Ok(p) => p,
+        Err(e) => {
+            cursor.rewind(mark);
+            return Err(StoreError::Journal(e.to_string()));
+        }
+    };
     if pending.is_empty() {
         return Ok(ApplyReport::default());
     }
@@ -130,7 +137,11 @@ pub fn process_batch(
         .map(|(id, body)| parse_delivery(id, &body))
         .collect();
     // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
-    store.apply_deliveries_deferred(&batch, explain, queue_media)
+    let applied = store.apply_deliveries_deferred(&batch, explain, queue_media);
+    if applied.is_err() {
+        cursor.rewind(mark);
+    }
+    applied
 }
 
 /// Parses one journaled body; a body that is somehow not JSON becomes an empty delivery
