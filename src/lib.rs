@@ -132,7 +132,55 @@ pub fn status_line(store: &Store, journal: &JournalFiles, scripts: &script::Scri
     if errors > 0 {
         line.push_str(&format!(", {errors} script(s) failed to load"));
     }
-    line
+    let failing = [
+        store.probe_writable().err().map(|e| format!("store cannot write: {e}")),
+        journal.recheck().map(|e| format!("journal cannot write: {e}")),
+        stuck_worker_problem(scripts),
+    ];
+    let failing: Vec<String> = failing.into_iter().flatten().collect();
+    if failing.is_empty() {
+        format!("{line}; health {}", if errors > 0 { "degraded" } else { "ok" })
+    } else {
+        format!("{line}; health failing: {}", failing.join("; "))
+    }
+}
+
+/// Re-opens the store after an I/O error (a full disk), every second, until shutdown: the
+/// daemon resumes by itself once space is back. Logs each change of state.
+async fn recover_store(store: Store, wake: Vec<Arc<Notify>>, shutdown: CancellationToken) {
+    let mut failing: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let s = store.clone();
+        let Ok(found) = tokio::task::spawn_blocking(move || s.recover()).await else {
+            continue;
+        };
+        match found {
+            store::Recovery::Healthy => {
+                if failing.take().is_some() {
+                    tracing::info!("the store answers again");
+                    wake.iter().for_each(|n| n.notify_one());
+                }
+            }
+            store::Recovery::Reopened { took_ms } => {
+                tracing::warn!(
+                    took_ms,
+                    "the store was re-opened after an I/O error; processing resumes"
+                );
+                failing = None;
+                wake.iter().for_each(|n| n.notify_one());
+            }
+            store::Recovery::Failing(reason) => {
+                if failing.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(reason = %reason, "the store cannot be used; retrying every second");
+                }
+                failing = Some(reason);
+            }
+        }
+    }
 }
 
 /// Why walua must be restarted, if a Lua worker thread it abandoned (wedged) has still not
@@ -323,6 +371,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 registry: scripts.registry.clone(),
                 odoo: client.clone(),
                 outbox: outbox.clone(),
+                poll_failure: Default::default(),
             };
             tasks.spawn(hooks.clone().poll_forever(o.poll_interval, stop_tasks.clone()));
             Some(hooks)
@@ -356,6 +405,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         .run(),
     );
+    tasks.spawn(recover_store(
+        store.clone(),
+        vec![
+            journaled.clone(),
+            dispatch_wake.clone(),
+            outbox_wake.clone(),
+            media_wake.clone(),
+        ],
+        stop_tasks.clone(),
+    ));
 
     let app = Arc::new(App {
         config: config.clone(),

@@ -41,6 +41,8 @@ pub struct Metrics {
     messages_out: Counters,
     /// Send jobs in the outbox; set from the store at scrape time.
     pub outbox_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The health state at the last check: 0 ok, 1 degraded, 2 failing.
+    health: Gauge<i64, std::sync::atomic::AtomicI64>,
     outbox_retries: Counter,
     script_runs: Counters,
     script_errors: Counters,
@@ -97,6 +99,7 @@ impl Metrics {
         let messages_in = Counters::default();
         let messages_out = Counters::default();
         let outbox_depth = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        let health = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let outbox_retries = Counter::<u64, AtomicU64>::default();
         let script_runs = Counters::default();
         let script_errors = Counters::default();
@@ -125,6 +128,11 @@ impl Metrics {
             "walua_outbox_depth",
             "Send jobs waiting or in flight",
             outbox_depth.clone(),
+        );
+        registry.register(
+            "walua_health",
+            "Health at the last check (/healthz, the status line, metrics scrapes): 0 ok, 1 degraded, 2 failing",
+            health.clone(),
         );
         registry.register(
             "walua_outbox_retries",
@@ -173,6 +181,7 @@ impl Metrics {
             messages_in,
             messages_out,
             outbox_depth,
+            health,
             outbox_retries,
             script_runs,
             script_errors,
@@ -235,6 +244,11 @@ impl Metrics {
         if failed {
             self.odoo_errors.get_or_create(&labels).inc();
         }
+    }
+
+    /// Records the health state found by the last check.
+    pub fn health(&self, state: crate::http::HealthState) {
+        self.health.set(state as i64);
     }
 
     /// Counts the scripts of a dispatch outcome: every script that ran, and the error on

@@ -180,9 +180,10 @@ async fn healthz_reports_a_stuck_outbox() {
     let text = config_text(dir.path(), DRY_RUN, "");
     let d = TestDaemon::start_in(dir, text).await;
     let r = d.http.get(d.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    // A stuck outbox degrades walua (200); it is not failing: it still takes deliveries.
+    assert_eq!(r.status(), 200);
     let h: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(h["status"], "unhealthy");
+    assert_eq!(h["status"], "degraded");
     let problems = h["problems"].to_string();
     assert!(problems.contains("outbox stuck"), "{h}");
     assert!(problems.contains("221770000042"), "{h}");

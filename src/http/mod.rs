@@ -108,31 +108,63 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpR
 /// A queued send whose due time passed this long ago means the outbox is not being worked.
 pub const OUTBOX_STUCK_AFTER: Duration = Duration::from_secs(600);
 
+/// The three health states (DESIGN.md, "Health has three states").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Everything works.
+    Ok,
+    /// walua works, but something it depends on does not (Odoo, a script, the outbox):
+    /// `/healthz` still answers 200.
+    Degraded,
+    /// walua cannot do its job (the store or the journal cannot write, a Lua worker is
+    /// wedged): `/healthz` answers 503. A full disk is failing until space is back, and walua
+    /// recovers from it by itself.
+    Failing,
+}
+
+impl HealthState {
+    /// `ok`, `degraded` or `failing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Ok => "ok",
+            HealthState::Degraded => "degraded",
+            HealthState::Failing => "failing",
+        }
+    }
+}
+
 /// What `/healthz` found.
 #[derive(Debug, serde::Serialize)]
 pub struct Health {
-    /// `ok` or `unhealthy`.
-    pub status: &'static str,
-    /// Why it is unhealthy (empty when healthy).
+    /// `ok`, `degraded` or `failing`.
+    pub status: HealthState,
+    /// Why it is not ok: what makes it failing first, then what degrades it.
     pub problems: Vec<String>,
     /// `writable`, or the store's error.
     pub store: String,
+    /// `writable`, or why the journal's last write failed.
+    pub journal: String,
     /// Deliveries journaled but not processed yet.
     pub journal_backlog: Option<u64>,
     /// Send jobs in the outbox.
     pub outbox_depth: Option<u64>,
     /// Scripts loaded, and scripts whose last load failed.
     pub scripts: serde_json::Value,
+    /// Lua workers running (extra ones included) and abandoned threads still running.
+    pub lua_workers: serde_json::Value,
 }
 
-/// Checks the store (a durable write), the outbox (no queued job overdue by more than
-/// [`OUTBOX_STUCK_AFTER`]), the journal backlog and the scripts.
+/// Checks the store (a durable write), the journal (its last write), the Lua workers, the
+/// outbox (no queued job overdue by more than [`OUTBOX_STUCK_AFTER`]), the scripts and Odoo.
 pub async fn check_health(app: &App) -> Health {
-    let mut problems = Vec::new();
+    let (mut failing, mut degraded) = (Vec::new(), Vec::new());
     let journal = app.journal_files.clone();
     let probe = app
         .store
         .blocking(move |s| {
+            // Read back below through `failure()`: cleared here if space is back.
+            journal.recheck();
             s.probe_writable()?;
             let backlog = journal.backlog(s.journal_applied()?);
             let depth = s.outbox_len()?;
@@ -149,7 +181,7 @@ pub async fn check_health(app: &App) -> Health {
         Ok((backlog, depth, overdue)) => {
             if let Some(job) = overdue {
                 let late = (crate::store::now_ms() - job.next_attempt_ms) / 1000;
-                problems.push(format!(
+                degraded.push(format!(
                     "outbox stuck: message {} to {} was due {late}s ago and is still queued (is the outbox worker running? dry_run = true leaves earlier jobs unsent)",
                     job.message_id, job.recipient
                 ));
@@ -157,34 +189,78 @@ pub async fn check_health(app: &App) -> Health {
             ("writable".to_string(), Some(backlog), Some(depth))
         }
         Err(e) => {
-            problems.push(format!("store: {e}"));
+            failing.push(format!("store cannot write: {e}"));
             (e.to_string(), None, None)
         }
     };
+    let journal = match app.journal_files.failure() {
+        Some(e) => {
+            failing.push(format!("journal cannot write (deliveries are refused with 503): {e}"));
+            e
+        }
+        None => "writable".to_string(),
+    };
+    let stuck = app.scripts.runtime.stuck_workers();
+    if !stuck.is_empty() {
+        let names: Vec<String> = stuck
+            .iter()
+            .map(|(n, age)| format!("{n} for {} s", age.as_secs()))
+            .collect();
+        failing.push(format!(
+            "a Lua worker is wedged (replaced; its thread still runs: {})",
+            names.join(", ")
+        ));
+    }
     if let Some(p) = crate::stuck_worker_problem(&app.scripts) {
-        problems.push(p);
+        failing.push(p);
     }
     let scripts = {
         let reg = app.scripts.registry.read().expect("not poisoned");
         let errors: Vec<String> = reg.errors().map(|e| e.message.clone()).collect();
+        if !errors.is_empty() {
+            degraded.push(format!(
+                "{} script(s) failed to load: {}",
+                errors.len(),
+                errors.join("; ")
+            ));
+        }
         serde_json::json!({ "loaded": reg.all().count(), "errors": errors.len(), "last_errors": errors })
     };
+    if let Some(hooks) = &app.hooks
+        && let Some(e) = hooks.poll_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    {
+        degraded.push(e);
+    }
+    let status = if !failing.is_empty() {
+        HealthState::Failing
+    } else if !degraded.is_empty() {
+        HealthState::Degraded
+    } else {
+        HealthState::Ok
+    };
+    app.metrics.health(status);
+    failing.extend(degraded);
     Health {
-        status: if problems.is_empty() { "ok" } else { "unhealthy" },
-        problems,
+        status,
+        problems: failing,
         store,
+        journal,
         journal_backlog,
         outbox_depth,
         scripts,
+        lua_workers: serde_json::json!({
+            "live": app.scripts.runtime.live_workers(),
+            "abandoned_running": stuck.len(),
+        }),
     }
 }
 
 async fn health(app: &App) -> HttpResponse {
     let h = check_health(app).await;
-    let status = if h.problems.is_empty() {
-        StatusCode::OK
-    } else {
+    let status = if h.status == HealthState::Failing {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     json(status, &h)
 }

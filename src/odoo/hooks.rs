@@ -67,6 +67,8 @@ pub struct Hooks {
     pub odoo: Arc<OdooClient>,
     /// Logs and wakes the outbox for committed sends.
     pub outbox: crate::outbox::Outbox,
+    /// Why the last polling pass failed, until one succeeds (`/healthz`: degraded).
+    pub poll_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Errors of a hook pass or a push.
@@ -122,14 +124,17 @@ impl Hooks {
                 let reg = self.registry.read().expect("not poisoned");
                 reg.of_kind(ScriptKind::Hook).cloned().collect()
             };
+            let mut failure = None;
             for file in hooks {
                 if shutdown.is_cancelled() {
                     return;
                 }
                 if let Err(e) = self.poll(&file).await {
                     tracing::warn!(hook = %file.name, error = %e, "odoo hook poll failed; will try again");
+                    failure.get_or_insert(format!("Odoo hook {} cannot poll: {e}", file.name));
                 }
             }
+            *self.poll_failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.cancelled() => return,

@@ -92,6 +92,19 @@ pub enum StoreError {
     /// The delivery journal beside the store could not be read or written.
     #[error("journal: {0}")]
     Journal(String),
+    /// A batch of deliveries does not continue from the store's journal checkpoint: the store
+    /// lost commits that were not durable yet (it was re-opened after an I/O error), and the
+    /// reader must go back to `stored`.
+    #[error("store: journal checkpoint {stored} is behind the reader at {cursor}")]
+    CheckpointMismatch {
+        /// The checkpoint the store has.
+        stored: u64,
+        /// Where the reader was.
+        cursor: u64,
+    },
+    /// The database is closed after an I/O error and could not be opened again yet.
+    #[error("store: closed after an I/O error, waiting to be re-opened (is the disk full?)")]
+    Closed,
 }
 
 macro_rules! redb_errors {
@@ -118,13 +131,40 @@ type Result<T> = std::result::Result<T, StoreError>;
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// A handle on the redb database; cheap to clone.
+///
+/// After an I/O error (a full disk) redb answers every call with "previous I/O error" until
+/// the database is closed and opened again. [`Store::recover`] does that in place, under every
+/// clone of the handle, so the daemon resumes by itself once space is back.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     /// The last message id handed out. Ids are allocated here, outside transactions, so that
     /// a script run can know the ids of the messages it queues before they are committed
     /// with its outcome; a crash leaves harmless gaps.
     message_ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The open database, replaced by [`Store::recover`].
+struct DbSlot {
+    path: std::path::PathBuf,
+    /// `None` after a failed re-open, until the next [`Store::recover`] succeeds.
+    current: std::sync::RwLock<Option<Arc<Database>>>,
+    /// Times the database was opened again after an I/O error.
+    reopened: std::sync::atomic::AtomicU64,
+}
+
+/// What [`Store::recover`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The store answers: nothing to do.
+    Healthy,
+    /// The store had failed on an I/O error and was opened again; it answers now.
+    Reopened {
+        /// How long closing and opening (with redb's repair) took.
+        took_ms: u64,
+    },
+    /// The store still fails (the disk is still full, say): why.
+    Failing(String),
 }
 
 /// The effects of script runs, committed together by [`Store::commit_script_runs`].
@@ -193,7 +233,94 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Redb(redb::Error::Io(e)))?;
         }
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        let db = open_database(path)?;
+        let last = {
+            let read = db.begin_read()?;
+            let seq = read.open_table(SEQUENCES)?;
+            seq.get("message")?.map(|v| v.value()).unwrap_or(0)
+        };
+        Ok(Store {
+            db: Arc::new(DbSlot {
+                path: path.to_path_buf(),
+                current: std::sync::RwLock::new(Some(Arc::new(db))),
+                reopened: Default::default(),
+            }),
+            message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
+        })
+    }
+
+    /// The database to run a transaction on (the current one, after any reopen).
+    fn db(&self) -> Result<Arc<Database>> {
+        self.db
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Times the store was opened again after an I/O error since start.
+    pub fn reopened(&self) -> u64 {
+        self.db.reopened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Checks that the store answers, without writing; after an I/O error (redb then refuses
+    /// everything until the database is re-opened) closes and re-opens it in place, under
+    /// every clone of this handle. Calls that were running on the failed database fail (they
+    /// would have anyway); later ones run on the new one. Blocking.
+    pub fn recover(&self) -> Recovery {
+        let probe = |db: &Database| match db.begin_write() {
+            // Nothing written: aborting costs no I/O.
+            Ok(_) => None,
+            Err(e) => Some(StoreError::from(e)),
+        };
+        if let Ok(db) = self.db() {
+            match probe(&db) {
+                None => return Recovery::Healthy,
+                Some(e) if !is_io_failure(&e) => return Recovery::Failing(e.to_string()),
+                Some(_) => {}
+            }
+        }
+        let start = std::time::Instant::now();
+        let mut current = self.db.current.write().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have reopened it meanwhile.
+        if current.as_deref().is_some_and(|db| probe(db).is_none()) {
+            return Recovery::Healthy;
+        }
+        // redb keeps the file locked while the old handle lives: wait for the calls still
+        // holding it (each holds it for one transaction) to end, then close it.
+        if let Some(old) = current.take() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        match open_database(&self.db.path) {
+            Ok(db) => {
+                *current = Some(Arc::new(db));
+                self.db.reopened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Recovery::Reopened {
+                    took_ms: start.elapsed().as_millis() as u64,
+                }
+            }
+            Err(e) => Recovery::Failing(format!("cannot re-open the store after an I/O error: {e}")),
+        }
+    }
+}
+
+/// Whether `e` means the database must be re-opened (an I/O error now or before).
+pub fn is_io_failure(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo) | StoreError::Closed
+    )
+}
+
+/// Opens (or creates) the database file and its tables.
+fn open_database(path: &Path) -> Result<Database> {
+    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+    {
         let txn = db.begin_write()?;
         {
             txn.open_table(MESSAGES)?;
@@ -215,17 +342,11 @@ impl Store {
             txn.open_table(STATE)?;
         }
         txn.commit()?;
-        let last = {
-            let read = db.begin_read()?;
-            let seq = read.open_table(SEQUENCES)?;
-            seq.get("message")?.map(|v| v.value()).unwrap_or(0)
-        };
-        Ok(Store {
-            db: Arc::new(db),
-            message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
-        })
     }
+    Ok(db)
+}
 
+impl Store {
     /// Hands out a new message id (see `message_ids`).
     pub fn allocate_message_id(&self) -> u64 {
         self.message_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
@@ -245,7 +366,7 @@ impl Store {
 
     /// Proves the store is writable: a tiny durable write transaction.
     pub fn probe_writable(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(META)?
             .insert("health_probe", now_ms().to_be_bytes().as_slice())?;
         txn.commit()?;
@@ -256,14 +377,14 @@ impl Store {
 
     /// The journal checkpoint: the highest delivery id applied (0 before the first).
     pub fn journal_applied(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         read_journal_applied(&txn.open_table(META)?)
     }
 
     /// The highest delivery id the store ever handed out itself (stores from before the
     /// file journal): new ids must start above it.
     pub fn legacy_last_delivery_id(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let seq = txn.open_table(SEQUENCES)?;
         Ok(seq.get("delivery")?.map(|v| v.value()).unwrap_or(0))
     }
@@ -271,7 +392,7 @@ impl Store {
     /// Deliveries left unprocessed in the store by a walua from before the file journal,
     /// oldest first.
     pub fn legacy_journal(&self) -> Result<Vec<(u64, Vec<u8>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let journal = match txn.open_table(LEGACY_JOURNAL) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
@@ -288,16 +409,31 @@ impl Store {
     /// Writes a row of the legacy journal table (tests of the migration only).
     #[cfg(test)]
     pub(crate) fn legacy_journal_insert(&self, id: u64, body: &[u8]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.open_table(LEGACY_JOURNAL)?.insert(id, body)?;
         txn.open_table(SEQUENCES)?.insert("delivery", id)?;
         txn.commit()?;
         Ok(())
     }
 
+    /// Writes raw bytes as a contact's conversation record (tests: a corrupt record).
+    #[cfg(test)]
+    pub(crate) fn put_raw_conversation(&self, contact: &str, bytes: Option<&[u8]>) -> Result<()> {
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut t = txn.open_table(CONVERSATIONS)?;
+            match bytes {
+                Some(b) => t.insert(contact, b)?,
+                None => t.remove(contact)?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Drops the legacy journal table, durably (once its deliveries are in the file journal).
     pub fn drop_legacy_journal(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         txn.delete_table(LEGACY_JOURNAL)?;
         txn.commit()?;
         Ok(())
@@ -314,7 +450,7 @@ impl Store {
         explain: &dyn Fn(i64) -> String,
         queue_media: bool,
     ) -> Result<ApplyReport> {
-        self.apply_deliveries_with(batch, explain, queue_media, redb::Durability::Immediate)
+        self.apply_deliveries_with(None, batch, explain, queue_media, redb::Durability::Immediate)
     }
 
     /// [`Store::apply_deliveries`] without its own fsync (the delivery processor's path).
@@ -325,25 +461,37 @@ impl Store {
     /// deliveries are still in the journal, so they are processed again on restart. Nothing
     /// leaves the process on the strength of a non-durable commit: network sends happen only
     /// after the outbox's durable `sending` mark.
+    ///
+    /// `after` is where the reader stood before this batch: the commit is refused with
+    /// [`StoreError::CheckpointMismatch`] unless the store's checkpoint is there too (a store
+    /// re-opened after an I/O error is back at its last durable commit, behind the reader).
     pub fn apply_deliveries_deferred(
         &self,
+        after: u64,
         batch: &[(u64, Delivery)],
         explain: &dyn Fn(i64) -> String,
         queue_media: bool,
     ) -> Result<ApplyReport> {
-        self.apply_deliveries_with(batch, explain, queue_media, redb::Durability::None)
+        self.apply_deliveries_with(Some(after), batch, explain, queue_media, redb::Durability::None)
     }
 
     fn apply_deliveries_with(
         &self,
+        after: Option<u64>,
         batch: &[(u64, Delivery)],
         explain: &dyn Fn(i64) -> String,
         queue_media: bool,
         durability: redb::Durability,
     ) -> Result<ApplyReport> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(durability)
             .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
+        if let Some(cursor) = after {
+            let stored = read_journal_applied(&txn.open_table(META)?)?;
+            if stored != cursor {
+                return Err(StoreError::CheckpointMismatch { stored, cursor });
+            }
+        }
         let mut report = ApplyReport::default();
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
@@ -410,7 +558,7 @@ impl Store {
             #[serde(default)]
             phone_number_id: Option<String>,
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(MEDIA_DOWNLOADS)?;
         let messages = txn.open_table(MESSAGES)?;
         let mut out = Vec::new();
@@ -432,7 +580,7 @@ impl Store {
     /// Records the outcome of a media download and takes it off the queue. `file` is the
     /// path relative to the store's directory; `None` when the download failed for good.
     pub fn media_done(&self, message_id: u64, file: Option<String>) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             txn.open_table(MEDIA_DOWNLOADS)?.remove(message_id)?;
@@ -451,7 +599,7 @@ impl Store {
     /// each id with its record and conversation, or why it could not be read (that message
     /// alone fails its dispatch).
     pub fn dispatch_pending_messages(&self, limit: usize) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let pending = txn.open_table(DISPATCH)?;
         let mut ids = Vec::new();
         for row in pending.iter()?.take(limit) {
@@ -467,7 +615,7 @@ impl Store {
         limit: usize,
         skip: &std::collections::HashSet<u64>,
     ) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let pending = txn.open_table(DISPATCH)?;
         let mut ids = Vec::new();
         for row in pending.iter()? {
@@ -487,7 +635,7 @@ impl Store {
     /// without finishing (walua died while they ran, twice), with that count: the caller
     /// quarantines them.
     pub fn dispatch_mark_started(&self, ids: &[u64]) -> Result<Started> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let (mut run, mut refuse) = (Vec::with_capacity(ids.len()), Vec::new());
         {
             let mut started = txn.open_table(DISPATCH_STARTED)?;
@@ -509,7 +657,7 @@ impl Store {
     /// `reason` as their outcome's error, durably (`quarantined` in `/api/messages/{id}`).
     /// Messages whose run had not started are put back in the queue unchanged (`retry`).
     pub fn dispatch_quarantine(&self, quarantined: &[(u64, String)], retry: &[u64]) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         {
             let mut dispatch = txn.open_table(DISPATCH)?;
             let mut started = txn.open_table(DISPATCH_STARTED)?;
@@ -542,7 +690,7 @@ impl Store {
     /// Puts a quarantined message back in the dispatch queue (`POST /api/messages/{id}/replay`
     /// style, by the operator): its scripts run again once.
     pub fn dispatch_release(&self, id: u64) -> Result<bool> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let found = {
             let messages = txn.open_table(MESSAGES)?;
             let found = match messages.get(id)? {
@@ -562,13 +710,13 @@ impl Store {
 
     /// [`Store::dispatch_pending_messages`] for the given messages.
     pub fn messages_for_dispatch(&self, ids: &[u64]) -> Result<Vec<(u64, Result<Option<PendingDispatch>>)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         pending_dispatch(&txn, ids)
     }
 
     /// A script key/value entry.
     pub fn kv_get(&self, key: &str) -> Result<Option<Value>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(SCRIPT_KV)?;
         let row = table.get(key)?;
         row.map(|v| decode("script_kv", v.value())).transpose()
@@ -576,7 +724,7 @@ impl Store {
 
     /// A scheduler / poller state entry.
     pub fn state_get(&self, key: &str) -> Result<Option<Value>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(STATE)?;
         let row = table.get(key)?;
         row.map(|v| decode("state", v.value())).transpose()
@@ -584,7 +732,7 @@ impl Store {
 
     /// A contact's active scenario (expired ones included; the caller checks).
     pub fn scenario_get(&self, contact: &str) -> Result<Option<ScenarioState>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(SCENARIOS)?;
         let row = table.get(contact)?;
         row.map(|v| decode("scenarios", v.value())).transpose()
@@ -612,7 +760,7 @@ impl Store {
         commit: &ScriptCommit,
         durability: redb::Durability,
     ) -> Result<Vec<MessageRecord>> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         txn.set_durability(durability)
             .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
         let mut sent = Vec::new();
@@ -657,7 +805,7 @@ impl Store {
 
     /// Conversations, most recent first.
     pub fn conversations(&self, limit: usize) -> Result<Vec<Conversation>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(CONVERSATIONS)?;
         let mut out: Vec<Conversation> = Vec::new();
         for row in table.iter()? {
@@ -675,7 +823,7 @@ impl Store {
 
     /// The conversation of a contact given by phone (any format) or BSUID.
     pub fn conversation(&self, contact: &str) -> Result<Option<Conversation>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let Some(key) = resolve_alias(&txn.open_table(CONTACT_ALIASES)?, contact)? else {
             return Ok(None);
         };
@@ -686,7 +834,7 @@ impl Store {
 
     /// A contact's messages, oldest first (`None` when the contact is unknown).
     pub fn conversation_messages(&self, contact: &str, limit: usize) -> Result<Option<Vec<MessageRecord>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let Some(key) = resolve_alias(&txn.open_table(CONTACT_ALIASES)?, contact)? else {
             return Ok(None);
         };
@@ -712,13 +860,13 @@ impl Store {
 
     /// One message by walua id.
     pub fn message(&self, id: u64) -> Result<Option<MessageRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         MessageReader::open(&txn)?.get(id)
     }
 
     /// One message by Meta's wamid.
     pub fn message_by_wamid(&self, wamid: &str) -> Result<Option<MessageRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let Some(id) = txn.open_table(WAMIDS)?.get(wamid)?.map(|v| v.value()) else {
             return Ok(None);
         };
@@ -727,13 +875,13 @@ impl Store {
 
     /// Total number of stored messages.
     pub fn message_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(MESSAGES)?.len()?)
     }
 
     /// Non-message events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
         for row in table.iter()?.take(limit) {
@@ -744,7 +892,7 @@ impl Store {
 
     /// Statuses waiting for a wamid walua does not know yet.
     pub fn orphan_statuses(&self, wamid: &str) -> Result<Vec<StatusEntry>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(ORPHAN_STATUSES)?;
         let row = table.get(wamid)?;
         Ok(row

@@ -161,7 +161,7 @@ impl Store {
     /// Records an outbound message and, unless it is a dry run or refused by the 24 h window,
     /// its send job, in one durable transaction. Returns the message as recorded.
     pub fn enqueue_outbound(&self, new: NewOutbound) -> Result<MessageRecord> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let record = {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
@@ -191,7 +191,7 @@ impl Store {
             #[serde(default, borrow)]
             phone_number_id: Option<std::borrow::Cow<'a, str>>,
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut per_number: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -232,7 +232,7 @@ impl Store {
     /// Number of jobs in the outbox (queued or sending).
     pub fn outbox_len(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         Ok(txn.open_table(OUTBOX)?.len()?)
     }
 
@@ -261,7 +261,7 @@ impl Store {
         ids: &[u64],
         explain: &dyn Fn(i64) -> String,
     ) -> Result<Vec<(u64, Value)>> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db()?.begin_write()?;
         if ids.is_empty() && outcomes.iter().all(|o| matches!(o, SendOutcome::Accepted { .. })) {
             txn.set_durability(redb::Durability::None)
                 .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
@@ -343,7 +343,7 @@ impl Store {
     /// message gets status `unknown` with an explanation, and a later status webhook carrying
     /// walua's callback data reconciles it. Returns the ids concerned.
     pub fn outbox_recover_interrupted(&self) -> Result<Vec<u64>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let mut ids = Vec::new();
         {
             let mut t = Tables::open(&txn, &self.message_ids)?;
@@ -379,7 +379,7 @@ impl Store {
 
     /// Queues again a message that failed or whose send outcome is unknown (operator action).
     pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db()?.begin_write()?;
         let out = {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;

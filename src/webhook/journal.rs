@@ -102,6 +102,8 @@ struct Shared {
     dir: PathBuf,
     /// Segments by their first delivery id; the last one is the active one.
     segments: Mutex<BTreeMap<u64, Segment>>,
+    /// The last append's error, until an append succeeds (for `/healthz`).
+    failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -189,6 +191,7 @@ impl DeliveryLog {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             segments: Mutex::new(segments),
+            failure: Mutex::new(None),
         });
         let mut log = DeliveryLog {
             shared,
@@ -268,7 +271,16 @@ impl DeliveryLog {
         {
             let durable = self.segments().get(&first).map(|s| s.durable_len).unwrap_or(0);
             let _ = file.set_len(durable);
+            if durable == 0 {
+                // Nothing of it was ever durable: no empty file per refused batch.
+                drop(file);
+                let path = self.shared.path(first);
+                if std::fs::remove_file(&path).is_ok() {
+                    self.segments().remove(&first);
+                }
+            }
         }
+        *self.shared.failure.lock().expect("journal lock not poisoned") = result.as_ref().err().map(|e| e.to_string());
         result
     }
 
@@ -375,6 +387,44 @@ impl JournalFiles {
         Ok(firsts.len())
     }
 
+    /// A cursor that reads the records after `after` (e.g. the store's checkpoint, read again
+    /// after the store was re-opened and lost its commits that were not durable yet).
+    pub fn cursor(&self, after: u64) -> JournalCursor {
+        JournalCursor {
+            shared: self.shared.clone(),
+            after,
+            segment: None,
+            offset: 0,
+            file: None,
+        }
+    }
+
+    /// Why the journal cannot write, when its last append failed.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("journal lock not poisoned").clone()
+    }
+
+    /// [`JournalFiles::failure`], after checking again (blocking): when the last append
+    /// failed, a small file is written and synced beside the segments; if that works now
+    /// (space is back), the failure is cleared.
+    pub fn recheck(&self) -> Option<String> {
+        self.failure()?;
+        let probe = self.shared.dir.join(".write-probe");
+        let written = std::fs::File::create(&probe)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &[0u8; 8192])?;
+                f.sync_all()
+            })
+            .map_err(|e| format!("{}: {e}", probe.display()));
+        let _ = std::fs::remove_file(&probe);
+        let mut failure = self.shared.failure.lock().expect("journal lock not poisoned");
+        match written {
+            Ok(()) => *failure = None,
+            Err(e) => *failure = Some(e),
+        }
+        failure.clone()
+    }
+
     /// Deliveries journaled after `applied` (an upper bound if an I/O error skipped ids).
     pub fn backlog(&self, applied: u64) -> u64 {
         let segments = self.shared.segments.lock().expect("journal lock not poisoned");
@@ -475,6 +525,13 @@ pub struct CursorMark {
     after: u64,
     segment: Option<u64>,
     offset: u64,
+}
+
+impl CursorMark {
+    /// The last delivery id read (or the checkpoint the cursor started from).
+    pub fn after(&self) -> u64 {
+        self.after
+    }
 }
 
 impl JournalCursor {
@@ -636,7 +693,7 @@ fn write_loop(mut log: DeliveryLog, rx: flume::Receiver<AppendRequest>, journale
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, count, "journal write failed; deliveries refused with 500 (Meta will redeliver)");
+                tracing::error!(error = %e, count, "journal write failed; deliveries refused with 503 (Meta will redeliver)");
                 for req in batch.drain(..) {
                     let _ = req.done.send(Err(e.to_string()));
                 }

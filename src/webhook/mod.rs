@@ -26,7 +26,7 @@ pub enum WebhookError {
     /// The body is not a JSON object (400).
     #[error("body is not a JSON object: {0}")]
     InvalidJson(String),
-    /// The journal could not store the delivery (500: Meta will redeliver).
+    /// The journal could not store the delivery (503: Meta will redeliver).
     #[error("could not journal the delivery: {0}")]
     Journal(String),
     /// Reading the request body failed.
@@ -42,7 +42,8 @@ impl WebhookError {
             WebhookError::TooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             WebhookError::MissingSignature | WebhookError::BadSignature => S::FORBIDDEN,
             WebhookError::InvalidJson(_) | WebhookError::Body(_) => S::BAD_REQUEST,
-            WebhookError::Journal(_) => S::INTERNAL_SERVER_ERROR,
+            // Meta redelivers on any non-200; 503 says it is temporary (a full disk).
+            WebhookError::Journal(_) => S::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -74,7 +74,20 @@ impl DeliveryProcessor {
                 .store
                 .blocking(move |s| {
                     let mut cursor = cursor.lock().expect("cursor lock not poisoned");
-                    let report = process_batch(s, &mut cursor, BATCH, &explain, queue_media)?;
+                    let report = match process_batch(s, &mut cursor, BATCH, &explain, queue_media) {
+                        // A re-opened store is back at its last durable commit: the batches
+                        // applied without their own fsync since then are gone with it. Read
+                        // again from the checkpoint it has now (redeliveries are idempotent).
+                        Err(StoreError::CheckpointMismatch { stored, cursor: at }) => {
+                            tracing::warn!(stored, cursor = at, "the store's journal checkpoint is behind the reader (re-opened after an I/O error): reading again from it");
+                            *cursor = files.cursor(stored);
+                            return Ok(ApplyReport {
+                                deliveries: 1,
+                                ..Default::default()
+                            });
+                        }
+                        other => other?,
+                    };
                     if let Some(applied) = report.applied_through
                         && files.releasable(applied)
                     {
@@ -137,11 +150,15 @@ pub fn process_batch(
         .map(|(id, body)| parse_delivery(id, &body))
         .collect();
     // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
-    let applied = store.apply_deliveries_deferred(&batch, explain, queue_media);
+    let applied = store.apply_deliveries_deferred(cursor_after(&mark), &batch, explain, queue_media);
     if applied.is_err() {
         cursor.rewind(mark);
     }
     applied
+}
+
+fn cursor_after(mark: &super::journal::CursorMark) -> u64 {
+    mark.after()
 }
 
 /// Parses one journaled body; a body that is somehow not JSON becomes an empty delivery
@@ -162,4 +179,56 @@ pub fn parse_delivery(id: u64, body: &[u8]) -> (u64, Delivery) {
         }
     }
     (id, delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::journal::DeliveryLog;
+
+    fn text(from: &str, wamid: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{ "id": "1", "changes": [{ "field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": { "display_phone_number": "221338000000", "phone_number_id": "1234567890" },
+                "contacts": [{ "wa_id": from, "profile": { "name": "Awa" } }],
+                "messages": [{ "from": from, "id": wamid, "timestamp": "1700000000", "type": "text",
+                               "text": { "body": "bonjour" } }]
+            }}]}]
+        }))
+        .unwrap()
+    }
+
+    /// A store error that is not an I/O error (here a corrupt conversation record) leaves the
+    /// batch unapplied: the reader goes back, and the same deliveries are applied once the
+    /// record is repaired. Before, the reader moved past them, and a later batch would have
+    /// moved the checkpoint over deliveries that were never stored.
+    #[test]
+    fn a_batch_the_store_refuses_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("walua.redb")).unwrap();
+        let journal = dir.path().join("journal");
+        let mut log = DeliveryLog::open(&journal, 0).unwrap();
+        let (a, b) = (text("221770000001", "wamid.A"), text("221770000002", "wamid.B"));
+        log.append(&[a.as_slice(), b.as_slice()]).unwrap();
+        let mut cursor = log.cursor(0);
+
+        store.put_raw_conversation("221770000002", Some(b"not json")).unwrap();
+        let explain = |_: i64| String::new();
+        let err = process_batch(&store, &mut cursor, 10, &explain, false).unwrap_err();
+        assert!(matches!(err, StoreError::Codec { .. }), "{err}");
+        assert_eq!(store.journal_applied().unwrap(), 0);
+        assert!(
+            store.message_by_wamid("wamid.A").unwrap().is_none(),
+            "nothing of the batch applied"
+        );
+
+        store.put_raw_conversation("221770000002", None).unwrap();
+        let report = process_batch(&store, &mut cursor, 10, &explain, false).unwrap();
+        assert_eq!(report.deliveries, 2, "the refused batch is read again");
+        assert_eq!(store.journal_applied().unwrap(), 2);
+        assert!(store.message_by_wamid("wamid.A").unwrap().is_some());
+        assert!(store.message_by_wamid("wamid.B").unwrap().is_some());
+    }
 }
