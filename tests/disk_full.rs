@@ -232,3 +232,48 @@ fn the_store_reopens_itself_after_an_io_error_once_space_is_back() {
         .unwrap();
     assert_eq!(store.kv_get("after").unwrap(), Some(serde_json::json!(1)));
 }
+
+/// What a re-open costs on a large store (printed, not asserted):
+/// `cargo test --release --test disk_full reopen_cost -- --ignored --nocapture`.
+/// `WALUA_REOPEN_MB` sets the store's size (default 1024).
+#[test]
+#[ignore]
+fn reopen_cost_on_a_large_store() {
+    let mb: usize = std::env::var("WALUA_REOPEN_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let Some(fs) = Tmpfs::mount(&format!("{}m", mb + mb / 2 + 64)) else { return };
+    let path = fs.path().join("walua.redb");
+    let store = walua::store::Store::open(&path).unwrap();
+    let value = serde_json::json!("v".repeat(64 * 1024));
+    let per_commit = 16;
+    for c in 0..(mb * 1024 / 64 / per_commit) {
+        let kv = (0..per_commit)
+            .map(|i| (format!("k{c}-{i}"), Some(value.clone())))
+            .collect();
+        store
+            .commit_script_runs(&walua::store::ScriptCommit {
+                kv,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    let filler = fs.fill();
+    let mut i = 0;
+    while store
+        .commit_script_runs(&walua::store::ScriptCommit {
+            kv: vec![(format!("big{i}"), Some(value.clone()))],
+            ..Default::default()
+        })
+        .is_ok()
+    {
+        i += 1;
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let start = Instant::now();
+    let found = store.recover();
+    println!(
+        "re-open of a {:.0} MB store after an I/O error: {:?} ({found:?})",
+        size as f64 / 1e6,
+        start.elapsed()
+    );
+}
