@@ -239,8 +239,13 @@ fn the_store_reopens_itself_after_an_io_error_once_space_is_back() {
 #[test]
 #[ignore]
 fn reopen_cost_on_a_large_store() {
-    let mb: usize = std::env::var("WALUA_REOPEN_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let Some(fs) = Tmpfs::mount(&format!("{}m", mb + mb / 2 + 64)) else { return };
+    let mb: usize = std::env::var("WALUA_REOPEN_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let Some(fs) = Tmpfs::mount(&format!("{}m", mb * 4 + 64)) else {
+        return;
+    };
     let path = fs.path().join("walua.redb");
     let store = walua::store::Store::open(&path).unwrap();
     let value = serde_json::json!("v".repeat(64 * 1024));
