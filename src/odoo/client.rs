@@ -553,6 +553,9 @@ impl OdooClient {
         }
         match body.get("result") {
             Some(r) => Ok(r.clone()),
+            // Odoo 16 leaves `result` out when the method returned None (`action_done`,
+            // `action_unlock`, `button_draft`, `button_cancel`…): the call succeeded.
+            None if body.get("jsonrpc").is_some() => Ok(Value::Null),
             None => Err(OdooError::Protocol(
                 self.scrub(format!("neither result nor error: {}", short(&body))),
             )),
@@ -800,6 +803,33 @@ mod tests {
             "data": {"name": "odoo.exceptions.AccessDenied", "message": "bad k3y-s3cret"}}));
         assert!(matches!(&e, OdooError::AccessDenied { name, .. } if name == "odoo.exceptions.AccessDenied"));
         assert!(!e.to_string().contains("k3y-s3cret"), "{e}");
+    }
+
+    /// Odoo 16's `_json_response` omits `result` when the method returned None.
+    #[test]
+    fn a_json_rpc_answer_without_result_is_null() {
+        let c = OdooClient::new(&config(Some("k"), None)).unwrap();
+        let answer = |body: &str| Answer {
+            status: 200,
+            content_type: "application/json".into(),
+            final_path: "/jsonrpc".into(),
+            set_cookies: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            c.interpret(answer(r#"{"jsonrpc": "2.0", "id": 7}"#)).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            c.interpret(answer(r#"{"jsonrpc": "2.0", "id": 7, "result": true}"#))
+                .unwrap(),
+            json!(true)
+        );
+        // Not JSON-RPC at all: still a protocol error.
+        assert!(matches!(
+            c.interpret(answer(r#"{"hello": 1}"#)),
+            Err(OdooError::Protocol(_))
+        ));
     }
 
     #[tokio::test]

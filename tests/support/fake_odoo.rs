@@ -2163,7 +2163,7 @@ fn route(
                         return json_out(session_expired());
                     }
                     json_out(match dispatch(st, &model, &m, &args, &kwargs) {
-                        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+                        Ok(r) => rpc_result(id, r),
                         Err(e) => server_error(id, &e),
                     })
                 }
@@ -2262,7 +2262,7 @@ fn jsonrpc(st: &mut State, id: Value, params: &Value) -> Value {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let ok = |r: Value| json!({"jsonrpc": "2.0", "id": id.clone(), "result": r});
+    let ok = |r: Value| rpc_result(id.clone(), r);
     match (service.as_str(), method.as_str()) {
         ("common", m @ ("version" | "login" | "authenticate")) => {
             st.calls.push(RecordedCall {
@@ -2357,4 +2357,14 @@ fn authenticate(st: &mut State, id: Value, params: &Value) -> Value {
     st.sessions.insert(sid.clone());
     st.pending_cookie = Some(sid);
     json!({"jsonrpc": "2.0", "id": id, "result": session_info(DB, st.uid)})
+}
+
+/// A JSON-RPC answer as Odoo 16's `_json_response` makes it: `result` is left out when the
+/// method returned None (null here).
+fn rpc_result(id: Value, result: Value) -> Value {
+    if result.is_null() {
+        json!({"jsonrpc": "2.0", "id": id})
+    } else {
+        json!({"jsonrpc": "2.0", "id": id, "result": result})
+    }
 }
