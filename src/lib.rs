@@ -322,9 +322,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     }
     // Scripts: load, watch, and the Lua pool with its dispatcher.
     let odoo = match &config.odoo {
-        Some(o) => Some(Arc::new(
-            odoo::OdooClient::new(o).map_err(|e| RunError::Odoo(e.to_string()))?,
-        )),
+        Some(o) => {
+            let client = odoo::OdooClient::new(o).map_err(|e| RunError::Odoo(e.to_string()))?;
+            client.set_metrics(metrics.clone());
+            Some(Arc::new(client))
+        }
         None => None,
     };
     let scripts = script::Scripts::start(

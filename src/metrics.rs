@@ -14,7 +14,9 @@
 //! | `walua_outbox_retries_total` | | sends that failed and were scheduled again |
 //! | `walua_script_runs_total` | `script` | script runs (`buttons/x`, `scenarios/y:step`, `on_message`) |
 //! | `walua_script_errors_total` | `script` | runs that failed (their effects were dropped) |
-//! | `walua_odoo_calls_total` / `walua_odoo_errors_total` | `method` | Odoo JSON-RPC calls |
+//! | `walua_odoo_calls_total` / `walua_odoo_errors_total` | `model`, `method` | Odoo `execute_kw` calls |
+//! | `walua_odoo_seconds` | | histogram: one Odoo call, retries and re-login included |
+//! | `walua_odoo_up` | | 1 when Odoo answered the last call (even with a fault), 0 when it could not be reached |
 //! | `walua_ingest_seconds` | | POST /webhook handler time, journal commit included |
 //! | `walua_send_seconds` | | one Graph API send request |
 //! | `walua_script_seconds` | | the scripts of one inbound message |
@@ -48,6 +50,8 @@ pub struct Metrics {
     script_errors: Counters,
     odoo_calls: Counters,
     odoo_errors: Counters,
+    odoo_seconds: Histogram,
+    odoo_up: Gauge<i64, std::sync::atomic::AtomicI64>,
     ingest_seconds: Histogram,
     send_seconds: Histogram,
     script_seconds: Histogram,
@@ -66,17 +70,6 @@ pub const DELIVERY_RESULTS: [&str; 5] = [
     "too_large",
     "invalid_json",
     "journal_error",
-];
-
-/// The `env.odoo` functions, counted from zero.
-pub const ODOO_METHODS: [&str; 7] = [
-    "call",
-    "search_read",
-    "read",
-    "write",
-    "create",
-    "report_pdf",
-    "invoice_pdf",
 ];
 
 fn seconds_buckets() -> Vec<f64> {
@@ -105,6 +98,9 @@ impl Metrics {
         let script_errors = Counters::default();
         let odoo_calls = Counters::default();
         let odoo_errors = Counters::default();
+        let odoo_seconds = Histogram::new(seconds_buckets());
+        let odoo_up = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        odoo_up.set(1);
         let ingest_seconds = Histogram::new(seconds_buckets());
         let send_seconds = Histogram::new(seconds_buckets());
         let script_seconds = Histogram::new(seconds_buckets());
@@ -145,7 +141,21 @@ impl Metrics {
             "Script runs that failed, by script",
             script_errors.clone(),
         );
-        registry.register("walua_odoo_calls", "Odoo JSON-RPC calls by method", odoo_calls.clone());
+        registry.register(
+            "walua_odoo_calls",
+            "Odoo execute_kw calls by model and method",
+            odoo_calls.clone(),
+        );
+        registry.register(
+            "walua_odoo_seconds",
+            "Time in seconds of one Odoo call, retries and re-login included",
+            odoo_seconds.clone(),
+        );
+        registry.register(
+            "walua_odoo_up",
+            "1 when Odoo answered the last call (even with a fault), 0 when it could not be reached",
+            odoo_up.clone(),
+        );
         registry.register(
             "walua_odoo_errors",
             "Odoo JSON-RPC calls that failed, by method",
@@ -170,11 +180,7 @@ impl Metrics {
         for result in DELIVERY_RESULTS {
             let _ = deliveries.get_or_create(&vec![("result", result.to_string())]);
         }
-        for method in ODOO_METHODS {
-            let labels = vec![("method", method.to_string())];
-            let _ = odoo_calls.get_or_create(&labels);
-            let _ = odoo_errors.get_or_create(&labels);
-        }
+
         Metrics {
             registry,
             deliveries,
@@ -187,6 +193,8 @@ impl Metrics {
             script_errors,
             odoo_calls,
             odoo_errors,
+            odoo_seconds,
+            odoo_up,
             ingest_seconds,
             send_seconds,
             script_seconds,
@@ -237,13 +245,16 @@ impl Metrics {
         self.script_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts an Odoo JSON-RPC call of `method`, failed or not.
-    pub fn odoo_call(&self, method: &str, failed: bool) {
-        let labels = vec![("method", method.to_string())];
+    /// Counts an Odoo call of `model.method`, failed or not, its time, and whether Odoo
+    /// could be reached.
+    pub fn odoo_call(&self, model: &str, method: &str, failed: bool, elapsed: Duration, reached: bool) {
+        let labels = vec![("model", model.to_string()), ("method", method.to_string())];
         self.odoo_calls.get_or_create(&labels).inc();
         if failed {
             self.odoo_errors.get_or_create(&labels).inc();
         }
+        self.odoo_seconds.observe(elapsed.as_secs_f64());
+        self.odoo_up.set(reached.into());
     }
 
     /// Records the health state found by the last check.
@@ -292,7 +303,8 @@ mod tests {
         m.message_in("text");
         m.message_out("text", "dry_run");
         m.script_run("scenarios/order:ask", true);
-        m.odoo_call("search_read", false);
+        m.odoo_call("sale.order", "search_read", false, Duration::from_millis(40), true);
+        m.odoo_call("sale.order", "action_confirm", true, Duration::from_millis(40), false);
         let text = m.encode();
         for needle in [
             "walua_webhook_deliveries_total{result=\"accepted\"} 1",
@@ -303,8 +315,10 @@ mod tests {
             "walua_outbox_retries_total 0",
             "walua_script_runs_total{script=\"scenarios/order\"} 1",
             "walua_script_errors_total{script=\"scenarios/order\"} 1",
-            "walua_odoo_calls_total{method=\"search_read\"} 1",
-            "walua_odoo_errors_total{method=\"call\"} 0",
+            "walua_odoo_calls_total{model=\"sale.order\",method=\"search_read\"} 1",
+            "walua_odoo_errors_total{model=\"sale.order\",method=\"action_confirm\"} 1",
+            "walua_odoo_seconds_count 2",
+            "walua_odoo_up 0",
             "walua_ingest_seconds_count 1",
             "walua_send_seconds_count 0",
             "walua_script_seconds_count 0",

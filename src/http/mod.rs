@@ -226,10 +226,13 @@ pub async fn check_health(app: &App) -> Health {
         }
         serde_json::json!({ "loaded": reg.all().count(), "errors": errors.len(), "last_errors": errors })
     };
-    if let Some(hooks) = &app.hooks
-        && let Some(e) = hooks.poll_failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    {
-        degraded.push(e);
+    if let Some(hooks) = &app.hooks {
+        if let Some(e) = hooks.odoo.unavailable() {
+            degraded.push(format!("Odoo unreachable or refusing the credentials: {e}"));
+        }
+        if let Some(e) = hooks.poll_failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            degraded.push(e);
+        }
     }
     let status = if !failing.is_empty() {
         HealthState::Failing

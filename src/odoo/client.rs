@@ -131,6 +131,11 @@ pub struct OdooClient {
     uid: Mutex<Option<i64>>,
     session: Mutex<Option<Secret>>,
     next_id: AtomicU64,
+    /// Counts calls (set by the daemon).
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Why the last call could not reach Odoo or was refused its credentials (`/healthz`:
+    /// degraded); cleared by the next call Odoo answers.
+    unavailable: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for OdooClient {
@@ -184,6 +189,8 @@ impl OdooClient {
             uid: Mutex::new(None),
             session: Mutex::new(None),
             next_id: AtomicU64::new(1),
+            metrics: std::sync::OnceLock::new(),
+            unavailable: std::sync::Mutex::new(None),
         })
     }
 
@@ -262,6 +269,34 @@ impl OdooClient {
     /// `kwargs` an object (or `null` for none). Logs in first when needed; when a call made
     /// with a cached uid is refused with `AccessDenied`, logs in again and retries once.
     pub async fn call(&self, model: &str, method: &str, args: Value, kwargs: Value) -> Result<Value, OdooError> {
+        let started = std::time::Instant::now();
+        let result = self.call_once(model, method, args, kwargs).await;
+        let reached = !matches!(
+            result,
+            Err(OdooError::Transport(_) | OdooError::Timeout { .. } | OdooError::Http(500..))
+        );
+        let refused = matches!(result, Err(OdooError::AccessDenied { .. }));
+        if let Some(m) = self.metrics.get() {
+            m.odoo_call(model, method, result.is_err(), started.elapsed(), reached);
+        }
+        *self.unavailable.lock().unwrap_or_else(|p| p.into_inner()) = match &result {
+            Err(e) if !reached || refused => Some(e.to_string()),
+            _ => None,
+        };
+        result
+    }
+
+    /// Counts calls in the daemon's metrics from now on.
+    pub fn set_metrics(&self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// Why Odoo could not be reached, or refused the credentials, at the last call.
+    pub fn unavailable(&self) -> Option<String> {
+        self.unavailable.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn call_once(&self, model: &str, method: &str, args: Value, kwargs: Value) -> Result<Value, OdooError> {
         let args = match args {
             Value::Array(_) => args,
             Value::Null => json!([]),
