@@ -25,8 +25,13 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve,
-    /// Load the configuration and every script; report each error with file:line; exit 1 if any.
-    Check,
+    /// Load the configuration and every script, and log in to Odoo when `[odoo]` is set;
+    /// report each error with file:line; exit 1 if any.
+    Check {
+        /// Do not contact Odoo.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Feed one webhook payload through parsing and the scripts; print what would be stored
     /// and sent. Nothing is sent and the store is not touched.
     Replay {
@@ -174,7 +179,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
-        Err(e) if matches!(cli.command, Command::Check) => {
+        Err(e) if matches!(cli.command, Command::Check { .. }) => {
             println!("{e:#}");
             return Ok(ExitCode::FAILURE);
         }
@@ -192,8 +197,26 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        Command::Check => {
+        Command::Check { offline } => {
             println!("{}: configuration OK", config.file.display());
+            let mut odoo_failed = false;
+            match (&config.odoo, offline) {
+                (Some(o), false) => {
+                    let result = runtime.block_on(async {
+                        let client = walua::odoo::OdooClient::new(o)?;
+                        client.login().await
+                    });
+                    match result {
+                        Ok(uid) => println!("odoo: logged in to {} (database {}) as uid {uid}", o.url, o.db),
+                        Err(e) => {
+                            println!("error: odoo: cannot log in to {} (database {}): {e}", o.url, o.db);
+                            odoo_failed = true;
+                        }
+                    }
+                }
+                (Some(_), true) => println!("odoo: not contacted (--offline)"),
+                (None, _) => {}
+            }
             let report = walua::replay::check(&config);
             for w in &report.warnings {
                 println!("warning: {}", w.message);
@@ -208,7 +231,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.errors.len(),
                 report.warnings.len()
             );
-            Ok(if report.errors.is_empty() {
+            Ok(if report.errors.is_empty() && !odoo_failed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

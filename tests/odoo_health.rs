@@ -80,3 +80,32 @@ async fn an_odoo_that_answers_is_ok_and_counted() {
     );
     assert!(m.contains("walua_odoo_seconds_count 1"), "{m}");
 }
+
+#[test]
+fn walua_check_logs_in_to_odoo_unless_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let section =
+        format!("[odoo]\nurl = \"{down}\"\ndb = \"db\"\nlogin = \"bot\"\napi_key = \"{KEY}\"\ntimeout = \"2s\"\n");
+    put_script(dir.path(), "on_message.lua", LOOKUP);
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(&conf, config_text(dir.path(), DRY_RUN, &section)).unwrap();
+    let check = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walua"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("check")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("odoo: cannot log in"), "{text}");
+    assert!(!text.contains(KEY), "{text}");
+    let out = check(&["--offline"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("not contacted (--offline)"), "{text}");
+}
