@@ -58,7 +58,7 @@ async fn metrics_move_with_deliveries_sends_and_script_runs() {
         "walua_webhook_deliveries_total{result=\"bad_signature\"}",
         "walua_outbox_depth",
         "walua_outbox_retries_total",
-        "walua_odoo_calls_total{method=\"search_read\"}",
+        "walua_health",
     ] {
         assert!(before.contains(series), "{series} is exposed from the start:\n{before}");
         assert_eq!(sample(&before, series), 0.0);

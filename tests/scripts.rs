@@ -339,22 +339,40 @@ async fn sandbox_escape_attempts_are_all_refused() {
 
 #[tokio::test]
 async fn an_infinite_loop_and_a_memory_bomb_are_stopped_while_other_messages_flow() {
-    let d = daemon_with(&[
-        ("buttons/loop.lua", "return { match = '^loop$', run = function() while true do end end }"),
+    let dir = tempfile::tempdir().unwrap();
+    for (path, source) in [
+        (
+            "buttons/loop.lua",
+            "return { match = '^loop$', run = function() while true do end end }",
+        ),
         (
             "buttons/bomb.lua",
-            // Large pieces: the bomb must reach 32 MiB well within the CPU budget on a loaded
-            // machine (the budget now also counts time spent inside C functions).
-            "return { match = '^bomb$', run = function() local t = {} while true do t[#t+1] = string.rep('x', 16e6) end end }",
+            "return { match = '^bomb$', run = function() local t = {} while true do t[#t+1] = string.rep('x', 1e6) .. #t end end }",
         ),
         ("buttons/validate_order.lua", VALIDATE),
-    ])
-    .await;
+    ] {
+        put_script(dir.path(), path, source);
+    }
+    // The CPU budget counts time spent inside C functions (allocating, copying) too: a
+    // generous one, so that on a loaded machine the bomb reaches 32 MiB first.
+    let text = config_text(
+        dir.path(),
+        DRY_RUN,
+        "[vars]\nshop = \"Boutique Awa\"\ncurrency = \"F CFA\"\n",
+    )
+    .replace("[scripts]\n", "[scripts]\ncpu_budget = \"2s\"\n");
+    let d = TestDaemon::start_in(dir, text).await;
     d.deliver_ok(&click_delivery(AWA, "wamid.L1", "loop", "x")).await;
     d.deliver_ok(&click_delivery(AWA, "wamid.B1", "bomb", "x")).await;
     d.deliver_ok(&click_delivery(AWA, "wamid.V1", "btn_validate_order_7", "x"))
         .await;
     let loop_msg = d.dispatched(AWA, "wamid.L1").await;
+    assert!(
+        loop_msg["script"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("CPU budget of 2000 ms")
+    );
     let err = loop_msg["script"]["error"].as_str().unwrap();
     assert!(err.contains("CPU budget"), "{err}");
     assert!(err.contains("buttons/loop.lua:1"), "{err}");

@@ -215,6 +215,9 @@ impl Dispatcher {
             let (runtime, done) = (self.runtime.clone(), done.clone());
             tokio::spawn(async move {
                 let result = runtime.exec(move |w| w.dispatch_records(records)).await;
+                // Let go of the pool before reporting: once the dispatcher has every answer,
+                // shutdown stops the pool, which needs to be the last holder of it.
+                drop(runtime);
                 let _ = done.send(Finished { contact, ids, result });
             });
         }

@@ -122,9 +122,9 @@ impl Scripts {
         if let Some(w) = self.watcher.lock().expect("not poisoned").take() {
             w.stop();
         }
-        if let Ok(runtime) = Arc::try_unwrap(self.runtime) {
-            runtime.stop();
-        }
+        // Stopped even if a handle on the pool is still held somewhere: the workers (and the
+        // store they hold) must go before the daemon returns, or a restart finds it open.
+        self.runtime.stop();
     }
 }
 

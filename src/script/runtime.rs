@@ -146,7 +146,9 @@ pub struct ScriptRuntime {
 struct PoolInner {
     jobs: flume::Sender<Task>,
     rx: flume::Receiver<Task>,
-    ctx: Arc<RuntimeContext>,
+    /// Taken by [`ScriptRuntime::stop`], so that the store it holds is released even while
+    /// other handles on the pool remain.
+    ctx: Mutex<Option<Arc<RuntimeContext>>>,
     /// Every worker started, with its thread (abandoned ones included until they end).
     workers: Mutex<Vec<WorkerEntry>>,
     /// Most workers at once (base and extra, abandoned ones not counted).
@@ -188,7 +190,7 @@ impl ScriptRuntime {
         let inner = Arc::new(PoolInner {
             jobs,
             rx,
-            ctx,
+            ctx: Mutex::new(Some(ctx)),
             workers: Mutex::new(Vec::new()),
             max: base * 4,
             busy: AtomicUsize::new(0),
@@ -224,6 +226,9 @@ impl ScriptRuntime {
         &self,
         f: impl FnOnce(&mut LuaWorker) -> R + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<R, RuntimeError>>, RuntimeError> {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Stopped);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         let answer = tx.clone();
@@ -267,8 +272,9 @@ impl ScriptRuntime {
     }
 
     /// Stops the workers once the queued jobs are done. Abandoned threads are not waited for.
-    pub fn stop(self) {
+    pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.ctx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let handles: Vec<_> = {
             let mut workers = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
             workers
@@ -299,7 +305,13 @@ impl PoolInner {
     fn spawn_worker(inner: &Arc<PoolInner>, extra: bool) -> Result<(), RuntimeError> {
         let n = inner.serial.fetch_add(1, Ordering::SeqCst);
         let name = format!("walua-lua-{n}");
-        let mut worker = LuaWorker::new(inner.ctx.clone())?;
+        let ctx = inner
+            .ctx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(RuntimeError::Stopped)?;
+        let mut worker = LuaWorker::new(ctx)?;
         let slot = Arc::new(WorkerSlot {
             name: name.clone(),
             clock: worker.sandbox.clock().clone(),
