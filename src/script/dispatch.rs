@@ -115,8 +115,10 @@ impl Dispatcher {
                 if !finished.is_empty() {
                     self.commit(finished, &mut flight).await?;
                 }
-                if !stopping {
-                    self.start(&mut flight, &done_tx).await?;
+                if !stopping && self.start(&mut flight, &done_tx).await? && flight.running.is_empty() {
+                    // A full read started nothing (all quarantined): read on at once rather
+                    // than wait for a job or a new message that may never come.
+                    self.wake.notify_one();
                 }
                 Ok::<_, StoreError>(())
             };
@@ -144,10 +146,11 @@ impl Dispatcher {
         tracing::debug!("dispatcher stopped");
     }
 
-    /// Reads the queue and starts one job per contact that has none running.
-    async fn start(&self, flight: &mut InFlight, done: &mpsc::UnboundedSender<Finished>) -> Result<(), StoreError> {
+    /// Reads the queue and starts one job per contact that has none running. Returns
+    /// whether the read was full (more may wait).
+    async fn start(&self, flight: &mut InFlight, done: &mpsc::UnboundedSender<Finished>) -> Result<bool, StoreError> {
         if flight.running.len() >= MAX_RUNNING {
-            return Ok(());
+            return Ok(false);
         }
         let skip = flight.skip.clone();
         let limit = BATCH.min(MAX_RUNNING - flight.running.len());
@@ -156,8 +159,9 @@ impl Dispatcher {
             .blocking(move |s| s.dispatch_pending_except(limit, &skip))
             .await?;
         if records.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let full = records.len() == limit;
         // Group by contact, in queue order; a busy contact's messages wait for its job.
         let mut jobs: Vec<(String, Vec<Record>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
@@ -179,7 +183,7 @@ impl Dispatcher {
             jobs[i].1.push((id, record));
         }
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(full);
         }
         let ids: Vec<u64> = jobs.iter().flat_map(|(_, j)| j.iter().map(|(id, _)| *id)).collect();
         let (run, refused) = self.store.blocking(move |s| s.dispatch_mark_started(&ids)).await?;
@@ -221,7 +225,7 @@ impl Dispatcher {
                 let _ = done.send(Finished { contact, ids, result });
             });
         }
-        Ok(())
+        Ok(full)
     }
 
     /// Commits ended jobs in one transaction, quarantines what wedged, releases contacts.
