@@ -29,9 +29,12 @@ pub enum WebhookError {
     /// The journal could not store the delivery (500: Meta will redeliver).
     #[error("could not journal the delivery: {0}")]
     Journal(String),
-    /// Reading the request body failed.
+    /// Reading the request body failed (400).
     #[error("could not read the body: {0}")]
     Body(String),
+    /// The body did not arrive within `server.body_read_timeout` (408).
+    #[error("the body was not received within {0:?} (server.body_read_timeout)")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl WebhookError {
@@ -43,6 +46,7 @@ impl WebhookError {
             WebhookError::MissingSignature | WebhookError::BadSignature => S::FORBIDDEN,
             WebhookError::InvalidJson(_) | WebhookError::Body(_) => S::BAD_REQUEST,
             WebhookError::Journal(_) => S::INTERNAL_SERVER_ERROR,
+            WebhookError::BodyTimeout(_) => S::REQUEST_TIMEOUT,
         }
     }
 }
