@@ -107,6 +107,30 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// How long a graceful shutdown waits for in-flight work (`shutdown_timeout`).
     pub shutdown_timeout: Duration,
+    /// Most client connections open at once (`max_connections`); one more is answered 503
+    /// and closed. `None`: computed at start-up below the process's open-file limit, see
+    /// [`crate::http::server::default_max_connections`].
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, counted from the connection's accept
+    /// or from its first byte after an idle keep-alive pause (`header_read_timeout`).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body (`body_read_timeout`); 408 after it.
+    pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request in progress is closed after this
+    /// (`idle_timeout`). A response still being sent (a download, a live-update stream) is
+    /// not idle.
+    pub idle_timeout: Duration,
+    /// Largest request head: HTTP/1 read buffer and HTTP/2 header list (`max_header_bytes`).
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request (`max_headers`); more get 431.
+    pub max_headers: usize,
+    /// Requests at once on one HTTP/2 connection (`http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings on a connection (`http2_keep_alive_interval`).
+    pub http2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection whose ping is not answered within this is closed
+    /// (`http2_keep_alive_timeout`).
+    pub http2_keep_alive_timeout: Duration,
 }
 
 /// `[store]`.
@@ -286,6 +310,15 @@ struct RawServer {
     admin_token: Option<String>,
     body_limit: Option<usize>,
     shutdown_timeout: Option<String>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_keep_alive_interval: Option<String>,
+    http2_keep_alive_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -394,6 +427,48 @@ impl Config {
                 None => 1024 * 1024,
             },
             shutdown_timeout: cx.duration("server.shutdown_timeout", raw.server.shutdown_timeout, "10s")?,
+            max_connections: match raw.server.max_connections {
+                Some(0) => return Err(cx.invalid("server.max_connections", "must be greater than 0")),
+                n => n,
+            },
+            header_read_timeout: cx.positive_duration(
+                "server.header_read_timeout",
+                raw.server.header_read_timeout,
+                "10s",
+            )?,
+            body_read_timeout: cx.positive_duration("server.body_read_timeout", raw.server.body_read_timeout, "60s")?,
+            idle_timeout: cx.positive_duration("server.idle_timeout", raw.server.idle_timeout, "75s")?,
+            max_header_bytes: match raw.server.max_header_bytes {
+                Some(n) if !(8192..=1024 * 1024).contains(&n) => {
+                    return Err(cx.invalid("server.max_header_bytes", "must be between 8192 and 1048576 bytes"));
+                }
+                Some(n) => n,
+                None => 32 * 1024,
+            },
+            max_headers: match raw.server.max_headers {
+                Some(n) if !(8..=10_000).contains(&n) => {
+                    return Err(cx.invalid("server.max_headers", "must be between 8 and 10000"));
+                }
+                Some(n) => n,
+                None => 100,
+            },
+            http2_max_concurrent_streams: match raw.server.http2_max_concurrent_streams {
+                Some(0) => {
+                    return Err(cx.invalid("server.http2_max_concurrent_streams", "must be greater than 0"));
+                }
+                Some(n) => n,
+                None => 100,
+            },
+            http2_keep_alive_interval: cx.positive_duration(
+                "server.http2_keep_alive_interval",
+                raw.server.http2_keep_alive_interval,
+                "30s",
+            )?,
+            http2_keep_alive_timeout: cx.positive_duration(
+                "server.http2_keep_alive_timeout",
+                raw.server.http2_keep_alive_timeout,
+                "20s",
+            )?,
         };
 
         let store = StoreConfig {
@@ -526,6 +601,14 @@ impl Config {
                     }
                 }
             }
+            // Without a token the admin API trusts loopback peers, and a reverse proxy on the
+            // same host makes every request a loopback one: a live daemon always has a token.
+            if server.admin_token.is_none() {
+                return Err(cx.invalid(
+                    "server.admin_token",
+                    "required unless dry_run = true (the admin API sends messages for real; generate one with e.g. `openssl rand -hex 32`)",
+                ));
+            }
         }
 
         let odoo = match raw.odoo {
@@ -651,6 +734,14 @@ impl Cx<'_> {
             return Err(self.invalid(key, "is empty"));
         }
         Ok(Some(Secret(value)))
+    }
+
+    /// A duration that must not be zero (a timeout of 0 would close everything at once).
+    fn positive_duration(&self, key: &str, raw: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+        match self.duration(key, raw, default)? {
+            d if d.is_zero() => Err(self.invalid(key, "must be greater than 0")),
+            d => Ok(d),
+        }
     }
 
     fn duration(&self, key: &str, raw: Option<String>, default: &str) -> Result<Duration, ConfigError> {
@@ -787,6 +878,57 @@ mod tests {
     }
 
     #[test]
+    fn live_mode_requires_an_admin_token() {
+        let live = "[whatsapp]\ndry_run = false\nphone_number_id = \"1\"\naccess_token = \"t\"\napp_secret = \"s\"\nverify_token = \"v\"\n";
+        let err = load(live).unwrap_err().to_string();
+        assert!(err.contains("server.admin_token"), "{err}");
+        let c = load(&format!("[server]\nadmin_token = \"adm\"\n{live}")).unwrap();
+        assert!(!c.whatsapp.dry_run);
+        // A dry run may go without: the admin API then answers unproxied loopback peers only.
+        assert!(
+            load("[whatsapp]\ndry_run = true\n")
+                .unwrap()
+                .server
+                .admin_token
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_refuse_nonsense() {
+        let s = load("").unwrap().server;
+        assert_eq!(s.max_connections, None, "computed from the fd limit at start-up");
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(s.idle_timeout, Duration::from_secs(75));
+        assert_eq!((s.max_header_bytes, s.max_headers), (32 * 1024, 100));
+        assert_eq!(s.http2_max_concurrent_streams, 100);
+        let s = load("[server]\nmax_connections = 50\nidle_timeout = \"2m\"\n")
+            .unwrap()
+            .server;
+        assert_eq!(
+            (s.max_connections, s.idle_timeout),
+            (Some(50), Duration::from_secs(120))
+        );
+        for (text, key) in [
+            ("max_connections = 0", "server.max_connections"),
+            ("header_read_timeout = \"0s\"", "server.header_read_timeout"),
+            ("body_read_timeout = \"soon\"", "server.body_read_timeout"),
+            ("idle_timeout = \"0ms\"", "server.idle_timeout"),
+            ("max_header_bytes = 100", "server.max_header_bytes"),
+            ("max_headers = 0", "server.max_headers"),
+            (
+                "http2_max_concurrent_streams = 0",
+                "server.http2_max_concurrent_streams",
+            ),
+            ("http2_keep_alive_timeout = \"0s\"", "server.http2_keep_alive_timeout"),
+        ] {
+            let err = load(&format!("[server]\n{text}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_and_malformed_keys_are_named() {
         let err = load("[server]\nlisten_on = \"x\"\n").unwrap_err().to_string();
         assert!(err.contains("listen_on"), "{err}");
@@ -810,7 +952,7 @@ mod tests {
     #[test]
     fn accounts_inherit_what_whatsapp_shares_and_are_checked_one_by_one() {
         let c = load(
-            "[whatsapp]\ndry_run = false\napp_secret = \"shared-secret\"\nverify_token = \"shared-verify\"\nmax_per_second = 40\n\
+            "[server]\nadmin_token = \"adm\"\n[whatsapp]\ndry_run = false\napp_secret = \"shared-secret\"\nverify_token = \"shared-verify\"\nmax_per_second = 40\n\
              [[whatsapp.accounts]]\nname = \"dakar\"\nphone_number_id = \"111\"\naccess_token = \"tok-a\"\n\
              [[whatsapp.accounts]]\nphone_number_id = \"222\"\naccess_token = \"tok-b\"\napp_secret = \"other-app\"\nmax_per_second = 500\n",
         )
@@ -830,7 +972,7 @@ mod tests {
         assert_eq!(c.whatsapp.app_secrets().len(), 2);
         assert_eq!(
             c.secrets().len(),
-            6,
+            7,
             "every account's secrets are known to the log filter"
         );
 

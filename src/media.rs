@@ -78,6 +78,12 @@ pub fn save_local(store_path: &Path, filename: &str, bytes: &[u8]) -> std::io::R
             }
         })
         .collect();
+    // A file name is at most 255 bytes on most file systems: keep the end (the extension).
+    let mut start = safe.len().saturating_sub(200);
+    while !safe.is_char_boundary(start) {
+        start += 1;
+    }
+    let safe = &safe[start..];
     std::fs::write(dir.join(format!("{}-{safe}", &digest[..16])), bytes)?;
     Ok(id)
 }

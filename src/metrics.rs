@@ -7,7 +7,7 @@
 //!
 //! | metric | labels | what |
 //! |---|---|---|
-//! | `walua_webhook_deliveries_total` | `result` | POST /webhook answers: `accepted`, `bad_signature`, `too_large`, `invalid_json`, `journal_error` |
+//! | `walua_webhook_deliveries_total` | `result` | POST /webhook answers: `accepted`, `bad_signature`, `too_large`, `invalid_json`, `journal_error`, `body_timeout` |
 //! | `walua_messages_in_total` | `type` | new inbound messages stored (redeliveries not counted) |
 //! | `walua_messages_out_total` | `type`, `status` | outbound status transitions: `queued`, `sent`, `failed`, `dry_run` |
 //! | `walua_outbox_depth` | | send jobs waiting or in flight |
@@ -20,6 +20,10 @@
 //! | `walua_ingest_seconds` | | POST /webhook handler time, journal commit included |
 //! | `walua_send_seconds` | | one Graph API send request |
 //! | `walua_script_seconds` | | the scripts of one inbound message |
+//! | `walua_http_connections` | | client connections open |
+//! | `walua_http_connections_refused_total` | | connections over `server.max_connections` (503 or closed) |
+//! | `walua_http_connections_closed_total` | `reason` | connections closed by a limit: `header_timeout`, `idle`, `write_stalled` |
+//! | `walua_http_accept_errors_total` | | failed accepts (`EMFILE`, ...) |
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -55,6 +59,49 @@ pub struct Metrics {
     ingest_seconds: Histogram,
     send_seconds: Histogram,
     script_seconds: Histogram,
+    http: HttpMetrics,
+}
+
+/// The HTTP server's connection metrics.
+struct HttpMetrics {
+    open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    refused: Counter,
+    closed: Counters,
+    accept_errors: Counter,
+}
+
+/// Why the server closes a connection itself (`walua_http_connections_closed_total`).
+pub const HTTP_CLOSE_REASONS: [&str; 3] = ["header_timeout", "idle", "write_stalled"];
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> HttpMetrics {
+        let m = HttpMetrics {
+            open: Gauge::default(),
+            refused: Counter::default(),
+            closed: Counters::default(),
+            accept_errors: Counter::default(),
+        };
+        registry.register("walua_http_connections", "Client connections open", m.open.clone());
+        registry.register(
+            "walua_http_connections_refused",
+            "Connections refused over server.max_connections",
+            m.refused.clone(),
+        );
+        registry.register(
+            "walua_http_connections_closed",
+            "Connections closed by a server limit, by reason",
+            m.closed.clone(),
+        );
+        registry.register(
+            "walua_http_accept_errors",
+            "Failed accepts (e.g. too many open files)",
+            m.accept_errors.clone(),
+        );
+        for reason in HTTP_CLOSE_REASONS {
+            let _ = m.closed.get_or_create(&vec![("reason", reason.to_string())]);
+        }
+        m
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -64,12 +111,13 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// The results a webhook delivery is counted under.
-pub const DELIVERY_RESULTS: [&str; 5] = [
+pub const DELIVERY_RESULTS: [&str; 6] = [
     "accepted",
     "bad_signature",
     "too_large",
     "invalid_json",
     "journal_error",
+    "body_timeout",
 ];
 
 fn seconds_buckets() -> Vec<f64> {
@@ -176,6 +224,7 @@ impl Metrics {
             "Time in seconds of the scripts of one inbound message",
             script_seconds.clone(),
         );
+        let http = HttpMetrics::register(&mut registry);
         // Known label values start at zero, so that rates work from the first scrape.
         for result in DELIVERY_RESULTS {
             let _ = deliveries.get_or_create(&vec![("result", result.to_string())]);
@@ -198,7 +247,31 @@ impl Metrics {
             ingest_seconds,
             send_seconds,
             script_seconds,
+            http,
         }
+    }
+
+    /// A client connection was opened (`+1`) or closed (`-1`).
+    pub fn http_connections(&self, delta: i64) {
+        self.http.open.inc_by(delta);
+    }
+
+    /// Counts a connection refused over `server.max_connections`.
+    pub fn http_refused(&self) {
+        self.http.refused.inc();
+    }
+
+    /// Counts a connection the server closed itself (`reason`: one of [`HTTP_CLOSE_REASONS`]).
+    pub fn http_closed(&self, reason: &str) {
+        self.http
+            .closed
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// Counts a failed accept.
+    pub fn http_accept_error(&self) {
+        self.http.accept_errors.inc();
     }
 
     /// Counts a webhook delivery (`result`: one of [`DELIVERY_RESULTS`]) and its handler time.
@@ -322,6 +395,10 @@ mod tests {
             "walua_ingest_seconds_count 1",
             "walua_send_seconds_count 0",
             "walua_script_seconds_count 0",
+            "walua_http_connections 0",
+            "walua_http_connections_refused_total 0",
+            "walua_http_connections_closed_total{reason=\"header_timeout\"} 0",
+            "walua_http_accept_errors_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

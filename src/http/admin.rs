@@ -1,7 +1,9 @@
 //! The admin API: `/api/...`, behind the bearer admin token.
 //!
-//! Without a configured `server.admin_token` the API answers loopback peers only, so the
-//! dry-run example works out of the box and a public listener is never left open.
+//! Without a configured `server.admin_token` (only allowed in a dry run) the API answers
+//! loopback peers only, and never a request that came through a reverse proxy (it carries
+//! `Forwarded`, `X-Forwarded-For`, `X-Real-IP`, ...: see [`PROXY_HEADERS`]), so the dry-run
+//! example works out of the box and neither a public listener nor a same-host proxy opens it.
 
 use std::net::SocketAddr;
 
@@ -127,19 +129,14 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
 /// Largest admin request body (JSON or media upload).
 const MAX_ADMIN_BODY: usize = 100 * 1024 * 1024;
 
-async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, HttpResponse> {
-    use http_body_util::{BodyExt, Limited};
-    match Limited::new(req.into_body(), MAX_ADMIN_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("cannot read the body: {e}"),
-        )),
-    }
+async fn read_body(app: &App, req: Request<Incoming>) -> Result<bytes::Bytes, HttpResponse> {
+    super::read_body(app, req, MAX_ADMIN_BODY)
+        .await
+        .map_err(|e| error(e.status(), e))
 }
 
 async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
-    let body = match read_body(req).await {
+    let body = match read_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -180,14 +177,19 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
             _ => {}
         }
     }
-    let Some(filename) = filename.filter(|f| !f.is_empty() && !f.contains('/')) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "query parameter `filename` is required (no slashes)",
-        );
+    let filename = match filename.as_deref().map(check_filename) {
+        None => return error(StatusCode::BAD_REQUEST, "query parameter `filename` is required"),
+        Some(Err(why)) => return error(StatusCode::BAD_REQUEST, format!("query parameter `filename` {why}")),
+        Some(Ok(())) => filename.unwrap_or_default(),
     };
     let mime = mime.unwrap_or_else(|| crate::media::mime_for(&filename).to_string());
-    let body = match read_body(req).await {
+    if !is_mime_type(&mime) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query parameter `mime` is not a MIME type such as application/pdf",
+        );
+    }
+    let body = match read_body(app, req).await {
         Ok(b) if !b.is_empty() => b,
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty file"),
         Err(r) => return r,
@@ -223,6 +225,41 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     }
 }
 
+/// Longest media file name accepted, in bytes (a file system's limit for a name).
+pub const MAX_FILENAME_BYTES: usize = 255;
+
+/// A media file name must be a plain name: not empty, no path, no control characters, at
+/// most [`MAX_FILENAME_BYTES`] bytes.
+fn check_filename(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("is empty".into())
+    } else if name.len() > MAX_FILENAME_BYTES {
+        Err(format!(
+            "is {} bytes long; at most {MAX_FILENAME_BYTES} are allowed",
+            name.len()
+        ))
+    } else if name.contains(['/', '\\']) || name == "." || name == ".." {
+        Err("must be a file name, not a path".into())
+    } else if name.chars().any(char::is_control) {
+        Err("contains control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// `type/subtype[; parameters]` with RFC 7230 token characters.
+fn is_mime_type(mime: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = mime.split(';').next().unwrap_or("").trim();
+    mime.len() <= 255
+        && !mime.chars().any(char::is_control)
+        && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
 /// `POST /hooks/odoo/{name}`: an Odoo 17+ webhook action. Authorised by `?token=` equal to
 /// `odoo.hook_token`, or by the admin bearer token.
 pub async fn odoo_push(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
@@ -240,7 +277,7 @@ pub async fn odoo_push(app: &App, peer: SocketAddr, req: Request<Incoming>) -> H
     let Some(hooks) = app.hooks.clone() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Odoo is not configured");
     };
-    let body = match read_body(req).await {
+    let body = match read_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -276,7 +313,24 @@ fn query_limit(query: Option<&str>) -> usize {
         .clamp(1, MAX_LIMIT)
 }
 
-/// Checks the bearer token (constant time) or, without a configured token, a loopback peer.
+/// Headers a reverse proxy adds: a request carrying one came from somewhere else, whatever
+/// its peer address (a proxy on the same host connects from loopback).
+pub const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "via",
+];
+
+/// The first proxy header `req` carries, if any.
+fn forwarded_by<B>(req: &Request<B>) -> Option<&'static str> {
+    PROXY_HEADERS.into_iter().find(|h| req.headers().contains_key(*h))
+}
+
+/// Checks the bearer token (constant time) or, without a configured token (only allowed in
+/// a dry run), a loopback peer whose request did not come through a proxy.
 #[allow(clippy::result_large_err)]
 pub fn authorize<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> Result<(), HttpResponse> {
     match &app.config.server.admin_token {
@@ -296,10 +350,16 @@ pub fn authorize<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> Result<(),
                 )),
             }
         }
-        None if peer.ip().is_loopback() => Ok(()),
-        None => Err(error(
-            StatusCode::FORBIDDEN,
-            "admin API disabled for non-loopback clients: set server.admin_token",
-        )),
+        None => match forwarded_by(req) {
+            _ if !peer.ip().is_loopback() => Err(error(
+                StatusCode::FORBIDDEN,
+                "admin API disabled for non-loopback clients: set server.admin_token",
+            )),
+            Some(header) => Err(error(
+                StatusCode::FORBIDDEN,
+                format!("admin API disabled for proxied requests (`{header}` is set): set server.admin_token"),
+            )),
+            None => Ok(()),
+        },
     }
 }

@@ -1,12 +1,15 @@
 //! The HTTP edge: one hyper server, one router, errors mapped to statuses here.
 //!
 //! Routes: `GET|POST /webhook` (Meta), `GET /healthz`, `GET /metrics` (Prometheus text),
-//! and the admin API under `/api/` (bearer admin token; see [`admin`]).
+//! and the admin API under `/api/` (bearer admin token; see [`admin`]). `HEAD` works
+//! wherever `GET` does. The connection handling (caps, timeouts) is in [`server`].
 
 pub mod admin;
+pub mod server;
 mod webhook;
 
-use std::convert::Infallible;
+pub use server::serve;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +18,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::App;
 
@@ -49,46 +48,36 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
         .expect("static response parts are valid")
 }
 
-/// Accepts connections until `shutdown` fires, then stops accepting and lets in-flight
-/// requests finish for at most `drain` before returning.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: CancellationToken, drain: Duration) {
-    let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(route(app, peer, req).await) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+/// Routes a request. `HEAD` is answered as `GET` without the body (same status and headers,
+/// `Content-Length` included); a `408` closes an HTTP/1 connection (the rest of the body was
+/// never read).
+async fn route(app: Arc<App>, peer: SocketAddr, mut req: Request<Incoming>) -> HttpResponse {
+    let head = req.method() == Method::HEAD;
+    if head {
+        *req.method_mut() = Method::GET;
     }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("all connections closed"),
-        _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "connections still open after the drain timeout; closing"),
+    let http1 = req.version() < hyper::Version::HTTP_2;
+    let mut response = dispatch(app, peer, req).await;
+    if http1 && response.status() == StatusCode::REQUEST_TIMEOUT {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
+    if head {
+        let (mut parts, body) = response.into_parts();
+        if let Some(len) = hyper::body::Body::size_hint(&body).exact() {
+            parts
+                .headers
+                .entry(hyper::header::CONTENT_LENGTH)
+                .or_insert_with(|| len.into());
+        }
+        response = Response::from_parts(parts, Full::new(Bytes::new()));
+    }
+    response
 }
 
-async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
+async fn dispatch(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -96,12 +85,66 @@ async fn route(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> HttpR
         (&Method::POST, "/webhook") => webhook::receive(&app, req).await,
         (&Method::GET, "/healthz") => health(&app).await,
         (&Method::GET, "/metrics") => metrics(&app).await,
-        (_, "/webhook") | (_, "/healthz") | (_, "/metrics") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (_, "/webhook") => method_not_allowed("GET, HEAD, POST"),
+        (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p.starts_with("/api/") => admin::route(&app, peer, req).await,
         (&Method::POST, p) if p.starts_with("/hooks/odoo/") => admin::odoo_push(&app, peer, req).await,
         _ => error(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
+    }
+}
+
+/// 405 with the `Allow` header.
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response
+        .headers_mut()
+        .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+    response
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than allowed (413).
+    #[error("body over the {0}-byte limit")]
+    TooLarge(usize),
+    /// Not received in time (408).
+    #[error("the body was not received within {0:?} (server.body_read_timeout)")]
+    Timeout(Duration),
+    /// The client broke off or sent a malformed body (400).
+    #[error("could not read the body: {0}")]
+    Read(String),
+}
+
+impl BodyError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes within `server.body_read_timeout`
+/// (a client trickling its body must not hold a connection for ever).
+pub async fn read_body(app: &App, req: Request<Incoming>, limit: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let timeout = app.config.server.body_read_timeout;
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge(limit)),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        Err(_) => Err(BodyError::Timeout(timeout)),
     }
 }
 

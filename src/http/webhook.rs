@@ -1,12 +1,11 @@
 //! `GET /webhook` (Meta's subscription check) and `POST /webhook` (deliveries).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use subtle::ConstantTimeEq;
 
-use super::{HttpResponse, error, text};
+use super::{BodyError, HttpResponse, error, text};
 use crate::App;
 use crate::webhook::{WebhookError, check_json, signature};
 
@@ -76,27 +75,18 @@ fn result_label(e: &WebhookError) -> &'static str {
         WebhookError::InvalidJson(_) => "invalid_json",
         WebhookError::Journal(_) => "journal_error",
         WebhookError::Body(_) => "body_error",
+        WebhookError::BodyTimeout(_) => "body_timeout",
     }
 }
 
 async fn accept(app: &App, req: Request<Incoming>) -> Result<(u64, usize), WebhookError> {
     let limit = app.config.server.body_limit;
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(WebhookError::TooLarge { limit });
-    }
     let signature = req.headers().get("x-hub-signature-256").map(|v| v.as_bytes().to_vec());
-    let body: Bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(WebhookError::TooLarge { limit });
-        }
-        Err(e) => return Err(WebhookError::Body(e.to_string())),
-    };
+    let body: Bytes = super::read_body(app, req, limit).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => WebhookError::TooLarge { limit },
+        BodyError::Timeout(after) => WebhookError::BodyTimeout(after),
+        BodyError::Read(e) => WebhookError::Body(e),
+    })?;
     check_signature(&app.config.whatsapp, &body, signature.as_deref())?;
     check_json(&body)?;
     let bytes = body.len();

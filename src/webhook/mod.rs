@@ -29,9 +29,12 @@ pub enum WebhookError {
     /// The journal could not store the delivery (503: Meta will redeliver).
     #[error("could not journal the delivery: {0}")]
     Journal(String),
-    /// Reading the request body failed.
+    /// Reading the request body failed (400).
     #[error("could not read the body: {0}")]
     Body(String),
+    /// The body did not arrive within `server.body_read_timeout` (408).
+    #[error("the body was not received within {0:?} (server.body_read_timeout)")]
+    BodyTimeout(std::time::Duration),
 }
 
 impl WebhookError {
@@ -44,6 +47,7 @@ impl WebhookError {
             WebhookError::InvalidJson(_) | WebhookError::Body(_) => S::BAD_REQUEST,
             // Meta redelivers on any non-200; 503 says it is temporary (a full disk).
             WebhookError::Journal(_) => S::SERVICE_UNAVAILABLE,
+            WebhookError::BodyTimeout(_) => S::REQUEST_TIMEOUT,
         }
     }
 }
