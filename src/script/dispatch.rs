@@ -133,6 +133,10 @@ impl Dispatcher {
                     continue;
                 }
             }
+            if stopping && flight.running.is_empty() {
+                // The last jobs were just committed: nothing more will arrive.
+                break;
+            }
             tokio::select! {
                 Some(f) = done_rx.recv() => {
                     // Put it back for the next round's commit, with whatever else ended.
