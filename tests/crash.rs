@@ -5,8 +5,7 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,19 +19,6 @@ return {
   end,
 }
 "#;
-
-fn spawn(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_walua"))
-        .arg("--config")
-        .arg(dir.join("walua.toml"))
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("walua starts")
-}
 
 async fn wait_healthy(http: &reqwest::Client, base: &str) -> serde_json::Value {
     let start = Instant::now();
@@ -57,7 +43,7 @@ async fn acknowledged_deliveries_survive_sigkill_exactly_once() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut child = spawn(dir.path());
+    let mut child = spawn_serve(dir.path());
     wait_healthy(&http, &base).await;
 
     // Several senders post clicks until the kill; each records what got a 200.
@@ -108,7 +94,7 @@ async fn acknowledged_deliveries_survive_sigkill_exactly_once() {
     assert!(!acked.is_empty(), "nothing was acknowledged before the kill");
 
     // Restart on the same store and wait until the journal and the dispatch queue are drained.
-    let mut child = spawn(dir.path());
+    let mut child = spawn_serve(dir.path());
     let start = Instant::now();
     loop {
         let h = wait_healthy(&http, &base).await;

@@ -20,14 +20,7 @@ return {
 "#;
 
 async fn metrics(d: &TestDaemon) -> String {
-    d.http
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    metrics_at(&d.http, &d.url("")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

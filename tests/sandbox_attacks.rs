@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -308,19 +307,6 @@ return {
     }
 }
 
-fn spawn(dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_walua"))
-        .arg("--config")
-        .arg(dir.join("walua.toml"))
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("walua starts")
-}
-
 async fn wait_up(http: &reqwest::Client, base: &str) {
     let start = Instant::now();
     while http.get(format!("{base}/healthz")).send().await.is_err() {
@@ -362,7 +348,7 @@ async fn a_message_that_was_running_when_walua_died_twice_is_quarantined_not_run
     let body = serde_json::to_vec(&text_delivery(AWA, "wamid.K1", "facture", now())).unwrap();
     let sig = walua::webhook::signature::sign(APP_SECRET.as_bytes(), &body);
     for attempt in 0..2 {
-        let mut child = spawn(dir.path());
+        let mut child = spawn_serve(dir.path());
         wait_up(&http, &base).await;
         if attempt == 0 {
             let r = http
@@ -385,7 +371,7 @@ async fn a_message_that_was_running_when_walua_died_twice_is_quarantined_not_run
         child.wait().unwrap();
     }
     // Third start: the message is quarantined, with the reason, and never run again.
-    let mut child = spawn(dir.path());
+    let mut child = spawn_serve(dir.path());
     wait_up(&http, &base).await;
     let start = Instant::now();
     let m = loop {

@@ -250,13 +250,7 @@ impl DeliveryLog {
 
     /// A cursor that reads every durable record after delivery id `after`.
     pub fn cursor(&self, after: u64) -> JournalCursor {
-        JournalCursor {
-            shared: self.shared.clone(),
-            after,
-            segment: None,
-            offset: 0,
-            file: None,
-        }
+        self.files().cursor(after)
     }
 
     /// Durably appends deliveries (one write, one fdatasync) and returns their ids, in

@@ -365,3 +365,29 @@ pub fn journal_unprocessed(dir: &Path, deliveries: &[&Value]) {
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     log.append(&refs).unwrap();
 }
+
+/// The Prometheus text of `GET {base}/metrics`.
+pub async fn metrics_at(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Starts the real `walua serve` binary with `dir/walua.toml` (quiet, no stdin), as systemd
+/// would: for tests that kill it or limit its resources.
+pub fn spawn_serve(dir: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_walua"))
+        .arg("--config")
+        .arg(dir.join("walua.toml"))
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("walua starts")
+}
