@@ -374,6 +374,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 odoo: client.clone(),
                 outbox: outbox.clone(),
                 poll_failure: Default::default(),
+                metrics: Some(metrics.clone()),
             };
             tasks.spawn(hooks.clone().poll_forever(o.poll_interval, stop_tasks.clone()));
             Some(hooks)

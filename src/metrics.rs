@@ -17,6 +17,7 @@
 //! | `walua_odoo_calls_total` / `walua_odoo_errors_total` | `model`, `method` | Odoo `execute_kw` calls |
 //! | `walua_odoo_seconds` | | histogram: one Odoo call, retries and re-login included |
 //! | `walua_odoo_up` | | 1 when Odoo answered the last call (even with a fault), 0 when it could not be reached |
+//! | `walua_odoo_hook_lag_seconds` | | histogram: from a record's `write_date` in Odoo to its hook run |
 //! | `walua_ingest_seconds` | | POST /webhook handler time, journal commit included |
 //! | `walua_send_seconds` | | one Graph API send request |
 //! | `walua_script_seconds` | | the scripts of one inbound message |
@@ -56,6 +57,7 @@ pub struct Metrics {
     odoo_errors: Counters,
     odoo_seconds: Histogram,
     odoo_up: Gauge<i64, std::sync::atomic::AtomicI64>,
+    hook_lag_seconds: Histogram,
     ingest_seconds: Histogram,
     send_seconds: Histogram,
     script_seconds: Histogram,
@@ -147,6 +149,9 @@ impl Metrics {
         let odoo_calls = Counters::default();
         let odoo_errors = Counters::default();
         let odoo_seconds = Histogram::new(seconds_buckets());
+        let hook_lag_seconds = Histogram::new(vec![
+            0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+        ]);
         let odoo_up = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         odoo_up.set(1);
         let ingest_seconds = Histogram::new(seconds_buckets());
@@ -200,6 +205,11 @@ impl Metrics {
             odoo_seconds.clone(),
         );
         registry.register(
+            "walua_odoo_hook_lag_seconds",
+            "Time in seconds from a record's write_date in Odoo to its hook run",
+            hook_lag_seconds.clone(),
+        );
+        registry.register(
             "walua_odoo_up",
             "1 when Odoo answered the last call (even with a fault), 0 when it could not be reached",
             odoo_up.clone(),
@@ -244,6 +254,7 @@ impl Metrics {
             odoo_errors,
             odoo_seconds,
             odoo_up,
+            hook_lag_seconds,
             ingest_seconds,
             send_seconds,
             script_seconds,
@@ -328,6 +339,11 @@ impl Metrics {
         }
         self.odoo_seconds.observe(elapsed.as_secs_f64());
         self.odoo_up.set(reached.into());
+    }
+
+    /// Observes the lag of a fired Odoo hook event.
+    pub fn hook_lag(&self, lag: Duration) {
+        self.hook_lag_seconds.observe(lag.as_secs_f64());
     }
 
     /// Records the health state found by the last check.

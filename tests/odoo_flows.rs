@@ -196,6 +196,20 @@ async fn an_order_created_in_odoo_sends_valider_annuler_voir_detail_and_valider_
     assert!(details.contains("Livraison Dakar × 1 = 2 000 F CFA"), "{details}");
     assert!(details.contains("Total : 27 000 F CFA"), "{details}");
 
+    // Every Odoo call and the hook's lag show in the metrics.
+    let m = metrics_at(&w.daemon.http, &w.daemon.url("")).await;
+    assert!(
+        m.contains("walua_odoo_calls_total{model=\"sale.order\",method=\"search_read\"}"),
+        "{m}"
+    );
+    let lags: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("walua_odoo_hook_lag_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(lags >= 1.0, "the hook's run is observed: {m}");
+    assert!(m.contains("walua_odoo_up 1"), "{m}");
+
     // Valider: Odoo confirms the order, the customer is told and asked for the payment method.
     w.click("wamid.V1", &ids[0]).await;
     assert_eq!(w.odoo.get("sale.order", order)["state"], "sale");

@@ -69,6 +69,8 @@ pub struct Hooks {
     pub outbox: crate::outbox::Outbox,
     /// Why the last polling pass failed, until one succeeds (`/healthz`: degraded).
     pub poll_failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// Observes each fired event's lag (`walua_odoo_hook_lag_seconds`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Errors of a hook pass or a push.
@@ -320,6 +322,9 @@ impl Hooks {
         record: &Value,
         previous: Option<Value>,
     ) -> Result<(Effects, Option<String>), HookError> {
+        if let (Some(m), Some(lag)) = (&self.metrics, write_date_lag(record)) {
+            m.hook_lag(lag);
+        }
         let f = file.clone();
         let record = record.clone();
         let (effects, result) = self
@@ -437,5 +442,31 @@ impl Hooks {
         };
         self.commit(effects, vec![(rkey, marker)]).await?;
         Ok(true)
+    }
+}
+
+/// How long ago Odoo stamped the record's `write_date` (UTC, `2026-11-30 09:41:07` or with a
+/// `T`): the time from the change in Odoo to its hook run. Odoo stamps the start of the
+/// transaction, so a long transaction shows as lag too.
+fn write_date_lag(record: &Value) -> Option<std::time::Duration> {
+    let text = record.get("write_date")?.as_str()?;
+    let stamped = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S"))
+        .ok()?
+        .and_utc();
+    (chrono::Utc::now() - stamped).to_std().ok()
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_is_measured_from_odoos_write_date() {
+        let ago = (chrono::Utc::now() - chrono::Duration::seconds(90)).format("%Y-%m-%d %H:%M:%S");
+        let lag = write_date_lag(&json!({ "write_date": ago.to_string() })).unwrap();
+        assert!((89..=95).contains(&lag.as_secs()), "{lag:?}");
+        assert!(write_date_lag(&json!({ "write_date": false })).is_none());
+        assert!(write_date_lag(&json!({})).is_none());
     }
 }
