@@ -346,7 +346,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             outbox: outbox.clone(),
             wake: dispatch_wake.clone(),
             shutdown: stop_tasks.clone(),
-            workers: config.scripts.workers,
             on_outcome: {
                 let metrics = metrics.clone();
                 Arc::new(move |o| metrics.script_outcome(o))

@@ -50,8 +50,6 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
     /// Stops starting jobs; the loop ends once the running ones are committed.
     pub shutdown: CancellationToken,
-    /// Lua workers (kept for the configuration's sake; the pool sizes itself).
-    pub workers: usize,
     /// Counts script runs and errors for metrics.
     pub on_outcome: Arc<dyn Fn(&ScriptOutcome) + Send + Sync>,
 }

@@ -78,7 +78,6 @@ struct Clock {
 
 struct ActiveRun {
     started: Instant,
-    cpu_budget: Duration,
     /// When the CPU budget runs out, moved forward by the time spent waiting in `env.*`.
     cpu_deadline: Instant,
     /// `scripts.run_timeout` from the start, waits included.
@@ -96,10 +95,6 @@ struct ActiveRun {
 pub struct RunReport {
     /// Why it was interrupted, if it was.
     pub interrupted: Option<Interrupt>,
-    /// Whether it had been declared wedged before it ended.
-    pub wedged: bool,
-    /// Its wall-clock duration.
-    pub took: Duration,
     /// `file:line` of the script code running when it was first interrupted.
     pub location: Option<String>,
 }
@@ -158,7 +153,6 @@ impl RunClock {
         }
         c.run = Some(ActiveRun {
             started: now,
-            cpu_budget,
             cpu_deadline: now + cpu_budget,
             wall_deadline: now + run_timeout.max(cpu_budget),
             waiting_since: None,
@@ -180,14 +174,10 @@ impl RunClock {
         match run {
             Some(r) => RunReport {
                 interrupted: r.interrupted.map(|(why, _)| why),
-                wedged: r.wedged,
-                took: r.started.elapsed(),
                 location,
             },
             None => RunReport {
                 interrupted: None,
-                wedged: false,
-                took: Duration::ZERO,
                 location: None,
             },
         }
@@ -201,11 +191,6 @@ impl RunClock {
     /// Whether the active run waits inside an `env.*` call.
     pub fn is_waiting(&self) -> bool {
         self.lock().run.as_ref().is_some_and(|r| r.waiting_since.is_some())
-    }
-
-    /// The CPU budget of the active run.
-    pub fn cpu_budget(&self) -> Option<Duration> {
-        self.lock().run.as_ref().map(|r| r.cpu_budget)
     }
 
     /// Time left before the active run's wall-clock cap (`None` when no run is active).

@@ -31,14 +31,13 @@
 //!
 //! # Budgets
 //!
-//! * CPU: a global instruction-count hook (inherited by every coroutine the script creates)
-//!   checks a wall-clock deadline every [`HOOK_INSTRUCTIONS`] VM instructions and raises
-//!   `"<file>:<line>: CPU budget of N ms exceeded"`. Once the budget is exceeded the run is
-//!   *tripped*: the hook keeps raising, and the protected-call primitives exposed to scripts
-//!   (`pcall`, `xpcall`, `coroutine.resume`, `coroutine.close`, `load` with a reader function)
-//!   re-raise the error, so a script cannot swallow it. Long-running C functions (e.g. a
-//!   pathological `string.find` pattern) are not interruptible by a Lua hook; the budget is
-//!   checked again as soon as control returns to Lua code.
+//! * CPU: Lua and C time of a run, waits inside `env.*` excluded, plus a wall-clock cap
+//!   (`scripts.run_timeout`). A global instruction-count hook (inherited by every coroutine)
+//!   and the timekeeper thread set the state's interrupt flag once a budget is over; the
+//!   patched VM then raises `"<file>:<line>: CPU budget exceeded"` at the next instruction
+//!   batch, after every C call and inside the library's long loops, and runs no more script
+//!   code (`__close`, `xpcall` handlers), so `pcall` cannot swallow it. See
+//!   [`super::interrupt`].
 //! * Memory: [`mlua::Lua::set_memory_limit`] caps the *whole* Lua state (the baseline of the
 //!   libraries is ~100 KiB). An allocation beyond it fails with a Lua memory error (Lua runs an
 //!   emergency full GC before giving up, so garbage left from earlier runs does not count).
@@ -171,22 +170,11 @@ const _: () = {
 /// closures it creates never depend on the real globals, which are emptied afterwards) and
 /// receives: the real globals, the template to fill, and the Rust helpers.
 const PRELUDE: &str = r##"
-local G, T, tripped, load_module, print_fn = ...
+local G, T, load_module, print_fn = ...
 local type, next, error, select, rawget, ipairs = G.type, G.next, G.error, G.select, G.rawget, G.ipairs
-local raw_pcall, raw_xpcall, raw_load = G.pcall, G.xpcall, G.load
+local raw_load = G.load
 local raw_setmetatable, raw_getmetatable, raw_gc = G.setmetatable, G.getmetatable, G.collectgarbage
-local raw_resume, raw_close = G.coroutine.resume, G.coroutine.close
 local sbyte = G.string.byte
-
--- Protected calls must not swallow a CPU budget error.
-local function check(ok, ...)
-  if not ok and tripped() then error((...), 0) end
-  return ok, ...
-end
-local function check_load(f, ...)
-  if f == nil and tripped() then error((...), 0) end
-  return f, ...
-end
 
 local function copy(src, names)
   local t = {}
@@ -198,13 +186,13 @@ local function copy(src, names)
   return t
 end
 
-for _, k in ipairs({ "assert", "error", "ipairs", "next", "pairs", "select", "tonumber",
-    "tostring", "type", "rawequal", "rawlen", "rawget", "rawset", "_VERSION" }) do
+-- pcall and friends need no wrapper: once a run is interrupted, the VM raises again as soon as
+-- they (C functions) return, so a script cannot swallow the budget error.
+for _, k in ipairs({ "assert", "error", "ipairs", "next", "pairs", "pcall", "select", "tonumber",
+    "tostring", "type", "rawequal", "rawlen", "rawget", "rawset", "xpcall", "_VERSION" }) do
   T[k] = G[k]
 end
 T.print = print_fn
-T.pcall = function(f, ...) return check(raw_pcall(f, ...)) end
-T.xpcall = function(f, h, ...) return check(raw_xpcall(f, h, ...)) end
 T.getmetatable = function(v)
   if type(v) == "string" then return nil end
   return raw_getmetatable(v)
@@ -229,10 +217,7 @@ T.string = copy(G.string)
 T.table = copy(G.table)
 T.math = copy(G.math)
 T.utf8 = copy(G.utf8)
-local co = copy(G.coroutine)
-co.resume = function(c, ...) return check(raw_resume(c, ...)) end
-co.close = function(c) return check(raw_close(c)) end
-T.coroutine = co
+T.coroutine = copy(G.coroutine)
 T.os = copy(G.os, { "time", "date", "clock", "difftime" })
 
 -- Completes the globals of one run (the Rust side generates the table constructor for T).
@@ -243,9 +228,9 @@ return T, function(env)
       return nil, "load: binary chunks are not allowed"
     end
     if select("#", ...) == 0 then
-      return check_load(raw_load(chunk, name, "t", env))
+      return raw_load(chunk, name, "t", env)
     end
-    return check_load(raw_load(chunk, name, "t", (...)))
+    return raw_load(chunk, name, "t", (...))
   end
   local loaded, loading = {}, {}
   env.require = function(name)
@@ -298,8 +283,6 @@ impl Sandbox {
             Ok(VmState::Continue)
         })?;
 
-        let tripped_clock = clock.clone();
-        let tripped = lua.create_function(move |_, ()| Ok(tripped_clock.interrupted().is_some()))?;
         let lib_display = lib_dir.display().to_string();
         let modules = RefCell::new(HashMap::new());
         let load_module = lua.create_function(move |lua, name: Value| {
@@ -317,7 +300,7 @@ impl Sandbox {
             .set_name("=sandbox-prelude")
             .set_mode(ChunkMode::Text)
             .set_environment(lua.create_table()?)
-            .call((globals.clone(), template, tripped, load_module, print))?;
+            .call((globals.clone(), template, load_module, print))?;
         let make_env = env_builder(&lua, &template, finish)?;
         // Nothing may run against the real globals: a chunk that was compiled but never given
         // an environment sees an empty table.
@@ -407,8 +390,10 @@ impl Sandbox {
         match (result, interrupted) {
             (Ok(v), None) => Ok(v),
             (result, Some(why)) => {
+                // The VM skips walua's own chunks when it records the location, unless no
+                // script frame was on the stack.
                 let location = first_location
-                    .filter(|l| split_location(&format!("{l}: ")).is_some_and(|(f, _)| !is_internal_chunk(f)))
+                    .filter(|l| l.rsplit_once(':').is_some_and(|(file, _)| !is_internal_chunk(file)))
                     .or_else(|| result.err().and_then(|e| script_location(&describe(&e))));
                 Err(match why {
                     Interrupt::Cpu => RunError::Cpu {
