@@ -220,6 +220,82 @@ pub fn render_messages(answer: &Value) -> String {
     }
 }
 
+/// A path segment, percent-encoded (ids like `hook:invoice_posted:42` are safe as they are,
+/// but a name may hold anything).
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn time_ms(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Renders `GET /api/parked` as a table.
+pub fn render_parked(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["parked"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| {
+            let state = if r["expired"] == true {
+                "expired".to_string()
+            } else if r["parked"] == true {
+                "parked".to_string()
+            } else {
+                format!("retry at {}", time_ms(r, "next_attempt_ms"))
+            };
+            let kind = if r["transient"] == true { "transient" } else { "definite" };
+            vec![
+                s(r, "id"),
+                state,
+                s(r, "attempts"),
+                time_ms(r, "first_failed_ms"),
+                format!("{kind}: {}", s(r, "error")),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "ATTEMPTS", "SINCE (UTC)", "LAST ERROR"], &rows)
+}
+
+/// Renders `GET /api/cron` as a table.
+pub fn render_cron(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["jobs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|j| {
+            let mut failed = Vec::new();
+            if j["retrying"].as_u64().unwrap_or(0) > 0 {
+                failed.push(format!("{} retrying", j["retrying"]));
+            }
+            if j["parked"].as_u64().unwrap_or(0) > 0 {
+                failed.push(format!("{} parked", j["parked"]));
+            }
+            vec![
+                s(j, "name"),
+                format!("{} ({})", s(j, "schedule"), s(j, "timezone")),
+                s(j, "next_run"),
+                s(j, "last_run"),
+                match j["last_error"].as_str() {
+                    Some(e) => e.to_string(),
+                    None => "-".into(),
+                },
+                if failed.is_empty() { "-".into() } else { failed.join(", ") },
+            ]
+        })
+        .collect();
+    table(
+        &["JOB", "SCHEDULE", "NEXT RUN (UTC)", "LAST RUN (UTC)", "LAST ERROR", "FAILED RUNS"],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

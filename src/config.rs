@@ -232,6 +232,10 @@ pub struct OdooConfig {
     pub hook_token: Option<Secret>,
     /// Timeout of one JSON-RPC call.
     pub timeout: Duration,
+    /// How far back each poll looks again for changes committed late: Odoo stamps
+    /// `write_date` with the start of the transaction, which may commit up to Odoo's
+    /// `limit_time_real` (120 s by default) later. Default 180 s; at least 30 s.
+    pub rescan_window: Duration,
 }
 
 /// `[scripts]`.
@@ -251,9 +255,34 @@ pub struct ScriptsConfig {
     pub hot_reload: bool,
     /// Time zone of cron jobs that name none (IANA name, e.g. `Africa/Dakar`).
     pub timezone: chrono_tz::Tz,
+    /// How long a run that failed on a transient error (Odoo down, Graph 5xx) is retried
+    /// before it is parked for the operator.
+    pub retry_for: Duration,
+    /// The first retry's delay, doubled per attempt up to 10 minutes.
+    pub retry_first: Duration,
+    /// A customer's message held by a transient failure gets the fallback reply after this.
+    pub fallback_after: Duration,
+    /// The fallback reply's text, unless `scripts/templates/fallback_reply.lua` shapes it.
+    pub fallback_reply: String,
+    /// A parked customer message can be replayed for this long after it arrived (the 24 h
+    /// window): an answer days later would be worse than none.
+    pub reply_expiry: Duration,
 }
 
+/// The fallback reply's French default.
+pub const FALLBACK_REPLY: &str = "Nous avons bien reçu votre message. Un souci technique passager nous empêche d'y répondre tout de suite : nous vous répondons dès que possible.";
+
 impl ScriptsConfig {
+    /// How failed runs are retried (`retry_first`, doubled, at most 10 min, for
+    /// `retry_for`), then parked.
+    pub fn retry_policy(&self) -> crate::store::parked::RetryPolicy {
+        crate::store::parked::RetryPolicy {
+            first: self.retry_first,
+            max: Duration::from_secs(600).max(self.retry_first),
+            retry_for: self.retry_for,
+        }
+    }
+
     /// The budgets of one run.
     pub fn limits(&self) -> crate::script::sandbox::Limits {
         crate::script::sandbox::Limits {
@@ -372,6 +401,7 @@ struct RawOdoo {
     poll_interval: Option<String>,
     hook_token: Option<String>,
     timeout: Option<String>,
+    rescan_window: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -384,6 +414,11 @@ struct RawScripts {
     run_timeout: Option<String>,
     hot_reload: Option<bool>,
     timezone: Option<String>,
+    retry_for: Option<String>,
+    retry_first: Option<String>,
+    fallback_after: Option<String>,
+    fallback_reply: Option<String>,
+    reply_expiry: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -632,6 +667,15 @@ impl Config {
                     poll_interval: cx.duration("odoo.poll_interval", o.poll_interval, "30s")?,
                     hook_token: cx.secret("odoo.hook_token", o.hook_token)?,
                     timeout: cx.duration("odoo.timeout", o.timeout, "30s")?,
+                    rescan_window: match cx.duration("odoo.rescan_window", o.rescan_window, "180s")? {
+                        d if d < Duration::from_secs(30) => {
+                            return Err(cx.invalid(
+                                "odoo.rescan_window",
+                                "must be at least 30s; keep it above Odoo's limit_time_real (120s by default): a transaction may commit that late",
+                            ));
+                        }
+                        d => d,
+                    },
                 })
             }
         };
@@ -658,6 +702,17 @@ impl Config {
                     )
                 })?,
             },
+            retry_for: cx.duration("scripts.retry_for", raw.scripts.retry_for, "1h")?,
+            retry_first: cx.duration("scripts.retry_first", raw.scripts.retry_first, "10s")?,
+            fallback_after: cx.duration("scripts.fallback_after", raw.scripts.fallback_after, "2m")?,
+            fallback_reply: match raw.scripts.fallback_reply {
+                Some(t) if t.trim().is_empty() => {
+                    return Err(cx.invalid("scripts.fallback_reply", "must not be empty"));
+                }
+                Some(t) => t,
+                None => FALLBACK_REPLY.to_string(),
+            },
+            reply_expiry: cx.duration("scripts.reply_expiry", raw.scripts.reply_expiry, "24h")?,
         };
         let log = LogConfig {
             format: raw.log.format.unwrap_or(LogFormat::Text),

@@ -111,6 +111,8 @@ pub struct App {
     pub scripts: script::Scripts,
     /// Odoo hooks (push endpoint), when `[odoo]` is configured.
     pub hooks: Option<odoo::hooks::Hooks>,
+    /// The cron scheduler (`GET /api/cron`, `POST /api/cron/{name}/run`).
+    pub cron: Arc<scheduler::Scheduler>,
     /// The Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
     /// Wakes the script dispatcher (a message put back in its queue).
@@ -374,23 +376,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 outbox: outbox.clone(),
                 poll_failure: Default::default(),
                 metrics: Some(metrics.clone()),
+                rescan: o.rescan_window,
+                retry: config.scripts.retry_policy(),
             };
             tasks.spawn(hooks.clone().poll_forever(o.poll_interval, stop_tasks.clone()));
             Some(hooks)
         }
         _ => None,
     };
-    tasks.spawn(
-        scheduler::Scheduler {
-            store: store.clone(),
-            runtime: scripts.runtime.clone(),
-            registry: scripts.registry.clone(),
-            outbox: outbox.clone(),
-            default_tz: config.scripts.timezone,
-            shutdown: stop_tasks.clone(),
-        }
-        .run(),
-    );
+    let cron = Arc::new(scheduler::Scheduler {
+        store: store.clone(),
+        runtime: scripts.runtime.clone(),
+        registry: scripts.registry.clone(),
+        outbox: outbox.clone(),
+        default_tz: config.scripts.timezone,
+        shutdown: stop_tasks.clone(),
+        retry: config.scripts.retry_policy(),
+    });
+    tasks.spawn(cron.clone().run());
 
     let (journal, journal_task) = DeliveryJournal::start(log, journaled.clone());
     tasks.spawn(
@@ -427,6 +430,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         graph,
         scripts: scripts.clone(),
         hooks,
+        cron,
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
     });

@@ -66,6 +66,38 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Hook events, cron runs and customer messages that kept failing (parked).
+    #[command(subcommand)]
+    Parked(ParkedCommand),
+    /// Scheduled jobs (scripts/cron): next and last runs, or run one now.
+    #[command(subcommand)]
+    Cron(CronCommand),
+}
+
+#[derive(Subcommand)]
+enum ParkedCommand {
+    /// List parked runs (with --all, also those being retried).
+    List {
+        /// Include runs still being retried.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a parked hook or cron run again now, or put a parked message back in the queue.
+    Replay {
+        /// Its id, as `walua parked list` shows it (e.g. hook:invoice_posted:42).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// Every job with its schedule, next and last runs and last error.
+    List,
+    /// Run a job now, whatever its schedule.
+    Run {
+        /// The job's name (cron/NAME.lua).
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -255,6 +287,59 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err(e.into()),
+            }
+        }),
+        Command::Parked(cmd) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            match cmd {
+                ParkedCommand::List { all } => {
+                    let path = if all { "/api/parked?all=1" } else { "/api/parked" };
+                    let answer = client.request(reqwest::Method::GET, path, None).await?;
+                    print!("{}", walua::cli::render_parked(&answer));
+                    Ok(ExitCode::SUCCESS)
+                }
+                ParkedCommand::Replay { id } => {
+                    let path = format!("/api/parked/{}/replay", walua::cli::path_segment(&id));
+                    match client.request(reqwest::Method::POST, &path, None).await {
+                        Ok(a) if a["message"].is_u64() => {
+                            println!("{id}: message {} queued again", a["message"]);
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Ok(_) => {
+                            println!("{id}: ran, entry cleared");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(walua::cli::CliError::Api { status: 422, message }) => {
+                            println!("{id}: failed again: {message}");
+                            Ok(ExitCode::FAILURE)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            }
+        }),
+        Command::Cron(cmd) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            match cmd {
+                CronCommand::List => {
+                    let answer = client.request(reqwest::Method::GET, "/api/cron", None).await?;
+                    print!("{}", walua::cli::render_cron(&answer));
+                    Ok(ExitCode::SUCCESS)
+                }
+                CronCommand::Run { name } => {
+                    let path = format!("/api/cron/{}/run", walua::cli::path_segment(&name));
+                    match client.request(reqwest::Method::POST, &path, None).await {
+                        Ok(a) => {
+                            println!("{name}: ran, {} message(s) queued", a["sent"]);
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(walua::cli::CliError::Api { status: 422, message }) => {
+                            println!("{name}: failed: {message}");
+                            Ok(ExitCode::FAILURE)
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
             }
         }),
         Command::Conversations { limit } => runtime.block_on(async {

@@ -127,6 +127,7 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         handle: None,
         odoo: None,
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        held: Default::default(),
     });
     let runtime = ScriptRuntime::start(1, ctx).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let new_ids = report.new_messages.clone();

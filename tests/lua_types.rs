@@ -224,7 +224,7 @@ fn script_kind_classes_match_the_fields_the_registry_accepts() {
     for (class, fields) in [
         ("ButtonScript", &["match", "run"][..]),
         ("ScenarioScript", &["start", "expires", "steps"]),
-        ("HookScript", &["model", "on", "fields", "domain", "run"]),
+        ("HookScript", &["model", "on", "fields", "domain", "initial", "run"]),
         ("CronScript", &["schedule", "timezone", "run"]),
         ("OnMessageScript", &["run"]),
     ] {

@@ -1,5 +1,8 @@
 -- Invoice posted -> its PDF, fetched from Odoo, uploaded as media and sent as a document.
 -- No public URL is needed (the seed's 131053 "media URL not reachable" cannot happen).
+-- An invoice created and posted between two polls is first seen posted: `initial` gives it
+-- previous.state = "draft", so it is sent. An invoice older than the hook (previous nil) is
+-- not sent when it changes for another reason.
 local b = require "boutique"
 
 return {
@@ -7,9 +10,10 @@ return {
   on = "write",
   domain = { { "move_type", "=", "out_invoice" } },
   fields = { "state", "name", "partner_id", "amount_total" },
+  initial = { state = "draft" },
   run = function(invoice, previous)
     if invoice.state ~= "posted" then return end
-    if previous and previous.state == "posted" then return end
+    if not previous or previous.state == "posted" then return end
     local phone = b.partner_phone(invoice.partner_id)
     if not phone then
       logger.warn("invoice", invoice.name, "has no partner phone; not sent")

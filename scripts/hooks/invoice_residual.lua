@@ -1,13 +1,18 @@
 -- The amount still due on an invoice changed (a payment was registered) -> a notification.
+-- An invoice posted and paid between two polls is first seen with its payment: `initial = {}`
+-- makes previous an empty table for it, and the amount before is then the invoice's total.
 local b = require "boutique"
 
 return {
   model = "account.move",
   on = "write",
   domain = { { "move_type", "=", "out_invoice" }, { "state", "=", "posted" } },
-  fields = { "amount_residual", "name", "partner_id" },
+  fields = { "amount_residual", "name", "partner_id", "amount_total" },
+  initial = {},
   run = function(invoice, previous)
-    if not previous or previous.amount_residual == invoice.amount_residual then return end
+    if not previous then return end
+    local before = previous.amount_residual or invoice.amount_total
+    if before == invoice.amount_residual then return end
     local phone = b.partner_phone(invoice.partner_id)
     if not phone then return end
     local text

@@ -1,10 +1,16 @@
 -- Order state change (confirmed, cancelled, locked) -> a notification.
+-- `previous` is the order as walua last saw it. An order created and confirmed between two
+-- polls (or while walua was down) is first seen already confirmed: `initial` says it started
+-- as a draft, so it still gets its "Confirmée". Older orders first seen get nil: skipped.
+-- A run that fails on a transient error (Odoo down) runs again later, whole: the checks
+-- below make that safe (nothing is sent twice: effects of a failed run are dropped).
 local b = require "boutique"
 
 return {
   model = "sale.order",
   on = "write",
   fields = { "state", "name", "partner_id", "amount_total" },
+  initial = { state = "draft" },
   run = function(order, previous)
     if not previous or previous.state == order.state then return end
     if order.state ~= "sale" and order.state ~= "cancel" and order.state ~= "done" then return end

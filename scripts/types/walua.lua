@@ -81,7 +81,14 @@
 ---@class WaluaScenario
 ---@field start fun(name: string, to: string, vars?: table) starts `scenarios/<name>.lua` for a contact and sends its first step
 
----Odoo over JSON-RPC (needs an `[odoo]` section in walua.toml).
+---What every env.odoo function raises when Odoo fails: a table, `tostring(err)` is the message.
+---@class OdooError
+---@field message string      "env.odoo.call(sale.order, action_confirm): cannot reach Odoo: …"
+---@field transient boolean   true: Odoo unreachable, timing out, 5xx, refusing the credentials — worth another try (an uncaught one makes walua run the whole run again later); false: Odoo refused the call itself (UserError…)
+---@field kind "unreachable"|"timeout"|"http"|"access_denied"|"session_expired"|"fault"|"not_pdf"|"protocol"|"needs_password"
+---@field exception? string   Odoo's exception for a fault, e.g. "odoo.exceptions.UserError"
+
+---Odoo over JSON-RPC (needs an `[odoo]` section in walua.toml). A failure raises an `OdooError`.
 ---@class WaluaOdoo
 ---@field call fun(model: string, method: string, args?: table, kwargs?: table): any
 ---@field search_read fun(model: string, domain?: table, fields?: string[], opts?: { limit?: integer, order?: string }): table[]
@@ -192,7 +199,8 @@ logger = {}
 ---@field on "create"|"write"
 ---@field fields? string[]             fields read (and, for "write", whose change triggers)
 ---@field domain? table                an Odoo domain the record must match
----@field run fun(record: table)
+---@field initial? table               "write": the watched values a new record starts with, e.g. { state = "draft" }; a record created after the hook started but first seen already changed gets them as `previous`
+---@field run fun(record: table, previous?: table) previous: the watched values walua last saw (nil for a record it never saw and older than the hook)
 
 ---`scripts/cron/<name>.lua`: a scheduled job.
 ---@class CronScript

@@ -99,6 +99,44 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             }
         }
         (&Method::POST, ["media"]) => upload_media(app, req).await,
+        (&Method::GET, ["parked"]) => {
+            let all = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "all=1" || p == "all=true"));
+            match app.store.blocking(|s| s.failed_runs("")).await {
+                Ok(runs) => {
+                    let now = crate::store::now_ms();
+                    let runs: Vec<serde_json::Value> = runs
+                        .into_iter()
+                        .filter(|r| all || r.parked())
+                        .map(|r| {
+                            let expired = r.expires_ms.is_some_and(|t| t <= now);
+                            let mut v = serde_json::json!(r);
+                            v["parked"] = serde_json::json!(r.parked());
+                            v["expired"] = serde_json::json!(expired);
+                            v
+                        })
+                        .collect();
+                    json(StatusCode::OK, &serde_json::json!({ "parked": runs }))
+                }
+                Err(e) => store_error(e),
+            }
+        }
+        (&Method::POST, ["parked", id, "replay"]) => replay_parked(app, id).await,
+        (&Method::GET, ["cron"]) => match app.cron.jobs().await {
+            Ok(jobs) => json(StatusCode::OK, &serde_json::json!({ "jobs": jobs })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        (&Method::POST, ["cron", name, "run"]) => match app.cron.run_now(name).await {
+            Ok(Ok(sent)) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "job": name, "ok": true, "sent": sent }),
+            ),
+            Ok(Err(f)) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "job": name, "ok": false, "error": f.message, "transient": f.transient }),
+            ),
+            Err(e @ crate::scheduler::CronError::Unknown(_)) => error(StatusCode::NOT_FOUND, e),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
         (&Method::GET, ["scripts"]) => {
             let status = app.scripts.registry.read().expect("not poisoned").status();
             json(StatusCode::OK, &serde_json::json!({ "scripts": status }))
@@ -258,6 +296,82 @@ fn is_mime_type(mime: &str) -> bool {
     mime.len() <= 255
         && !mime.chars().any(char::is_control)
         && essence.split_once('/').is_some_and(|(t, s)| token(t) && token(s))
+}
+
+/// `POST /api/parked/{id}/replay`: runs a failed hook or cron run again now (200 when it
+/// succeeded, 422 with the new error when not, the entry kept), or puts a parked customer
+/// message back in the dispatch queue (202; 410 once its reply expired).
+async fn replay_parked(app: &App, id: &str) -> HttpResponse {
+    use crate::store::parked::RunKind;
+    let key = id.to_string();
+    let entry = match app.store.blocking(move |s| s.failed_run(&key)).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no failed run `{id}` (see GET /api/parked)")),
+        Err(e) => return store_error(e),
+    };
+    let failed = |message: String, transient: bool| {
+        json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({ "id": entry.id, "replayed": false, "error": message, "transient": transient }),
+        )
+    };
+    match entry.kind {
+        RunKind::Hook => {
+            let Some(hooks) = app.hooks.clone() else {
+                return error(StatusCode::CONFLICT, "Odoo is not configured: hook runs cannot be replayed");
+            };
+            match hooks.replay(&entry).await {
+                Ok(crate::odoo::hooks::Fired::Ran) => {
+                    json(StatusCode::OK, &serde_json::json!({ "id": entry.id, "replayed": true }))
+                }
+                Ok(crate::odoo::hooks::Fired::Retrying(e)) => failed(e, true),
+                Ok(crate::odoo::hooks::Fired::Parked(e)) => failed(e, false),
+                Err(e) => failed(e.to_string(), true),
+            }
+        }
+        RunKind::Cron => match app.cron.replay(&entry).await {
+            Ok(Ok(sent)) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "id": entry.id, "replayed": true, "sent": sent }),
+            ),
+            Ok(Err(f)) => failed(f.message, f.transient),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        },
+        RunKind::Message => {
+            let now = crate::store::now_ms();
+            if entry.expires_ms.is_some_and(|t| t <= now) {
+                return error(
+                    StatusCode::GONE,
+                    format!("`{id}` expired: the customer wrote more than scripts.reply_expiry ago; an answer now would come too late"),
+                );
+            }
+            let Some(message) = entry.message_id else {
+                return error(StatusCode::CONFLICT, format!("`{id}` names no message"));
+            };
+            let key = entry.id.clone();
+            let result = app
+                .store
+                .blocking(move |s| {
+                    let found = s.dispatch_release(message)?;
+                    if found {
+                        s.failed_run_set(&key, None)?;
+                    }
+                    Ok(found)
+                })
+                .await;
+            match result {
+                Ok(true) => {
+                    app.dispatch_wake.notify_one();
+                    json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "id": entry.id, "replayed": true, "message": message }),
+                    )
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("message {message} is gone")),
+                Err(e) => store_error(e),
+            }
+        }
+    }
 }
 
 /// `POST /hooks/odoo/{name}`: an Odoo 17+ webhook action. Authorised by `?token=` equal to

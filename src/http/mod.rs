@@ -277,6 +277,21 @@ pub async fn check_health(app: &App) -> Health {
             degraded.push(e);
         }
     }
+    if let Ok(runs) = app.store.blocking(|s| s.failed_runs("")).await {
+        let now = crate::store::now_ms();
+        let parked: Vec<String> = runs
+            .iter()
+            .filter(|r| r.parked() && r.expires_ms.is_none_or(|t| t > now))
+            .map(|r| r.id.clone())
+            .collect();
+        if !parked.is_empty() {
+            degraded.push(format!(
+                "{} run(s) parked after failing (walua parked list): {}",
+                parked.len(),
+                parked.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     let status = if !failing.is_empty() {
         HealthState::Failing
     } else if !degraded.is_empty() {

@@ -104,6 +104,44 @@ pub enum OdooError {
 }
 
 impl OdooError {
+    /// Whether trying again later may succeed: Odoo unreachable, timing out, answering a 5xx
+    /// (a proxy in front of a restarting Odoo), refusing the credentials (an operator fixes
+    /// them) or an expired session. A fault Odoo raised on purpose (`UserError`,
+    /// `ValidationError`, `MissingError`, `AccessError`…), a bad answer or a refused report
+    /// is definite: the same call would fail the same way.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OdooError::Transport(_)
+            | OdooError::Timeout { .. }
+            | OdooError::AccessDenied { .. }
+            | OdooError::SessionExpired(_) => true,
+            OdooError::Http(status) => *status >= 500 || *status == 429 || *status == 408,
+            // A serialization failure (two transactions on one row) is retried by Odoo's
+            // own RPC layer a few times; when it still surfaces, it is worth another try.
+            OdooError::Fault { name, message, .. } => {
+                name.contains("OperationalError") || message.contains("could not serialize access")
+            }
+            OdooError::NotPdf { .. } | OdooError::Protocol(_) | OdooError::ReportNeedsPassword { .. } => false,
+        }
+    }
+
+    /// A short name of the failure for scripts (`err.kind`): `unreachable`, `timeout`,
+    /// `http`, `access_denied`, `session_expired`, `fault`, `not_pdf`, `protocol`,
+    /// `needs_password`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OdooError::Transport(_) => "unreachable",
+            OdooError::Timeout { .. } => "timeout",
+            OdooError::Http(_) => "http",
+            OdooError::AccessDenied { .. } => "access_denied",
+            OdooError::SessionExpired(_) => "session_expired",
+            OdooError::Fault { .. } => "fault",
+            OdooError::NotPdf { .. } => "not_pdf",
+            OdooError::Protocol(_) => "protocol",
+            OdooError::ReportNeedsPassword { .. } => "needs_password",
+        }
+    }
+
     /// Whether this is a fault with the given Python exception name.
     pub fn is_fault(&self, exception: &str) -> bool {
         matches!(self, OdooError::Fault { name, .. } if name == exception)

@@ -13,7 +13,7 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value 
 use serde_json::{Value, json};
 
 use super::registry::ScriptKind;
-use super::runtime::{RuntimeContext, Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
+use super::runtime::{Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
 use super::sandbox::charge_written;
 use crate::store::now_ms;
 
@@ -138,7 +138,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     if let Some(n) = &number {
                         req["from"] = json!(n);
                     }
-                    let id = upload_bytes(lua, &s.ctx, number.as_deref(), bytes.as_bytes().to_vec(), &filename)?;
+                    let id = upload_bytes(lua, s, number.as_deref(), bytes.as_bytes().to_vec(), &filename)?;
                     req["media"] = json!(id);
                     if kind == "document" {
                         req["filename"] = json!(filename);
@@ -235,7 +235,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         "upload",
         shared,
         |lua, s, (bytes, filename, from): (mlua::LuaString, String, Option<String>)| {
-            upload_bytes(lua, &s.ctx, from.as_deref(), bytes.as_bytes().to_vec(), &filename)
+            upload_bytes(lua, s, from.as_deref(), bytes.as_bytes().to_vec(), &filename)
         },
     )?;
     Ok(whatsapp)
@@ -357,7 +357,7 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
 /// run's buffered effects) and not charged to the CPU budget.
 fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     let odoo = lua.create_table()?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "call",
@@ -373,13 +373,13 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             };
             let kwargs = if kwargs.is_object() { kwargs } else { json!({}) };
             let what = format!("call({model}, {method})");
-            let v = odoo_call(lua, &s.ctx, &what, move |c| {
+            let v = odoo_call(lua, s, &what, move |c| {
                 Box::pin(async move { c.call(&model, &method, args, kwargs).await })
             })?;
             lua.to_value(&v)
         },
     )?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "search_read",
@@ -395,7 +395,7 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 None => json!({}),
             };
             let opts = if opts.is_object() { opts } else { json!({}) };
-            let v = odoo_call(lua, &s.ctx, "search_read", move |c| {
+            let v = odoo_call(lua, s, "search_read", move |c| {
                 Box::pin(async move {
                     let f: Vec<&str> = fields.iter().map(String::as_str).collect();
                     c.search_read(&model, domain, &f, opts).await
@@ -404,7 +404,7 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             lua.to_value(&v)
         },
     )?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "read",
@@ -412,7 +412,7 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (model, ids, fields): (String, LuaValue, Option<Vec<String>>)| {
             let ids = record_ids(lua, ids)?;
             let fields = fields.unwrap_or_default();
-            let v = odoo_call(lua, &s.ctx, "read", move |c| {
+            let v = odoo_call(lua, s, "read", move |c| {
                 Box::pin(async move {
                     let f: Vec<&str> = fields.iter().map(String::as_str).collect();
                     c.read(&model, &ids, &f).await
@@ -421,7 +421,7 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             lua.to_value(&v)
         },
     )?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "write",
@@ -429,42 +429,95 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (model, ids, values): (String, LuaValue, LuaValue)| {
             let ids = record_ids(lua, ids)?;
             let values: Value = lua.from_value(values)?;
-            odoo_call(lua, &s.ctx, "write", move |c| {
+            odoo_call(lua, s, "write", move |c| {
                 Box::pin(async move { c.write(&model, &ids, values).await })
             })
         },
     )?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "create",
         shared,
         |lua, s, (model, values): (String, LuaValue)| {
             let values: Value = lua.from_value(values)?;
-            odoo_call(lua, &s.ctx, "create", move |c| {
+            odoo_call(lua, s, "create", move |c| {
                 Box::pin(async move { c.create(&model, values).await })
             })
         },
     )?;
-    add(lua, &odoo, "invoice_pdf", shared, |lua, s, move_id: i64| {
-        let bytes = odoo_call(lua, &s.ctx, "invoice_pdf", move |c| {
+    add_odoo(lua, &odoo, "invoice_pdf", shared, |lua, s, move_id: i64| {
+        let bytes = odoo_call(lua, s, "invoice_pdf", move |c| {
             Box::pin(async move { c.invoice_pdf(move_id).await })
         })?;
         lua.create_string(&bytes)
     })?;
-    add(
+    add_odoo(
         lua,
         &odoo,
         "report_pdf",
         shared,
         |lua, s, (report, id): (String, i64)| {
-            let bytes = odoo_call(lua, &s.ctx, "report_pdf", move |c| {
+            let bytes = odoo_call(lua, s, "report_pdf", move |c| {
                 Box::pin(async move { c.report_pdf(&report, id).await })
             })?;
             lua.create_string(&bytes)
         },
     )?;
     Ok(odoo)
+}
+
+/// Sets `table[name]` to an `env.odoo` function: it returns `true, result`, or `false, err`
+/// when Odoo failed (a table: `message`, `transient`, `kind`, `exception`), which
+/// [`ODOO_WRAP`] turns into a raised error value scripts can inspect.
+fn add_odoo<A, R>(
+    lua: &Lua,
+    table: &Table,
+    name: &str,
+    shared: &Arc<Shared>,
+    f: impl Fn(&Lua, &Shared, A) -> mlua::Result<R> + Send + 'static,
+) -> mlua::Result<()>
+where
+    A: FromLuaMulti,
+    R: mlua::IntoLua,
+{
+    add(lua, table, name, shared, move |lua, s, args: A| match f(lua, s, args) {
+        Ok(v) => Ok((true, v.into_lua(lua)?)),
+        Err(mlua::Error::ExternalError(e)) if e.downcast_ref::<OdooFailure>().is_some() => {
+            let failure = e.downcast_ref::<OdooFailure>().expect("checked");
+            let t = lua.create_table()?;
+            t.set("message", failure.message.as_str())?;
+            t.set("transient", failure.transient)?;
+            t.set("kind", failure.kind)?;
+            t.set("exception", failure.exception.as_deref())?;
+            Ok((false, LuaValue::Table(t)))
+        }
+        Err(e) => Err(e),
+    })
+}
+
+/// Wraps the raw `env.odoo` functions (see [`add_odoo`]): a failure is raised as a table with
+/// the metatable `OdooError` (`tostring(err)` gives its message), at the caller's level.
+pub(super) const ODOO_WRAP: &str = r#"
+local raw, error, setmetatable, pairs = ...
+local mt = { __name = "OdooError", __tostring = function(e) return e.message end }
+local out = {}
+for name, f in pairs(raw) do
+  out[name] = function(...)
+    local ok, v = f(...)
+    if ok then return v end
+    error(setmetatable(v, mt), 2)
+  end
+end
+return out
+"#;
+
+/// Records the run's first transient failure (see [`Shared::transient`]).
+pub(super) fn note_transient(s: &Shared, message: &str) {
+    let mut t = s.transient.lock().expect("not poisoned");
+    if t.is_none() {
+        *t = Some(message.to_string());
+    }
 }
 
 /// `logger.debug|info|warn|error(...)`: the daemon's log, target `walua::lua`, with the
@@ -494,12 +547,13 @@ fn register_logger(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
 /// Runs an Odoo call from a Lua thread, outside the CPU budget.
 fn odoo_call<T>(
     lua: &Lua,
-    ctx: &RuntimeContext,
+    s: &Shared,
     what: &str,
     f: impl FnOnce(
         Arc<crate::odoo::OdooClient>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, crate::odoo::OdooError>> + Send>>,
 ) -> mlua::Result<T> {
+    let ctx = &s.ctx;
     let (Some(client), Some(handle)) = (&ctx.odoo, &ctx.handle) else {
         return Err(lua_err(format!(
             "env.odoo.{what}: Odoo is not configured (add an [odoo] section to the configuration)"
@@ -520,9 +574,37 @@ fn odoo_call<T>(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "odoo call"
         ),
-        Err(e) => tracing::warn!(call = what, error = %e, "odoo call failed"),
+        Err(e) => tracing::warn!(call = what, error = %e, transient = e.is_transient(), "odoo call failed"),
     }
-    result.map_err(|e| lua_err(format!("env.odoo.{what}: {e}")))
+    result.map_err(|e| {
+        let failure = OdooFailure {
+            message: format!("env.odoo.{what}: {e}"),
+            transient: e.is_transient(),
+            kind: e.kind(),
+            exception: match &e {
+                crate::odoo::OdooError::Fault { name, .. } | crate::odoo::OdooError::AccessDenied { name, .. } => {
+                    Some(name.clone())
+                }
+                _ => None,
+            },
+        };
+        if failure.transient {
+            note_transient(s, &failure.message);
+        }
+        mlua::Error::external(failure)
+    })
+}
+
+/// An Odoo call's failure on its way to the script, where it becomes a table
+/// (`err.transient`, `err.kind`, `err.exception`, `err.message`; `tostring(err)` is the
+/// message): see [`wrap_odoo`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct OdooFailure {
+    message: String,
+    transient: bool,
+    kind: &'static str,
+    exception: Option<String>,
 }
 
 /// The options of an interactive send (`header`, `footer`, `reply_to`, `from`).
@@ -560,12 +642,13 @@ fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
 /// them beside the store in dry run, and returns the media id to send.
 fn upload_bytes(
     lua: &Lua,
-    ctx: &RuntimeContext,
+    s: &Shared,
     from: Option<&str>,
     bytes: Vec<u8>,
     filename: &str,
 ) -> mlua::Result<String> {
     charge_written(lua, bytes.len())?;
+    let ctx = &s.ctx;
     let mime = crate::media::mime_for(filename);
     let graph = match &ctx.graph {
         Some(clients) => {
@@ -581,9 +664,17 @@ fn upload_bytes(
     };
     match (graph, &ctx.handle) {
         (Some(graph), Some(handle)) => {
-            super::sandbox::wait_outside_budget(lua, handle, graph.upload_media(bytes, mime, filename))
-                .and_then(|r| r.map_err(|e| format!("media upload failed: {e}")))
-                .map_err(lua_err)
+            match super::sandbox::wait_outside_budget(lua, handle, graph.upload_media(bytes, mime, filename)) {
+                Ok(Ok(id)) => Ok(id),
+                Ok(Err(e)) => {
+                    let message = format!("media upload failed: {e}");
+                    if e.disposition == crate::whatsapp::error::Disposition::Retry {
+                        note_transient(s, &message);
+                    }
+                    Err(lua_err(message))
+                }
+                Err(cap) => Err(lua_err(cap)),
+            }
         }
         _ => crate::media::save_local(&ctx.store_path, filename, &bytes).map_err(lua_err),
     }

@@ -73,9 +73,42 @@ struct InFlight {
     held: HashMap<String, Vec<u64>>,
     /// `running` and every held id: what a read skips.
     skip: HashSet<u64>,
+    /// Contacts whose message failed on a transient error: not run again before `until`.
+    backoff: HashMap<String, Backoff>,
 }
 
+/// A contact held after a transient failure.
+struct Backoff {
+    /// Attempts that failed in a row.
+    attempts: u32,
+    /// No job for the contact before this.
+    until: tokio::time::Instant,
+    /// Its messages read meanwhile (skipped by reads until `until`).
+    ids: Vec<u64>,
+}
+
+/// The first retry of a held message waits this long, doubled per attempt.
+pub const HELD_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest wait between two retries of a held message.
+pub const HELD_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl InFlight {
+    /// Lets contacts whose backoff ended be read again; returns the next end, if any.
+    fn backoff_ended(&mut self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let mut next = None::<tokio::time::Instant>;
+        for b in self.backoff.values_mut() {
+            if b.until <= now {
+                for id in b.ids.drain(..) {
+                    self.skip.remove(&id);
+                }
+            } else {
+                next = Some(next.map_or(b.until, |n| n.min(b.until)));
+            }
+        }
+        next
+    }
+
     fn release(&mut self, contact: &str, ids: &[u64]) {
         self.busy.remove(contact);
         for id in ids {
@@ -135,7 +168,11 @@ impl Dispatcher {
                 // The last jobs were just committed: nothing more will arrive.
                 break;
             }
+            let retry_at = flight.backoff_ended(tokio::time::Instant::now());
             tokio::select! {
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() && !stopping => {
+                    flight.backoff_ended(tokio::time::Instant::now());
+                }
                 Some(f) = done_rx.recv() => {
                     // Put it back for the next round's commit, with whatever else ended.
                     let _ = done_tx.send(f);
@@ -175,6 +212,13 @@ impl Dispatcher {
             };
             if flight.busy.contains(&contact) {
                 flight.held.entry(contact).or_default().push(id);
+                flight.skip.insert(id);
+                continue;
+            }
+            if let Some(b) = flight.backoff.get_mut(&contact)
+                && b.until > tokio::time::Instant::now()
+            {
+                b.ids.push(id);
                 flight.skip.insert(id);
                 continue;
             }
@@ -242,7 +286,35 @@ impl Dispatcher {
                     effects.sends.extend(e.sends);
                     effects.kv.extend(e.kv);
                     effects.scenarios.extend(e.scenarios);
-                    outcomes.extend(o);
+                    effects.state.extend(e.state);
+                    effects.failed.extend(e.failed);
+                    let mut held = false;
+                    let done: HashSet<u64> = o.iter().filter(|(_, o)| !o.transient).map(|(id, _)| *id).collect();
+                    for (id, outcome) in o {
+                        if outcome.transient {
+                            held = true;
+                            let b = flight.backoff.entry(f.contact.clone()).or_insert(Backoff {
+                                attempts: 0,
+                                until: tokio::time::Instant::now(),
+                                ids: Vec::new(),
+                            });
+                            b.attempts += 1;
+                            let wait = HELD_RETRY_FIRST
+                                .saturating_mul(1 << (b.attempts - 1).min(10))
+                                .min(HELD_RETRY_MAX);
+                            b.until = tokio::time::Instant::now() + wait;
+                            tracing::info!(message_id = id, contact = %f.contact, attempt = b.attempts, "held message runs again in {wait:?}");
+                        } else {
+                            outcomes.push((id, outcome));
+                        }
+                    }
+                    if held {
+                        // Held and not run: their start marks are taken back, so that the
+                        // retries never count as crashes (quarantine).
+                        retry.extend(f.ids.iter().filter(|id| !done.contains(id)));
+                    } else {
+                        flight.backoff.remove(&f.contact);
+                    }
                 }
                 Err(RuntimeError::Wedged { message, why, after_ms }) => {
                     let reason = RuntimeError::Wedged { message, why, after_ms }.to_string();
@@ -278,7 +350,7 @@ impl Dispatcher {
             }
         }
         let written = async {
-            if !outcomes.is_empty() {
+            if !outcomes.is_empty() || !effects.sends.is_empty() || !effects.state.is_empty() {
                 let commit = effects.into_commit(outcomes);
                 let recorded = self
                     .store

@@ -99,6 +99,7 @@ impl Scripts {
             handle: tokio::runtime::Handle::try_current().ok(),
             odoo,
             metrics,
+            held: runtime::HeldPolicy::from_config(&config.scripts),
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {

@@ -243,6 +243,12 @@ pub struct HookDef {
     pub domain: Option<serde_json::Value>,
     /// The fields sent with the record (for `write`: the fields whose change triggers the hook).
     pub fields: Vec<String>,
+    /// `write` hooks: the watched values every new record starts with (e.g.
+    /// `{ state = "draft" }`). A record created after the hook started watching but first
+    /// seen already changed (created and confirmed within one poll, or while walua was down)
+    /// gets these as `previous`, so it fires like a change from its initial state ("first
+    /// sight"). Without `initial`, or for records older than the hook, `previous` is nil.
+    pub initial: Option<serde_json::Value>,
 }
 
 /// When a cron script (`cron/NAME.lua`) runs.
@@ -1010,12 +1016,38 @@ fn hook(sandbox: &Sandbox, t: &Table) -> Result<HookDef, String> {
     if on == HookEvent::Write && fields.is_empty() {
         return Err("fields: required for on = \"write\" (the fields whose change triggers the hook)".into());
     }
+    let initial = match get(t, "initial")? {
+        Value::Nil => None,
+        _ if on == HookEvent::Create => {
+            return Err("initial: only for on = \"write\" (a create hook has no previous values)".into());
+        }
+        v @ Value::Table(_) => {
+            let value = sandbox
+                .lua()
+                .from_value::<serde_json::Value>(v)
+                .map_err(|e| format!("initial: cannot be converted to JSON: {}", mlua_message(&e)))?;
+            let value = match value {
+                // `{}` converts to an empty array.
+                serde_json::Value::Array(a) if a.is_empty() => serde_json::Value::Object(Default::default()),
+                v => v,
+            };
+            let Some(map) = value.as_object() else {
+                return Err("initial: expected a table of field = value".into());
+            };
+            if let Some(f) = map.keys().find(|k| !fields.contains(k)) {
+                return Err(format!("initial: `{f}` is not one of the hook's fields"));
+            }
+            Some(value)
+        }
+        other => return Err(format!("initial: expected a table, got {}", type_name(&other))),
+    };
     req_function(get(t, "run")?, "run")?;
     Ok(HookDef {
         model,
         on,
         domain,
         fields,
+        initial,
     })
 }
 
@@ -1366,6 +1398,7 @@ return M
                 on: HookEvent::Create,
                 domain: Some(serde_json::json!([["state", "=", "sale"]])),
                 fields: vec!["name".into(), "partner_id".into()],
+                initial: None,
             })
         );
         let h2 = fx.ok(

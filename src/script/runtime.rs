@@ -62,6 +62,47 @@ pub struct RuntimeContext {
     pub odoo: Option<Arc<crate::odoo::OdooClient>>,
     /// Times script runs (`walua_script_seconds`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What happens to a customer's message whose scripts met a transient failure.
+    pub held: HeldPolicy,
+}
+
+/// What happens to a customer's message whose scripts failed on a transient error (Odoo
+/// down): it stays queued, holding that contact's later messages only, and runs again with
+/// backoff; after `fallback_after` the customer gets the fallback reply once; after
+/// `retry_for` it is parked, replayable until `reply_expiry` after it arrived.
+#[derive(Debug, Clone)]
+pub struct HeldPolicy {
+    /// When the fallback reply goes (`scripts.fallback_after`).
+    pub fallback_after: Duration,
+    /// Its text, unless `scripts/templates/fallback_reply.lua` shapes it.
+    pub fallback_reply: String,
+    /// When the message is parked (`scripts.retry_for`).
+    pub retry_for: Duration,
+    /// How long a parked message can be replayed (`scripts.reply_expiry`).
+    pub reply_expiry: Duration,
+}
+
+impl Default for HeldPolicy {
+    fn default() -> Self {
+        HeldPolicy {
+            fallback_after: Duration::from_secs(120),
+            fallback_reply: crate::config::FALLBACK_REPLY.to_string(),
+            retry_for: Duration::from_secs(3600),
+            reply_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl HeldPolicy {
+    /// The policy `[scripts]` sets.
+    pub fn from_config(c: &crate::config::ScriptsConfig) -> HeldPolicy {
+        HeldPolicy {
+            fallback_after: c.fallback_after,
+            fallback_reply: c.fallback_reply.clone(),
+            retry_for: c.retry_for,
+            reply_expiry: c.reply_expiry,
+        }
+    }
 }
 
 /// The buffered effects of the runs of one batch.
@@ -75,6 +116,10 @@ pub struct Effects {
     pub kv: Vec<(String, Option<Value>)>,
     /// Scenario state per contact (`None`: ended).
     pub scenarios: HashMap<String, Option<ScenarioState>>,
+    /// Poller / dispatcher state written with the effects (the fallback reply's mark).
+    pub state: Vec<(String, Value)>,
+    /// Failed runs written with the effects (a parked message).
+    pub failed: Vec<(String, Option<crate::store::parked::FailedRun>)>,
 }
 
 impl Effects {
@@ -85,7 +130,8 @@ impl Effects {
             kv: self.kv,
             scenarios: self.scenarios.into_iter().collect(),
             outcomes,
-            state: Vec::new(),
+            state: self.state,
+            failed: self.failed,
         }
     }
 }
@@ -465,6 +511,26 @@ pub(super) struct Shared {
     /// While an inbound message is dispatched: the business number it came to, which replies
     /// to its sender without `from` go out from (see [`default_from`]).
     pub(super) reply_from: Mutex<Option<ReplyFrom>>,
+    /// The first transient failure (Odoo unreachable, a media upload answered 5xx…) an API
+    /// call met during the current run: a run that then fails is worth trying again later.
+    pub(super) transient: Mutex<Option<String>>,
+}
+
+/// Why a hook or cron run failed, and whether trying again later may succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFailure {
+    /// The error, with the script's `file:line` when known.
+    pub message: String,
+    /// An API call met a transient failure during the run (Odoo unreachable or timing out,
+    /// Graph 5xx or 429, an upload that failed): the run is retried. Otherwise the failure
+    /// is definite (a Lua error, an Odoo `UserError`, a refused template): never retried.
+    pub transient: bool,
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// One Lua thread's state.
@@ -587,6 +653,7 @@ impl LuaWorker {
             make_env: sandbox.env_factory(),
             label: Mutex::default(),
             reply_from: Mutex::default(),
+            transient: Mutex::default(),
         });
         let api = super::api::build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
         let lua = sandbox.lua();
@@ -600,6 +667,14 @@ impl LuaWorker {
                 _ => lua.create_table()?,
             };
             let find = g.get::<Table>("string")?.get::<Function>("find")?;
+            let raw_odoo: Table = api.get("odoo")?;
+            let odoo: Table = lua.load(super::api::ODOO_WRAP).set_name("=walua:odoo").call((
+                raw_odoo,
+                g.get::<Function>("error")?,
+                g.get::<Function>("setmetatable")?,
+                g.get::<Function>("pairs")?,
+            ))?;
+            api.set("odoo", odoo)?;
             Ok((builders, vars, find))
         };
         let ((env_builder, run_builder, message_builder, contact_builder), vars, find) =
@@ -662,7 +737,13 @@ impl LuaWorker {
                 Ok(None) => failed("message not found".into()),
                 Err(e) => failed(format!("store: {e}")),
             };
+            let held = outcome.transient;
             outcomes.push((id, outcome));
+            if held {
+                // The contact's later messages wait for this one (DESIGN.md, "One contact,
+                // one order"): they stay queued.
+                break;
+            }
         }
         (self.take_effects(), outcomes)
     }
@@ -690,8 +771,9 @@ impl LuaWorker {
                     .collect(),
                 number,
             });
+        self.take_transient();
         let result = self.route(&record, conv, &mut scripts);
-        *self.shared.reply_from.lock().expect("not poisoned") = None;
+        let transient = self.take_transient();
         if !scripts.is_empty() {
             self.shared.ctx.metrics.script_time(started.elapsed());
         }
@@ -706,16 +788,98 @@ impl LuaWorker {
                 outcome.sent = effects.sends[sends_before..].iter().map(|s| s.id).collect();
             }
             Err(e) => {
-                tracing::warn!(message_id = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped");
-                outcome.error = Some(e);
-                let mut effects = self.shared.effects.lock().expect("not poisoned");
-                effects.sends.truncate(sends_before);
-                effects.kv.truncate(kv_before);
-                effects.scenarios = scenarios_before;
-                effects.origin = origin_before;
+                {
+                    let mut effects = self.shared.effects.lock().expect("not poisoned");
+                    effects.sends.truncate(sends_before);
+                    effects.kv.truncate(kv_before);
+                    effects.scenarios = scenarios_before;
+                    effects.origin = origin_before;
+                }
+                match transient {
+                    Some(_) => self.held(&record, &mut outcome, e),
+                    None => {
+                        tracing::warn!(message_id = record.id, scripts = ?outcome.scripts, error = %e, "script failed; its effects are dropped (a definite error: not retried)");
+                        outcome.error = Some(e);
+                    }
+                }
             }
         }
+        *self.shared.reply_from.lock().expect("not poisoned") = None;
         outcome
+    }
+
+    /// A message whose scripts failed on a transient error: held for a retry (the outcome is
+    /// marked `transient`, and the fallback reply goes once it waited `fallback_after`), or
+    /// parked once it waited `retry_for`.
+    fn held(&mut self, record: &MessageRecord, outcome: &mut ScriptOutcome, error: String) {
+        let policy = self.shared.ctx.held.clone();
+        let now = now_ms();
+        let waited = Duration::from_millis((now - record.stored_at_ms).max(0) as u64);
+        outcome.error = Some(error.clone());
+        if waited >= policy.retry_for {
+            let id = format!("message:{}", record.id);
+            let mut entry = crate::store::parked::FailedRun::new(
+                id.clone(),
+                crate::store::parked::RunKind::Message,
+                &record.contact,
+                error.clone(),
+                true,
+                record.stored_at_ms,
+            );
+            entry.message_id = Some(record.id);
+            entry.attempts = 1;
+            entry.last_failed_ms = now;
+            entry.expires_ms = Some(record.stored_at_ms + policy.reply_expiry.as_millis() as i64);
+            tracing::error!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
+                "message parked: its scripts kept failing on a transient error; the contact's next messages run now; replay with `walua parked replay {id}`");
+            outcome.error = Some(format!("parked after {} s of transient failures: {error}", waited.as_secs()));
+            self.shared.effects.lock().expect("not poisoned").failed.push((id, Some(entry)));
+            return;
+        }
+        outcome.transient = true;
+        tracing::warn!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
+            "script failed on a transient error; the message is held and runs again (the contact's later messages wait)");
+        if waited < policy.fallback_after {
+            return;
+        }
+        let mark = format!("fallback:{}", record.id);
+        if self.shared.ctx.store.state_get(&mark).ok().flatten().is_some() {
+            return;
+        }
+        // `reply_from` is still set: the reply goes from the number the message came to.
+        let to = record.from.clone().unwrap_or_else(|| record.contact.clone());
+        let sent = self.fallback_reply(&to, record, &policy);
+        match sent {
+            Ok(id) => {
+                tracing::info!(message_id = record.id, reply = id, "fallback reply queued while the message is held");
+                let mut effects = self.shared.effects.lock().expect("not poisoned");
+                effects.state.push((mark, json!({ "reply": id, "at_ms": now })));
+            }
+            Err(e) => tracing::warn!(message_id = record.id, error = %e, "the fallback reply could not be queued"),
+        }
+    }
+
+    /// Queues the fallback reply: `templates/fallback_reply.lua` when loaded (given
+    /// `{ message = summary, kind, contact }`), else `scripts.fallback_reply`.
+    fn fallback_reply(&mut self, to: &str, record: &MessageRecord, policy: &HeldPolicy) -> Result<u64, String> {
+        let has_template = {
+            let reg = self.shared.ctx.registry.read().expect("not poisoned");
+            reg.get(ScriptKind::Template, "fallback_reply").is_some()
+        };
+        self.shared.effects.lock().expect("not poisoned").origin = "walua:fallback_reply".into();
+        if has_template {
+            let notify: Function = self.api.get("notify").map_err(|e| e.to_string())?;
+            let data = self
+                .sandbox
+                .lua()
+                .to_value(&json!({ "message": record.summary, "kind": record.kind, "contact": record.contact }))
+                .map_err(|e| e.to_string())?;
+            return self
+                .sandbox
+                .call::<u64>(&notify, (to, "fallback_reply", data))
+                .map_err(|e| e.to_string());
+        }
+        queue(&self.shared, json!({ "to": to, "type": "text", "text": policy.fallback_reply }))
     }
 
     fn route(
@@ -1023,20 +1187,30 @@ impl LuaWorker {
         &mut self,
         file: &ScriptFile,
         call: impl FnOnce(&Sandbox, LuaValue) -> Result<(), RunError>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RunFailure> {
         self.set_label(format!("{}/{}", kind_dir(file.kind), file.name));
-        let lua = self.sandbox.lua();
-        let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
-        let build = || -> mlua::Result<()> {
-            let (api, logger) = self.api_tables()?;
-            env.set("env", api)?;
-            env.set("logger", logger)?;
-            Ok(())
-        };
-        build().map_err(|e| e.to_string())?;
-        let chunk = compiled(&self.shared, lua, file).map_err(|e| e.to_string())?;
-        let value: LuaValue = self.sandbox.run(&chunk, &env, ()).map_err(|e| e.to_string())?;
-        call(&self.sandbox, value).map_err(|e| e.to_string())
+        self.take_transient();
+        let result = (|| -> Result<(), String> {
+            let lua = self.sandbox.lua();
+            let env = self.sandbox.fresh_env().map_err(|e| e.to_string())?;
+            let build = || -> mlua::Result<()> {
+                let (api, logger) = self.api_tables()?;
+                env.set("env", api)?;
+                env.set("logger", logger)?;
+                Ok(())
+            };
+            build().map_err(|e| e.to_string())?;
+            let chunk = compiled(&self.shared, lua, file).map_err(|e| e.to_string())?;
+            let value: LuaValue = self.sandbox.run(&chunk, &env, ()).map_err(|e| e.to_string())?;
+            call(&self.sandbox, value).map_err(|e| e.to_string())
+        })();
+        let transient = self.take_transient().is_some();
+        result.map_err(|message| RunFailure { message, transient })
+    }
+
+    /// Takes the transient failure the current run met, if any (see [`Shared::transient`]).
+    pub fn take_transient(&self) -> Option<String> {
+        self.shared.transient.lock().expect("not poisoned").take()
     }
 }
 
@@ -1279,6 +1453,7 @@ mod tests {
             handle: None,
             odoo: None,
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            held: Default::default(),
         })
     }
 

@@ -5,6 +5,7 @@
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
 pub mod outbox;
+pub mod parked;
 pub mod records;
 
 use std::path::Path;
@@ -180,6 +181,8 @@ pub struct ScriptCommit {
     pub outcomes: Vec<(u64, ScriptOutcome)>,
     /// Scheduler / poller state written with the effects (`cron:NAME`, `hook:NAME`).
     pub state: Vec<(String, Value)>,
+    /// Failed runs written (`Some`) or cleared (`None`) with the effects (see [`parked`]).
+    pub failed: Vec<(String, Option<parked::FailedRun>)>,
 }
 
 /// What applying a batch of deliveries did, for logs and metrics.
@@ -340,6 +343,7 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(SCRIPT_KV)?;
             txn.open_table(SCENARIOS)?;
             txn.open_table(STATE)?;
+            txn.open_table(parked::FAILED_RUNS)?;
         }
         txn.commit()?;
     }
@@ -788,6 +792,15 @@ impl Store {
             let mut state = txn.open_table(STATE)?;
             for (key, value) in &commit.state {
                 state.insert(key.as_str(), encode(value).as_slice())?;
+            }
+            if !commit.failed.is_empty() {
+                let mut failed = txn.open_table(parked::FAILED_RUNS)?;
+                for (id, run) in &commit.failed {
+                    match run {
+                        Some(r) => failed.insert(id.as_str(), encode(r).as_slice())?,
+                        None => failed.remove(id.as_str())?,
+                    };
+                }
             }
             let mut outcomes = txn.open_table(SCRIPT_OUTCOMES)?;
             let mut started = txn.open_table(DISPATCH_STARTED)?;

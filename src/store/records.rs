@@ -95,6 +95,10 @@ pub struct ScriptOutcome {
     /// never run again by itself (`walua replay` or the API puts it back).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub quarantined: bool,
+    /// The scripts failed on a transient error (Odoo down): the message stays queued and
+    /// runs again; never stored.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 /// A contact's position in a scenario.
