@@ -37,10 +37,15 @@ function M.partner_phone(partner)
   return digits, p.name
 end
 
---- A sale order, or nil.
+--- A sale order, or nil when it was deleted. Any other Odoo failure is raised again: when
+--- Odoo is down (err.transient), walua runs the whole button again later.
 function M.order(order_id)
-  local rows = env.odoo.read("sale.order", { tonumber(order_id) },
+  local ok, rows = pcall(env.odoo.read, "sale.order", { tonumber(order_id) },
     { "name", "state", "partner_id", "amount_total", "order_line" })
+  if not ok then
+    if type(rows) == "table" and rows.exception == "odoo.exceptions.MissingError" then return nil end
+    error(rows, 0)
+  end
   return rows[1]
 end
 

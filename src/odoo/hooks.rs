@@ -184,12 +184,17 @@ fn read_fields(def: &HookDef) -> Vec<String> {
 
 const ODOO_TIME: &str = "%Y-%m-%d %H:%M:%S";
 
-/// An Odoo datetime moved back by `by` (same format); `None` when it does not parse.
-fn odoo_time_minus(t: &str, by: Duration) -> Option<String> {
+/// An Odoo datetime moved by `secs` seconds (same format); `None` when it does not parse.
+fn odoo_time_shift(t: &str, secs: i64) -> Option<String> {
     let t = chrono::NaiveDateTime::parse_from_str(t, ODOO_TIME)
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S"))
         .ok()?;
-    Some((t - chrono::Duration::from_std(by).ok()?).format(ODOO_TIME).to_string())
+    Some((t + chrono::Duration::seconds(secs)).format(ODOO_TIME).to_string())
+}
+
+/// An Odoo datetime moved back by `by`.
+fn odoo_time_minus(t: &str, by: Duration) -> Option<String> {
+    odoo_time_shift(t, -(by.as_secs() as i64))
 }
 
 fn str_of<'a>(record: &'a Value, field: &str) -> Option<&'a str> {
@@ -300,11 +305,17 @@ impl Hooks {
                     "id asc"
                 }
                 HookEvent::Write => {
+                    // Odoo answers write_date to the second but keeps (and compares, and
+                    // sorts by) microseconds: "after (W, I)" is "from the next second on, or
+                    // in second W with an id above I". Records of one second sort by their
+                    // microseconds first, so I is the highest id seen in W: one skipped by
+                    // that order is read again by the next poll's rescan.
                     if let Some((w, id)) = &after {
+                        let next = odoo_time_shift(w, 1).unwrap_or_else(|| w.clone());
                         domain.push(json!("|"));
-                        domain.push(json!(["write_date", ">", w]));
+                        domain.push(json!(["write_date", ">=", next]));
                         domain.push(json!("&"));
-                        domain.push(json!(["write_date", "=", w]));
+                        domain.push(json!(["write_date", ">=", w]));
                         domain.push(json!(["id", ">", id]));
                     }
                     "write_date asc, id asc"
@@ -336,7 +347,11 @@ impl Hooks {
                     }
                     HookEvent::Write => {
                         if let Some(wd) = str_of(&record, "write_date") {
-                            after = Some((wd.to_string(), id));
+                            after = match after.take() {
+                                Some((w, max)) if w.as_str() == wd => Some((w, max.max(id))),
+                                Some((w, max)) if w.as_str() > wd => Some((w, max)),
+                                _ => Some((wd.to_string(), id)),
+                            };
                             let newer = match cursor.write_date.as_deref() {
                                 None => true,
                                 Some(old) => (wd, id) > (old, cursor.write_id),

@@ -75,6 +75,8 @@ pub struct Upload {
 #[derive(Default)]
 struct State {
     scripted: VecDeque<Scripted>,
+    /// HTTP statuses the next `/media` uploads answer with (FIFO), before normal answers.
+    media_failures: VecDeque<u16>,
     failure_rate: f64,
     failure_kinds: Vec<Scripted>,
     latency: Duration,
@@ -156,6 +158,12 @@ impl FakeGraph {
     /// Queues a scripted answer, consumed (FIFO) by the next `/messages` requests.
     pub fn push_response(&self, s: Scripted) {
         self.inner.lock().scripted.push_back(s);
+    }
+
+    /// The next `statuses.len()` media uploads answer these HTTP statuses (e.g. 500) with a
+    /// Meta error body, in order; later ones succeed.
+    pub fn fail_uploads(&self, statuses: &[u16]) {
+        self.inner.lock().media_failures.extend(statuses.iter().copied());
     }
 
     /// From now on each `/messages` request (with no scripted answer queued) fails with
@@ -319,6 +327,19 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
             }
         }
         ("POST", ["v21.0", _, "media"]) if !authorized => unauthorized(&inner),
+        ("POST", ["v21.0", _, "media"]) if inner.lock().media_failures.front().is_some() => {
+            let status = inner.lock().media_failures.pop_front().unwrap_or(500);
+            Outcome::Answer(
+                status,
+                meta_error(
+                    &inner,
+                    1,
+                    None,
+                    "An unknown error occurred",
+                    "An unknown error occurred",
+                ),
+            )
+        }
         ("POST", ["v21.0", _, "media"]) => match upload(&inner, &content_type, &raw) {
             Ok(v) => Outcome::Answer(200, v),
             Err(msg) => bad_param(&inner, &msg),

@@ -4,6 +4,7 @@
 
 pub mod fake_graph;
 pub mod fake_odoo;
+pub mod odoo_world;
 pub mod serve;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,161 @@
+//! The shipped scripts against a fake Odoo and a fake Graph API, as the Odoo stories use
+//! them (`tests/odoo_flows.rs`, `tests/odoo_outages.rs`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::fake_graph::FakeGraph;
+use super::fake_odoo::FakeOdoo;
+use super::*;
+
+pub const KEY: &str = "odoo-api-key-5be1";
+pub const HOOK_TOKEN: &str = "hook-token-81f0";
+pub const PHONE: &str = "221771234567";
+
+pub struct World {
+    pub odoo: FakeOdoo,
+    pub graph: FakeGraph,
+    pub daemon: TestDaemon,
+    pub partner: i64,
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A daemon running the shipped scripts against a fake Odoo and a fake Graph API.
+pub async fn world(window_open: bool, tweak: impl FnOnce(&Path)) -> World {
+    world_with(window_open, tweak, "").await
+}
+
+/// [`world`] with more configuration (e.g. a `[scripts]` key, added under the section).
+pub async fn world_with(window_open: bool, tweak: impl FnOnce(&Path), scripts_extra: &str) -> World {
+    let odoo = FakeOdoo::start(KEY, "unused-password").await;
+    let graph = FakeGraph::start(ACCESS_TOKEN).await;
+    let partner = odoo.insert(
+        "res.partner",
+        json!({"name": "Awa Diop", "mobile": "+221 77 123 45 67"}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts"),
+        &dir.path().join("scripts"),
+    );
+    tweak(&dir.path().join("scripts"));
+    let vars = r#"[vars]
+auto_send_order_creation = true
+auto_send_unpaid_invoices = true
+unpaid_invoice_days = 7
+order_created_template = "order_created"
+unpaid_invoice_template = "unpaid_invoice_reminder"
+invoice_template = "invoice_posted"
+"#;
+    let odoo_section = format!(
+        "{scripts_extra}\n[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"150ms\"\nhook_token = \"{HOOK_TOKEN}\"\n\n{vars}",
+        odoo.url(),
+        odoo.db(),
+        odoo.login()
+    );
+    let text = config_text(dir.path(), &live_whatsapp(&graph.url(), ""), &odoo_section);
+    let daemon = TestDaemon::start_in(dir, text).await;
+    if window_open {
+        daemon
+            .deliver_ok(&text_delivery(PHONE, "wamid.HELLO", "Bonjour", now() - 60))
+            .await;
+        daemon.settled().await;
+    }
+    let w = World {
+        odoo,
+        graph,
+        daemon,
+        partner,
+    };
+    w.hooks_ready().await;
+    w
+}
+
+impl World {
+    /// Waits until every hook has started its cursor (one poll pass done).
+    pub async fn hooks_ready(&self) {
+        let hooks = std::fs::read_dir(self.daemon.dir.path().join("scripts/hooks"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "lua"))
+                    .count()
+            })
+            .unwrap_or(0);
+        self.daemon
+            .eventually("hook cursors started", || async {
+                let calls = self.odoo.calls();
+                let n = calls
+                    .iter()
+                    .filter(|c| {
+                        c.method == "search_read"
+                            && c.kwargs["limit"] == 1
+                            && c.kwargs["order"].as_str().is_some_and(|o| o.ends_with("desc"))
+                    })
+                    .count();
+                (n >= hooks).then_some(())
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    pub fn new_order(&self) -> i64 {
+        self.odoo.advance(Duration::from_secs(1));
+        self.odoo.insert(
+            "sale.order",
+            json!({"partner_id": self.partner, "order_line": [
+                [0, 0, {"name": "Boubou bazin", "product_uom_qty": 2, "price_unit": 12500}],
+                [0, 0, {"name": "Livraison Dakar", "product_uom_qty": 1, "price_unit": 2000}]
+            ]}),
+        )
+    }
+
+    pub async fn sent(&self, n: usize) -> Vec<Value> {
+        self.graph
+            .wait_for_accepted(n, Duration::from_secs(10))
+            .await
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
+    }
+
+    pub async fn click(&self, wamid: &str, id: &str) {
+        self.daemon
+            .deliver_ok(&click_delivery(PHONE, wamid, id, "Bouton"))
+            .await;
+        self.daemon.dispatched(PHONE, wamid).await;
+    }
+}
+
+/// 27000.0 -> "27 000"
+pub fn fcfa(amount: f64) -> String {
+    let digits = (amount.round() as i64).to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn body_text(m: &Value) -> String {
+    m["text"]["body"]
+        .as_str()
+        .or(m["interactive"]["body"]["text"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
