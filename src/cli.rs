@@ -249,7 +249,11 @@ pub fn render_parked(answer: &Value) -> String {
             } else {
                 format!("retry at {}", time_ms(r, "next_attempt_ms"))
             };
-            let kind = if r["transient"] == true { "transient" } else { "definite" };
+            let kind = if r["transient"] == true {
+                "transient"
+            } else {
+                "definite"
+            };
             vec![
                 s(r, "id"),
                 state,
@@ -286,12 +290,23 @@ pub fn render_cron(answer: &Value) -> String {
                     Some(e) => e.to_string(),
                     None => "-".into(),
                 },
-                if failed.is_empty() { "-".into() } else { failed.join(", ") },
+                if failed.is_empty() {
+                    "-".into()
+                } else {
+                    failed.join(", ")
+                },
             ]
         })
         .collect();
     table(
-        &["JOB", "SCHEDULE", "NEXT RUN (UTC)", "LAST RUN (UTC)", "LAST ERROR", "FAILED RUNS"],
+        &[
+            "JOB",
+            "SCHEDULE",
+            "NEXT RUN (UTC)",
+            "LAST RUN (UTC)",
+            "LAST ERROR",
+            "FAILED RUNS",
+        ],
         &rows,
     )
 }

@@ -20,6 +20,12 @@ mod support;
 // Nothing else: the created order S00021 gets the recorded id, name and dates because the
 // test sets the fake's clock to the recorded times (01:10:09.293706 for the create,
 // 01:10:09.369880 for the cancel of S00001; transcript 23c gives these microseconds).
+//
+// The subfolder session2/ was recorded later (dev/odoo/record.py) on another fresh demo
+// database: a bulk create of 105 orders and keyset paging over their shared write_date,
+// lock/unlock of an order, an invoice reset to draft and cancelled, missing records. It is
+// replayed against its own freshly started fake, in file order (= JSON-RPC id order), with
+// the same comparisons.
 
 use std::path::Path;
 
@@ -36,8 +42,9 @@ struct Transcript {
     value: Value,
 }
 
-fn transcripts() -> Vec<Transcript> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/odoo16");
+/// The transcripts of one folder (not its subfolders), in recording order.
+fn transcripts(folder: &str) -> Vec<Transcript> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -65,8 +72,7 @@ fn transcripts() -> Vec<Transcript> {
 }
 
 /// Puts the real credentials back where the recorder wrote the placeholder.
-fn restore_secrets(file: &str, body: &mut Value) {
-    let password_file = file.starts_with("02-") || file.starts_with("05-");
+fn restore_secrets(password_file: bool, body: &mut Value) {
     let secret = if password_file { PASSWORD } else { KEY };
     if let Some(args) = body.pointer_mut("/params/args").and_then(Value::as_array_mut) {
         let service = body_service(args);
@@ -157,7 +163,7 @@ async fn the_fake_answers_every_transcript_like_odoo_16() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let all = transcripts();
+    let all = transcripts("tests/fixtures/odoo16");
     assert_eq!(all.len(), 37, "every transcript is replayed");
     let mut session = None;
     let mut portal_url: Option<String> = None;
@@ -179,7 +185,7 @@ async fn the_fake_answers_every_transcript_like_odoo_16() {
             http.get(format!("{}{path}", odoo.url())).send().await.unwrap()
         } else {
             let mut body = req["body"].clone();
-            restore_secrets(file, &mut body);
+            restore_secrets(file.starts_with("02-") || file.starts_with("05-"), &mut body);
             let mut r = http
                 .post(format!("{}{path}", odoo.url()))
                 .header("content-type", "application/json")
@@ -317,4 +323,77 @@ async fn write_date_keeps_microseconds_and_answers_seconds() {
         .map(|r| r["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, vec![5, 3]);
+}
+
+/// The time PostgreSQL gave a write, which the recorder put in the description ("PostgreSQL
+/// keeps … 2026-11-30 10:38:20.518885"): RPC answers whole seconds only.
+fn recorded_write_time(description: &str) -> Option<&str> {
+    let after = &description[description.find("PostgreSQL keeps")?..];
+    // The first "YYYY-MM-DD HH:MM:SS.ffffff" after it.
+    (0..after.len()).filter_map(|i| after.get(i..i + 26)).find(|s| {
+        let b = s.as_bytes();
+        b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b' ',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            _ => c.is_ascii_digit(),
+        })
+    })
+}
+
+#[tokio::test]
+async fn the_fake_answers_the_second_session_like_odoo_16() {
+    let odoo = FakeOdoo::start(KEY, PASSWORD).await;
+    let http = reqwest::Client::new();
+    let all = transcripts("tests/fixtures/odoo16/session2");
+    assert_eq!(all.len(), 24, "every session2 transcript is replayed");
+    let mut clock_set = 0;
+    for (n, t) in all.iter().enumerate() {
+        let file = t.file.as_str();
+        assert_eq!(t.order, (n + 1) as f64, "{file}: ids count from 1 in file order");
+        let req = &t.value["request"];
+        let want = &t.value["response"];
+        // The fake's clock is set to the recorded write time before each write whose
+        // write_date a later transcript reads (the bulk create, confirm, done, unlock), so
+        // the fake's write_date is the real one, microseconds included: they decide what
+        // `write_date > W` and `write_date = W` match.
+        if let Some(at) = recorded_write_time(t.value["description"].as_str().unwrap()) {
+            odoo.set_time(at);
+            clock_set += 1;
+        }
+        let mut body = req["body"].clone();
+        restore_secrets(false, &mut body);
+        let resp = http
+            .post(format!("{}{}", odoo.url(), req["path"].as_str().unwrap()))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16() as u64,
+            want["status"].as_u64().unwrap(),
+            "{file}: status"
+        );
+        assert_eq!(
+            resp.headers().get("content-type").map(|v| v.to_str().unwrap()),
+            want.pointer("/headers/content-type").and_then(Value::as_str),
+            "{file}: content-type"
+        );
+        assert!(cookie_names(resp.headers()).is_empty(), "{file}: no cookie expected");
+        let bytes = resp.bytes().await.unwrap();
+        let mut got: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{file}: not JSON: {e}"));
+        let mut want_body = want["body"].clone();
+        strip_debug(&mut got, true, file);
+        strip_debug(&mut want_body, false, file);
+        assert_eq!(
+            got,
+            want_body,
+            "{file}: body differs\n got: {}\nwant: {}",
+            serde_json::to_string_pretty(&got).unwrap(),
+            serde_json::to_string_pretty(&want_body).unwrap()
+        );
+    }
+    assert_eq!(clock_set, 4, "the create, confirm, done and unlock times were recorded");
 }

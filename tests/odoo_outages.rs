@@ -40,7 +40,12 @@ fn only_hooks(scripts: &Path, hooks: &[(&str, &str)]) {
 
 /// Runs the `walua` command against the world's daemon; returns (success, stdout).
 async fn walua_cli(w: &World, args: &[&str]) -> (bool, String) {
-    let addr = w.daemon.url("").trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr = w
+        .daemon
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("walua.toml");
     std::fs::write(
@@ -74,7 +79,12 @@ fn texts(sent: &[Value]) -> Vec<String> {
 async fn no_more_than(w: &World, n: usize) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let got = w.graph.accepted();
-    assert_eq!(got.len(), n, "{:?}", texts(&got.into_iter().map(|(_, b)| b).collect::<Vec<_>>()));
+    assert_eq!(
+        got.len(),
+        n,
+        "{:?}",
+        texts(&got.into_iter().map(|(_, b)| b).collect::<Vec<_>>())
+    );
 }
 
 #[tokio::test]
@@ -143,11 +153,13 @@ async fn an_order_created_and_confirmed_between_two_polls_gets_both_messages() {
     let sent = w.sent(2).await;
     let all = texts(&sent);
     assert!(
-        all.iter().any(|t| t.contains(&format!("Votre commande {name} a été créée"))),
+        all.iter()
+            .any(|t| t.contains(&format!("Votre commande {name} a été créée"))),
         "{all:?}"
     );
     assert!(
-        all.iter().any(|t| t.starts_with(&format!("Votre commande {name} est maintenant : Confirmée"))),
+        all.iter()
+            .any(|t| t.starts_with(&format!("Votre commande {name} est maintenant : Confirmée"))),
         "first sight: the state hook fires from `initial` (draft): {all:?}"
     );
     no_more_than(&w, 2).await;
@@ -160,7 +172,7 @@ async fn an_invoice_whose_pdf_upload_fails_is_sent_once_the_upload_works() {
     w.odoo.advance(Duration::from_secs(1));
     let inv = w.odoo.insert(
         "account.move",
-        json!({"move_type": "out_invoice", "partner_id": w.partner, "name": "INV/2026/00077", "amount_residual": 27000}),
+        json!({"move_type": "out_invoice", "partner_id": w.partner, "name": "INV/2026/00077", "amount_total": 27000, "amount_residual": 27000}),
     );
     w.odoo.advance(Duration::from_secs(1));
     w.odoo.update("account.move", inv, json!({"state": "posted"}));
@@ -191,12 +203,18 @@ return { model = "sale.order", on = "write", fields = { "state", "name" },
         .await;
     assert_eq!(parked["id"], id);
     assert_eq!(parked["transient"], false, "a Lua error is definite: {parked}");
-    assert!(parked["error"].as_str().unwrap().contains("hooks/echo.lua:3"), "{parked}");
+    assert!(
+        parked["error"].as_str().unwrap().contains("hooks/echo.lua:3"),
+        "{parked}"
+    );
     let (_, health) = w.daemon.api("/healthz").await;
     assert_eq!(health["status"], "degraded");
     assert!(health["problems"].to_string().contains(&id), "{health}");
     let (ok, out) = walua_cli(&w, &["parked", "list"]).await;
-    assert!(ok && out.contains(&id) && out.contains("definite: ") && out.contains("parked"), "{out}");
+    assert!(
+        ok && out.contains(&id) && out.contains("definite: ") && out.contains("parked"),
+        "{out}"
+    );
     // It is not run again by itself, nor on the next polls.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(w.graph.accepted().is_empty());
@@ -232,7 +250,12 @@ async fn a_tap_while_odoo_is_down_gets_the_fallback_then_its_answer_and_holds_on
 
     w.odoo.fail_next(1_000_000);
     w.daemon
-        .deliver_ok(&click_delivery(PHONE, "wamid.TAP", &format!("btn_order_details_{order}"), "Voir détail"))
+        .deliver_ok(&click_delivery(
+            PHONE,
+            "wamid.TAP",
+            &format!("btn_order_details_{order}"),
+            "Voir détail",
+        ))
         .await;
     w.daemon
         .deliver_ok(&text_delivery(PHONE, "wamid.AFTER", "Allô ?", now()))
@@ -275,21 +298,36 @@ async fn a_tap_that_keeps_failing_is_parked_and_the_contact_goes_on() {
     w.sent(1).await;
     w.odoo.fail_next(1_000_000);
     w.daemon
-        .deliver_ok(&click_delivery(PHONE, "wamid.TAP", &format!("btn_order_details_{order}"), "Voir détail"))
+        .deliver_ok(&click_delivery(
+            PHONE,
+            "wamid.TAP",
+            &format!("btn_order_details_{order}"),
+            "Voir détail",
+        ))
         .await;
     let tap = w.daemon.dispatched(PHONE, "wamid.TAP").await;
-    assert!(tap["script"]["error"].as_str().unwrap().starts_with("parked after"), "{tap}");
+    assert!(
+        tap["script"]["error"].as_str().unwrap().starts_with("parked after"),
+        "{tap}"
+    );
     let id = format!("message:{}", tap["id"]);
     let (_, v) = w.daemon.api("/api/parked").await;
     let entry = &v["parked"][0];
-    assert_eq!((entry["id"].as_str(), entry["kind"].as_str()), (Some(id.as_str()), Some("message")));
+    assert_eq!(
+        (entry["id"].as_str(), entry["kind"].as_str()),
+        (Some(id.as_str()), Some("message"))
+    );
     assert!(entry["expires_ms"].as_i64().unwrap() > entry["first_failed_ms"].as_i64().unwrap());
     // Odoo back, the operator replays it: the customer gets the answer.
     w.odoo.fail_next(0);
     let (status, _) = w.daemon.api_post(&format!("/api/parked/{id}/replay"), &json!({})).await;
     assert_eq!(status, 202);
     let sent = w.sent(2).await;
-    assert!(body_text(&sent[1]).starts_with("Détail de la commande"), "{}", body_text(&sent[1]));
+    assert!(
+        body_text(&sent[1]).starts_with("Détail de la commande"),
+        "{}",
+        body_text(&sent[1])
+    );
 }
 
 #[tokio::test]
@@ -344,7 +382,10 @@ end }
             (job["retrying"] == 1).then_some(((), job))
         })
         .await;
-    assert!(retrying["last_error"].as_str().unwrap().contains("cannot reach Odoo"), "{retrying}");
+    assert!(
+        retrying["last_error"].as_str().unwrap().contains("cannot reach Odoo"),
+        "{retrying}"
+    );
     assert!(retrying["next_run"].is_string());
     w.odoo.fail_next(0);
     let sent = w.sent(1).await;
@@ -360,12 +401,18 @@ end }
     let (status, v) = w.daemon.api_post("/api/cron/ping/run", &json!({})).await;
     assert_eq!((status, v["ok"].clone()), (200, json!(true)));
     let (ok, out) = walua_cli(&w, &["cron", "list"]).await;
-    assert!(ok && out.starts_with("JOB") && out.contains("ping") && out.contains("*/10 * * * * *"), "{out}");
+    assert!(
+        ok && out.starts_with("JOB") && out.contains("ping") && out.contains("*/10 * * * * *"),
+        "{out}"
+    );
     let (ok, out) = walua_cli(&w, &["cron", "run", "ping"]).await;
     assert!(ok && out.contains("ping: ran, 1 message(s) queued"), "{out}");
     w.odoo.fail_next(1_000_000);
     let (ok, out) = walua_cli(&w, &["cron", "run", "ping"]).await;
-    assert!(!ok && out.contains("ping: failed: ") && out.contains("cannot reach Odoo"), "{out}");
+    assert!(
+        !ok && out.contains("ping: failed: ") && out.contains("cannot reach Odoo"),
+        "{out}"
+    );
     w.odoo.fail_next(0);
     let (status, _) = w.daemon.api_post("/api/cron/nope/run", &json!({})).await;
     assert_eq!(status, 404);

@@ -100,7 +100,10 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
         }
         (&Method::POST, ["media"]) => upload_media(app, req).await,
         (&Method::GET, ["parked"]) => {
-            let all = req.uri().query().is_some_and(|q| q.split('&').any(|p| p == "all=1" || p == "all=true"));
+            let all = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "all=1" || p == "all=true"));
             match app.store.blocking(|s| s.failed_runs("")).await {
                 Ok(runs) => {
                     let now = crate::store::now_ms();
@@ -306,7 +309,12 @@ async fn replay_parked(app: &App, id: &str) -> HttpResponse {
     let key = id.to_string();
     let entry = match app.store.blocking(move |s| s.failed_run(&key)).await {
         Ok(Some(e)) => e,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no failed run `{id}` (see GET /api/parked)")),
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no failed run `{id}` (see GET /api/parked)"),
+            );
+        }
         Err(e) => return store_error(e),
     };
     let failed = |message: String, transient: bool| {
@@ -318,7 +326,10 @@ async fn replay_parked(app: &App, id: &str) -> HttpResponse {
     match entry.kind {
         RunKind::Hook => {
             let Some(hooks) = app.hooks.clone() else {
-                return error(StatusCode::CONFLICT, "Odoo is not configured: hook runs cannot be replayed");
+                return error(
+                    StatusCode::CONFLICT,
+                    "Odoo is not configured: hook runs cannot be replayed",
+                );
             };
             match hooks.replay(&entry).await {
                 Ok(crate::odoo::hooks::Fired::Ran) => {
@@ -342,7 +353,9 @@ async fn replay_parked(app: &App, id: &str) -> HttpResponse {
             if entry.expires_ms.is_some_and(|t| t <= now) {
                 return error(
                     StatusCode::GONE,
-                    format!("`{id}` expired: the customer wrote more than scripts.reply_expiry ago; an answer now would come too late"),
+                    format!(
+                        "`{id}` expired: the customer wrote more than scripts.reply_expiry ago; an answer now would come too late"
+                    ),
                 );
             }
             let Some(message) = entry.message_id else {

@@ -834,6 +834,7 @@ mod tests {
             poll_interval: Duration::from_secs(30),
             hook_token: None,
             timeout: Duration::from_secs(1),
+            rescan_window: Duration::from_secs(180),
         }
     }
 

@@ -285,7 +285,10 @@ impl Hooks {
             HookEvent::Create => None,
         };
         let rescan_from = match def.on {
-            HookEvent::Create => cursor.create_date.as_deref().and_then(|c| odoo_time_minus(c, self.rescan)),
+            HookEvent::Create => cursor
+                .create_date
+                .as_deref()
+                .and_then(|c| odoo_time_minus(c, self.rescan)),
             HookEvent::Write => None,
         };
         let mut after_id = 0i64;
@@ -440,7 +443,11 @@ impl Hooks {
             Ok(()) => {
                 state.push((
                     record_key(&file.name, id),
-                    if def.on == HookEvent::Write { values } else { json!(true) },
+                    if def.on == HookEvent::Write {
+                        values
+                    } else {
+                        json!(true)
+                    },
                 ));
                 if let Some(f) = &existing {
                     tracing::info!(hook = %file.name, id, attempts = f.attempts, "odoo hook ran after failing; its failed entry is cleared");
@@ -449,8 +456,9 @@ impl Hooks {
             }
             Err(failure) => {
                 let now = now_ms();
-                let mut entry = existing
-                    .unwrap_or_else(|| FailedRun::new(fid.clone(), RunKind::Hook, &file.name, String::new(), true, now));
+                let mut entry = existing.unwrap_or_else(|| {
+                    FailedRun::new(fid.clone(), RunKind::Hook, &file.name, String::new(), true, now)
+                });
                 entry.record_id = Some(id);
                 entry.values = Some(values);
                 let parked = entry.failed_again(failure.message.clone(), failure.transient, now, &self.retry);
@@ -770,8 +778,55 @@ fn write_date_lag(record: &Value) -> Option<std::time::Duration> {
 }
 
 #[cfg(test)]
-mod lag_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn odoo_times_move_by_whole_seconds_across_days() {
+        assert_eq!(
+            odoo_time_shift("2026-11-30 23:59:59", 1).as_deref(),
+            Some("2026-12-01 00:00:00")
+        );
+        assert_eq!(
+            odoo_time_minus("2026-11-30 00:01:00", Duration::from_secs(180)).as_deref(),
+            Some("2026-11-29 23:58:00")
+        );
+        assert_eq!(
+            odoo_time_shift("2026-11-30T10:00:00", 0).as_deref(),
+            Some("2026-11-30 10:00:00")
+        );
+        assert_eq!(odoo_time_shift("false", 1), None);
+    }
+
+    #[test]
+    fn first_sight_uses_initial_only_for_records_created_after_the_hook_started() {
+        let def = HookDef {
+            model: "sale.order".into(),
+            on: HookEvent::Write,
+            domain: None,
+            fields: vec!["state".into()],
+            initial: Some(json!({"state": "draft"})),
+        };
+        let rec = |created: &str| json!({"id": 1, "state": "sale", "create_date": created});
+        let started = Some("2026-11-30 10:00:00");
+        let new = Hooks::previous(&def, &rec("2026-11-30 10:00:05"), None, started);
+        assert_eq!(new, Some(json!({"state": "draft"})));
+        assert_eq!(
+            Hooks::previous(&def, &rec("2026-11-30 09:00:00"), None, started),
+            None,
+            "older than the hook"
+        );
+        let seen = Some(json!({"state": "sent"}));
+        assert_eq!(
+            Hooks::previous(&def, &rec("2026-11-30 10:00:05"), seen.clone(), started),
+            seen
+        );
+        let without = HookDef { initial: None, ..def };
+        assert_eq!(
+            Hooks::previous(&without, &rec("2026-11-30 10:00:05"), None, started),
+            None
+        );
+    }
 
     #[test]
     fn the_lag_is_measured_from_odoos_write_date() {

@@ -222,7 +222,14 @@ impl Scheduler {
         let mut failed = Vec::new();
         if let Err(failure) = &outcome {
             let id = format!("{key}:{tick_ms}");
-            let mut entry = FailedRun::new(id.clone(), RunKind::Cron, &file.name, String::new(), true, Utc::now().timestamp_millis());
+            let mut entry = FailedRun::new(
+                id.clone(),
+                RunKind::Cron,
+                &file.name,
+                String::new(),
+                true,
+                Utc::now().timestamp_millis(),
+            );
             entry.tick_ms = Some(tick_ms);
             let policy = self.policy_within(&schedule, tz, tick_ms, entry.first_failed_ms);
             self.note_failure(file, &mut entry, failure, &policy);
@@ -283,7 +290,11 @@ impl Scheduler {
             let Some(due) = entry.next_attempt_ms else { continue };
             let now = Utc::now().timestamp_millis();
             let tick_ms = entry.tick_ms.unwrap_or(entry.first_failed_ms);
-            let period_end = next_tick(schedule, tz, Utc.timestamp_millis_opt(tick_ms).single().unwrap_or_else(Utc::now));
+            let period_end = next_tick(
+                schedule,
+                tz,
+                Utc.timestamp_millis_opt(tick_ms).single().unwrap_or_else(Utc::now),
+            );
             if period_end.is_some_and(|end| end.timestamp_millis() <= now) {
                 entry.next_attempt_ms = None;
                 entry.error = format!("{} (not retried past the job's next run)", entry.error);

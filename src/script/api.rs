@@ -640,13 +640,7 @@ fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
 
 /// Uploads `bytes` as media through the account `from` names (default: the first), or keeps
 /// them beside the store in dry run, and returns the media id to send.
-fn upload_bytes(
-    lua: &Lua,
-    s: &Shared,
-    from: Option<&str>,
-    bytes: Vec<u8>,
-    filename: &str,
-) -> mlua::Result<String> {
+fn upload_bytes(lua: &Lua, s: &Shared, from: Option<&str>, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
     charge_written(lua, bytes.len())?;
     let ctx = &s.ctx;
     let mime = crate::media::mime_for(filename);

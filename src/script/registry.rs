@@ -1450,6 +1450,23 @@ return M
     }
 
     #[test]
+    fn a_hooks_initial_values_must_be_its_own_fields_and_only_for_write_hooks() {
+        let sandbox = Sandbox::new(Limits::default(), PathBuf::from("/nonexistent")).unwrap();
+        let load = |src: &str| {
+            let t: Table = sandbox.lua().load(src).eval().unwrap();
+            hook(&sandbox, &t)
+        };
+        let ok = load("return { model = 'sale.order', on = 'write', fields = { 'state' }, initial = { state = 'draft' }, run = function() end }").unwrap();
+        assert_eq!(ok.initial, Some(serde_json::json!({"state": "draft"})));
+        let empty = load("return { model = 'account.move', on = 'write', fields = { 'amount_residual' }, initial = {}, run = function() end }").unwrap();
+        assert_eq!(empty.initial, Some(serde_json::json!({})));
+        let e = load("return { model = 'sale.order', on = 'write', fields = { 'state' }, initial = { name = 'x' }, run = function() end }").unwrap_err();
+        assert!(e.contains("initial: `name` is not one of the hook's fields"), "{e}");
+        let e = load("return { model = 'sale.order', on = 'create', fields = { 'state' }, initial = { state = 'draft' }, run = function() end }").unwrap_err();
+        assert!(e.contains("only for on = \"write\""), "{e}");
+    }
+
+    #[test]
     fn non_scripts_are_skipped() {
         let fx = fixture();
         for rel in [

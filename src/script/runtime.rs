@@ -832,8 +832,16 @@ impl LuaWorker {
             entry.expires_ms = Some(record.stored_at_ms + policy.reply_expiry.as_millis() as i64);
             tracing::error!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
                 "message parked: its scripts kept failing on a transient error; the contact's next messages run now; replay with `walua parked replay {id}`");
-            outcome.error = Some(format!("parked after {} s of transient failures: {error}", waited.as_secs()));
-            self.shared.effects.lock().expect("not poisoned").failed.push((id, Some(entry)));
+            outcome.error = Some(format!(
+                "parked after {} s of transient failures: {error}",
+                waited.as_secs()
+            ));
+            self.shared
+                .effects
+                .lock()
+                .expect("not poisoned")
+                .failed
+                .push((id, Some(entry)));
             return;
         }
         outcome.transient = true;
@@ -851,7 +859,11 @@ impl LuaWorker {
         let sent = self.fallback_reply(&to, record, &policy);
         match sent {
             Ok(id) => {
-                tracing::info!(message_id = record.id, reply = id, "fallback reply queued while the message is held");
+                tracing::info!(
+                    message_id = record.id,
+                    reply = id,
+                    "fallback reply queued while the message is held"
+                );
                 let mut effects = self.shared.effects.lock().expect("not poisoned");
                 effects.state.push((mark, json!({ "reply": id, "at_ms": now })));
             }
@@ -879,7 +891,10 @@ impl LuaWorker {
                 .call::<u64>(&notify, (to, "fallback_reply", data))
                 .map_err(|e| e.to_string());
         }
-        queue(&self.shared, json!({ "to": to, "type": "text", "text": policy.fallback_reply }))
+        queue(
+            &self.shared,
+            json!({ "to": to, "type": "text", "text": policy.fallback_reply }),
+        )
     }
 
     fn route(

@@ -111,13 +111,7 @@ impl FailedRun {
     /// doubled per attempt, at most `policy.max`) until `policy.retry_for` has passed since the
     /// first failure, then parked; a definite one is parked at once. Returns whether it is
     /// now parked.
-    pub fn failed_again(
-        &mut self,
-        error: String,
-        transient: bool,
-        now_ms: i64,
-        policy: &RetryPolicy,
-    ) -> bool {
+    pub fn failed_again(&mut self, error: String, transient: bool, now_ms: i64, policy: &RetryPolicy) -> bool {
         self.attempts += 1;
         self.error = error;
         self.transient = transient;
@@ -172,5 +166,54 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        first: Duration::from_secs(10),
+        max: Duration::from_secs(60),
+        retry_for: Duration::from_secs(300),
+    };
+
+    #[test]
+    fn transient_failures_back_off_then_park_and_definite_ones_park_at_once() {
+        let mut f = FailedRun::new("hook:h:1".into(), RunKind::Hook, "h", String::new(), true, 0);
+        let mut waits = Vec::new();
+        let mut now = 0;
+        while !f.failed_again("Odoo down".into(), true, now, &POLICY) {
+            let next = f.next_attempt_ms.unwrap();
+            waits.push((next - now) / 1000);
+            now = next;
+        }
+        assert_eq!(
+            waits,
+            vec![10, 20, 40, 60, 60, 60],
+            "doubling, capped, within retry_for"
+        );
+        assert!(f.parked() && f.attempts == 7 && f.transient);
+        let mut g = FailedRun::new("cron:c:1".into(), RunKind::Cron, "c", String::new(), true, 0);
+        assert!(g.failed_again("attempt to index a nil value".into(), false, 0, &POLICY));
+        assert_eq!((g.attempts, g.transient, g.next_attempt_ms), (1, false, None));
+    }
+
+    #[test]
+    fn entries_are_listed_by_prefix_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        for id in ["cron:a:1", "hook:h:1", "hook:h:2", "hook:hx:1"] {
+            let f = FailedRun::new(id.into(), RunKind::Hook, "h", "e".into(), true, 0);
+            store.failed_run_set(id, Some(&f)).unwrap();
+        }
+        let ids = |p: &str| -> Vec<String> { store.failed_runs(p).unwrap().into_iter().map(|f| f.id).collect() };
+        assert_eq!(ids("hook:h:"), vec!["hook:h:1", "hook:h:2"]);
+        assert_eq!(ids("").len(), 4);
+        store.failed_run_set("hook:h:1", None).unwrap();
+        assert_eq!(ids("hook:h:"), vec!["hook:h:2"]);
+        assert!(store.failed_run("hook:h:1").unwrap().is_none());
     }
 }
