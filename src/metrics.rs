@@ -11,6 +11,7 @@
 //! | `walua_messages_in_total` | `type` | new inbound messages stored (redeliveries not counted) |
 //! | `walua_messages_out_total` | `type`, `status` | outbound status transitions: `queued`, `sent`, `failed`, `dry_run` |
 //! | `walua_outbox_depth` | | send jobs waiting or in flight |
+//! | `walua_failed_runs` | `state` | hook, cron and message runs that failed: `retrying` or `parked` (`walua parked list`) |
 //! | `walua_outbox_retries_total` | | sends that failed and were scheduled again |
 //! | `walua_script_runs_total` | `script` | script runs (`buttons/x`, `scenarios/y:step`, `on_message`) |
 //! | `walua_script_errors_total` | `script` | runs that failed (their effects were dropped) |
@@ -48,6 +49,11 @@ pub struct Metrics {
     messages_out: Counters,
     /// Send jobs in the outbox; set from the store at scrape time.
     pub outbox_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Failed runs being retried / parked; set from the store at scrape time.
+    pub failed_runs: prometheus_client::metrics::family::Family<
+        [(&'static str, &'static str); 1],
+        Gauge<i64, std::sync::atomic::AtomicI64>,
+    >,
     /// The health state at the last check: 0 ok, 1 degraded, 2 failing.
     health: Gauge<i64, std::sync::atomic::AtomicI64>,
     outbox_retries: Counter,
@@ -143,6 +149,10 @@ impl Metrics {
         let messages_out = Counters::default();
         let outbox_depth = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let health = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        let failed_runs = prometheus_client::metrics::family::Family::<
+            [(&'static str, &'static str); 1],
+            Gauge<i64, std::sync::atomic::AtomicI64>,
+        >::default();
         let outbox_retries = Counter::<u64, AtomicU64>::default();
         let script_runs = Counters::default();
         let script_errors = Counters::default();
@@ -177,6 +187,11 @@ impl Metrics {
             "walua_outbox_depth",
             "Send jobs waiting or in flight",
             outbox_depth.clone(),
+        );
+        registry.register(
+            "walua_failed_runs",
+            "Hook, cron and message runs that failed, by state: retrying or parked",
+            failed_runs.clone(),
         );
         registry.register(
             "walua_health",
@@ -246,6 +261,7 @@ impl Metrics {
             messages_in,
             messages_out,
             outbox_depth,
+            failed_runs,
             health,
             outbox_retries,
             script_runs,

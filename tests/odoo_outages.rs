@@ -210,6 +210,9 @@ return { model = "sale.order", on = "write", fields = { "state", "name" },
     let (_, health) = w.daemon.api("/healthz").await;
     assert_eq!(health["status"], "degraded");
     assert!(health["problems"].to_string().contains(&id), "{health}");
+    let base = w.daemon.url("");
+    let metrics = metrics_at(&reqwest::Client::new(), base.trim_end_matches('/')).await;
+    assert!(metrics.contains("walua_failed_runs{state=\"parked\"} 1"), "{metrics}");
     let (ok, out) = walua_cli(&w, &["parked", "list"]).await;
     assert!(
         ok && out.contains(&id) && out.contains("definite: ") && out.contains("parked"),

@@ -330,6 +330,12 @@ async fn metrics(app: &App) -> HttpResponse {
     if let Ok(depth) = app.store.blocking(|s| s.outbox_len()).await {
         app.metrics.outbox_depth.set(depth as i64);
     }
+    if let Ok(runs) = app.store.blocking(|s| s.failed_runs("")).await {
+        let parked = runs.iter().filter(|r| r.parked()).count() as i64;
+        let set = |state: &'static str, n: i64| app.metrics.failed_runs.get_or_create(&[("state", state)]).set(n);
+        set("parked", parked);
+        set("retrying", runs.len() as i64 - parked);
+    }
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", crate::metrics::CONTENT_TYPE)
