@@ -244,7 +244,11 @@ pub async fn check_health(app: &App) -> Health {
         None => "writable".to_string(),
     };
     let stuck = app.scripts.runtime.stuck_workers();
-    if !stuck.is_empty() {
+    // Past STUCK_THREAD_LIMIT the problem names the restart it needs; before, only that a
+    // worker was replaced. One line either way.
+    if let Some(p) = crate::stuck_worker_problem(&app.scripts) {
+        failing.push(p);
+    } else if !stuck.is_empty() {
         let names: Vec<String> = stuck
             .iter()
             .map(|(n, age)| format!("{n} for {} s", age.as_secs()))
@@ -253,9 +257,6 @@ pub async fn check_health(app: &App) -> Health {
             "a Lua worker is wedged (replaced; its thread still runs: {})",
             names.join(", ")
         ));
-    }
-    if let Some(p) = crate::stuck_worker_problem(&app.scripts) {
-        failing.push(p);
     }
     let scripts = {
         let reg = app.scripts.registry.read().expect("not poisoned");

@@ -661,11 +661,19 @@ fn upload_bytes(lua: &Lua, s: &Shared, from: Option<&str>, bytes: Vec<u8>, filen
             match super::sandbox::wait_outside_budget(lua, handle, graph.upload_media(bytes, mime, filename)) {
                 Ok(Ok(id)) => Ok(id),
                 Ok(Err(e)) => {
-                    let message = format!("media upload failed: {e}");
+                    // The failure's own "(will retry)" is the outbox's wording: here it is the
+                    // run that is retried, and only if the script lets the error through.
+                    let text = e.to_string();
+                    let text = text
+                        .trim_end_matches(" (will retry)")
+                        .trim_end_matches(" (not retried)");
                     if e.disposition == crate::whatsapp::error::Disposition::Retry {
+                        let message = format!("media upload failed (transient): {text}");
                         note_transient(s, &message);
+                        Err(lua_err(message))
+                    } else {
+                        Err(lua_err(format!("media upload failed: {text}")))
                     }
-                    Err(lua_err(message))
                 }
                 Err(cap) => Err(lua_err(cap)),
             }
