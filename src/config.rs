@@ -161,6 +161,9 @@ pub struct WhatsAppAccount {
     pub verify_token: Option<Secret>,
     /// Outbound rate limit of this number (messages per second).
     pub max_per_second: u32,
+    /// The region (ISO 3166, e.g. `SN`) of numbers written without a country code and sent
+    /// from this number: `[whatsapp] default_country`, or the account's own.
+    pub default_country: Option<String>,
 }
 
 /// `[whatsapp]`.
@@ -366,6 +369,7 @@ struct RawAccount {
     app_secret: Option<String>,
     verify_token: Option<String>,
     max_per_second: Option<u32>,
+    default_country: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -388,6 +392,7 @@ struct RawWhatsApp {
     retry_base: Option<String>,
     max_in_flight: Option<usize>,
     http2_cleartext: Option<bool>,
+    default_country: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -525,8 +530,15 @@ impl Config {
             n => Ok(n),
         };
         let default_rate = max_per_second("whatsapp.max_per_second", w.max_per_second)?.unwrap_or(80);
+        let default_country = match w.default_country.as_deref() {
+            Some(c) => {
+                Some(crate::phone::region(c).map_err(|e| cx.invalid("whatsapp.default_country", e.to_string()))?)
+            }
+            None => None,
+        };
         let accounts = match w.accounts {
             None => vec![WhatsAppAccount {
+                default_country: default_country.clone(),
                 name: w.phone_number_id.clone().unwrap_or_default(),
                 phone_number_id: w.phone_number_id.unwrap_or_default(),
                 access_token: cx.secret("whatsapp.access_token", w.access_token)?,
@@ -586,6 +598,13 @@ impl Config {
                         verify_token: inherited("verify_token", a.verify_token, &w.verify_token)?,
                         max_per_second: max_per_second(&key("max_per_second"), a.max_per_second)?
                             .unwrap_or(default_rate),
+                        default_country: match a.default_country {
+                            Some(c) => Some(
+                                crate::phone::region(&c)
+                                    .map_err(|e| cx.invalid(&key("default_country"), e.to_string()))?,
+                            ),
+                            None => default_country.clone(),
+                        },
                         name,
                         phone_number_id: pnid,
                     });

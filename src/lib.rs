@@ -23,6 +23,7 @@
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`phone`]: phone numbers parsed with libphonenumber's rules into Meta's `wa_id` form.
 //! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
 //!   and runs the processor's and the dispatcher's drain loops.
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod odoo;
 pub mod outbox;
 pub mod pace;
+pub mod phone;
 pub mod replay;
 pub mod scheduler;
 pub mod script;
@@ -144,6 +146,31 @@ pub fn status_line(store: &Store, journal: &JournalFiles, scripts: &script::Scri
         format!("{line}; health {}", if errors > 0 { "degraded" } else { "ok" })
     } else {
         format!("{line}; health failing: {}", failing.join("; "))
+    }
+}
+
+/// Merges contacts walua once keyed by a badly normalised number into their canonical
+/// conversation (see [`Store::renormalize_contacts`]), once per default country.
+async fn renormalize_contacts(store: &Store, region: Option<String>) {
+    let marker = format!("phone-v1:{}", region.as_deref().unwrap_or("-"));
+    let result = store
+        .blocking(move |s| {
+            s.renormalize_contacts(&marker, &|key| {
+                phone::normalize(key, region.as_deref()).map_err(|e| e.to_string())
+            })
+        })
+        .await;
+    match result {
+        Ok(r) if r.skipped => {}
+        Ok(r) => {
+            for (from, to) in &r.merged {
+                tracing::info!(from = %from, to = %to, "contact renormalised: its conversation merged into the canonical number's");
+            }
+            for (key, why) in &r.unparsed {
+                tracing::warn!(contact = %key, reason = %why, "contact key is not a valid phone number; kept as it is");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not renormalise contact keys; will try at the next start"),
     }
 }
 
@@ -276,7 +303,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         config.whatsapp.allow_outside_window,
     )
     .with_senders(outbox::Sender::of(&config.whatsapp))
+    .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
     .with_metrics(metrics.clone());
+    renormalize_contacts(&store, outbox.region(None)).await;
     let w = &config.whatsapp;
     let graph = whatsapp::client::GraphClients::from_config(w)
         .map_err(|e| RunError::Graph(e.to_string()))?

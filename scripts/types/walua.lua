@@ -98,6 +98,10 @@
 ---@field report_pdf fun(report_name: string, id: integer): string PDF bytes
 ---@field invoice_pdf fun(invoice_id: integer): string PDF bytes
 
+---Phone numbers, with libphonenumber's rules.
+---@class WaluaPhone
+---@field normalize fun(text: string|false|nil, country?: string): string|nil, string|nil Meta's wa_id form ("221771234567") of a number in any usual format; one without country code is read in `country` (ISO code, e.g. an Odoo partner's "SN") or [whatsapp] default_country; nil and the reason when it is not a valid number
+
 ---@class WaluaEnv
 ---@field whatsapp WaluaWhatsApp
 ---@field store WaluaStore
@@ -105,6 +109,7 @@
 ---@field notify fun(to: string, template_name: string, record: table): integer renders `templates/<template_name>.lua` with `record` and sends it
 ---@field vars table<string, any> the `[vars]` table of walua.toml, read-only
 ---@field odoo WaluaOdoo
+---@field phone WaluaPhone
 
 ---The daemon's API.
 ---@type WaluaEnv

@@ -38,7 +38,11 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             respond(result.map(|c| serde_json::json!({ "conversations": c })))
         }
         (&Method::GET, ["conversations", contact, "messages"]) => {
-            let contact = contact.to_string();
+            // "77 123 45 67" finds 221771234567 (read in [whatsapp] default_country).
+            let contact = app
+                .outbox
+                .canonical_contact(contact, None)
+                .unwrap_or_else(|_| contact.to_string());
             let c2 = contact.clone();
             match app.store.blocking(move |s| s.conversation_messages(&c2, limit)).await {
                 Ok(Some(messages)) => json(

@@ -75,6 +75,9 @@ pub struct Outbox {
     /// The numbers messages may be sent from, the default first (empty: no number known,
     /// e.g. a dry run without one; then every message has no sender number).
     senders: Arc<[Sender]>,
+    /// The region of numbers written without a country code when no sender says one
+    /// (`[whatsapp] default_country`).
+    default_country: Option<String>,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -84,6 +87,8 @@ pub struct Sender {
     pub name: String,
     /// Its Graph API phone number id.
     pub phone_number_id: String,
+    /// The region of numbers written without a country code that it sends to.
+    pub default_country: Option<String>,
 }
 
 impl Sender {
@@ -97,6 +102,7 @@ impl Sender {
             .map(|a| Sender {
                 name: a.name.clone(),
                 phone_number_id: a.phone_number_id.clone(),
+                default_country: a.default_country.clone(),
             })
             .collect()
     }
@@ -112,6 +118,38 @@ impl Outbox {
             allow_outside_window,
             metrics: Arc::default(),
             senders: Arc::new([]),
+            default_country: None,
+        }
+    }
+
+    /// The region of numbers without a country code (`[whatsapp] default_country`), for
+    /// when no sender account names one.
+    pub fn with_default_country(mut self, region: Option<String>) -> Outbox {
+        self.default_country = region;
+        self
+    }
+
+    /// The region a number written without a country code is read in, for a message sent
+    /// from the account `from` names (without `from`: the default account).
+    pub fn region(&self, from: Option<&str>) -> Option<String> {
+        let sender = match from {
+            Some(f) => self.senders.iter().find(|s| s.name == f || s.phone_number_id == f),
+            None => self.senders.first(),
+        };
+        sender
+            .and_then(|s| s.default_country.clone())
+            .or_else(|| self.default_country.clone())
+    }
+
+    /// A contact as a person wrote it, in its canonical form: a phone number (any usual
+    /// format) as Meta's `wa_id` digits, read in the region of `from`'s account; a BSUID or
+    /// username unchanged. An invalid number is refused with the reason.
+    pub fn canonical_contact(&self, to: &str, from: Option<&str>) -> Result<String, ValidationError> {
+        if crate::phone::looks_like_phone(to) {
+            crate::phone::normalize(to, self.region(from).as_deref())
+                .map_err(|e| ValidationError::new("to", e.to_string()))
+        } else {
+            Ok(to.trim().to_string())
         }
     }
 
@@ -135,8 +173,9 @@ impl Outbox {
     /// Validates a request and gives it an id, without recording anything yet (scripts
     /// commit their sends together with their outcome).
     pub fn prepare(&self, req: &SendRequest, origin: &str) -> Result<NewOutbound, SendError> {
-        let recipient = self.resolve_recipient(&req.to)?;
-        let phone_number_id = self.sender(req.from.as_deref(), &req.to)?;
+        let to = self.canonical_contact(&req.to, req.from.as_deref())?;
+        let recipient = self.resolve_recipient(&to)?;
+        let phone_number_id = self.sender(req.from.as_deref(), &to)?;
         let body = req.content.graph_body(&recipient, req.reply_to.as_deref())?;
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
         Ok(NewOutbound {

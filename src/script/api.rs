@@ -1,5 +1,6 @@
 //! The Rust functions behind a run's `env` and `logger`: one `register_*` per API area
-//! (`env.whatsapp`, `env.store`, `env.scenario`, `env.notify`, `env.odoo`, `logger`).
+//! (`env.whatsapp`, `env.store`, `env.scenario`, `env.notify`, `env.odoo`, `env.phone`,
+//! `logger`).
 //!
 //! They are built once per Lua worker into one table (`api`); each run sees it through
 //! per-run read-through tables (see `runtime::ENV_BUILDER`), so a script that overwrites
@@ -26,6 +27,7 @@ pub(super) fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> 
     api.set("scenario", register_scenario(lua, shared)?)?;
     register_notify(lua, &api, shared)?;
     api.set("odoo", register_odoo(lua, shared)?)?;
+    api.set("phone", register_phone(lua, shared)?)?;
     api.set("__logger", register_logger(lua, shared)?)?;
     Ok(api)
 }
@@ -217,10 +219,12 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         "window_open",
         shared,
         |_, s, (to, from): (String, Option<String>)| {
+            let from_name = from.clone();
             let number = match from {
                 Some(f) => Some(s.ctx.outbox.sender_number(&f).map_err(lua_err)?),
                 None => None,
             };
+            let to = s.ctx.outbox.canonical_contact(&to, from_name.as_deref()).unwrap_or(to);
             let conv = s.ctx.store.conversation(&to).map_err(lua_err)?;
             Ok(crate::store::outbox::window_open(
                 conv.as_ref(),
@@ -351,6 +355,45 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
             send(lua, s, req)
         },
     )
+}
+
+/// `env.phone`: phone numbers with libphonenumber's rules ([`crate::phone`]).
+/// `normalize(text[, country])` gives Meta's `wa_id` form (`221771234567`), reading a number
+/// without country code in `country` (an Odoo partner's, `SN`) or `[whatsapp]
+/// default_country`; an invalid number gives `nil, reason`.
+fn register_phone(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let phone = lua.create_table()?;
+    add(
+        lua,
+        &phone,
+        "normalize",
+        shared,
+        |lua, s, (text, country): (LuaValue, Option<String>)| {
+            let text = match text {
+                LuaValue::String(t) => t.to_str()?.to_string(),
+                LuaValue::Integer(i) => i.to_string(),
+                LuaValue::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{n:.0}"),
+                // Odoo sends `false` for an empty phone.
+                LuaValue::Nil | LuaValue::Boolean(false) => {
+                    return Ok((LuaValue::Nil, Some("no phone number".to_string())));
+                }
+                other => {
+                    return Err(lua_err(format!(
+                        "env.phone.normalize: expected a string, got {}",
+                        other.type_name()
+                    )));
+                }
+            };
+            let region = country
+                .filter(|c| !c.trim().is_empty())
+                .or_else(|| s.ctx.outbox.region(None));
+            match crate::phone::normalize(&text, region.as_deref()) {
+                Ok(n) => Ok((LuaValue::String(lua.create_string(&n)?), None)),
+                Err(e) => Ok((LuaValue::Nil, Some(e.to_string()))),
+            }
+        },
+    )?;
+    Ok(phone)
 }
 
 /// `env.odoo`: JSON-RPC calls to the configured Odoo, made at once (they are not part of the

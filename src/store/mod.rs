@@ -185,6 +185,17 @@ pub struct ScriptCommit {
     pub failed: Vec<(String, Option<parked::FailedRun>)>,
 }
 
+/// What [`Store::renormalize_contacts`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RenormalizeReport {
+    /// Already done for this default country.
+    pub skipped: bool,
+    /// Conversations merged: (old key, canonical key).
+    pub merged: Vec<(String, String)>,
+    /// Phone keys that do not parse, kept as they are: (key, why).
+    pub unparsed: Vec<(String, String)>,
+}
+
 /// What applying a batch of deliveries did, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
@@ -375,6 +386,71 @@ impl Store {
             .insert("health_probe", now_ms().to_be_bytes().as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Merges conversations keyed by a badly normalised phone number (`771234567`,
+    /// `00221771234567`, from walua before `crate::phone`; only those with no inbound
+    /// message, whose key is Meta's) into the conversation of its canonical form, which `canonical` gives (or why the key does not parse: such keys stay
+    /// and are reported). Runs once per `marker` (the default country), in one transaction.
+    pub fn renormalize_contacts(
+        &self,
+        marker: &str,
+        canonical: &dyn Fn(&str) -> std::result::Result<String, String>,
+    ) -> Result<RenormalizeReport> {
+        const DONE: &str = "contacts_normalized";
+        let mut report = RenormalizeReport::default();
+        let txn = self.db()?.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(DONE)?.is_some_and(|v| v.value() == marker.as_bytes()) {
+                report.skipped = true;
+                return Ok(report);
+            }
+            meta.insert(DONE, marker.as_bytes())?;
+        }
+        {
+            let mut t = Tables::open(&txn, &self.message_ids)?;
+            // Only conversations walua keyed itself (outbound only): a key from a webhook is
+            // Meta's wa_id, which wins even where libphonenumber writes the number otherwise.
+            let mut keys: Vec<String> = Vec::new();
+            for row in t.conversations.iter()? {
+                let (k, v) = row?;
+                let key = k.value();
+                if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let conv: Conversation = decode("conversations", v.value())?;
+                if conv.last_inbound_at.is_none() {
+                    keys.push(key.to_string());
+                }
+            }
+            for key in keys {
+                match canonical(&key) {
+                    Ok(c) if c == key => {}
+                    Ok(c) => {
+                        let mut into = match t.get_conversation(&c)? {
+                            Some(conv) => conv,
+                            None => Conversation {
+                                contact: c.clone(),
+                                wa_id: Some(c.clone()),
+                                ..Conversation::default()
+                            },
+                        };
+                        t.merge_conversation(&key, &mut into)?;
+                        if into.wa_id.as_deref().is_none_or(|w| w == key) {
+                            into.wa_id = Some(c.clone());
+                        }
+                        t.put_conversation(&into)?;
+                        t.aliases.insert(c.as_str(), into.contact.as_str())?;
+                        t.aliases.insert(key.as_str(), into.contact.as_str())?;
+                        report.merged.push((key, c));
+                    }
+                    Err(reason) => report.unparsed.push((key, reason)),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(report)
     }
 
     // ---------------------------------------------------------------- journal
@@ -1156,7 +1232,7 @@ impl<'txn> Tables<'txn> {
         for alias in stale {
             self.aliases.insert(alias.as_str(), into.contact.as_str())?;
         }
-        tracing::info!(from = old_key, into = %into.contact, moved = ids.len(), "merged phone-keyed conversation into BSUID conversation");
+        tracing::info!(from = old_key, into = %into.contact, moved = ids.len(), "merged conversation");
         Ok(())
     }
 

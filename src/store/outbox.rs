@@ -407,6 +407,31 @@ impl Store {
 }
 
 impl Tables<'_> {
+    /// Meta answered a send to `sent_to` with another `wa_id` (some countries' numbers are
+    /// written otherwise at Meta, e.g. Brazil's ninth digit): the conversation moves to
+    /// Meta's, which inbound messages will carry, and the number as sent stays an alias.
+    fn keep_metas_wa_id(&mut self, sent_to: &str, wa_id: &str) -> Result<()> {
+        let mut into = match self.get_conversation(wa_id)? {
+            Some(c) => c,
+            None => Conversation {
+                contact: wa_id.to_string(),
+                wa_id: Some(wa_id.to_string()),
+                ..Conversation::default()
+            },
+        };
+        self.merge_conversation(sent_to, &mut into)?;
+        into.wa_id = Some(wa_id.to_string());
+        self.put_conversation(&into)?;
+        self.aliases.insert(wa_id, into.contact.as_str())?;
+        self.aliases.insert(sent_to, into.contact.as_str())?;
+        tracing::info!(
+            sent_to,
+            wa_id,
+            "Meta knows this number as another wa_id: the contact is keyed by Meta's"
+        );
+        Ok(())
+    }
+
     /// Records an outbound message (and its job unless dry run or refused by the window)
     /// inside the caller's transaction.
     pub(super) fn insert_outbound(
@@ -552,7 +577,18 @@ impl Tables<'_> {
                         self.wamids.insert(wamid.as_str(), *id)?;
                         self.take_orphans(&mut m, explain)?;
                     }
+                    let meta_wa_id = response
+                        .pointer("/contacts/0/wa_id")
+                        .and_then(Value::as_str)
+                        .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+                    let contact = m.contact.clone();
                     self.put_message(&m)?;
+                    if let Some(w) = meta_wa_id
+                        && w != contact
+                        && contact.bytes().all(|b| b.is_ascii_digit())
+                    {
+                        self.keep_metas_wa_id(&contact, w)?;
+                    }
                 }
             }
             SendOutcome::Retry {

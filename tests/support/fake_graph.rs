@@ -77,6 +77,8 @@ struct State {
     scripted: VecDeque<Scripted>,
     /// HTTP statuses the next `/media` uploads answer with (FIFO), before normal answers.
     media_failures: VecDeque<u16>,
+    /// Numbers Meta knows under another wa_id (sent to → wa_id in the answer).
+    wa_ids: HashMap<String, String>,
     failure_rate: f64,
     failure_kinds: Vec<Scripted>,
     latency: Duration,
@@ -158,6 +160,12 @@ impl FakeGraph {
     /// Queues a scripted answer, consumed (FIFO) by the next `/messages` requests.
     pub fn push_response(&self, s: Scripted) {
         self.inner.lock().scripted.push_back(s);
+    }
+
+    /// Answers sends to `to` with `wa_id` as the contact's wa_id, as Meta does for numbers it
+    /// writes otherwise (Brazil's ninth digit, Mexico's 1).
+    pub fn knows_as(&self, to: &str, wa_id: &str) {
+        self.inner.lock().wa_ids.insert(to.to_string(), wa_id.to_string());
     }
 
     /// The next `statuses.len()` media uploads answer these HTTP statuses (e.g. 500) with a
@@ -433,8 +441,9 @@ fn messages(inner: &Inner, authorized: bool, pnid: &str, body: &Value, wamid: &m
     let input = to
         .or_else(|| body.get("recipient").and_then(Value::as_str))
         .unwrap_or_default();
+    let known_as = to.and_then(|t| inner.lock().wa_ids.get(t).cloned());
     let contact = match to {
-        Some(to) => json!({"input": input, "wa_id": to}),
+        Some(to) => json!({"input": input, "wa_id": known_as.as_deref().unwrap_or(to)}),
         None => json!({"input": input, "user_id": input}),
     };
     let id = {
