@@ -305,6 +305,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .with_senders(outbox::Sender::of(&config.whatsapp))
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
     .with_metrics(metrics.clone());
+    let region = outbox.region(None);
+    let _ = tokio::task::spawn_blocking(move || phone::warm_up(region.as_deref())).await;
     renormalize_contacts(&store, outbox.region(None)).await;
     let w = &config.whatsapp;
     let graph = whatsapp::client::GraphClients::from_config(w)

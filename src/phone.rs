@@ -28,6 +28,13 @@ pub enum PhoneError {
     },
 }
 
+/// Loads libphonenumber's metadata (about 90 ms the first time in a release build, then a
+/// few microseconds per number), so that no script run pays for it inside its CPU budget.
+pub fn warm_up(region: Option<&str>) {
+    let _ = normalize("+221 77 123 45 67", region);
+    let _ = normalize("77 123 45 67", region.or(Some("SN")));
+}
+
 /// A region code, checked (`sn` → `SN`).
 pub fn region(code: &str) -> Result<String, PhoneError> {
     let upper = code.trim().to_ascii_uppercase();

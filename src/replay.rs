@@ -114,7 +114,10 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         Default::default(),
         true,
         config.whatsapp.allow_outside_window,
-    );
+    )
+    .with_senders(crate::outbox::Sender::of(&config.whatsapp))
+    .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()));
+    crate::phone::warm_up(outbox.region(None).as_deref());
     let ctx = Arc::new(RuntimeContext {
         store: store.clone(),
         outbox,
