@@ -146,6 +146,7 @@ request_timeout = \"30s\""
 cat > "$D/scripts/buttons/validate_order.lua" <<'LUA'
 return {
   match = "^btn_validate_order_(%d+)$",
+  anyone = true, -- walua-load clicks buttons walua never sent
   run = function(order_id)
     env.whatsapp.send_text(message.from, "Commande " .. order_id .. " validée, merci " .. contact.name .. " — " .. env.vars.shop)
   end,

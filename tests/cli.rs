@@ -21,7 +21,7 @@ fn check_reports_every_broken_script_with_file_and_line_and_fails() {
     put_script(
         dir.path(),
         "buttons/good.lua",
-        "return { match = '^ok$', run = function() end }",
+        "return { match = '^ok$', anyone = true, run = function() end }",
     );
     put_script(
         dir.path(),
@@ -71,7 +71,7 @@ fn replay_shows_what_would_be_stored_and_sent_and_touches_nothing() {
     put_script(
         dir.path(),
         "buttons/validate_order.lua",
-        "return { match = '^btn_validate_order_(%d+)$', run = function(id) env.whatsapp.send_text(message.from, 'Commande ' .. id .. ' validée') end }",
+        "return { match = '^btn_validate_order_(%d+)$', anyone = true, run = function(id) env.whatsapp.send_text(message.from, 'Commande ' .. id .. ' validée') end }",
     );
     let conf = dir.path().join("walua.toml");
     std::fs::write(

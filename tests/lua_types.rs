@@ -222,7 +222,7 @@ fn script_kind_classes_match_the_fields_the_registry_accepts() {
     assert_eq!(declared["ScenarioStep"], accepted("known_fields(st, &["));
     assert_eq!(declared["ScenarioButton"], accepted("known_fields(&bt, &["));
     for (class, fields) in [
-        ("ButtonScript", &["match", "run"][..]),
+        ("ButtonScript", &["match", "anyone", "run"][..]),
         ("ScenarioScript", &["start", "expires", "steps"]),
         ("HookScript", &["model", "on", "fields", "domain", "initial", "run"]),
         ("CronScript", &["schedule", "timezone", "run"]),

@@ -336,7 +336,7 @@ async fn a_tap_that_keeps_failing_is_parked_and_the_contact_goes_on() {
 #[tokio::test]
 async fn scripts_tell_a_transient_odoo_error_from_a_definite_one() {
     let probe = r#"
-return { match = "^probe_(%d+)$", run = function(id)
+return { match = "^probe_(%d+)$", anyone = true, run = function(id)
   local ok, err = pcall(env.odoo.call, "sale.order", "read", { { tonumber(id) } }, { fields = { "name" } })
   local ok2, err2 = pcall(env.odoo.call, "sale.order", "no_such_method", { { 1 } })
   env.whatsapp.send_text(message.from, string.format("%s %s %s %s | %s %s %s", tostring(ok), tostring(err.transient), err.kind,

@@ -480,7 +480,7 @@ async fn a_script_sends_a_document_from_bytes_uploaded_as_media_first() {
     put_script(
         dir.path(),
         "buttons/invoice.lua",
-        r#"return { match = "^btn_invoice$", run = function()
+        r#"return { match = "^btn_invoice$", anyone = true, run = function()
   local pdf = "%PDF-1.4\n\0\255 binary invoice"
   env.whatsapp.send_document(message.from, { bytes = pdf, filename = "INV-2026-0001.pdf", caption = "Votre facture" })
 end }"#,

@@ -47,6 +47,7 @@ async fn texts_sent(d: &TestDaemon) -> Vec<String> {
 const VALIDATE: &str = r#"
 return {
   match = "^btn_validate_order_(%d+)$",
+  anyone = true,
   run = function(order_id)
     local count = (env.store.get("validations") or 0) + 1
     env.store.set("validations", count)
@@ -81,6 +82,7 @@ async fn a_button_click_runs_the_matching_action_with_its_captures() {
 const RAW_READER: &str = r#"
 return {
   match = "^btn_raw_",
+  anyone = true,
   run = function()
     local listed = false
     for k in pairs(message) do if k == "raw" then listed = true end end
@@ -162,6 +164,7 @@ async fn on_message_handles_the_rest_and_notify_renders_a_template() {
 const START_FLOW: &str = r#"
 return {
   match = "^btn_start_(%d+)$",
+  anyone = true,
   run = function(order)
     env.scenario.start("order_validation", message.from, { order = tonumber(order) })
   end,
@@ -302,18 +305,18 @@ async fn sandbox_escape_attempts_are_all_refused() {
         scripts.push((
             format!("buttons/escape_{i:02}.lua"),
             format!(
-                "return {{ match = \"^escape_{i:02}$\", run = function()\n  local ok, result = pcall(function() return {attempt} end)\n  if ok and result then env.whatsapp.send_text(message.from, \"ESCAPED {i}\") end\nend }}\n"
+                "return {{ match = \"^escape_{i:02}$\", anyone = true, run = function()\n  local ok, result = pcall(function() return {attempt} end)\n  if ok and result then env.whatsapp.send_text(message.from, \"ESCAPED {i}\") end\nend }}\n"
             ),
         ));
     }
     // State changed in one run must not leak into the next.
     scripts.push((
         "buttons/poison.lua".into(),
-        "return { match = '^poison$', run = function()\n  string.upper = nil; leaked = true\n  env.whatsapp.send_text = nil; logger.info = nil\n  rawset(env.vars, 'shop', 'X'); env.vars = nil\nend }".into(),
+        "return { match = '^poison$', anyone = true, run = function()\n  string.upper = nil; leaked = true\n  env.whatsapp.send_text = nil; logger.info = nil\n  rawset(env.vars, 'shop', 'X'); env.vars = nil\nend }".into(),
     ));
     scripts.push((
         "buttons/check.lua".into(),
-        "return { match = '^check$', run = function()\n  if leaked or string.upper == nil or logger.info == nil or env.vars.shop ~= 'Boutique Awa' then env.whatsapp.send_text(message.from, 'ESCAPED leak') end\n  local writable = pcall(function() env.vars.shop = 'Y' end)\n  if writable then env.whatsapp.send_text(message.from, 'ESCAPED vars') end\n  env.whatsapp.send_text(message.from, string.upper('ok'))\nend }".into(),
+        "return { match = '^check$', anyone = true, run = function()\n  if leaked or string.upper == nil or logger.info == nil or env.vars.shop ~= 'Boutique Awa' then env.whatsapp.send_text(message.from, 'ESCAPED leak') end\n  local writable = pcall(function() env.vars.shop = 'Y' end)\n  if writable then env.whatsapp.send_text(message.from, 'ESCAPED vars') end\n  env.whatsapp.send_text(message.from, string.upper('ok'))\nend }".into(),
     ));
     let refs: Vec<(&str, &str)> = scripts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let d = daemon_with(&refs).await;
@@ -343,11 +346,11 @@ async fn an_infinite_loop_and_a_memory_bomb_are_stopped_while_other_messages_flo
     for (path, source) in [
         (
             "buttons/loop.lua",
-            "return { match = '^loop$', run = function() while true do end end }",
+            "return { match = '^loop$', anyone = true, run = function() while true do end end }",
         ),
         (
             "buttons/bomb.lua",
-            "return { match = '^bomb$', run = function() local t = {} while true do t[#t+1] = string.rep('x', 1e6) .. #t end end }",
+            "return { match = '^bomb$', anyone = true, run = function() local t = {} while true do t[#t+1] = string.rep('x', 1e6) .. #t end end }",
         ),
         ("buttons/validate_order.lua", VALIDATE),
     ] {
@@ -391,7 +394,7 @@ async fn an_infinite_loop_and_a_memory_bomb_are_stopped_while_other_messages_flo
 async fn a_script_error_names_file_and_line_and_drops_that_runs_effects() {
     let d = daemon_with(&[(
         "buttons/broken.lua",
-        "return { match = '^broken$', run = function()\n  env.whatsapp.send_text(message.from, 'avant')\n  local x = nil\n  return x.field\nend }",
+        "return { match = '^broken$', anyone = true, run = function()\n  env.whatsapp.send_text(message.from, 'avant')\n  local x = nil\n  return x.field\nend }",
     )])
     .await;
     let m = click(&d, "wamid.X1", "broken").await;
@@ -406,7 +409,7 @@ async fn a_script_error_names_file_and_line_and_drops_that_runs_effects() {
 async fn odoo_calls_fail_clearly_when_odoo_is_not_configured() {
     let d = daemon_with(&[(
         "buttons/odoo.lua",
-        "return { match = '^odoo$', run = function() env.odoo.search_read('sale.order', {}, {'name'}) end }",
+        "return { match = '^odoo$', anyone = true, run = function() env.odoo.search_read('sale.order', {}, {'name'}) end }",
     )])
     .await;
     let m = click(&d, "wamid.O1", "odoo").await;
@@ -424,7 +427,7 @@ async fn odoo_calls_fail_clearly_when_odoo_is_not_configured() {
 async fn hot_reload_uses_new_versions_keeps_the_old_on_a_broken_save_and_unregisters_deleted_scripts() {
     let d = daemon_with(&[(
         "buttons/hello.lua",
-        "return { match = '^hello$', run = function() env.whatsapp.send_text(message.from, 'v1') end }",
+        "return { match = '^hello$', anyone = true, run = function() env.whatsapp.send_text(message.from, 'v1') end }",
     )])
     .await;
     click(&d, "wamid.H1", "hello").await;
@@ -432,7 +435,7 @@ async fn hot_reload_uses_new_versions_keeps_the_old_on_a_broken_save_and_unregis
     // An atomic save (temp file + rename), as most editors do.
     d.write_script(
         "buttons/hello.lua",
-        "return { match = '^hello$', run = function() env.whatsapp.send_text(message.from, 'v2') end }",
+        "return { match = '^hello$', anyone = true, run = function() env.whatsapp.send_text(message.from, 'v2') end }",
     );
     wait_for_version(&d, "hello", 2).await;
     click(&d, "wamid.H2", "hello").await;
@@ -440,7 +443,7 @@ async fn hot_reload_uses_new_versions_keeps_the_old_on_a_broken_save_and_unregis
     // A broken save keeps v2 and shows the error with file:line.
     std::fs::write(
         d.dir.path().join("scripts/buttons/hello.lua"),
-        "return { match = '^hello$', run = function(\n",
+        "return { match = '^hello$', anyone = true, run = function(\n",
     )
     .unwrap();
     let err = d
@@ -455,7 +458,7 @@ async fn hot_reload_uses_new_versions_keeps_the_old_on_a_broken_save_and_unregis
     // A new script appears without a restart.
     d.write_script(
         "buttons/bye.lua",
-        "return { match = '^bye$', run = function() env.whatsapp.send_text(message.from, 'bye') end }",
+        "return { match = '^bye$', anyone = true, run = function() env.whatsapp.send_text(message.from, 'bye') end }",
     );
     d.eventually("bye registered", || async {
         let (_, s) = d.api("/api/scripts").await;
@@ -519,7 +522,7 @@ async fn each_message_is_dispatched_exactly_once_across_restarts() {
 async fn send_buttons_and_send_list_pass_their_options() {
     let d = daemon_with(&[(
         "buttons/menu.lua",
-        r#"return { match = "^menu$", run = function()
+        r#"return { match = "^menu$", anyone = true, run = function()
   env.whatsapp.send_buttons(message.from, "Que voulez-vous ?", { { id = "a", title = "Commander" } },
     { header = "Menu", footer = "Boutique Awa", reply_to = message.id })
   env.whatsapp.send_list(message.from, "Paiement", "Choisir",

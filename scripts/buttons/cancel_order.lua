@@ -1,4 +1,7 @@
--- "Annuler": cancels the order in Odoo and answers.
+-- "Annuler": cancels the order in Odoo and answers. As in Odoo, only a quotation or a
+-- confirmed order can be cancelled: a locked (done) order, already delivered or closed, is
+-- left as it is and the customer is told why (Odoo's own action_cancel would cancel it: the
+-- check is here, like the hidden "Cancel" button of Odoo's form).
 local b = require "boutique"
 
 return {
@@ -6,11 +9,18 @@ return {
   run = function(order_id)
     local order = b.order_or_say(order_id)
     if not order then return end
-    if order.state == "cancel" then
-      env.whatsapp.send_text(message.from, "La commande " .. order.name .. " est déjà annulée.")
+    local refusal = b.cancel_refusal(order)
+    if refusal then
+      env.whatsapp.send_text(message.from, refusal)
+      logger.info("order", order.name, "not cancelled via WhatsApp: state", order.state)
       return
     end
-    env.odoo.call("sale.order", "action_cancel", { { order.id } }, { context = { disable_cancel_warning = true } })
+    local ok, err = b.try_call("sale.order", "action_cancel", { { order.id } }, { context = { disable_cancel_warning = true } })
+    if not ok then
+      logger.warn("order", order.name, "cancel refused by Odoo:", tostring(err))
+      env.whatsapp.send_text(message.from, b.refused_by_odoo(order, "annulée"))
+      return
+    end
     env.whatsapp.send_text(message.from, "Commande " .. order.name .. " annulée.")
     logger.info("order", order.name, "cancelled via WhatsApp")
   end,

@@ -16,17 +16,17 @@ return {
       { "state", "=", "posted" },
       { "payment_state", "in", { "not_paid", "partial" } },
       { "invoice_date_due", "<=", limit },
-    }, { "name", "partner_id", "amount_residual", "invoice_date_due" }, { order = "invoice_date_due, id" })
+    }, { "name", "partner_id", "amount_residual", "currency_id", "invoice_date_due" }, { order = "invoice_date_due, id" })
     for _, inv in ipairs(invoices) do
       local y, m, d = tostring(inv.invoice_date_due):match("(%d+)-(%d+)-(%d+)")
       local due = os.time({ year = tonumber(y), month = tonumber(m), day = tonumber(d), hour = 0 })
       local period = math.floor((today - due) / (days * 86400))
       local key = string.format("unpaid_reminder:%d:%d", inv.id, period)
       if not env.store.get(key) then
-        local phone = b.partner_phone(inv.partner_id)
+        local phone, _, lang = b.partner_phone(inv.partner_id)
         if phone then
           env.whatsapp.send_template(phone, env.vars.unpaid_invoice_template or "unpaid_invoice_reminder", "fr",
-            b.template_components({ inv.name, b.fcfa(inv.amount_residual), tostring(inv.invoice_date_due) }))
+            b.template_components({ inv.name, b.money(inv.amount_residual, inv.currency_id, lang), tostring(inv.invoice_date_due) }))
           env.store.set(key, true)
           logger.info("unpaid invoice reminder", inv.name, "period", period)
         end

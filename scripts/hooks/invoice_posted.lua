@@ -9,26 +9,27 @@ return {
   model = "account.move",
   on = "write",
   domain = { { "move_type", "=", "out_invoice" } },
-  fields = { "state", "name", "partner_id", "amount_total" },
+  fields = { "state", "name", "partner_id", "amount_total", "currency_id" },
   initial = { state = "draft" },
   run = function(invoice, previous)
     if invoice.state ~= "posted" then return end
     if not previous or previous.state == "posted" then return end
-    local phone = b.partner_phone(invoice.partner_id)
+    local phone, _, lang = b.partner_phone(invoice.partner_id)
     if not phone then
       logger.warn("invoice", invoice.name, "has no partner phone; not sent")
       return
     end
     local pdf = env.odoo.invoice_pdf(invoice.id)
+    local amount = b.money(invoice.amount_total, invoice.currency_id, lang)
     local filename = tostring(invoice.name):gsub("[^%w%-_]", "_") .. ".pdf"
-    local caption = string.format("Votre facture %s — %s", invoice.name, b.fcfa(invoice.amount_total))
+    local caption = string.format("Votre facture %s — %s", invoice.name, amount)
     if env.whatsapp.window_open(phone) then
       env.whatsapp.send_document(phone, { bytes = pdf, filename = filename, caption = caption })
     else
       local media = env.whatsapp.upload(pdf, filename)
       env.whatsapp.send_template(phone, env.vars.invoice_template or "invoice_posted", "fr", {
         { type = "header", parameters = { { type = "document", document = { id = media, filename = filename } } } },
-        { type = "body", parameters = { { type = "text", text = invoice.name }, { type = "text", text = b.fcfa(invoice.amount_total) } } },
+        { type = "body", parameters = { { type = "text", text = invoice.name }, { type = "text", text = amount } } },
       })
     end
   end,

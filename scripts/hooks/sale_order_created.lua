@@ -1,25 +1,28 @@
 -- Order created in Odoo -> the customer gets Valider / Annuler / Voir détail.
 -- Switch: [vars] auto_send_order_creation. Outside the 24 h window, the approved template
 -- [vars] order_created_template is sent instead, with the same three button payloads.
+-- The amount is written in the order's currency for the partner's language (the template
+-- script gets it ready in `amount_text`: templates cannot read Odoo).
 local b = require "boutique"
 
 return {
   model = "sale.order",
   on = "create",
-  fields = { "name", "partner_id", "amount_total", "state" },
+  fields = { "name", "partner_id", "amount_total", "currency_id", "state" },
   run = function(order)
     if not env.vars.auto_send_order_creation then return end
-    local phone, partner_name = b.partner_phone(order.partner_id)
+    local phone, partner_name, lang = b.partner_phone(order.partner_id)
     if not phone then
       logger.warn("order", order.name, "has no partner phone; nothing sent")
       return
     end
     order.partner_name = partner_name
+    order.amount_text = b.money(order.amount_total, order.currency_id, lang)
     if env.whatsapp.window_open(phone) then
       env.notify(phone, "order_created", order)
     else
       env.whatsapp.send_template(phone, env.vars.order_created_template or "order_created", "fr",
-        b.template_components({ partner_name or "", order.name, b.fcfa(order.amount_total) }, {
+        b.template_components({ partner_name or "", order.name, order.amount_text }, {
           "btn_validate_order_" .. order.id,
           "btn_cancel_order_" .. order.id,
           "btn_order_details_" .. order.id,

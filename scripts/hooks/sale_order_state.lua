@@ -9,15 +9,15 @@ local b = require "boutique"
 return {
   model = "sale.order",
   on = "write",
-  fields = { "state", "name", "partner_id", "amount_total" },
+  fields = { "state", "name", "partner_id", "amount_total", "currency_id" },
   initial = { state = "draft" },
   run = function(order, previous)
     if not previous or previous.state == order.state then return end
     if order.state ~= "sale" and order.state ~= "cancel" and order.state ~= "done" then return end
-    local phone = b.partner_phone(order.partner_id)
+    local phone, _, lang = b.partner_phone(order.partner_id)
     if not phone then return end
     local text = string.format("Votre commande %s est maintenant : %s (%s).",
-      order.name, b.states[order.state] or order.state, b.fcfa(order.amount_total))
+      order.name, b.states[order.state] or order.state, b.money(order.amount_total, order.currency_id, lang))
     if env.whatsapp.window_open(phone) then
       env.whatsapp.send_text(phone, text)
     elseif env.vars.order_state_template then

@@ -172,6 +172,7 @@ logger = {}
 ---`scripts/buttons/<name>.lua`: runs when an inbound button id matches `match`.
 ---@class ButtonScript
 ---@field match string                 a Lua pattern; its captures are `run`'s arguments
+---@field anyone? boolean              true: any contact may click it; by default only a contact walua sent the button to (others get a polite refusal)
 ---@field run fun(...: string)
 
 ---A reply button of a scenario step.

@@ -157,6 +157,10 @@ pub enum ScriptMeta {
     Button {
         /// The Lua pattern matched against inbound button ids; captures become `run`'s arguments.
         pattern: String,
+        /// `anyone = true`: any contact may click it (a payload printed on a poster), not only
+        /// one walua sent the button to.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        anyone: bool,
     },
     /// A scenario's steps.
     Scenario(ScenarioDef),
@@ -692,7 +696,12 @@ fn extract(sandbox: &Sandbox, kind: ScriptKind, value: Value) -> Result<ScriptMe
             let pattern = req_string(get(&t, "match")?, "match")?;
             check_pattern(sandbox, &pattern).map_err(|e| format!("match: invalid Lua pattern {pattern:?}: {e}"))?;
             req_function(get(&t, "run")?, "run")?;
-            Ok(ScriptMeta::Button { pattern })
+            let anyone = match get(&t, "anyone")? {
+                Value::Nil => false,
+                Value::Boolean(b) => b,
+                other => return Err(format!("anyone: expected a boolean, got {}", type_name(&other))),
+            };
+            Ok(ScriptMeta::Button { pattern, anyone })
         }
         ScriptKind::Scenario => {
             let t = expect_table(value, "a table { start = \"step\", steps = { ... } }")?;
@@ -1338,7 +1347,8 @@ return M
         assert_eq!(
             b.meta,
             ScriptMeta::Button {
-                pattern: "^btn_validate_order_(%d+)$".into()
+                pattern: "^btn_validate_order_(%d+)$".into(),
+                anyone: false,
             }
         );
 
@@ -1444,7 +1454,8 @@ return M
         assert_eq!(
             r.meta,
             ScriptMeta::Button {
-                pattern: "^btn_util$".into()
+                pattern: "^btn_util$".into(),
+                anyone: false,
             }
         );
     }
@@ -1813,7 +1824,13 @@ return M
         reg.apply(&p, r);
         let x = reg.get(ScriptKind::Button, "x").unwrap();
         assert_eq!(x.version, 3);
-        assert_eq!(x.meta, ScriptMeta::Button { pattern: "^d$".into() });
+        assert_eq!(
+            x.meta,
+            ScriptMeta::Button {
+                pattern: "^d$".into(),
+                anyone: false
+            }
+        );
         assert_eq!(reg.errors().count(), 0);
         assert_eq!(reg.status()[0].last_error, None);
 

@@ -897,6 +897,52 @@ impl LuaWorker {
         )
     }
 
+    /// Whether the contact who clicked `button_id` is one walua sent that button to (the
+    /// index follows merges of the contact's conversations), or the click is on a message
+    /// sent before the index existed (an upgrade).
+    fn button_allowed(&self, record: &MessageRecord, button_id: &str) -> Result<bool, String> {
+        let store = &self.shared.ctx.store;
+        if store
+            .button_sent_to(&record.contact, button_id)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        let Some(wamid) = record
+            .context
+            .as_ref()
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+        else {
+            return Ok(false);
+        };
+        let since = store.buttons_indexed_since().map_err(|e| e.to_string())?;
+        let before = store
+            .message_by_wamid(wamid)
+            .map_err(|e| e.to_string())?
+            .is_some_and(|m| m.direction == crate::store::Direction::Outbound && m.stored_at_ms < since);
+        Ok(before)
+    }
+
+    /// A click on a button walua never sent this contact (someone else's order id, a crafted
+    /// payload): logged, no script runs, and the customer gets a polite answer.
+    fn refuse_button(
+        &mut self,
+        record: &MessageRecord,
+        button_id: &str,
+        scripts: &mut Vec<String>,
+    ) -> Result<(), String> {
+        tracing::warn!(message_id = record.id, contact = %record.contact, button = button_id,
+            "button refused: walua never sent it to this contact (a script may allow it with `anyone = true`)");
+        scripts.push("refused: button not sent to this contact".into());
+        queue(
+            &self.shared,
+            json!({ "to": reply_address(record), "type": "text", "text": FOREIGN_BUTTON_REPLY }),
+        )
+        .map(|_| ())
+    }
+
     fn route(
         &mut self,
         record: &Arc<MessageRecord>,
@@ -907,6 +953,10 @@ impl LuaWorker {
         let contact_key = record.contact.clone();
 
         if let Some((scenario, step, button_id)) = button.as_ref().and_then(|(id, _)| parse_scenario_button(id)) {
+            let id = &button.as_ref().expect("parsed from it").0;
+            if !self.button_allowed(record, id)? {
+                return self.refuse_button(record, id, scripts);
+            }
             scripts.push(format!("scenarios/{scenario}:{step}"));
             return self.scenario_click(record, conv, &scenario, &step, &button_id);
         }
@@ -924,10 +974,13 @@ impl LuaWorker {
                 reg.buttons().cloned().collect()
             };
             for file in buttons {
-                let ScriptMeta::Button { pattern } = &file.meta else {
+                let ScriptMeta::Button { pattern, anyone } = &file.meta else {
                     continue;
                 };
                 if let Some(captures) = self.pattern_match(id, pattern)? {
+                    if !anyone && !self.button_allowed(record, id)? {
+                        return self.refuse_button(record, id, scripts);
+                    }
                     scripts.push(format!("buttons/{}", file.name));
                     let env = self.run_env(record, conv, &file)?;
                     let table = self.load_table(&file, &env)?;
@@ -1293,6 +1346,9 @@ fn button_of(record: &MessageRecord) -> Option<(String, String)> {
         _ => None,
     }
 }
+
+/// The answer to a click on a button walua did not send to that contact.
+pub const FOREIGN_BUTTON_REPLY: &str = "Désolé, ce bouton ne correspond à aucun message que nous vous avons envoyé : nous ne pouvons pas y donner suite. Écrivez-nous si vous avez besoin d'aide.";
 
 /// Where replies to an inbound message go: its sender as Meta gave it (phone or BSUID).
 fn reply_address(record: &MessageRecord) -> String {

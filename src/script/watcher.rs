@@ -497,7 +497,7 @@ mod tests {
 
     fn pattern_of(f: &ScriptFile) -> &str {
         match &f.meta {
-            ScriptMeta::Button { pattern } => pattern,
+            ScriptMeta::Button { pattern, .. } => pattern,
             other => panic!("{other:?}"),
         }
     }
@@ -628,6 +628,7 @@ mod tests {
                 f.meta
                     == ScriptMeta::Button {
                         pattern: "^new$".into(),
+                        anyone: false,
                     }
             })
         });

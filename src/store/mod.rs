@@ -70,6 +70,10 @@ const SCRIPT_KV: TableDefinition<&str, &[u8]> = TableDefinition::new("script_kv"
 const SCENARIOS: TableDefinition<&str, &[u8]> = TableDefinition::new("scenarios");
 /// Durable state of schedulers and pollers: `cron:NAME`, `hook:NAME` → JSON.
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// Button ids walua sent, per contact: (conversation key, button id) → when (unix ms). A
+/// click is accepted only from a contact the button was sent to (see
+/// [`Store::button_sent_to`]). Moved with the conversation on merges.
+const SENT_BUTTONS: TableDefinition<(&str, &str), i64> = TableDefinition::new("sent_buttons");
 /// Small daemon metadata (health probe time, schema version).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -183,6 +187,52 @@ pub struct ScriptCommit {
     pub state: Vec<(String, Value)>,
     /// Failed runs written (`Some`) or cleared (`None`) with the effects (see [`parked`]).
     pub failed: Vec<(String, Option<parked::FailedRun>)>,
+}
+
+/// The META key of [`Store::buttons_indexed_since`].
+const BUTTONS_SINCE: &str = "sent_buttons_since";
+
+/// The button ids of an outbound message's Graph API body: reply buttons, list rows and a
+/// template's quick-reply payloads.
+pub fn button_ids(body: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let strs = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_str)
+            .map(|s| vec![s.to_string()])
+            .unwrap_or_default()
+    };
+    let action = body.pointer("/interactive/action");
+    for b in action
+        .and_then(|a| a.get("buttons"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.extend(strs(b.pointer("/reply/id")));
+    }
+    for section in action
+        .and_then(|a| a.get("sections"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for row in section.get("rows").and_then(Value::as_array).into_iter().flatten() {
+            out.extend(strs(row.get("id")));
+        }
+    }
+    for c in body
+        .pointer("/template/components")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if c.get("type").and_then(Value::as_str) == Some("button") {
+            for p in c.get("parameters").and_then(Value::as_array).into_iter().flatten() {
+                out.extend(strs(p.get("payload")));
+            }
+        }
+    }
+    out
 }
 
 /// What [`Store::renormalize_contacts`] did.
@@ -355,6 +405,11 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(SCENARIOS)?;
             txn.open_table(STATE)?;
             txn.open_table(parked::FAILED_RUNS)?;
+            txn.open_table(SENT_BUTTONS)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get(BUTTONS_SINCE)?.is_none() {
+                meta.insert(BUTTONS_SINCE, now_ms().to_be_bytes().as_slice())?;
+            }
         }
         txn.commit()?;
     }
@@ -451,6 +506,26 @@ impl Store {
         }
         txn.commit()?;
         Ok(report)
+    }
+
+    /// Whether walua sent the button `button_id` to `contact` (any of its addresses), and
+    /// when; `Ok(None)` if never. See [`Store::buttons_indexed_since`] for older sends.
+    pub fn button_sent_to(&self, contact: &str, button_id: &str) -> Result<Option<i64>> {
+        let txn = self.db()?.begin_read()?;
+        let key = resolve_alias(&txn.open_table(CONTACT_ALIASES)?, contact)?.unwrap_or_else(|| contact.to_string());
+        let table = txn.open_table(SENT_BUTTONS)?;
+        Ok(table.get((key.as_str(), button_id))?.map(|v| v.value()))
+    }
+
+    /// Since when (unix ms) sent buttons are indexed: a click on a message sent before has
+    /// no entry and is accepted.
+    pub fn buttons_indexed_since(&self) -> Result<i64> {
+        let txn = self.db()?.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let since = meta
+            .get(BUTTONS_SINCE)?
+            .and_then(|v| v.value().try_into().ok().map(i64::from_be_bytes));
+        Ok(since.unwrap_or(0))
     }
 
     // ---------------------------------------------------------------- journal
@@ -1108,6 +1183,7 @@ struct Tables<'txn> {
     orphans: Table<'txn, &'static str, &'static [u8]>,
     events: Table<'txn, u64, &'static [u8]>,
     sequences: Table<'txn, &'static str, u64>,
+    sent_buttons: Table<'txn, (&'static str, &'static str), i64>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -1122,6 +1198,7 @@ impl<'txn> Tables<'txn> {
             orphans: txn.open_table(ORPHAN_STATUSES)?,
             events: txn.open_table(EVENTS)?,
             sequences: txn.open_table(SEQUENCES)?,
+            sent_buttons: txn.open_table(SENT_BUTTONS)?,
             message_ids: message_ids.clone(),
         })
     }
@@ -1211,6 +1288,18 @@ impl<'txn> Tables<'txn> {
                 m.contact = into.contact.clone();
                 self.put_message(&m)?;
             }
+        }
+        let buttons: Vec<(String, i64)> = self
+            .sent_buttons
+            .range((old_key, "")..)?
+            .filter_map(|r| r.ok())
+            .take_while(|(k, _)| k.value().0 == old_key)
+            .map(|(k, v)| (k.value().1.to_string(), v.value()))
+            .collect();
+        for (button, at) in &buttons {
+            self.sent_buttons.remove((old_key, button.as_str()))?;
+            self.sent_buttons
+                .insert((into.contact.as_str(), button.as_str()), *at)?;
         }
         into.message_count += old.message_count;
         into.merge_inbound(&old);

@@ -503,6 +503,12 @@ impl Tables<'_> {
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;
+        if record.status != "failed" {
+            for button in super::button_ids(&record.raw) {
+                self.sent_buttons
+                    .insert((conv.contact.as_str(), button.as_str()), now)?;
+            }
+        }
         self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
         conv.message_count += 1;
         conv.last_message_at = conv.last_message_at.max(now / 1000);

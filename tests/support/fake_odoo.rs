@@ -12,6 +12,12 @@
 //!   `GET /my/invoices/{id}` and `/my/orders/{id}` (`access_token`; a bad token → 303 to `/my`
 //!   → 303 to `/web/login`, an HTML page), and `GET /web/login`.
 //!
+//! Models: `res.partner`, `product.product`, `sale.order` and `sale.order.line` (with
+//! section and note lines: `display_type`), `account.move`, `res.currency` and `res.lang`
+//! (seeded with the real Odoo 16's EUR, USD, XOF, XAF and en_US, en_GB, fr_FR, fr_BE, fr_CA,
+//! fr_CH: symbols, positions, rounding, separators and grouping as it answered them),
+//! `uom.uom`.
+//!
 //! Model methods: `search_read`, `search`, `search_count`, `read`, `write`, `create` (one
 //! dict, or a list of dicts created in one transaction: one shared `write_date`), `unlink`,
 //! `fields_get`, `get_portal_url`, `sale.order.action_confirm`/`action_cancel`/`action_done`
@@ -172,6 +178,11 @@ static MODELS: &[ModelDef] = &[
         fields: &[
             ("order_id", Ty::M2o("sale.order")),
             ("display_name", Ty::Char),
+            ("sequence", Ty::Int),
+            // A selection in Odoo 16 ("line_section" Section, "line_note" Note), read as the
+            // key or `false` for a product line (real: sale.order.line fields_get and
+            // search_read of S00001's lines, `"display_type": false`).
+            ("display_type", Ty::Char),
             ("product_id", Ty::M2o("product.product")),
             ("name", Ty::Char),
             ("product_uom_qty", Ty::Float),
@@ -179,7 +190,8 @@ static MODELS: &[ModelDef] = &[
             ("price_subtotal", Ty::Float),
             ("price_total", Ty::Float),
         ],
-        order: "order_id asc, id asc",
+        // sale.order.line `_order = 'order_id, sequence, id'`.
+        order: "order_id asc, sequence asc, id asc",
         methods: &[],
     },
     ModelDef {
@@ -203,14 +215,42 @@ static MODELS: &[ModelDef] = &[
         order: "invoice_date desc, name desc, id desc",
         methods: &["get_portal_url", "button_draft", "button_cancel"],
     },
+    // res.currency as the real Odoo 16's fields_get shows it: name (char, the ISO code),
+    // symbol (char), position (selection after/before, default after), rounding (float),
+    // decimal_places (integer, computed from rounding and stored, readonly), active.
     ModelDef {
         name: "res.currency",
         description: "Currency",
         fields: &[
             ("name", Ty::Char),
             ("display_name", Ty::Char),
+            ("full_name", Ty::Char),
             ("symbol", Ty::Char),
+            ("position", Ty::Char),
+            ("rounding", Ty::Float),
+            ("decimal_places", Ty::Int),
             ("active", Ty::Bool),
+        ],
+        order: "active desc, name asc",
+        methods: &[],
+    },
+    // res.lang (real fields_get: code, name, thousands_sep not required, decimal_point and
+    // grouping required, all char; `_order = "active desc,name"`).
+    ModelDef {
+        name: "res.lang",
+        description: "Languages",
+        fields: &[
+            ("name", Ty::Char),
+            ("display_name", Ty::Char),
+            ("code", Ty::Char),
+            ("iso_code", Ty::Char),
+            ("url_code", Ty::Char),
+            ("active", Ty::Bool),
+            ("direction", Ty::Char),
+            ("date_format", Ty::Char),
+            ("thousands_sep", Ty::Char),
+            ("decimal_point", Ty::Char),
+            ("grouping", Ty::Char),
         ],
         order: "active desc, name asc",
         methods: &[],
@@ -246,7 +286,8 @@ const ORM_METHODS: &[&str] = &[
 /// Whether a field of `model` is computed at read time (never stored). An invoice's
 /// `amount_total` is stored here: the fake keeps no invoice lines to compute it from.
 fn is_computed(model: &str, field: &str) -> bool {
-    COMPUTED.contains(&field) && !(model == "account.move" && field == "amount_total")
+    (COMPUTED.contains(&field) && !(model == "account.move" && field == "amount_total"))
+        || (model == "res.currency" && field == "decimal_places")
 }
 
 /// Fields computed at read time (never stored).
@@ -545,6 +586,16 @@ impl State {
                     .sum();
                 json!(round2(total))
             }
+            // res.currency._compute_decimal_places: ceil(log10(1 / rounding)) when
+            // 0 < rounding < 1, else 0 (XOF, rounding 1.0: 0; USD, 0.01: 2).
+            ("res.currency", "decimal_places") => {
+                let r = rec.get("rounding").and_then(Value::as_f64).unwrap_or(0.01);
+                if r > 0.0 && r < 1.0 {
+                    json!((1.0 / r).log10().ceil() as i64)
+                } else {
+                    json!(0)
+                }
+            }
             ("sale.order.line", "price_subtotal" | "price_total") => {
                 let q = rec.get("product_uom_qty").and_then(Value::as_f64).unwrap_or_default();
                 let p = rec.get("price_unit").and_then(Value::as_f64).unwrap_or_default();
@@ -661,8 +712,82 @@ fn seed(st: &mut State) {
         *next = (*next).max(id + 1);
     };
     let d49 = "2026-11-25 01:08:49.103122";
-    put(st, "res.currency", 1, json!({"name": "EUR", "symbol": "€"}), d49);
-    put(st, "res.currency", 2, json!({"name": "USD", "symbol": "$"}), d49);
+    // The real Odoo 16's res.currency (search_read with active_test off): ids, symbols,
+    // positions and rounding as it answered them. XOF and XAF ship inactive; a shop in
+    // Dakar activates XOF (Accounting > Currencies). Odoo 16's XOF symbol is "CFA", not
+    // "F CFA". How Odoo writes amounts with them (format_amount, read in tax_totals for the
+    // en_US admin): INV/2026/00001 "$\u{a0}36,512.50", S00001 (EUR) "1,740.00\u{a0}€".
+    let currencies: &[(i64, &str, &str, &str, &str, f64, bool)] = &[
+        (1, "EUR", "Euro", "€", "after", 0.01, true),
+        (2, "USD", "United States dollar", "$", "before", 0.01, true),
+        (42, "XOF", "CFA franc BCEAO", "CFA", "after", 1.0, false),
+        (43, "XAF", "CFA franc BEAC", "FCFA", "after", 1.0, false),
+    ];
+    for (id, name, full, symbol, position, rounding, active) in currencies {
+        put(
+            st,
+            "res.currency",
+            *id,
+            json!({"name": name, "full_name": full, "symbol": symbol, "position": position,
+                   "rounding": rounding, "active": active}),
+            d49,
+        );
+    }
+    // The real Odoo 16's res.lang (search_read with active_test off): en_US is the only
+    // active one; fr_FR's thousands separator is U+00A0 (a no-break space, not the narrow
+    // U+202F), its decimal point ",", its grouping "[3,0]" (groups of 3, repeated).
+    let lang = |name: &str, code: &str, iso: &str, active: bool, date: &str, sep: &str, point: &str| {
+        json!({"name": name, "code": code, "iso_code": iso, "url_code": iso, "active": active,
+               "direction": "ltr", "date_format": date, "thousands_sep": sep, "decimal_point": point,
+               "grouping": "[3,0]"})
+    };
+    let langs = [
+        (1, lang("English (US)", "en_US", "en", true, "%m/%d/%Y", ",", ".")),
+        (21, lang("English (UK)", "en_GB", "en_GB", false, "%d/%m/%Y", ",", ".")),
+        (
+            25,
+            lang(
+                "French (BE) / Français (BE)",
+                "fr_BE",
+                "fr_BE",
+                false,
+                "%d/%m/%Y",
+                ".",
+                ",",
+            ),
+        ),
+        (
+            26,
+            lang(
+                "French (CA) / Français (CA)",
+                "fr_CA",
+                "fr_CA",
+                false,
+                "%Y-%m-%d",
+                "\u{a0}",
+                ",",
+            ),
+        ),
+        (
+            27,
+            lang(
+                "French (CH) / Français (CH)",
+                "fr_CH",
+                "fr_CH",
+                false,
+                "%d.%m.%Y",
+                "'",
+                ".",
+            ),
+        ),
+        (
+            28,
+            lang("French / Français", "fr_FR", "fr", false, "%d/%m/%Y", "\u{a0}", ","),
+        ),
+    ];
+    for (id, values) in langs {
+        put(st, "res.lang", id, values, d49);
+    }
     put(st, "uom.uom", 1, json!({"name": "Units"}), d49);
 
     let partners: &[PartnerSeed] = &[
@@ -867,8 +992,8 @@ fn seed(st: &mut State) {
             st,
             "sale.order.line",
             line_id,
-            json!({"order_id": order, "product_id": product, "name": name,
-                   "product_uom_qty": qty, "price_unit": price}),
+            json!({"order_id": order, "product_id": product, "name": name, "sequence": 10,
+                   "display_type": false, "product_uom_qty": qty, "price_unit": price}),
             SEED_TIME,
         );
         line_id += 1;
@@ -1548,7 +1673,14 @@ fn create(st: &mut State, m: &'static ModelDef, values: &Value, now: NaiveDateTi
             (_, "active", _) => json!(true),
             ("sale.order", "state", _) => json!("draft"),
             ("sale.order", "date_order", _) => json!(now.format("%Y-%m-%d %H:%M:%S").to_string()),
-            ("sale.order", "currency_id", _) | ("account.move", "currency_id", _) => json!(1),
+            // The demo company's currency is USD (res.company 1: currency_id [2, "USD"]) and
+            // so is its only pricelist ("Public Pricelist", currency_id [2, "USD"]): a new
+            // order (currency of its pricelist) and a new invoice are in USD. The demo's own
+            // S00001..S00020 are in EUR (seeded so, as the real sale.order search_read shows).
+            ("sale.order", "currency_id", _) | ("account.move", "currency_id", _) => json!(2),
+            ("sale.order.line", "sequence", _) => json!(10),
+            ("res.currency", "position", _) => json!("after"),
+            ("res.currency", "rounding", _) => json!(0.01),
             ("sale.order", "name", _) => {
                 let n = st.next_order_number;
                 st.next_order_number += 1;
@@ -1566,6 +1698,11 @@ fn create(st: &mut State, m: &'static ModelDef, values: &Value, now: NaiveDateTi
             _ => json!(false),
         };
         vals.insert((*field).to_string(), default);
+    }
+    // sale.order.line.create: a section or note line gets product_uom_qty 0.0 (and the SQL
+    // constraint non_accountable_null_fields keeps it without product or price).
+    if m.name == "sale.order.line" && !falsy(vals.get("display_type").unwrap_or(&Value::Null)) {
+        vals.insert("product_uom_qty".into(), json!(0.0));
     }
     if m.name == "sale.order.line"
         && let Some(p) = vals.get("product_id").and_then(Value::as_i64)

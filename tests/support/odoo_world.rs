@@ -13,6 +13,16 @@ use super::*;
 pub const KEY: &str = "odoo-api-key-5be1";
 pub const HOOK_TOKEN: &str = "hook-token-81f0";
 pub const PHONE: &str = "221771234567";
+/// The fake's res.currency ids (the real Odoo 16's): EUR, USD, XOF (CFA franc BCEAO).
+pub const EUR: i64 = 1;
+pub const USD: i64 = 2;
+pub const XOF: i64 = 42;
+/// The fake's res.lang ids: en_US, fr_FR.
+pub const EN_US: i64 = 1;
+pub const FR_FR: i64 = 28;
+/// The no-break space Odoo puts between an amount and its symbol, and fr_FR's thousands
+/// separator.
+pub const NBSP: &str = "\u{a0}";
 
 pub struct World {
     pub odoo: FakeOdoo,
@@ -42,9 +52,13 @@ pub async fn world(window_open: bool, tweak: impl FnOnce(&Path)) -> World {
 pub async fn world_with(window_open: bool, tweak: impl FnOnce(&Path), scripts_extra: &str) -> World {
     let odoo = FakeOdoo::start(KEY, "unused-password").await;
     let graph = FakeGraph::start(ACCESS_TOKEN).await;
+    // A shop in Dakar: XOF and French activated in Odoo (both ship inactive), a customer
+    // who speaks French.
+    odoo.update("res.currency", XOF, json!({"active": true}));
+    odoo.update("res.lang", FR_FR, json!({"active": true}));
     let partner = odoo.insert(
         "res.partner",
-        json!({"name": "Awa Diop", "mobile": "+221 77 123 45 67"}),
+        json!({"name": "Awa Diop", "mobile": "+221 77 123 45 67", "lang": "fr_FR"}),
     );
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
@@ -111,15 +125,23 @@ impl World {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    /// An order of 27 000 XOF for the world's partner (2 × 12 500 + 1 × 2 000).
     pub fn new_order(&self) -> i64 {
+        self.new_order_with(json!({"currency_id": XOF}))
+    }
+
+    /// [`World::new_order`] with other values (e.g. another currency or partner). In Odoo the
+    /// currency comes from the order's pricelist; the fake takes it as given.
+    pub fn new_order_with(&self, values: Value) -> i64 {
         self.odoo.advance(Duration::from_secs(1));
-        self.odoo.insert(
-            "sale.order",
-            json!({"partner_id": self.partner, "order_line": [
-                [0, 0, {"name": "Boubou bazin", "product_uom_qty": 2, "price_unit": 12500}],
-                [0, 0, {"name": "Livraison Dakar", "product_uom_qty": 1, "price_unit": 2000}]
-            ]}),
-        )
+        let mut order = json!({"partner_id": self.partner, "order_line": [
+            [0, 0, {"name": "Boubou bazin", "product_uom_qty": 2, "price_unit": 12500}],
+            [0, 0, {"name": "Livraison Dakar", "product_uom_qty": 1, "price_unit": 2000}]
+        ]});
+        for (k, v) in values.as_object().unwrap() {
+            order[k] = v.clone();
+        }
+        self.odoo.insert("sale.order", order)
     }
 
     pub async fn sent(&self, n: usize) -> Vec<Value> {
@@ -139,17 +161,24 @@ impl World {
     }
 }
 
-/// 27000.0 -> "27 000"
-pub fn fcfa(amount: f64) -> String {
+/// An XOF amount for a French partner, as Odoo 16 writes it: 27000.0 -> "27 000 CFA", the
+/// spaces no-break (U+00A0: fr_FR's thousands separator, then format_amount's before the
+/// symbol), no decimals (XOF's rounding is 1.0), Odoo's XOF symbol "CFA" after the amount.
+pub fn xof(amount: f64) -> String {
     let digits = (amount.round() as i64).to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(' ');
+            out.push_str(NBSP);
         }
         out.push(c);
     }
-    out
+    format!("{out}{NBSP}CFA")
+}
+
+/// A text with its no-break spaces shown as "_" (assertion messages).
+pub fn show_nbsp(s: &str) -> String {
+    s.replace(NBSP, "_")
 }
 
 pub fn body_text(m: &Value) -> String {
