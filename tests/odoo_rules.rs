@@ -374,3 +374,27 @@ async fn the_validation_scenario_follows_the_same_rules() {
     );
     assert!(calls_to(&w, "sale.order", "action_confirm").is_empty());
 }
+
+#[tokio::test]
+async fn a_partners_number_without_country_code_is_read_in_the_partners_country() {
+    let w = world(true, |_| {}).await;
+    let moussa = w.odoo.insert(
+        "res.partner",
+        json!({"name": "Moussa Ndiaye", "mobile": "77 000 11 22", "country_id": 204, "lang": "fr_FR"}),
+    );
+    let deco = w.odoo.insert(
+        "res.partner",
+        json!({"name": "Deco Addict", "phone": "(603)-996-3829", "country_id": 233}),
+    );
+    for partner in [moussa, deco] {
+        w.odoo.advance(std::time::Duration::from_secs(1));
+        w.odoo.insert(
+            "sale.order",
+            json!({"partner_id": partner, "order_line": [[0, 0, {"name": "Boubou", "product_uom_qty": 1, "price_unit": 5000}]]}),
+        );
+    }
+    let sent = w.sent(2).await;
+    let mut to: Vec<&str> = sent.iter().map(|m| m["to"].as_str().unwrap()).collect();
+    to.sort();
+    assert_eq!(to, vec!["16039963829", "221770001122"], "{sent:?}");
+}

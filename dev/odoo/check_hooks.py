@@ -466,7 +466,9 @@ class Checker:
             # A real deployment: quotations older than walua's first start (and its rescan window).
             subprocess.run(["psql", "-q", "-d", DB, "-c",
                             "UPDATE sale_order SET create_date = create_date - interval '1 day', "
-                            "write_date = write_date - interval '1 day' WHERE id <= 20"], check=True)
+                            "write_date = write_date - interval '1 day' WHERE id <= 19"], check=True)
+            # S00020 keeps its date: the newest order when walua starts, so the others are
+            # older than its first cursor's rescan window (not taken as seen).
         for sub in ("store", "scripts"):
             shutil.rmtree(os.path.join(self.work, sub), ignore_errors=True)
         os.makedirs(self.work, exist_ok=True)
@@ -489,6 +491,16 @@ class Checker:
         self.rec = Recorder(os.path.join(self.work, "graph.jsonl"))
         proxy_port = start_proxy(fake_port, self.rec)
         self.walua = Walua(a, self.work, f"http://127.0.0.1:{proxy_port}/v21.0")
+        # Session-less portal links (the invoice PDF) need Odoo to pick one database by itself.
+        url = self.odoo.call("account.move", "get_portal_url", [[1]], {"report_type": "pdf", "download": True})
+        try:
+            with urllib.request.urlopen(ODOO_URL + url, timeout=120) as r:
+                pdf_ok = r.read(5) == b"%PDF-"
+        except urllib.error.HTTPError:
+            pdf_ok = False
+        if not pdf_ok:
+            log("WARNING: Odoo's portal PDF link does not answer a PDF without a session: start Odoo "
+                "with --db-filter '^walua$' (a plain 'walua' also matches walua_fresh)")
         self.walua.write_config(a.key_file)
         log("config", self.walua.conf, "fake Graph", fake_url, "proxy", proxy_port)
         self.walua.start()
@@ -582,8 +594,11 @@ class Checker:
         wait_for(lambda: all(("created", names[i]) in queued_times(self.walua, self.phones[p])
                              for i, p in ((a, P_LATE_A), (b, P_LATE_B))), 60, 1)
         time.sleep(3)
+        # The transaction starts (and so stamps write_date) 3 s before A is confirmed, and
+        # commits 8 s after: A's write_date is ~11 s older than its commit, older than B's.
         script = (
             "import time\n"
+            "env.cr.execute('SELECT 1'); print('BEGIN', env.cr.now(), time.time(), flush=True); time.sleep(3)\n"
             f"o = env['sale.order'].browse({a}); o.action_confirm(); env.flush_all(); print('CONFIRMED', time.time(), flush=True)\n"
             "time.sleep(8)\n"
             "env.cr.commit(); print('COMMITTED', time.time(), flush=True)\n"
@@ -742,6 +757,7 @@ class Checker:
         fallback_text = ok_fb[0][2] if ok_fb else None
         time.sleep(2)
         # walua dies mid-way (fallback sent, the tap still waiting for Odoo) and comes back.
+        rss_before_kill = w.rss_kb()
         w.kill9()
         t_kill = time.time()
         w.start()
@@ -755,6 +771,7 @@ class Checker:
         ok_det = wait_for(lambda: first_send(self.rec, "details", oname), 240, 0.5)
         t_det = first_send(self.rec, "details", oname)
         self.quiet(10)
+        fb = [m for m in w.messages(phone) if m.get("origin") == "walua:fallback_reply"]
         h3 = w.health()
         parked3 = w.cli("parked", "list", "--all")
         got = sends(self.rec)[base:]
@@ -764,7 +781,7 @@ class Checker:
         self.note("5", order=oname, odoo_rpc_while_down=rpc,
                   health_while_down=h1, parked_while_down=parked1,
                   fallback_after_tap_s=round(t_fb - t_tap, 2) if t_fb else None, fallback_text=fallback_text,
-                  killed_at_s_after_tap=round(t_kill - t_tap, 1), restarted_in_s=round(t_restart - t_kill, 2),
+                  killed_at_s_after_tap=round(t_kill - t_tap, 1), rss_before_kill=rss_before_kill, restarted_in_s=round(t_restart - t_kill, 2),
                   health_after_restart=h2, parked_after_restart=parked2,
                   details_after_odoo_up_s=round(t_det - t_up, 2) if t_det else None,
                   details_after_tap_s=round(t_det - t_tap, 2) if t_det else None,
@@ -772,6 +789,9 @@ class Checker:
                   counts={f"{k}:{str(key)[:40]}": v for (k, key), v in c.items()},
                   ok=bool(ok_det) and c.get(("details", oname)) == 1 and
                   sum(v for (k, _), v in c.items() if k == "text") == 1,
+                  fallback_in_store=[(m.get("id"), m.get("status"), (m.get("error") or {}).get("title"))
+                                     for m in fb],
+                  rss_kb=w.rss_kb(),
                   health_after=h3["status"], problems_after=h3.get("problems"), parked_after=parked3,
                   poll_failed_log_lines=poll_warns, log_excerpt=held[:12])
 

@@ -171,7 +171,7 @@ function M.partner(partner)
   local id = M.id_of(partner)
   if not id then return nil end
   if partners[id] == nil then
-    local rows = env.odoo.read("res.partner", { id }, { "name", "phone", "mobile", "lang" })
+    local rows = env.odoo.read("res.partner", { id }, { "name", "phone", "mobile", "lang", "country_id" })
     partners[id] = rows[1] or false
   end
   return partners[id] or nil
@@ -182,6 +182,19 @@ function M.partner_lang(partner)
   local p = M.partner(partner)
   if p and type(p.lang) == "string" and p.lang ~= "" then return p.lang end
   return nil
+end
+
+local countries = {}
+
+--- The ISO code of a res.country (many2one), read once per run; nil when empty.
+function M.country_code(country)
+  local id = M.id_of(country)
+  if not id then return nil end
+  if countries[id] == nil then
+    local rows = env.odoo.read("res.country", { id }, { "code" })
+    countries[id] = (rows[1] and rows[1].code) or false
+  end
+  return countries[id] or nil
 end
 
 --- The WhatsApp number of an Odoo partner (mobile first, then phone) in Meta's form
@@ -197,7 +210,9 @@ function M.partner_phone(partner)
   local number
   if env.phone and env.phone.normalize then
     local why
-    number, why = env.phone.normalize(tostring(raw))
+    -- A number written without country code is read in the partner's country, else in
+    -- [whatsapp] default_country.
+    number, why = env.phone.normalize(tostring(raw), M.country_code(p.country_id))
     if not number then
       logger.warn("partner", p.id, p.name, "phone", tostring(raw), "not usable on WhatsApp:", why)
       return nil

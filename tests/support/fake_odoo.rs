@@ -127,6 +127,7 @@ static MODELS: &[ModelDef] = &[
             ("parent_id", Ty::M2o("res.partner")),
             ("child_ids", Ty::O2m("res.partner", "parent_id")),
             ("lang", Ty::Char),
+            ("country_id", Ty::M2o("res.country")),
             ("active", Ty::Bool),
         ],
         order: "display_name asc, id desc",
@@ -253,6 +254,15 @@ static MODELS: &[ModelDef] = &[
             ("grouping", Ty::Char),
         ],
         order: "active desc, name asc",
+        methods: &[],
+    },
+    // res.country as the real Odoo 16 answers it (`search_read` of code/name: Senegal is id
+    // 204, the United States 233, France 75, Côte d'Ivoire 44, Mali 144); `_order = "name"`.
+    ModelDef {
+        name: "res.country",
+        description: "Country",
+        fields: &[("name", Ty::Char), ("display_name", Ty::Char), ("code", Ty::Char)],
+        order: "name asc",
         methods: &[],
     },
     ModelDef {
@@ -787,6 +797,15 @@ fn seed(st: &mut State) {
     ];
     for (id, values) in langs {
         put(st, "res.lang", id, values, d49);
+    }
+    for (id, code, name) in [
+        (44, "CI", "Côte d'Ivoire"),
+        (75, "FR", "France"),
+        (144, "ML", "Mali"),
+        (204, "SN", "Senegal"),
+        (233, "US", "United States"),
+    ] {
+        put(st, "res.country", id, json!({"code": code, "name": name}), d49);
     }
     put(st, "uom.uom", 1, json!({"name": "Units"}), d49);
 
