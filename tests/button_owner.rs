@@ -166,3 +166,78 @@ async fn clicks_on_messages_sent_before_the_upgrade_are_accepted_and_scripts_may
     assert_eq!(m["script"]["scripts"], json!(["buttons/poster"]), "{m}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
+
+/// What the index of sent buttons costs: `cargo test --release --test button_owner --
+/// --ignored --nocapture`. Prints figures; asserts none (README, issue notes).
+#[test]
+#[ignore]
+fn cost_of_the_sent_buttons_index() {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("walua.redb");
+    let (messages, contacts) = (30_000u64, 3_000u64);
+    {
+        let store = walua::store::Store::open(&path).unwrap();
+        for i in 0..messages {
+            let to = format!("2217700{:05}", i % contacts);
+            let ids: Vec<Value> = (0..3)
+                .map(|b| json!({"type": "reply", "reply": {"id": format!("btn_{}_order_{i}", ["validate", "cancel", "details"][b]), "title": "x"}}))
+                .collect();
+            store
+                .enqueue_outbound(walua::store::outbox::NewOutbound {
+                    id: store.allocate_message_id(),
+                    recipient: to.clone(),
+                    kind: "interactive".into(),
+                    summary: "Commande".into(),
+                    content: json!({}),
+                    body: json!({"messaging_product": "whatsapp", "to": to, "type": "interactive",
+                                 "interactive": {"type": "button", "body": {"text": "Votre commande"}, "action": {"buttons": ids}}}),
+                    free_form: true,
+                    allow_outside_window: true,
+                    dry_run: true,
+                    origin: "hook".into(),
+                    reply_to: None,
+                    phone_number_id: None,
+                })
+                .unwrap();
+        }
+        let started = std::time::Instant::now();
+        let n = 100_000u64;
+        for i in 0..n {
+            let to = format!("2217700{:05}", i % contacts);
+            let _ = store
+                .button_sent_to(&to, &format!("btn_validate_order_{}", i % messages))
+                .unwrap();
+        }
+        println!(
+            "button_sent_to: {:.1} µs per click check",
+            started.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let stats = |name: &str, t: redb::TableStats| {
+        let bytes = t.stored_bytes() + t.metadata_bytes() + t.fragmented_bytes();
+        println!(
+            "{name}: {} B stored + {} B metadata + {} B fragmented = {:.0} B per message",
+            t.stored_bytes(),
+            t.metadata_bytes(),
+            t.fragmented_bytes(),
+            bytes as f64 / messages as f64
+        );
+    };
+    stats(
+        "sent_buttons",
+        txn.open_table(TableDefinition::<(&str, &str), i64>::new("sent_buttons"))
+            .unwrap()
+            .stats()
+            .unwrap(),
+    );
+    stats(
+        "messages",
+        txn.open_table(TableDefinition::<u64, &[u8]>::new("messages"))
+            .unwrap()
+            .stats()
+            .unwrap(),
+    );
+}
