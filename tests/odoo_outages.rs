@@ -139,6 +139,36 @@ async fn a_change_committed_late_behind_the_cursor_fires_once() {
 }
 
 #[tokio::test]
+async fn a_record_whose_id_commits_after_a_higher_one_still_fires_its_create_hook() {
+    let created = r#"
+return { model = "sale.order", on = "create", fields = { "name" },
+  run = function(order) env.whatsapp.send_text("221771234567", "new:" .. order.name) end }
+"#;
+    let w = world(true, |s| only_hooks(s, &[("created", created)])).await;
+    w.odoo.advance(Duration::from_secs(1));
+    // A long transaction takes its order id (the sequence moves at once) and its start time…
+    let started = w.odoo.now();
+    let late_id = w.odoo.reserve_id("sale.order");
+    // …another order, with a higher id, commits first: the cursor moves past the late id.
+    w.odoo.advance(Duration::from_secs(4));
+    let quick = w.odoo.insert("sale.order", json!({"partner_id": w.partner}));
+    assert!(quick > late_id);
+    let quick_name = w.odoo.get("sale.order", quick)["name"].as_str().unwrap().to_string();
+    assert_eq!(texts(&w.sent(1).await), vec![format!("new:{quick_name}")]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The long transaction commits now.
+    let now = w.odoo.now();
+    w.odoo.set_time(&started);
+    w.odoo
+        .insert_reserved("sale.order", late_id, json!({"partner_id": w.partner}));
+    w.odoo.set_time(&now);
+    let late_name = w.odoo.get("sale.order", late_id)["name"].as_str().unwrap().to_string();
+    let sent = w.sent(2).await;
+    assert_eq!(body_text(&sent[1]), format!("new:{late_name}"));
+    no_more_than(&w, 2).await;
+}
+
+#[tokio::test]
 async fn an_order_created_and_confirmed_between_two_polls_gets_both_messages() {
     let w = world(true, |_| {}).await;
     // Odoo answers nothing while the order is created and confirmed, so that the next poll

@@ -356,6 +356,9 @@ struct State {
     /// model → id → stored values (datetimes with microseconds).
     tables: BTreeMap<&'static str, BTreeMap<i64, Map<String, Value>>>,
     next_id: BTreeMap<&'static str, i64>,
+    /// The id the next top-level create takes instead of the sequence's (a transaction that
+    /// took its id earlier and commits now: see [`FakeOdoo::insert_reserved`]).
+    forced_id: Option<i64>,
     next_order_number: i64,
     sessions: HashSet<String>,
     calls: Vec<RecordedCall>,
@@ -399,6 +402,7 @@ impl FakeOdoo {
             now: parse_dt(START_TIME).unwrap(),
             tables: BTreeMap::new(),
             next_id: BTreeMap::new(),
+            forced_id: None,
             next_order_number: 21,
             sessions: HashSet::new(),
             calls: Vec::new(),
@@ -439,6 +443,30 @@ impl FakeOdoo {
         let now = st.tick();
         let m = model_def(model).unwrap_or_else(|| panic!("fake odoo: unknown model {model}"));
         create(&mut st, m, &values, now).unwrap_or_else(|e| panic!("fake odoo insert: {e:?}"))
+    }
+
+    /// Takes the next id of `model` as a transaction does when it creates a record: the
+    /// sequence moves at once, the record appears only when [`FakeOdoo::insert_reserved`]
+    /// commits it (PostgreSQL sequences are not transactional: ids commit out of order).
+    pub fn reserve_id(&self, model: &str) -> i64 {
+        let mut st = self.inner.lock();
+        let m = model_def(model).unwrap_or_else(|| panic!("fake odoo: unknown model {model}"));
+        let next = st.next_id.entry(m.name).or_insert(1);
+        let id = *next;
+        *next += 1;
+        id
+    }
+
+    /// Commits a record with an id taken earlier by [`FakeOdoo::reserve_id`] (`create_date`
+    /// and `write_date` = now: set the clock to the transaction's start first).
+    pub fn insert_reserved(&self, model: &str, id: i64, values: Value) -> i64 {
+        let mut st = self.inner.lock();
+        let now = st.tick();
+        let m = model_def(model).unwrap_or_else(|| panic!("fake odoo: unknown model {model}"));
+        st.forced_id = Some(id);
+        let created = create(&mut st, m, &values, now);
+        st.forced_id = None;
+        created.unwrap_or_else(|e| panic!("fake odoo insert: {e:?}"))
     }
 
     /// Writes a record as a user editing it in Odoo would (`write_date` = now). Panics on an
@@ -1743,9 +1771,15 @@ fn create(st: &mut State, m: &'static ModelDef, values: &Value, now: NaiveDateTi
     let stamp = json!(fmt_precise(now));
     vals.insert("create_date".into(), stamp.clone());
     vals.insert("write_date".into(), stamp);
-    let next = st.next_id.entry(m.name).or_insert(1);
-    let id = *next;
-    *next += 1;
+    let id = match st.forced_id.take() {
+        Some(id) => id,
+        None => {
+            let next = st.next_id.entry(m.name).or_insert(1);
+            let id = *next;
+            *next += 1;
+            id
+        }
+    };
     st.tables.entry(m.name).or_default().insert(id, vals);
     if m.name == "sale.order" {
         apply_lines(st, id, &lines, now)?;
