@@ -180,3 +180,35 @@ async fn contacts_an_older_walua_keyed_badly_are_merged_at_start() {
         "the old key finds the merged conversation"
     );
 }
+
+#[tokio::test]
+async fn a_parent_bsuid_is_the_contact_it_belongs_to() {
+    let graph = FakeGraph::start(ACCESS_TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(dir.path(), &live_whatsapp(&graph.url(), ""), "");
+    let d = TestDaemon::start_in(dir, text).await;
+    let parent = "SN.ENT.99990000111122223333";
+    d.deliver_ok(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1234567890"},
+            "contacts": [{"profile": {"name": "Awa"}, "wa_id": "221771234567",
+                          "user_id": "SN.13491208655302741918", "parent_user_id": parent}],
+            "messages": [{"from": "221771234567", "id": "wamid.PARENT1", "timestamp": now().to_string(),
+                          "type": "text", "text": {"body": "Bonjour"}}]
+        }}]}]
+    }))
+    .await;
+    d.settled().await;
+    // A free-form reply addressed to the parent BSUID: inside the customer's window, and
+    // sent to the person it belongs to.
+    let (status, v) = send(&d, parent).await;
+    assert_eq!(status, 202, "{v}");
+    let sent = graph.wait_for_accepted(1, std::time::Duration::from_secs(10)).await;
+    assert_eq!(sent[0].1["to"], "221771234567", "{:?}", sent[0].1);
+    let (_, convs) = d.api("/api/conversations").await;
+    assert_eq!(convs["conversations"].as_array().unwrap().len(), 1, "{convs}");
+    let (_, v) = d.api(&format!("/api/conversations/{parent}/messages")).await;
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2, "{v}");
+}

@@ -288,6 +288,17 @@ impl Outbox {
     fn resolve_recipient(&self, to: &str) -> Result<Recipient, ValidationError> {
         let normalized = normalize_contact(to);
         if let Ok(r) = Recipient::parse(&normalized) {
+            if is_parent_bsuid(&normalized)
+                && let Some(c) = self
+                    .store
+                    .conversation(&normalized)
+                    .map_err(|e| ValidationError::new("to", format!("cannot look the contact up: {e}")))?
+                && c.parent_user_id.as_deref() == Some(normalized.as_str())
+                && let Some(id) = c.wa_id.or(c.user_id)
+            {
+                // A parent BSUID is not a recipient of its own: the person it belongs to is.
+                return Recipient::parse(&id);
+            }
             return Ok(r);
         }
         let conv = self
@@ -308,6 +319,12 @@ impl Outbox {
             )),
         }
     }
+}
+
+/// A parent BSUID (`SN.ENT.…`, Meta's `parent_user_id`), which stands for a contact's own
+/// BSUID or phone.
+fn is_parent_bsuid(id: &str) -> bool {
+    id.len() > 7 && id.as_bytes()[2] == b'.' && id[3..].starts_with("ENT.")
 }
 
 /// The shortest time between two batches' durable `sending` marks (`crate::pace`).

@@ -1267,7 +1267,12 @@ impl<'txn> Tables<'txn> {
         if info.username.is_some() {
             conv.username = info.username.clone();
         }
-        for alias in [&info.user_id, &info.wa_id, &info.username].into_iter().flatten() {
+        // A parent BSUID (`SN.ENT.…`) names the same person: the window, the conversation
+        // and sends follow it to this contact.
+        for alias in [&info.user_id, &info.wa_id, &info.username, &info.parent_user_id]
+            .into_iter()
+            .flatten()
+        {
             self.aliases.insert(alias.as_str(), key.as_str())?;
         }
         Ok(conv)
