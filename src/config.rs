@@ -433,8 +433,14 @@ struct RawLog {
     level: Option<String>,
 }
 
-/// The Graph API base used when `api_base` is not set.
-pub const DEFAULT_API_BASE: &str = "https://graph.facebook.com/v21.0";
+/// The Graph API base used when `api_base` is not set: Meta's host with the version walua
+/// is built for ([`crate::whatsapp::version::DEFAULT_VERSION`]).
+pub fn default_api_base() -> String {
+    format!(
+        "https://graph.facebook.com/{}",
+        crate::whatsapp::version::DEFAULT_VERSION
+    )
+}
 
 impl Config {
     /// Reads and validates a configuration file, resolving every secret reference.
@@ -616,7 +622,7 @@ impl Config {
             accounts,
             api_base: w
                 .api_base
-                .unwrap_or_else(|| DEFAULT_API_BASE.into())
+                .unwrap_or_else(default_api_base)
                 .trim_end_matches('/')
                 .to_string(),
             dry_run,

@@ -465,6 +465,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
     });
+    if let Some(w) = whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
+        tracing::warn!("{w}");
+    }
     if config.whatsapp.accounts.iter().all(|a| a.app_secret.is_none()) {
         tracing::warn!("whatsapp.app_secret is not set (dry run): webhook signatures are NOT verified");
     }

@@ -65,6 +65,42 @@ fn check_names_the_config_key_at_fault() {
     );
 }
 
+#[tokio::test]
+async fn a_graph_api_version_near_its_end_is_reported_by_check_healthz_and_the_log() {
+    // Meta retires v21.0 on 2027-01-21 (two years after v22.0); walua warns 60 days before.
+    let retiring = chrono::NaiveDate::from_ymd_opt(2027, 1, 21).unwrap() - chrono::Utc::now().date_naive();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("walua.toml");
+    let text = config_text(
+        dir.path(),
+        &format!("{DRY_RUN}\napi_base = \"https://graph.facebook.com/v21.0\""),
+        "",
+    );
+    std::fs::write(&conf, &text).unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    let out = walua(&conf, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "a warning, not an error: {stdout}");
+    let d = TestDaemon::start_in(dir, text).await;
+    let (_, health) = d.api("/healthz").await;
+    if retiring.num_days() < 60 {
+        assert!(stdout.contains("warning: Graph API v21.0 stop"), "{stdout}");
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert!(
+            health["problems"].to_string().contains("Graph API v21.0 stop"),
+            "{health}"
+        );
+    }
+    // The default version is current.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(&conf, config_text(dir.path(), DRY_RUN, "")).unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    let out = walua(&conf, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && !stdout.contains("Graph API"), "{stdout}");
+}
+
 #[test]
 fn replay_shows_what_would_be_stored_and_sent_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -278,6 +278,9 @@ pub async fn check_health(app: &App) -> Health {
             degraded.push(e);
         }
     }
+    if let Some(w) = crate::whatsapp::version::check(&app.config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
+        degraded.push(w);
+    }
     if let Ok(runs) = app.store.blocking(|s| s.failed_runs("")).await {
         let now = crate::store::now_ms();
         let parked: Vec<String> = runs

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod error;
 pub mod message;
+pub mod version;
 
 pub use client::{ClientError, DownloadedMedia, GraphClient, SendAccepted, SendFailure};
 pub use error::{Disposition, GraphError, classify, explain};
