@@ -423,6 +423,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         default_tz: config.scripts.timezone,
         shutdown: stop_tasks.clone(),
         retry: config.scripts.retry_policy(),
+        running: Default::default(),
     });
     tasks.spawn(cron.clone().run());
 

@@ -449,4 +449,16 @@ end }
     w.odoo.fail_next(0);
     let (status, _) = w.daemon.api_post("/api/cron/nope/run", &json!({})).await;
     assert_eq!(status, 404);
+    // A job never overlaps itself, also when run on request.
+    w.odoo.set_latency(Duration::from_millis(800));
+    let empty = json!({});
+    let first = w.daemon.api_post("/api/cron/ping/run", &empty);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        w.daemon.api_post("/api/cron/ping/run", &empty).await
+    };
+    let ((s1, _), (s2, v2)) = tokio::join!(first, second);
+    assert_eq!((s1, s2), (200, 409), "{v2}");
+    assert!(v2["error"].as_str().unwrap().contains("is running now"), "{v2}");
+    w.odoo.set_latency(Duration::ZERO);
 }

@@ -142,6 +142,7 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 &serde_json::json!({ "job": name, "ok": false, "error": f.message, "transient": f.transient }),
             ),
             Err(e @ crate::scheduler::CronError::Unknown(_)) => error(StatusCode::NOT_FOUND, e),
+            Err(e @ crate::scheduler::CronError::Busy(_)) => error(StatusCode::CONFLICT, e),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
         (&Method::GET, ["scripts"]) => {
@@ -350,6 +351,7 @@ async fn replay_parked(app: &App, id: &str) -> HttpResponse {
                 &serde_json::json!({ "id": entry.id, "replayed": true, "sent": sent }),
             ),
             Ok(Err(f)) => failed(f.message, f.transient),
+            Err(e @ crate::scheduler::CronError::Busy(_)) => error(StatusCode::CONFLICT, e),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
         RunKind::Message => {

@@ -9,8 +9,8 @@
 //!   in the same transaction as the job's effects.
 //! - **Catch-up once.** After downtime, a job whose ticks were missed runs once, not once per
 //!   missed tick.
-//! - **No overlap.** Jobs run one after the other on the scheduler task: a job never overlaps
-//!   itself.
+//! - **No overlap.** Jobs run one after the other on the scheduler task, and a job run on
+//!   request (`walua cron run`) holds the job too: a job never overlaps itself.
 //! - **Hot reload.** The registry is read on every pass, so a saved schedule takes effect
 //!   without a restart.
 //! - **Daylight saving.** Ticks are computed in the job's zone by the cron crate and
@@ -55,6 +55,23 @@ pub struct Scheduler {
     pub shutdown: CancellationToken,
     /// How failed runs are retried (within their period), then parked.
     pub retry: RetryPolicy,
+    /// Jobs running now, by name: a job never overlaps itself, also when run on request.
+    pub running: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A job's turn to run; the job is free again when it is dropped.
+struct Claim<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    name: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
 }
 
 /// A job as `GET /api/cron` shows it.
@@ -84,6 +101,9 @@ pub enum CronError {
     /// No such job.
     #[error("no cron job named `{0}` (see `walua cron list`)")]
     Unknown(String),
+    /// The job is running now.
+    #[error("cron job `{0}` is running now; try again when it has finished")]
+    Busy(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
@@ -202,6 +222,10 @@ impl Scheduler {
             self.commit(Default::default(), &key, &fresh, Vec::new()).await?;
             tracing::info!(job = %file.name, schedule = %def.schedule, %tz, next = ?next_tick(&schedule, tz, now), "cron job scheduled");
             return Ok(next_tick(&schedule, tz, now));
+        };
+        let Some(_claim) = self.claim(&file.name) else {
+            // Run on request right now: look again in a second.
+            return Ok(Some(now + chrono::Duration::seconds(1)));
         };
         let mut wake = next_tick(&schedule, tz, now);
         if let Some(retry_at) = self.retries(file, &schedule, tz, &key).await? {
@@ -347,6 +371,15 @@ impl Scheduler {
         Ok(next)
     }
 
+    /// Claims `name` for one run, or `None` when it is running.
+    fn claim(&self, name: &str) -> Option<Claim<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.insert(name.to_string()).then(|| Claim {
+            running: &self.running,
+            name: name.to_string(),
+        })
+    }
+
     /// Runs a job's script once; its effects are empty when it failed.
     async fn run_job(&self, file: &ScriptFile) -> Result<(Effects, Result<(), RunFailure>), String> {
         let f = file.clone();
@@ -424,6 +457,9 @@ impl Scheduler {
             reg.get(ScriptKind::Cron, name).cloned()
         }
         .ok_or_else(|| CronError::Unknown(name.to_string()))?;
+        let _claim = self
+            .claim(&file.name)
+            .ok_or_else(|| CronError::Busy(file.name.clone()))?;
         tracing::info!(job = %file.name, "cron job run now, on request");
         let (effects, outcome) = self.run_job(&file).await.map_err(CronError::Store)?;
         let key = format!("cron:{}", file.name);
@@ -447,6 +483,9 @@ impl Scheduler {
             reg.get(ScriptKind::Cron, &entry.name).cloned()
         }
         .ok_or_else(|| CronError::Unknown(entry.name.clone()))?;
+        let _claim = self
+            .claim(&file.name)
+            .ok_or_else(|| CronError::Busy(file.name.clone()))?;
         let (effects, outcome) = self.run_job(&file).await.map_err(CronError::Store)?;
         let key = format!("cron:{}", file.name);
         let sent = effects.sends.len();
