@@ -101,7 +101,7 @@ enum CronCommand {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("content").required(true).args(["text", "template", "image", "document"])))]
+#[command(group(clap::ArgGroup::new("content").required(true).args(["text", "template", "image", "document", "audio", "buttons", "typing"])))]
 struct SendArgs {
     /// Recipient: phone number, BSUID or a known contact's username.
     #[arg(long)]
@@ -124,6 +124,30 @@ struct SendArgs {
     /// A document: a URL, or a local file that is uploaded first.
     #[arg(long)]
     document: Option<String>,
+    /// An audio file: a URL, or a local file that is uploaded first.
+    #[arg(long)]
+    audio: Option<String>,
+    /// Send the audio as a voice note (an .ogg file with the OPUS codec, 16 MB at most).
+    #[arg(long, requires = "audio")]
+    voice: bool,
+    /// Reply buttons, `ID=TITLE` (1 to 3, repeat the option), with `--body`.
+    #[arg(long = "button", id = "buttons", requires = "body")]
+    buttons: Vec<String>,
+    /// The body text of a buttons message.
+    #[arg(long, requires = "buttons")]
+    body: Option<String>,
+    /// A text header for a buttons message.
+    #[arg(long, requires = "buttons", conflicts_with = "header_image")]
+    header: Option<String>,
+    /// An image header (URL) for a buttons message.
+    #[arg(long, requires = "buttons")]
+    header_image: Option<String>,
+    /// A footer for a buttons message.
+    #[arg(long, requires = "buttons")]
+    footer: Option<String>,
+    /// Mark this inbound wamid read and show the typing indicator (to `--to`).
+    #[arg(long, value_name = "WAMID")]
+    typing: Option<String>,
     /// Caption of an image or document.
     #[arg(long)]
     caption: Option<String>,
@@ -231,6 +255,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { offline } => {
             println!("{}: configuration OK", config.file.display());
+            if let Some(w) = walua::whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive())
+            {
+                println!("warning: {w}");
+            }
             let mut odoo_failed = false;
             match (&config.odoo, offline) {
                 (Some(o), false) => {
@@ -395,6 +423,48 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
             // Sent from the number it was uploaded through: media ids belong to a number.
             json!({ "type": "document", "media": id, "caption": a.caption, "filename": filename, "from": uploaded["from"] })
         }
+    } else if let Some(audio) = a.audio {
+        let voice = a.voice.then_some(true);
+        if audio.starts_with("http://") || audio.starts_with("https://") {
+            json!({ "type": "audio", "link": audio, "voice": voice })
+        } else {
+            let path = Path::new(&audio);
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {audio}"))?;
+            // Meta's limits on the file, checked before it is uploaded.
+            let check = if a.voice {
+                walua::whatsapp::message::check_voice_bytes(&bytes)
+            } else {
+                walua::whatsapp::message::check_audio_size(bytes.len())
+            };
+            check.map_err(|e| anyhow::anyhow!("{audio}: {e}"))?;
+            let filename = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "audio.ogg".into());
+            let uploaded = client.upload(&filename, a.from.as_deref(), &a.to, bytes).await?;
+            let id = uploaded["id"]
+                .as_str()
+                .context("the daemon answered no media id")?
+                .to_string();
+            json!({ "type": "audio", "media": id, "voice": voice, "from": uploaded["from"] })
+        }
+    } else if !a.buttons.is_empty() {
+        let buttons = a
+            .buttons
+            .iter()
+            .map(|b| match b.split_once('=') {
+                Some((id, title)) => Ok(json!({ "id": id, "title": title })),
+                None => Err(anyhow::anyhow!("--button {b:?}: expected ID=TITLE")),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let header = match (a.header, a.header_image) {
+            (Some(text), _) => json!(text),
+            (None, Some(link)) => json!({ "type": "image", "image": { "link": link } }),
+            (None, None) => serde_json::Value::Null,
+        };
+        json!({ "type": "buttons", "body": a.body, "buttons": buttons, "header": header, "footer": a.footer })
+    } else if let Some(wamid) = a.typing {
+        json!({ "type": "typing", "message_id": wamid })
     } else {
         unreachable!("clap requires one content argument")
     };

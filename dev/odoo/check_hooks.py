@@ -34,6 +34,7 @@ Usage (from the repository root, Odoo as dev/odoo/README.md sets it up). Build a
 export of the commit to check (a work tree being edited may not build), then run:
 
     rm -rf /tmp/walua-src && mkdir /tmp/walua-src && git archive HEAD | tar -x -C /tmp/walua-src
+    git rev-parse HEAD > /tmp/walua-src/COMMIT
     (cd /tmp/walua-src && CARGO_TARGET_DIR=/work/odoo/hookcheck-target cargo build --bins)
     python3 dev/odoo/check_hooks.py --src /tmp/walua-src --bin-dir /work/odoo/hookcheck-target/debug
 
@@ -116,10 +117,16 @@ class Odoo:
             return False
 
 
-def phone_of(odoo, partner):
-    p = odoo.call("res.partner", "read", [[partner]], {"fields": ["phone", "mobile"]})[0]
+def phone_of(odoo, partner, canonical):
+    """The number walua sends to for a partner: its digits (scripts that strip non-digits), or
+    with the partner's country code (scripts that call env.phone.normalize, as Meta's wa_id)."""
+    p = odoo.call("res.partner", "read", [[partner]], {"fields": ["phone", "mobile", "country_id"]})[0]
     raw = p["mobile"] or p["phone"]
-    return re.sub(r"[^0-9]", "", raw)
+    digits = re.sub(r"[^0-9]", "", raw)
+    if not canonical or raw.strip().startswith("+") or not p["country_id"]:
+        return digits
+    code = odoo.call("res.country", "read", [[p["country_id"][0]]], {"fields": ["phone_code"]})[0]["phone_code"]
+    return f"{code}{digits.lstrip('0')}"
 
 
 # ---------------------------------------------------------------- recording Graph proxy
@@ -509,12 +516,16 @@ class Checker:
                   rss_kb_start=self.walua.rss_kb(), health=self.walua.health()["status"])
         if not started:
             raise SystemExit("the 4 hooks did not start; see walua.log")
-        self.phones = {p: phone_of(self.odoo, p) for p in (P_MASS, P_LATE_A, P_LATE_B, P_FIRST, P_INVOICE)}
+        canonical = "env.phone.normalize" in open(os.path.join(a.src, "scripts", "lib", "boutique.lua")).read()
+        self.phones = {p: phone_of(self.odoo, p, canonical) for p in (P_MASS, P_LATE_A, P_LATE_B, P_FIRST, P_INVOICE)}
         for p, ph in self.phones.items():
             self.walua.webhook(inbound(ph))
         time.sleep(2)
         open_ = [ph for ph in self.phones.values() if self.walua.messages(ph)]
-        self.note("setup", windows_opened=open_)
+        commit = ""
+        if os.path.exists(os.path.join(a.src, "COMMIT")):
+            commit = open(os.path.join(a.src, "COMMIT")).read().strip()
+        self.note("setup", windows_opened=open_, commit=commit or a.src)
 
     def quiet(self, seconds=6):
         """Waits until no Graph request has arrived for `seconds`."""

@@ -14,13 +14,14 @@
 ---A message to send, as taken by `env.whatsapp.send`, returned by templates, and posted
 ---to `POST /api/messages` (without `to`, which the call adds).
 ---@class WaluaOutMessage
----@field type "text"|"image"|"document"|"video"|"audio"|"template"|"buttons"|"list"|"mark_read"
+---@field type "text"|"image"|"document"|"video"|"audio"|"template"|"buttons"|"list"|"cta_url"|"mark_read"|"typing"
 ---@field text? string                 text: the body (4096 characters at most)
 ---@field preview_url? boolean         text: show a link preview
 ---@field link? string                 media: a public https URL
 ---@field media? string                media: an uploaded media id
 ---@field caption? string              image, document, video: caption
 ---@field filename? string             document: the file name shown
+---@field voice? boolean               audio: send as a voice note (an .ogg file with the OPUS codec, 16 MB at most)
 ---@field name? string                 template: approved template name
 ---@field lang? string                 template: language code (default "fr")
 ---@field components? table[]          template: Meta's components (header/body parameters, buttons)
@@ -28,14 +29,32 @@
 ---@field buttons? WaluaButton[]       buttons: 1 to 3 reply buttons
 ---@field button? string               list: the label of the button that opens the list
 ---@field sections? WaluaListSection[] list: sections of rows
----@field header? string               buttons, list: header text
----@field footer? string               buttons, list: footer text
+---@field header? string|WaluaHeader   buttons, cta_url: a text or a media header; list: a text only
+---@field footer? string               buttons, list, cta_url: footer text
+---@field display_text? string         cta_url: the button label (20 characters at most)
+---@field url? string                  cta_url: the URL the button opens
+---@field message_id? string           mark_read, typing: the inbound wamid
 ---@field reply_to? string             reply to this wamid
 ---@field from? string                 the account to send from (its name or phone number id, see [[whatsapp.accounts]])
 
 ---@class WaluaButton
 ---@field id string    the id your button script matches (256 characters at most)
 ---@field title string the label (20 characters at most)
+
+---A media header of a reply-buttons or CTA URL message, in Meta's shape: `type` names the
+---field that holds the file, e.g. `{ type = "image", image = { link = "https://…/p.jpg" } }`.
+---A CTA URL message's media header takes a `link` only. List messages allow only a text header.
+---@class WaluaHeader
+---@field type "image"|"video"|"document"|"text"
+---@field image? WaluaHeaderFile
+---@field video? WaluaHeaderFile
+---@field document? WaluaHeaderFile
+---@field text? string
+
+---@class WaluaHeaderFile
+---@field id? string       an uploaded media id (or `media`)
+---@field link? string     a public https URL
+---@field filename? string document only
 
 ---@class WaluaListSection
 ---@field title? string
@@ -47,6 +66,7 @@
 ---@field bytes? string   the file itself (e.g. a PDF from env.odoo.invoice_pdf), uploaded as media first
 ---@field caption? string
 ---@field filename? string document only
+---@field voice? boolean   audio only: a voice note; `bytes` must be OGG/OPUS (checked before the upload), 16 MB at most
 ---@field from? string     the account to send (and upload) from
 
 -------------------------------------------------------------------------------------------
@@ -65,10 +85,11 @@
 ---@field send_video fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_audio fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_template fun(to: string, name: string, lang?: string, components?: table[], opts?: { from?: string }): integer
----@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
+---@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string|WaluaHeader, footer?: string, reply_to?: string, from?: string }): integer
 ---@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
 ---@field send fun(to: string, message: WaluaOutMessage): integer
 ---@field mark_read fun(wamid: string): integer
+---@field typing fun(message: WaluaMessage|string): integer marks the inbound message (the run's `message` or a wamid) read and shows the typing indicator until the next message or 25 s
 ---@field window_open fun(to: string, from?: string): boolean whether the contact's 24 h customer-service window with account `from` (default: any number) is open (free-form messages allowed)
 ---@field upload fun(bytes: string, filename: string, from?: string): string uploads a file as media through account `from` (dry run: kept beside the store) and returns its media id
 

@@ -17,6 +17,7 @@ use super::registry::ScriptKind;
 use super::runtime::{Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
 use super::sandbox::charge_written;
 use crate::store::now_ms;
+use crate::whatsapp::message::{check_audio_size, check_voice_bytes};
 
 /// Builds the API functions once per worker: `api.whatsapp`, `api.store`, `api.scenario`,
 /// `api.notify`, `api.odoo` and `api.__logger` (the run's `logger`, not part of `env`).
@@ -124,12 +125,23 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 if !req.is_object() {
                     req = json!({});
                 }
+                let voice = kind == "audio" && req.get("voice").and_then(Value::as_bool) == Some(true);
                 if let Some(bytes) = bytes {
+                    // Meta's limits on the file itself, before anything is uploaded.
+                    if voice {
+                        check_voice_bytes(&bytes.as_bytes()).map_err(|e| lua_err(format!("{name}: {e}")))?;
+                    } else if kind == "audio" {
+                        check_audio_size(bytes.as_bytes().len()).map_err(|e| lua_err(format!("{name}: {e}")))?;
+                    }
                     let filename = req
                         .get("filename")
                         .and_then(Value::as_str)
                         .map(str::to_string)
-                        .unwrap_or_else(|| format!("{kind}.{}", if kind == "document" { "pdf" } else { "bin" }));
+                        .unwrap_or_else(|| match kind {
+                            "document" => "document.pdf".to_string(),
+                            _ if voice => "voice.ogg".to_string(),
+                            _ => format!("{kind}.bin"),
+                        });
                     // Uploaded through the number that sends it: media ids belong to a number.
                     let from = req
                         .get("from")
@@ -175,6 +187,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (to, body, buttons, opts): (String, String, LuaValue, Option<Table>)| {
             let mut req =
                 json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
+            header_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             send(lua, s, req)
         },
@@ -186,6 +199,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         shared,
         |lua, s, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
+            header_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             send(lua, s, req)
         },
@@ -203,14 +217,24 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     )?;
     // The receipt goes from the number the message came to, whoever calls it.
     add(lua, &whatsapp, "mark_read", shared, |lua, s, wamid: String| {
-        let message = s.ctx.store.message_by_wamid(&wamid).map_err(lua_err)?;
-        let Some((sender, number)) = message.and_then(|m| Some((m.from?, m.phone_number_id))) else {
-            return Err(lua_err(format!("mark_read: no inbound message {wamid}")));
+        let req = read_receipt(s, "mark_read", &wamid)?;
+        send(lua, s, req)
+    })?;
+    // Marks the message read and shows the typing indicator; takes the run's `message` or a wamid.
+    add(lua, &whatsapp, "typing", shared, |lua, s, message: LuaValue| {
+        let wamid = match &message {
+            LuaValue::String(w) => w.to_str()?.to_string(),
+            LuaValue::Table(t) => t
+                .get::<Option<String>>("id")?
+                .ok_or_else(|| lua_err("typing: the message table has no id (wamid)"))?,
+            other => {
+                return Err(lua_err(format!(
+                    "typing: expected the run's message or a wamid, got {}",
+                    other.type_name()
+                )));
+            }
         };
-        let mut req = json!({ "to": sender, "type": "mark_read", "message_id": wamid });
-        if let Some(n) = number.filter(|n| s.ctx.outbox.sends_from(n)) {
-            req["from"] = json!(n);
-        }
+        let req = read_receipt(s, "typing", &wamid)?;
         send(lua, s, req)
     })?;
     add(
@@ -651,7 +675,38 @@ pub(super) struct OdooFailure {
 }
 
 /// The options of an interactive send (`header`, `footer`, `reply_to`, `from`).
-const INTERACTIVE_OPTS: &[&str] = &["header", "footer", "reply_to", "from"];
+const INTERACTIVE_OPTS: &[&str] = &["footer", "reply_to", "from"];
+
+/// `opts.header` of an interactive send: a text, or a table in Meta's header shape
+/// (`{ type = "image", image = { link = "https://…" } }`).
+fn header_opt(lua: &Lua, req: &mut Value, opts: Option<&Table>) -> mlua::Result<()> {
+    if let Some(o) = opts {
+        match o.get::<LuaValue>("header")? {
+            LuaValue::Nil => {}
+            v @ (LuaValue::String(_) | LuaValue::Table(_)) => req["header"] = lua.from_value(v)?,
+            other => {
+                return Err(lua_err(format!(
+                    "header: expected a text or a table, got {}",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `mark_read` or `typing` request for inbound message `wamid`, from the number it came to.
+fn read_receipt(s: &Shared, kind: &str, wamid: &str) -> mlua::Result<Value> {
+    let message = s.ctx.store.message_by_wamid(wamid).map_err(lua_err)?;
+    let Some((sender, number)) = message.and_then(|m| Some((m.from?, m.phone_number_id))) else {
+        return Err(lua_err(format!("{kind}: no inbound message {wamid}")));
+    };
+    let mut req = json!({ "to": sender, "type": kind, "message_id": wamid });
+    if let Some(n) = number.filter(|n| s.ctx.outbox.sends_from(n)) {
+        req["from"] = json!(n);
+    }
+    Ok(req)
+}
 
 /// Copies the string options `keys` of a send's `opts` table into its request.
 fn string_opts(req: &mut Value, opts: Option<Table>, keys: &[&str]) -> mlua::Result<()> {

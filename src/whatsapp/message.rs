@@ -46,6 +46,10 @@ pub const MAX_ROW_DESCRIPTION: usize = 72;
 pub const MAX_SECTION_TITLE: usize = 24;
 /// Maximum length of a CTA URL button label.
 pub const MAX_CTA_DISPLAY_TEXT: usize = 20;
+/// Largest audio file Meta accepts (voice notes included): 16 MB.
+pub const MAX_AUDIO_BYTES: usize = 16 * 1024 * 1024;
+/// Maximum length of a document file name shown to the recipient.
+pub const MAX_FILENAME: usize = 240;
 /// Maximum length of a template name.
 pub const MAX_TEMPLATE_NAME: usize = 512;
 /// Minimum number of digits in a phone recipient.
@@ -295,11 +299,234 @@ impl MediaFile {
     }
 }
 
+/// Checks that an audio file can be sent as a voice note: at most [`MAX_AUDIO_BYTES`] and an
+/// OGG file whose first stream is OPUS (`OggS` page starting with an `OpusHead` packet), as
+/// Meta requires for voice messages.
+pub fn check_voice_bytes(bytes: &[u8]) -> Result<(), ValidationError> {
+    check_audio_size(bytes.len())?;
+    if !bytes.starts_with(b"OggS") {
+        return err(
+            "voice",
+            "not an OGG file: Meta's voice messages need an .ogg file encoded with the OPUS codec",
+        );
+    }
+    // The first page's segment table is at 27 and has `bytes[26]` entries; the first
+    // packet (the codec's identification header) follows.
+    let start = 27 + bytes.get(26).copied().unwrap_or(0) as usize;
+    if !bytes.get(start..).is_some_and(|p| p.starts_with(b"OpusHead")) {
+        return err(
+            "voice",
+            "an OGG file without an OPUS stream: Meta's voice messages need the OPUS codec",
+        );
+    }
+    Ok(())
+}
+
+/// Checks an audio file's size against Meta's 16 MB limit.
+pub fn check_audio_size(len: usize) -> Result<(), ValidationError> {
+    if len > MAX_AUDIO_BYTES {
+        return err(
+            "audio",
+            format!("{len} bytes, Meta allows audio files of at most {MAX_AUDIO_BYTES} bytes (16 MB)"),
+        );
+    }
+    Ok(())
+}
+
+/// A voice note by link: a URL whose path names another audio format is refused (Meta's voice
+/// messages need OGG/OPUS); a URL without a known extension is left to Meta.
+fn check_voice_link(link: &str) -> Result<(), ValidationError> {
+    let ext = url::Url::parse(link).ok().and_then(|u| {
+        let last = u.path_segments()?.next_back()?.to_string();
+        let (_, ext) = last.rsplit_once('.')?;
+        Some(ext.to_ascii_lowercase())
+    });
+    match ext.as_deref() {
+        Some(e @ ("mp3" | "aac" | "amr" | "m4a" | "mp4" | "wav" | "mpeg" | "flac" | "wma" | "webm")) => err(
+            "voice",
+            format!("the link names a .{e} file: Meta's voice messages need an .ogg file encoded with OPUS"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The header of a reply-buttons, list or CTA URL message: a text, or (reply buttons and
+/// CTA URL only) an image, video or document in Meta's own shape
+/// (`{"type":"image","image":{"link":…}}`, `{"type":"document","document":{"id":…,"filename":…}}`).
+///
+/// A plain string is a text header; it serializes back to a plain string.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Header {
+    /// A text header (≤ 60 characters).
+    Text(String),
+    /// A media (or explicit `{"type":"text","text":…}`) header.
+    Media(Box<MediaHeader>),
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Header::Text(s)),
+            v @ Value::Object(_) => serde_json::from_value(v)
+                .map(|m| Header::Media(Box::new(m)))
+                .map_err(|e| D::Error::custom(format!("header: {e}"))),
+            _ => Err(D::Error::custom(
+                "header: expected a text or an object like {\"type\":\"image\",\"image\":{\"link\":\"https://…\"}}",
+            )),
+        }
+    }
+}
+
+/// A header object in Meta's shape: `type` names which of the other fields is used.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaHeader {
+    /// `image`, `video`, `document` or `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The file of an `image` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<HeaderFile>,
+    /// The file of a `video` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<HeaderFile>,
+    /// The file of a `document` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<HeaderFile>,
+}
+
+/// The media object of a header: exactly one of `id` (an uploaded media id; `media` is
+/// accepted too) or `link`, and for a document an optional `filename`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFile {
+    /// Uploaded media id.
+    #[serde(default, alias = "media", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Public http(s) URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// File name shown for a document header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// Which header kinds an interactive message allows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeaderRule {
+    /// List messages: a text header only.
+    TextOnly,
+    /// Reply buttons: text, or image/video/document by media id or link.
+    Media,
+    /// CTA URL: text, or image/video/document by link (Meta documents only `link` here).
+    MediaLinkOnly,
+}
+
+impl Header {
+    /// Validates the header for a message allowing `rule` and returns Meta's header object.
+    fn graph_object(&self, rule: HeaderRule, message: &str) -> Result<Value, ValidationError> {
+        let m = match self {
+            Header::Text(t) => {
+                check_len("header", t, MAX_HEADER, true)?;
+                return Ok(json!({"type": "text", "text": t}));
+            }
+            Header::Media(m) => m,
+        };
+        let given: Vec<&str> = [
+            ("text", m.text.is_some()),
+            ("image", m.image.is_some()),
+            ("video", m.video.is_some()),
+            ("document", m.document.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect();
+        if given.len() != 1 || given[0] != m.kind {
+            return err(
+                "header",
+                format!(
+                    "type {:?} needs exactly one matching field (e.g. {{\"type\":\"image\",\"image\":{{\"link\":…}}}}), got {}",
+                    m.kind,
+                    if given.is_empty() {
+                        "none".to_string()
+                    } else {
+                        given.join(", ")
+                    }
+                ),
+            );
+        }
+        let file = match m.kind.as_str() {
+            "text" => {
+                let t = m.text.as_deref().unwrap_or_default();
+                check_len("header.text", t, MAX_HEADER, true)?;
+                return Ok(json!({"type": "text", "text": t}));
+            }
+            _ if rule == HeaderRule::TextOnly => {
+                return err(
+                    "header",
+                    format!("a {message} message allows only a text header (Meta), not {:?}", m.kind),
+                );
+            }
+            "image" => m.image.as_ref(),
+            "video" => m.video.as_ref(),
+            "document" => m.document.as_ref(),
+            other => {
+                return err(
+                    "header.type",
+                    format!("{other:?} is not a header type: use text, image, video or document"),
+                );
+            }
+        };
+        let file = file.expect("checked above");
+        let kind = m.kind.as_str();
+        let mut obj = Map::new();
+        match (&file.id, &file.link) {
+            (Some(_), Some(_)) | (None, None) => {
+                return err(
+                    format!("header.{kind}"),
+                    "give exactly one of id (uploaded media id) or link",
+                );
+            }
+            (Some(_), None) if rule == HeaderRule::MediaLinkOnly => {
+                return err(
+                    format!("header.{kind}.id"),
+                    format!("a {message} message's media header takes a link (Meta documents only link here)"),
+                );
+            }
+            (Some(id), None) => {
+                check_id(&format!("header.{kind}.id"), id)?;
+                obj.insert("id".into(), json!(id));
+            }
+            (None, Some(l)) => {
+                check_http_url(&format!("header.{kind}.link"), l)?;
+                obj.insert("link".into(), json!(l));
+            }
+        }
+        if let Some(f) = &file.filename {
+            if kind != "document" {
+                return err(
+                    format!("header.{kind}.filename"),
+                    "only a document header has a file name",
+                );
+            }
+            check_len("header.document.filename", f, MAX_FILENAME, true)?;
+            obj.insert("filename".into(), json!(f));
+        }
+        Ok(json!({"type": kind, kind: obj}))
+    }
+}
+
 /// The content of an outbound message, as accepted by `POST /api/messages`.
 ///
 /// Tagged by `"type"` (snake_case): `text`, `image`, `audio`, `video`,
 /// `sticker`, `document`, `template`, `buttons`, `list`, `cta_url`,
-/// `location`, `contacts`, `reaction`, `mark_read`.
+/// `location`, `contacts`, `reaction`, `mark_read`, `typing`.
 #[derive(Deserialize, Serialize, Clone, Debug)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutboundContent {
@@ -325,6 +552,10 @@ pub enum OutboundContent {
         /// The file: a public link or an uploaded media id.
         #[serde(flatten)]
         file: MediaFile,
+        /// Send as a voice note (`"voice": true`): an OGG file with the OPUS codec, shown
+        /// with the business's picture, a microphone and a transcript.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voice: Option<bool>,
     },
     /// A video.
     Video {
@@ -370,9 +601,9 @@ pub enum OutboundContent {
         body: String,
         /// The buttons (1–3, unique ids).
         buttons: Vec<ReplyButton>,
-        /// Optional text header (≤ 60 characters).
+        /// Optional header: a text (≤ 60 characters) or an image, video or document.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        header: Option<String>,
+        header: Option<Header>,
         /// Optional footer (≤ 60 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         footer: Option<String>,
@@ -385,9 +616,9 @@ pub enum OutboundContent {
         button: String,
         /// 1–10 sections, 1–10 rows in total.
         sections: Vec<ListSection>,
-        /// Optional text header (≤ 60 characters).
+        /// Optional header: a text (≤ 60 characters) or an image, video or document.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        header: Option<String>,
+        header: Option<Header>,
         /// Optional footer (≤ 60 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         footer: Option<String>,
@@ -400,9 +631,9 @@ pub enum OutboundContent {
         display_text: String,
         /// http(s) URL opened when the button is tapped.
         url: String,
-        /// Optional text header (≤ 60 characters).
+        /// Optional header: a text (≤ 60 characters) or an image, video or document.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        header: Option<String>,
+        header: Option<Header>,
         /// Optional footer (≤ 60 characters).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         footer: Option<String>,
@@ -437,6 +668,12 @@ pub enum OutboundContent {
         /// The `wamid` of the inbound message.
         message_id: String,
     },
+    /// Marks an inbound message as read and shows the typing indicator (dismissed by the
+    /// next message or after 25 seconds). Not a message.
+    Typing {
+        /// The `wamid` of the inbound message.
+        message_id: String,
+    },
 }
 
 fn add_caption(obj: &mut Map<String, Value>, caption: &Option<String>) -> Result<(), ValidationError> {
@@ -451,16 +688,17 @@ fn add_caption(obj: &mut Map<String, Value>, caption: &Option<String>) -> Result
 fn interactive_base(
     kind: &str,
     body: &str,
-    header: &Option<String>,
+    header: &Option<Header>,
     footer: &Option<String>,
+    rule: HeaderRule,
 ) -> Result<Map<String, Value>, ValidationError> {
     check_len("body", body, MAX_INTERACTIVE_BODY, true)?;
-    check_opt_len("header", header.as_deref(), MAX_HEADER)?;
+    let header = header.as_ref().map(|h| h.graph_object(rule, kind)).transpose()?;
     check_opt_len("footer", footer.as_deref(), MAX_FOOTER)?;
     let mut obj = Map::new();
     obj.insert("type".into(), json!(kind));
     if let Some(h) = header {
-        obj.insert("header".into(), json!({"type": "text", "text": h}));
+        obj.insert("header".into(), h);
     }
     obj.insert("body".into(), json!({ "text": body }));
     if let Some(f) = footer {
@@ -581,6 +819,7 @@ impl OutboundContent {
             OutboundContent::Contacts { .. } => "contacts",
             OutboundContent::Reaction { .. } => "reaction",
             OutboundContent::MarkRead { .. } => "mark_read",
+            OutboundContent::Typing { .. } => "typing",
         }
     }
 
@@ -593,12 +832,12 @@ impl OutboundContent {
     /// True for free-form messages, which Meta only delivers within 24 hours
     /// of the user's last inbound message (customer service window).
     ///
-    /// Everything except templates and `mark_read` (which is not a message)
+    /// Everything except templates, `mark_read` and `typing` (which are not messages)
     /// is free-form; reactions are treated as free-form too.
     pub fn is_free_form(&self) -> bool {
         !matches!(
             self,
-            OutboundContent::Template { .. } | OutboundContent::MarkRead { .. }
+            OutboundContent::Template { .. } | OutboundContent::MarkRead { .. } | OutboundContent::Typing { .. }
         )
     }
 
@@ -616,7 +855,11 @@ impl OutboundContent {
             OutboundContent::Image { file, caption } | OutboundContent::Video { file, caption } => {
                 with_caption(format!("{kind}: {}", file.summary(W)), caption)
             }
-            OutboundContent::Audio { file } | OutboundContent::Sticker { file } => {
+            OutboundContent::Audio {
+                file,
+                voice: Some(true),
+            } => format!("{kind} (voice): {}", file.summary(W)),
+            OutboundContent::Audio { file, .. } | OutboundContent::Sticker { file } => {
                 format!("{kind}: {}", file.summary(W))
             }
             OutboundContent::Document {
@@ -681,7 +924,7 @@ impl OutboundContent {
                     format!("{kind}: {emoji} on {}", ellipsize(message_id, W))
                 }
             }
-            OutboundContent::MarkRead { message_id } => {
+            OutboundContent::MarkRead { message_id } | OutboundContent::Typing { message_id } => {
                 format!("{kind}: {}", ellipsize(message_id, W))
             }
         }
@@ -693,15 +936,20 @@ impl OutboundContent {
     /// `reply_to` (a `wamid`) adds `"context": {"message_id": …}` so the
     /// message is shown as a reply; it is ignored for `mark_read`, whose body
     /// is `{"messaging_product":"whatsapp","status":"read","message_id":…}`
-    /// and does not name the recipient.
+    /// and does not name the recipient, and for `typing`, the same body with
+    /// `"typing_indicator":{"type":"text"}`.
     pub fn graph_body(&self, to: &Recipient, reply_to: Option<&str>) -> Result<Value, ValidationError> {
-        if let OutboundContent::MarkRead { message_id } = self {
+        if let OutboundContent::MarkRead { message_id } | OutboundContent::Typing { message_id } = self {
             check_id("message_id", message_id)?;
-            return Ok(json!({
+            let mut body = json!({
                 "messaging_product": "whatsapp",
                 "status": "read",
                 "message_id": message_id,
-            }));
+            });
+            if matches!(self, OutboundContent::Typing { .. }) {
+                body["typing_indicator"] = json!({"type": "text"});
+            }
+            return Ok(body);
         }
         let (graph_type, payload) = self.graph_payload()?;
         let mut body = Map::new();
@@ -740,7 +988,16 @@ impl OutboundContent {
                 add_caption(&mut obj, caption)?;
                 ("video", Value::Object(obj))
             }
-            OutboundContent::Audio { file } => ("audio", Value::Object(file.graph_object()?)),
+            OutboundContent::Audio { file, voice } => {
+                let mut obj = file.graph_object()?;
+                if *voice == Some(true) {
+                    if let Some(l) = &file.link {
+                        check_voice_link(l)?;
+                    }
+                    obj.insert("voice".into(), json!(true));
+                }
+                ("audio", Value::Object(obj))
+            }
             OutboundContent::Sticker { file } => ("sticker", Value::Object(file.graph_object()?)),
             OutboundContent::Document {
                 file,
@@ -750,7 +1007,7 @@ impl OutboundContent {
                 let mut obj = file.graph_object()?;
                 add_caption(&mut obj, caption)?;
                 if let Some(f) = filename {
-                    check_len("filename", f, 240, true)?;
+                    check_len("filename", f, MAX_FILENAME, true)?;
                     obj.insert("filename".into(), json!(f));
                 }
                 ("document", Value::Object(obj))
@@ -773,7 +1030,7 @@ impl OutboundContent {
                 header,
                 footer,
             } => {
-                let mut obj = interactive_base("button", body, header, footer)?;
+                let mut obj = interactive_base("button", body, header, footer, HeaderRule::Media)?;
                 if buttons.is_empty() || buttons.len() > MAX_REPLY_BUTTONS {
                     return err(
                         "buttons",
@@ -810,7 +1067,7 @@ impl OutboundContent {
                 header,
                 footer,
             } => {
-                let mut obj = interactive_base("list", body, header, footer)?;
+                let mut obj = interactive_base("list", body, header, footer, HeaderRule::TextOnly)?;
                 check_len("button", button, MAX_LIST_BUTTON, true)?;
                 if sections.is_empty() || sections.len() > MAX_LIST_SECTIONS {
                     return err(
@@ -878,7 +1135,7 @@ impl OutboundContent {
                 header,
                 footer,
             } => {
-                let mut obj = interactive_base("cta_url", body, header, footer)?;
+                let mut obj = interactive_base("cta_url", body, header, footer, HeaderRule::MediaLinkOnly)?;
                 check_len("display_text", display_text, MAX_CTA_DISPLAY_TEXT, true)?;
                 check_http_url("url", url)?;
                 obj.insert(
@@ -923,8 +1180,8 @@ impl OutboundContent {
                 ("reaction", json!({"message_id": message_id, "emoji": emoji}))
             }
             // Rendered by `graph_body` directly; never reached from there.
-            OutboundContent::MarkRead { .. } => {
-                return err("type", "mark_read is not a message and has no payload");
+            OutboundContent::MarkRead { .. } | OutboundContent::Typing { .. } => {
+                return err("type", format!("{} is not a message and has no payload", self.kind()));
             }
         })
     }
@@ -1430,5 +1687,161 @@ mod tests {
             "emoji"
         );
         assert_eq!(invalid(json!({"type":"mark_read","message_id":""})).field, "message_id");
+    }
+
+    #[test]
+    fn voice_json_and_limits() {
+        assert_eq!(
+            body(json!({"type":"audio","media":"1013859600285441","voice":true})),
+            base("audio", json!({"id": "1013859600285441", "voice": true}))
+        );
+        assert_eq!(
+            body(json!({"type":"audio","link":"https://e.com/v.ogg","voice":true})),
+            base("audio", json!({"link": "https://e.com/v.ogg", "voice": true}))
+        );
+        assert_eq!(
+            body(json!({"type":"audio","media":"1","voice":false})),
+            base("audio", json!({"id": "1"}))
+        );
+        let e = invalid(json!({"type":"audio","link":"https://e.com/chanson.MP3","voice":true}));
+        assert_eq!(e.field, "voice");
+        assert!(e.reason.contains(".mp3"), "{e}");
+        let v = content(json!({"type":"audio","media":"1","voice":true}));
+        assert_eq!(v.summary(), "audio (voice): media 1");
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"type":"audio","media":"1","voice":true})
+        );
+
+        let mut ogg = b"OggS\0\x02".to_vec();
+        ogg.resize(26, 0);
+        ogg.push(1); // one segment
+        ogg.push(19);
+        ogg.extend_from_slice(b"OpusHead\x01\x01");
+        assert!(check_voice_bytes(&ogg).is_ok());
+        let mut vorbis = ogg.clone();
+        vorbis[28..36].copy_from_slice(b"\x01vorbis\0");
+        assert!(check_voice_bytes(&vorbis).unwrap_err().reason.contains("OPUS"));
+        assert!(
+            check_voice_bytes(b"ID3\x04mp3")
+                .unwrap_err()
+                .reason
+                .contains("not an OGG")
+        );
+        assert!(check_audio_size(MAX_AUDIO_BYTES).is_ok());
+        assert_eq!(check_audio_size(MAX_AUDIO_BYTES + 1).unwrap_err().field, "audio");
+    }
+
+    #[test]
+    fn media_headers() {
+        let b = body(json!({
+            "type":"buttons","body":"Valider ?","buttons":[{"id":"a","title":"Oui"}],
+            "header":{"type":"image","image":{"id":"2762702990552401"}}
+        }));
+        assert_eq!(
+            b["interactive"]["header"],
+            json!({"type": "image", "image": {"id": "2762702990552401"}})
+        );
+        let b = body(json!({
+            "type":"buttons","body":"Facture","buttons":[{"id":"a","title":"Payer"}],
+            "header":{"type":"document","document":{"link":"https://e.com/F1.pdf","filename":"F1.pdf"}}
+        }));
+        assert_eq!(
+            b["interactive"]["header"],
+            json!({"type": "document", "document": {"link": "https://e.com/F1.pdf", "filename": "F1.pdf"}})
+        );
+        let b = body(json!({
+            "type":"cta_url","body":"Suivre","display_text":"Voir","url":"https://e.com/t",
+            "header":{"type":"video","video":{"link":"https://e.com/v.mp4"}}
+        }));
+        assert_eq!(
+            b["interactive"]["header"],
+            json!({"type": "video", "video": {"link": "https://e.com/v.mp4"}})
+        );
+        // `media` is accepted for the id; an explicit text header object works too.
+        let b = body(json!({
+            "type":"buttons","body":"b","buttons":[{"id":"a","title":"x"}],
+            "header":{"type":"video","video":{"media":"55"}}
+        }));
+        assert_eq!(
+            b["interactive"]["header"],
+            json!({"type": "video", "video": {"id": "55"}})
+        );
+        let b = body(json!({
+            "type":"buttons","body":"b","buttons":[{"id":"a","title":"x"}],"header":{"type":"text","text":"Titre"}
+        }));
+        assert_eq!(b["interactive"]["header"], json!({"type": "text", "text": "Titre"}));
+        // A text header still round-trips as a plain string.
+        let c = content(json!({"type":"buttons","body":"b","buttons":[{"id":"a","title":"x"}],"header":"H"}));
+        assert_eq!(serde_json::to_value(&c).unwrap()["header"], json!("H"));
+
+        let btn =
+            |header: Value| json!({"type":"buttons","body":"b","buttons":[{"id":"a","title":"x"}],"header":header});
+        assert_eq!(
+            invalid(btn(json!({"type":"image","video":{"link":"https://e.com/v"}}))).field,
+            "header"
+        );
+        assert_eq!(invalid(btn(json!({"type":"image"}))).field, "header");
+        assert_eq!(
+            invalid(btn(
+                json!({"type":"image","image":{"id":"1","link":"https://e.com/a.png"}})
+            ))
+            .field,
+            "header.image"
+        );
+        assert_eq!(invalid(btn(json!({"type":"image","image":{}}))).field, "header.image");
+        assert_eq!(
+            invalid(btn(json!({"type":"image","image":{"link":"ftp://e.com/a.png"}}))).field,
+            "header.image.link"
+        );
+        assert_eq!(
+            invalid(btn(
+                json!({"type":"image","image":{"link":"https://e.com/a.png","filename":"a.png"}})
+            ))
+            .field,
+            "header.image.filename"
+        );
+        assert!(
+            serde_json::from_value::<OutboundContent>(btn(
+                json!({"type":"audio","audio":{"link":"https://e.com/a.ogg"}})
+            ))
+            .is_err(),
+            "no audio header"
+        );
+        assert_eq!(invalid(btn(json!({"type":"sticker","text":"x"}))).field, "header");
+        assert_eq!(
+            invalid(btn(json!({"type":"text","text":"t".repeat(61)}))).field,
+            "header.text"
+        );
+        assert!(
+            serde_json::from_value::<OutboundContent>(btn(json!({"type":"image","image":{"url":"x"}}))).is_err(),
+            "unknown fields are refused"
+        );
+        assert!(serde_json::from_value::<OutboundContent>(btn(json!(3))).is_err());
+        let e = invalid(json!({
+            "type":"list","body":"Menu","button":"Choisir","sections":[{"rows":[{"id":"r","title":"t"}]}],
+            "header":{"type":"image","image":{"link":"https://e.com/a.png"}}
+        }));
+        assert_eq!(e.field, "header");
+        assert!(e.reason.contains("only a text header"), "{e}");
+        let e = invalid(json!({
+            "type":"cta_url","body":"b","display_text":"d","url":"https://e.com",
+            "header":{"type":"image","image":{"id":"123"}}
+        }));
+        assert_eq!(e.field, "header.image.id");
+    }
+
+    #[test]
+    fn typing_json() {
+        let t = content(json!({"type":"typing","message_id":"wamid.X"}));
+        assert_eq!(
+            t.graph_body(&phone(), Some("wamid.Y")).unwrap(),
+            json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.X",
+                   "typing_indicator": {"type": "text"}})
+        );
+        assert_eq!(t.kind(), "typing");
+        assert!(!t.is_free_form() && !t.is_template());
+        assert_eq!(t.summary(), "typing: wamid.X");
+        assert_eq!(invalid(json!({"type":"typing","message_id":" "})).field, "message_id");
     }
 }

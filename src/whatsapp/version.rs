@@ -15,10 +15,13 @@ pub const DEFAULT_VERSION: &str = "v26.0";
 /// Days before a version's end of life from which walua warns.
 pub const WARN_DAYS: i64 = 60;
 
+/// A date as (year, month, day).
+pub type Ymd = (i32, u32, u32);
+
 /// Graph API versions and their release dates (Meta's changelog), oldest first. A date
 /// walua's authors could not confirm is `None`: the version before it gets no end date (it is
 /// then at least two years away, as that release is recent). Add each new version here.
-pub const VERSIONS: &[(&str, Option<(i32, u32, u32)>)] = &[
+pub const VERSIONS: &[(&str, Option<Ymd>)] = &[
     ("v18.0", Some((2023, 9, 12))),
     ("v19.0", Some((2024, 1, 23))),
     ("v20.0", Some((2024, 5, 21))),

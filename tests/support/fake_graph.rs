@@ -429,6 +429,9 @@ fn messages(inner: &Inner, authorized: bool, pnid: &str, body: &Value, wamid: &m
         return bad_param(inner, "(#100) The parameter messaging_product is required.");
     }
     if body.get("status").and_then(Value::as_str) == Some("read") {
+        if let Err(msg) = check_read(body) {
+            return bad_param(inner, &msg);
+        }
         return match body.get("message_id").and_then(Value::as_str) {
             Some(id) if !id.is_empty() => Outcome::Answer(200, json!({"success": true})),
             _ => bad_param(inner, "(#100) The parameter message_id is required."),
@@ -473,6 +476,75 @@ const TYPES: [&str; 11] = [
     "reaction",
 ];
 
+/// A mark-as-read body (`status: read`), optionally with `typing_indicator: {type: "text"}`
+/// (the typing indicator): nothing else is accepted.
+fn check_read(b: &Value) -> Result<(), String> {
+    let obj = b.as_object().ok_or("(#100) Invalid body.")?;
+    for k in obj.keys() {
+        if !["messaging_product", "status", "message_id", "typing_indicator"].contains(&k.as_str()) {
+            return Err(format!("(#100) Param {k} is not valid for a read receipt."));
+        }
+    }
+    if let Some(t) = obj.get("typing_indicator") {
+        let ok = t
+            .as_object()
+            .is_some_and(|t| t.len() == 1 && t.get("type") == Some(&json!("text")));
+        if !ok {
+            return Err("(#100) Param typing_indicator['type'] must be one of {text}.".into());
+        }
+    }
+    Ok(())
+}
+
+/// A media object (`audio`, or an interactive header's `image`/`video`/`document`): exactly
+/// one of `id` or `link`, and only the `allowed` other keys.
+fn check_media_object(name: &str, m: &Value, allowed: &[&str]) -> Result<(), String> {
+    let obj = m
+        .as_object()
+        .ok_or_else(|| format!("(#100) The parameter {name} must be an object."))?;
+    if obj.contains_key("id") == obj.contains_key("link") {
+        return Err(format!("(#100) Param {name} must have exactly one of id or link."));
+    }
+    for (k, v) in obj {
+        match k.as_str() {
+            "id" | "link" if v.as_str().is_some_and(|s| !s.is_empty()) => {}
+            "id" | "link" => return Err(format!("(#100) Param {name}['{k}'] must be a non-empty string.")),
+            k if allowed.contains(&k) => {}
+            k => return Err(format!("(#100) Param {name}['{k}'] is not valid.")),
+        }
+    }
+    Ok(())
+}
+
+/// An interactive header: text for every kind, image/video/document for `button` and
+/// `cta_url` (Meta's reply buttons and CTA URL docs), and only text for `list`.
+fn check_header(kind: &str, h: &Value) -> Result<(), String> {
+    let ty = h.get("type").and_then(Value::as_str).unwrap_or_default();
+    let allowed: &[&str] = match kind {
+        "list" => &["text"],
+        _ => &["text", "image", "video", "document"],
+    };
+    if !allowed.contains(&ty) {
+        return Err(format!(
+            "(#100) Param interactive['header']['type'] must be one of {{{}}} - got \"{ty}\".",
+            allowed.join(", ")
+        ));
+    }
+    let obj = h.as_object().map(|o| o.len()).unwrap_or_default();
+    if obj != 2 {
+        return Err("(#100) Param interactive['header'] must have its type and that one field.".into());
+    }
+    if ty == "text" {
+        let t = h["text"].as_str().unwrap_or_default();
+        if t.is_empty() || t.chars().count() > 60 {
+            return Err("(#100) Param interactive['header']['text'] must be 1 to 60 characters long.".into());
+        }
+        return Ok(());
+    }
+    let extra: &[&str] = if ty == "document" { &["filename"] } else { &[] };
+    check_media_object(&format!("interactive['header']['{ty}']"), &h[ty], extra)
+}
+
 /// Meta's parameter checks on a message body; `Err` is the error message.
 fn check_message(b: &Value) -> Result<(), String> {
     let s = |p: &str| b.pointer(p).and_then(Value::as_str);
@@ -503,6 +575,17 @@ fn check_message(b: &Value) -> Result<(), String> {
     }
     if len("/biz_opaque_callback_data") > 512 {
         return Err(too_long("biz_opaque_callback_data", 512));
+    }
+    if ty == "audio" {
+        check_media_object("audio", &b["audio"], &["voice"])?;
+        if b.pointer("/audio/voice").is_some_and(|v| !v.is_boolean()) {
+            return Err("(#100) Param audio['voice'] must be a boolean.".into());
+        }
+    }
+    if ty == "interactive"
+        && let Some(h) = b.pointer("/interactive/header")
+    {
+        check_header(s("/interactive/type").unwrap_or_default(), h)?;
     }
     if ty == "interactive" && s("/interactive/type") == Some("button") {
         let buttons = b.pointer("/interactive/action/buttons").and_then(Value::as_array);
