@@ -746,11 +746,19 @@ class Checker:
         phone = self.phones[P_FIRST]
         oid = getattr(self, "first_sight_order", None) or self.order(P_FIRST)
         oname = self.names([oid])[oid]
+        # Its buttons must have been sent to this customer first (walua only acts on a
+        # button it sent to the contact who taps it).
+        wait_for(lambda: first_send(self.rec, "created", oname), 30, 0.5)
         base = len(sends(self.rec))
         l0 = log_len(self.work)
+        # SIGTERM first; Odoo 16's threaded server notices it only when its main loop wakes
+        # (up to 60 s), so SIGKILL after 5 s (PostgreSQL stays up).
         pid = int(open("/work/odoo/odoo.pid").read())
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not self.odoo.up(), 30, 0.2)
+        if not wait_for(lambda: not self.odoo.up(), 5, 0.2):
+            os.kill(pid, signal.SIGKILL)
+            if not wait_for(lambda: not self.odoo.up(), 20, 0.2):
+                raise SystemExit(f"Odoo (pid {pid} in /work/odoo/odoo.pid) still answers")
         t_down = time.time()
         try:
             self.odoo.call("sale.order", "action_confirm", [[oid]], timeout=5)

@@ -11,6 +11,10 @@ return {
   fields = { "name", "partner_id", "amount_total", "currency_id", "state" },
   run = function(order)
     if not env.vars.auto_send_order_creation then return end
+    -- First seen already confirmed or cancelled (created and confirmed between two polls, or
+    -- while walua was down): Valider / Annuler would be wrong; sale_order_state.lua tells
+    -- the customer the order's state instead.
+    if order.state ~= "draft" and order.state ~= "sent" then return end
     local phone, partner_name, lang = b.partner_phone(order.partner_id)
     if not phone then
       logger.warn("order", order.name, "has no partner phone; nothing sent")

@@ -463,12 +463,12 @@ impl Hooks {
                 entry.values = Some(values);
                 let parked = entry.failed_again(failure.message.clone(), failure.transient, now, &self.retry);
                 let fired = if parked {
-                    tracing::error!(hook = %file.name, id, attempts = entry.attempts, transient = failure.transient, error = %failure.message,
+                    tracing::error!(hook = %file.name, model = %def.model, id, attempts = entry.attempts, transient = failure.transient, error = %failure.message,
                         "odoo hook run failed and is parked: see `walua parked list`, replay with `walua parked replay {fid}`");
                     Fired::Parked(failure.message)
                 } else {
                     let wait = Duration::from_millis((entry.next_attempt_ms.unwrap_or(now) - now).max(0) as u64);
-                    tracing::warn!(hook = %file.name, id, attempts = entry.attempts, error = %failure.message,
+                    tracing::warn!(hook = %file.name, model = %def.model, id, attempts = entry.attempts, error = %failure.message,
                         "odoo hook run failed on a transient error; its effects are dropped and it runs again in {wait:?}");
                     Fired::Retrying(failure.message)
                 };
@@ -632,6 +632,8 @@ impl Hooks {
             m.hook_lag(lag);
         }
         let f = file.clone();
+        let record_id = record.get("id").and_then(Value::as_i64).unwrap_or(0);
+        let record_name = record.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         let record = record.clone();
         let (effects, result) = self
             .runtime
@@ -664,7 +666,7 @@ impl Hooks {
             .map_err(|e| HookError::Internal(e.to_string()))?;
         match result {
             Ok(()) => {
-                tracing::info!(hook = %file.name, sent = effects.sends.len(), "odoo hook fired");
+                tracing::info!(hook = %file.name, id = record_id, name = %record_name, sent = effects.sends.len(), "odoo hook fired");
                 Ok((effects, Ok(())))
             }
             Err(e) => Ok((Effects::default(), Err(e))),

@@ -350,7 +350,11 @@ impl Dispatcher {
             }
         }
         let written = async {
-            if !outcomes.is_empty() || !effects.sends.is_empty() || !effects.state.is_empty() {
+            if !outcomes.is_empty()
+                || !effects.sends.is_empty()
+                || !effects.state.is_empty()
+                || !effects.failed.is_empty()
+            {
                 let commit = effects.into_commit(outcomes);
                 let recorded = self
                     .store

@@ -784,8 +784,16 @@ impl LuaWorker {
         };
         match result {
             Ok(()) => {
-                let effects = self.shared.effects.lock().expect("not poisoned");
+                let mut effects = self.shared.effects.lock().expect("not poisoned");
                 outcome.sent = effects.sends[sends_before..].iter().map(|s| s.id).collect();
+                // A message held earlier (a retry runs at least a second after it arrived)
+                // leaves the failed runs; a fresh one cannot be there, and is not looked up.
+                if now_ms() - record.stored_at_ms > 900 {
+                    let id = format!("message:{}", record.id);
+                    if self.shared.ctx.store.failed_run(&id).ok().flatten().is_some() {
+                        effects.failed.push((id, None));
+                    }
+                }
             }
             Err(e) => {
                 {
@@ -847,6 +855,32 @@ impl LuaWorker {
         outcome.transient = true;
         tracing::warn!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
             "script failed on a transient error; the message is held and runs again (the contact's later messages wait)");
+        // Visible while it waits (`walua parked list --all`, `walua_failed_runs{state="retrying"}`).
+        let id = format!("message:{}", record.id);
+        let mut entry = self.shared.ctx.store.failed_run(&id).ok().flatten().unwrap_or_else(|| {
+            let mut e = crate::store::parked::FailedRun::new(
+                id.clone(),
+                crate::store::parked::RunKind::Message,
+                &record.contact,
+                String::new(),
+                true,
+                record.stored_at_ms,
+            );
+            e.message_id = Some(record.id);
+            e.expires_ms = Some(record.stored_at_ms + policy.reply_expiry.as_millis() as i64);
+            e
+        });
+        entry.attempts += 1;
+        entry.error = error.clone();
+        entry.last_failed_ms = now;
+        // The dispatcher's own backoff decides when; this says roughly when, for the operator.
+        entry.next_attempt_ms = Some(now + 1000);
+        self.shared
+            .effects
+            .lock()
+            .expect("not poisoned")
+            .failed
+            .push((id, Some(entry)));
         if waited < policy.fallback_after {
             return;
         }
