@@ -474,6 +474,31 @@ async fn a_local_document_is_uploaded_as_media_then_sent() {
 }
 
 #[tokio::test]
+async fn an_upload_can_ask_meta_to_keep_the_media_longer_for_numbers_without_storage() {
+    let (fake, d) = live("").await;
+    let upload = |query: &'static str| {
+        d.http
+            .post(d.url(&format!("/api/media?filename=promo.pdf&{query}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(b"%PDF-1.4 promo".to_vec())
+            .send()
+    };
+    let r = upload("ttl_minutes=1440").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.uploads()[0].ttl_minutes, Some(1440));
+    for bad in ["ttl_minutes=10", "ttl_minutes=43201", "ttl_minutes=un%20jour"] {
+        let r = upload(bad).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("from 60 to 43200"), "{body}");
+    }
+    assert_eq!(fake.uploads().len(), 1, "refused before reaching Meta");
+    // Without it, nothing is sent for the field (Meta's default: one hour).
+    upload("mime=application/pdf").await.unwrap();
+    assert_eq!(fake.uploads()[1].ttl_minutes, None);
+}
+
+#[tokio::test]
 async fn a_script_sends_a_document_from_bytes_uploaded_as_media_first() {
     let fake = FakeGraph::start(ACCESS_TOKEN).await;
     let dir = tempfile::tempdir().unwrap();

@@ -91,7 +91,7 @@
 ---@field mark_read fun(wamid: string): integer
 ---@field typing fun(message: WaluaMessage|string): integer marks the inbound message (the run's `message` or a wamid) read and shows the typing indicator until the next message or 25 s
 ---@field window_open fun(to: string, from?: string): boolean whether the contact's 24 h customer-service window with account `from` (default: any number) is open (free-form messages allowed)
----@field upload fun(bytes: string, filename: string, from?: string): string uploads a file as media through account `from` (dry run: kept beside the store) and returns its media id
+---@field upload fun(bytes: string, filename: string, from?: string, ttl_minutes?: integer): string uploads a file as media through account `from` (dry run: kept beside the store) and returns its media id; `ttl_minutes` (60 to 43200) keeps it longer at Meta for numbers with "No Storage"
 
 ---Persistent key/value storage for scripts (JSON values), committed with the run.
 ---@class WaluaStore

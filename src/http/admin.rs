@@ -212,12 +212,24 @@ async fn send_message(app: &App, req: Request<Incoming>) -> HttpResponse {
 async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     let mut filename = None;
     let mut mime = None;
+    let mut ttl_minutes = None;
     let mut from = None;
     let mut to = None;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "filename" => filename = Some(v.into_owned()),
             "mime" => mime = Some(v.into_owned()),
+            "ttl_minutes" => match v.parse::<u32>() {
+                Ok(n) if crate::whatsapp::client::TTL_MINUTES.contains(&n) => ttl_minutes = Some(n),
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "query parameter `ttl_minutes` must be a whole number of minutes from 60 to 43200 (30 days), not `{v}`"
+                        ),
+                    );
+                }
+            },
             "from" => from = Some(v.into_owned()),
             "to" => to = Some(v.into_owned()),
             _ => {}
@@ -251,7 +263,10 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
     };
     let client = app.graph.as_ref().and_then(|c| c.for_number(number.as_deref()));
     match (client, app.config.whatsapp.dry_run) {
-        (Some(client), false) => match client.upload_media(body.to_vec(), &mime, &filename).await {
+        (Some(client), false) => match client
+            .upload_media_for(body.to_vec(), &mime, &filename, ttl_minutes)
+            .await
+        {
             Ok(id) => {
                 tracing::info!(media = %id, %filename, bytes = body.len(), from = ?number, "media uploaded");
                 json(StatusCode::OK, &serde_json::json!({ "id": id, "from": number }))

@@ -262,8 +262,15 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         &whatsapp,
         "upload",
         shared,
-        |lua, s, (bytes, filename, from): (mlua::LuaString, String, Option<String>)| {
-            upload_bytes(lua, s, from.as_deref(), bytes.as_bytes().to_vec(), &filename)
+        |lua, s, (bytes, filename, from, ttl): (mlua::LuaString, String, Option<String>, Option<u32>)| {
+            if let Some(t) = ttl
+                && !crate::whatsapp::client::TTL_MINUTES.contains(&t)
+            {
+                return Err(lua_err(format!(
+                    "upload: ttl_minutes must be from 60 to 43200 (30 days), not {t}"
+                )));
+            }
+            upload_bytes_for(lua, s, from.as_deref(), bytes.as_bytes().to_vec(), &filename, ttl)
         },
     )?;
     Ok(whatsapp)
@@ -739,6 +746,18 @@ fn as_array_value(lua: &Lua, v: LuaValue) -> mlua::Result<Value> {
 /// Uploads `bytes` as media through the account `from` names (default: the first), or keeps
 /// them beside the store in dry run, and returns the media id to send.
 fn upload_bytes(lua: &Lua, s: &Shared, from: Option<&str>, bytes: Vec<u8>, filename: &str) -> mlua::Result<String> {
+    upload_bytes_for(lua, s, from, bytes, filename, None)
+}
+
+/// [`upload_bytes`] with Meta's `ttl_minutes` (numbers with "No Storage").
+fn upload_bytes_for(
+    lua: &Lua,
+    s: &Shared,
+    from: Option<&str>,
+    bytes: Vec<u8>,
+    filename: &str,
+    ttl_minutes: Option<u32>,
+) -> mlua::Result<String> {
     charge_written(lua, bytes.len())?;
     let ctx = &s.ctx;
     let mime = crate::media::mime_for(filename);
@@ -756,7 +775,11 @@ fn upload_bytes(lua: &Lua, s: &Shared, from: Option<&str>, bytes: Vec<u8>, filen
     };
     match (graph, &ctx.handle) {
         (Some(graph), Some(handle)) => {
-            match super::sandbox::wait_outside_budget(lua, handle, graph.upload_media(bytes, mime, filename)) {
+            match super::sandbox::wait_outside_budget(
+                lua,
+                handle,
+                graph.upload_media_for(bytes, mime, filename, ttl_minutes),
+            ) {
                 Ok(Ok(id)) => Ok(id),
                 Ok(Err(e)) => {
                     // The failure's own "(will retry)" is the outbox's wording: here it is the

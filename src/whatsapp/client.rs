@@ -134,6 +134,9 @@ impl fmt::Debug for DownloadedMedia {
     }
 }
 
+/// The range of an upload's `ttl_minutes` (one hour to 30 days, Meta's "No Storage").
+pub const TTL_MINUTES: std::ops::RangeInclusive<u32> = 60..=43_200;
+
 /// Client for one WhatsApp business phone number on the Cloud API.
 #[derive(Clone)]
 pub struct GraphClient {
@@ -301,14 +304,29 @@ impl GraphClient {
     /// Uploads media with a multipart `POST {api_base}/{phone_number_id}/media`
     /// and returns the media id to use in `"media"` fields.
     pub async fn upload_media(&self, bytes: Vec<u8>, mime: &str, filename: &str) -> Result<String, SendFailure> {
+        self.upload_media_for(bytes, mime, filename, None).await
+    }
+
+    /// [`GraphClient::upload_media`] with a time-to-live in minutes (`ttl_minutes`, 60 to
+    /// 43,200): numbers with Meta's "No Storage" keep media one hour unless told longer.
+    pub async fn upload_media_for(
+        &self,
+        bytes: Vec<u8>,
+        mime: &str,
+        filename: &str,
+        ttl_minutes: Option<u32>,
+    ) -> Result<String, SendFailure> {
         let part = reqwest::multipart::Part::bytes(bytes)
             .file_name(filename.to_string())
             .mime_str(mime)
             .map_err(|_| SendFailure::local(None, format!("invalid MIME type {mime:?}")))?;
-        let form = reqwest::multipart::Form::new()
+        let mut form = reqwest::multipart::Form::new()
             .text("messaging_product", "whatsapp")
-            .text("type", mime.to_string())
-            .part("file", part);
+            .text("type", mime.to_string());
+        if let Some(ttl) = ttl_minutes {
+            form = form.text("ttl_minutes", ttl.to_string());
+        }
+        let form = form.part("file", part);
         let url = format!("{}/{}/media", self.api_base, self.phone_number_id);
         let req = self.http.post(url).bearer_auth(&self.token).multipart(form);
         let (status, json) = self.execute_json(req).await?;

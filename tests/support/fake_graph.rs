@@ -70,6 +70,8 @@ pub struct Upload {
     pub filename: Option<String>,
     pub mime_type: String,
     pub bytes: Vec<u8>,
+    /// The `ttl_minutes` field, when given (numbers with "No Storage").
+    pub ttl_minutes: Option<u32>,
 }
 
 #[derive(Default)]
@@ -631,6 +633,13 @@ fn upload(inner: &Inner, content_type: &str, body: &[u8]) -> Result<Value, Strin
         .clone()
         .or(ty)
         .unwrap_or_else(|| "application/octet-stream".into());
+    let ttl_minutes = match field("ttl_minutes") {
+        None => None,
+        Some(p) => match String::from_utf8_lossy(&p.data).parse::<u32>() {
+            Ok(n) if (60..=43_200).contains(&n) => Some(n),
+            _ => return Err("(#100) Param ttl_minutes must be an integer between 60 and 43200.".into()),
+        },
+    };
     let mut st = inner.lock();
     st.next_media += 1;
     let id = format!("media-{}", st.next_media);
@@ -640,6 +649,7 @@ fn upload(inner: &Inner, content_type: &str, body: &[u8]) -> Result<Value, Strin
         filename: file.filename.clone(),
         mime_type: mime,
         bytes: file.data.clone(),
+        ttl_minutes,
     });
     Ok(json!({ "id": id }))
 }
