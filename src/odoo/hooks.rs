@@ -520,15 +520,7 @@ impl Hooks {
         let Some(id) = entry.record_id else {
             return Ok(Fired::Parked("the entry names no record".into()));
         };
-        let fields = read_fields(def);
-        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-        let mut domain = domain_of(def);
-        domain.push(json!(["id", "=", id]));
-        let found = self
-            .odoo
-            .search_read(&def.model, Value::Array(domain), &field_refs, json!({"limit": 1}))
-            .await?;
-        let Some(record) = found.into_iter().next() else {
+        let Some(record) = self.read_record(def, id).await? else {
             tracing::info!(hook = %file.name, id, "failed record is gone or left the hook's domain; its entry is cleared");
             let fid = entry.id.clone();
             self.commit(Effects::default(), Vec::new(), vec![(fid, None)]).await?;
@@ -693,6 +685,20 @@ impl Hooks {
         Ok(())
     }
 
+    /// A record as the hook reads it (its fields, `id`, `write_date`, `create_date`), read
+    /// again from Odoo; `None` when it is gone or outside the hook's domain.
+    async fn read_record(&self, def: &HookDef, id: i64) -> Result<Option<Value>, HookError> {
+        let fields = read_fields(def);
+        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let mut domain = domain_of(def);
+        domain.push(json!(["id", "=", id]));
+        let found = self
+            .odoo
+            .search_read(&def.model, Value::Array(domain), &field_refs, json!({"limit": 1}))
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
     /// Runs a failed or parked hook record again now (`POST /api/parked/{id}/replay`).
     pub async fn replay(&self, entry: &FailedRun) -> Result<Fired, HookError> {
         let file = {
@@ -728,15 +734,7 @@ impl Hooks {
             .or(payload.get("id"))
             .and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
             .ok_or_else(|| HookError::BadPayload("the payload has no `_id`".into()))?;
-        let fields = read_fields(def);
-        let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-        let mut domain = domain_of(def);
-        domain.push(json!(["id", "=", id]));
-        let found = self
-            .odoo
-            .search_read(&def.model, Value::Array(domain), &field_refs, json!({"limit": 1}))
-            .await?;
-        let Some(record) = found.into_iter().next() else {
+        let Some(record) = self.read_record(def, id).await? else {
             tracing::info!(
                 hook = name,
                 id,

@@ -824,38 +824,8 @@ impl LuaWorker {
         let now = now_ms();
         let waited = Duration::from_millis((now - record.stored_at_ms).max(0) as u64);
         outcome.error = Some(error.clone());
-        if waited >= policy.retry_for {
-            let id = format!("message:{}", record.id);
-            let mut entry = crate::store::parked::FailedRun::new(
-                id.clone(),
-                crate::store::parked::RunKind::Message,
-                &record.contact,
-                error.clone(),
-                true,
-                record.stored_at_ms,
-            );
-            entry.message_id = Some(record.id);
-            entry.attempts = 1;
-            entry.last_failed_ms = now;
-            entry.expires_ms = Some(record.stored_at_ms + policy.reply_expiry.as_millis() as i64);
-            tracing::error!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
-                "message parked: its scripts kept failing on a transient error; the contact's next messages run now; replay with `walua parked replay {id}`");
-            outcome.error = Some(format!(
-                "parked after {} s of transient failures: {error}",
-                waited.as_secs()
-            ));
-            self.shared
-                .effects
-                .lock()
-                .expect("not poisoned")
-                .failed
-                .push((id, Some(entry)));
-            return;
-        }
-        outcome.transient = true;
-        tracing::warn!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
-            "script failed on a transient error; the message is held and runs again (the contact's later messages wait)");
-        // Visible while it waits (`walua parked list --all`, `walua_failed_runs{state="retrying"}`).
+        // The message's failed-run entry: visible while it waits (`walua parked list --all`,
+        // `walua_failed_runs{state="retrying"}`), parked once it waited `retry_for`.
         let id = format!("message:{}", record.id);
         let mut entry = self.shared.ctx.store.failed_run(&id).ok().flatten().unwrap_or_else(|| {
             let mut e = crate::store::parked::FailedRun::new(
@@ -873,14 +843,27 @@ impl LuaWorker {
         entry.attempts += 1;
         entry.error = error.clone();
         entry.last_failed_ms = now;
-        // The dispatcher's own backoff decides when; this says roughly when, for the operator.
-        entry.next_attempt_ms = Some(now + 1000);
+        let parked = waited >= policy.retry_for;
+        // While held, the dispatcher's own backoff decides when; this says roughly when.
+        entry.next_attempt_ms = (!parked).then_some(now + 1000);
         self.shared
             .effects
             .lock()
             .expect("not poisoned")
             .failed
-            .push((id, Some(entry)));
+            .push((id.clone(), Some(entry)));
+        if parked {
+            tracing::error!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
+                "message parked: its scripts kept failing on a transient error; the contact's next messages run now; replay with `walua parked replay {id}`");
+            outcome.error = Some(format!(
+                "parked after {} s of transient failures: {error}",
+                waited.as_secs()
+            ));
+            return;
+        }
+        outcome.transient = true;
+        tracing::warn!(message_id = record.id, contact = %record.contact, waited = ?waited, error = %error,
+            "script failed on a transient error; the message is held and runs again (the contact's later messages wait)");
         if waited < policy.fallback_after {
             return;
         }
