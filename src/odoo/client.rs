@@ -795,14 +795,64 @@ fn pdf(answer: Answer) -> Result<Vec<u8>, OdooError> {
 }
 
 fn not_pdf(answer: &Answer) -> OdooError {
-    let mut snippet = snippet(&answer.body);
+    let mut snippet = if answer.content_type.starts_with("text/html") {
+        // An operator reads this in the log and `walua parked list`: the page's text, not
+        // its markup.
+        snippet(
+            strip_tags(&String::from_utf8_lossy(
+                &answer.body[..answer.body.len().min(64 * 1024)],
+            ))
+            .as_bytes(),
+        )
+    } else {
+        snippet(&answer.body)
+    };
     if answer.final_path == "/web/login" {
         snippet = format!("(the login page: the access token or session was refused) {snippet}");
+    }
+    if answer.status == 404 {
+        snippet = format!(
+            "(HTTP 404: a wrong odoo.url, or an Odoo whose --db-filter matches several databases, which it cannot pick for a portal link) {snippet}"
+        );
     }
     OdooError::NotPdf {
         content_type: answer.content_type.clone(),
         snippet,
     }
+}
+
+/// The text of an HTML page: tags, `<script>`/`<style>` contents and comments left out.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len().min(4096));
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        out.push(' ');
+        let tag = &rest[start..];
+        let lower: String = tag.chars().take(8).collect::<String>().to_ascii_lowercase();
+        let end_marker = if tag.starts_with("<!--") {
+            "-->"
+        } else if lower.starts_with("<script") {
+            "</script>"
+        } else if lower.starts_with("<style") {
+            "</style>"
+        } else {
+            ">"
+        };
+        let found = if end_marker == ">" {
+            tag.find('>')
+        } else {
+            tag.to_ascii_lowercase().find(end_marker)
+        };
+        match found {
+            Some(i) => rest = &tag[i + end_marker.len()..],
+            None => {
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -817,6 +867,22 @@ fn short(v: &Value) -> String {
         format!("{}…", s.chars().take(SNIPPET_CHARS).collect::<String>())
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod html_tests {
+    use super::*;
+
+    #[test]
+    fn an_html_error_page_is_reported_by_its_text() {
+        let page = "<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 3.2 Final//EN\">\n<title>404 Not Found</title>\n<style>h1{x}</style><h1>Not Found</h1>\n<p>The requested URL was not found on the server.</p><!-- x -->";
+        let text = snippet(strip_tags(page).as_bytes());
+        assert_eq!(
+            text,
+            "404 Not Found Not Found The requested URL was not found on the server."
+        );
+        assert_eq!(strip_tags("a < b"), "a  ");
     }
 }
 
