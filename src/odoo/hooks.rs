@@ -204,20 +204,47 @@ fn str_of<'a>(record: &'a Value, field: &str) -> Option<&'a str> {
 impl Hooks {
     /// Polls every hook until shutdown.
     pub async fn poll_forever(self, interval: std::time::Duration, shutdown: CancellationToken) {
+        // While Odoo is down every hook fails every poll: one log line when the failure
+        // starts or changes, then one every 5 minutes with the count, and one when it ends.
+        let mut logged: Option<(String, std::time::Instant, u64)> = None;
         loop {
             let hooks: Vec<ScriptFile> = {
                 let reg = self.registry.read().expect("not poisoned");
                 reg.of_kind(ScriptKind::Hook).cloned().collect()
             };
-            let mut failure = None;
+            let mut failed: Vec<String> = Vec::new();
+            let mut first_error = None;
             for file in hooks {
                 if shutdown.is_cancelled() {
                     return;
                 }
                 if let Err(e) = self.poll(&file).await {
-                    tracing::warn!(hook = %file.name, error = %e, "odoo hook poll failed; polling again in {interval:?}");
-                    failure.get_or_insert(format!("Odoo hook {} cannot poll: {e}", file.name));
+                    failed.push(file.name.clone());
+                    first_error.get_or_insert_with(|| e.to_string());
                 }
+            }
+            let failure = first_error.map(|e| {
+                let names = failed.join(", ");
+                format!("Odoo hook(s) {names} cannot poll: {e}")
+            });
+            match (&failure, &mut logged) {
+                (Some(f), Some((last, at, repeats))) if f == last => {
+                    *repeats += 1;
+                    if at.elapsed() >= std::time::Duration::from_secs(300) {
+                        tracing::warn!(polls = *repeats, "{f}; still failing, polling again every {interval:?}");
+                        *at = std::time::Instant::now();
+                        *repeats = 0;
+                    }
+                }
+                (Some(f), _) => {
+                    tracing::warn!("{f}; polling again every {interval:?}");
+                    logged = Some((f.clone(), std::time::Instant::now(), 0));
+                }
+                (None, Some(_)) => {
+                    tracing::info!("Odoo hooks poll again");
+                    logged = None;
+                }
+                (None, None) => {}
             }
             *self.poll_failure.lock().unwrap_or_else(|p| p.into_inner()) = failure;
             tokio::select! {
