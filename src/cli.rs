@@ -234,6 +234,117 @@ fn time_ms(v: &Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Renders `GET /api/templates` as a table (and the definitions Meta does not have yet).
+pub fn render_templates(answer: &Value) -> String {
+    let list = |k: &str| answer[k].as_array().cloned().unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = list("templates")
+        .iter()
+        .map(|t| {
+            vec![
+                s(t, "name"),
+                s(t, "language"),
+                s(t, "category"),
+                match t["reason"].as_str() {
+                    Some(r) => format!("{} ({r})", s(t, "status")),
+                    None => s(t, "status"),
+                },
+                s(t, "quality"),
+                format!("{} {}", s(t, "waba_id"), s(t, "account")),
+                s(t, "synced_at"),
+            ]
+        })
+        .collect();
+    rows.extend(list("local_only").iter().map(|t| {
+        vec![
+            s(t, "name"),
+            s(t, "language"),
+            s(t, "category"),
+            "LOCAL (not at Meta: walua templates push)".into(),
+            "-".into(),
+            "-".into(),
+            s(t, "file"),
+        ]
+    }));
+    let mut out = table(
+        &["NAME", "LANG", "CATEGORY", "STATUS", "QUALITY", "WABA / ACCOUNTS", "SYNCED (UTC)"],
+        &rows,
+    );
+    for w in list("wabas") {
+        out.push_str(&format!("WABA {}: last synced {}\n", s(&w, "waba_id"), s(&w, "synced_at")));
+    }
+    out
+}
+
+/// Renders `POST /api/templates/sync`.
+pub fn render_template_sync(answer: &Value) -> String {
+    let mut out = String::new();
+    for r in answer["synced"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let changes = r["changes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        out.push_str(&format!(
+            "WABA {}: {} templates in {} page(s), {} change(s)\n",
+            s(r, "waba_id"),
+            r["templates"],
+            r["pages"],
+            changes.len()
+        ));
+        for c in changes {
+            out.push_str(&format!(
+                "  {} ({}): {} {} → {}\n",
+                s(c, "name"),
+                s(c, "language"),
+                s(c, "what"),
+                s(c, "from"),
+                s(c, "to")
+            ));
+        }
+    }
+    out
+}
+
+/// Renders `GET /api/templates/diff`: local and Meta side by side, and what push would do.
+pub fn render_template_diff(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["diff"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| {
+            let diffs: Vec<String> = r["differences"]
+                .as_array()
+                .map(|d| d.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
+            let mut what = diffs.join("; ");
+            if let Some(n) = r["note"].as_str() {
+                what = if what.is_empty() { n.to_string() } else { format!("{what} — {n}") };
+            }
+            vec![
+                s(r, "name"),
+                s(r, "language"),
+                if r["local"].is_string() { "yes".into() } else { "-".into() },
+                match (r["status"].as_str(), r["category"].as_str()) {
+                    (Some(st), Some(c)) => format!("{st} {c}"),
+                    _ => "-".into(),
+                },
+                s(r, "action"),
+                if what.is_empty() { "-".into() } else { what },
+            ]
+        })
+        .collect();
+    table(&["NAME", "LANG", "LOCAL", "META", "PUSH WOULD", "DIFFERENCES / NOTES"], &rows)
+}
+
+/// Renders `POST /api/templates/push`.
+pub fn render_template_push(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|r| vec![s(r, "name"), s(r, "language"), s(r, "result"), s(r, "detail")])
+        .collect();
+    table(&["NAME", "LANG", "RESULT", "DETAIL"], &rows)
+}
+
 /// Renders `GET /api/parked` as a table.
 pub fn render_parked(answer: &Value) -> String {
     let rows: Vec<Vec<String>> = answer["parked"]

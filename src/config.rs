@@ -94,6 +94,19 @@ pub struct Config {
     pub log: LogConfig,
     /// `[vars]`: free-form values that scripts read as `env.vars`.
     pub vars: serde_json::Value,
+    /// `[templates]`: where template definitions live and how often Meta's registry is read.
+    pub templates: TemplatesConfig,
+}
+
+/// `[templates]`.
+#[derive(Debug, Clone)]
+pub struct TemplatesConfig {
+    /// The folder of template definitions (`*.toml`, see `templates/README.md`), beside the
+    /// scripts (`dir`, default `templates`).
+    pub dir: PathBuf,
+    /// How often each WABA's templates are read from Meta (`sync_interval`, default 15 min,
+    /// at least 1 min); status webhooks keep them current in between.
+    pub sync_interval: Duration,
 }
 
 /// `[server]`.
@@ -164,6 +177,10 @@ pub struct WhatsAppAccount {
     /// The region (ISO 3166, e.g. `SN`) of numbers written without a country code and sent
     /// from this number: `[whatsapp] default_country`, or the account's own.
     pub default_country: Option<String>,
+    /// The WhatsApp Business Account that owns this number's templates (`waba_id`, per
+    /// account or inherited from `[whatsapp]`); several numbers may share one. `None`: no
+    /// template management for this number (sends are not checked against Meta's registry).
+    pub waba_id: Option<String>,
 }
 
 /// `[whatsapp]`.
@@ -196,9 +213,26 @@ pub struct WhatsAppConfig {
     /// Speak HTTP/2 without TLS (h2c, "prior knowledge") to an `http://` `api_base`: a local
     /// fake or proxy that supports it. An `https://` base (Meta) negotiates HTTP/2 by itself.
     pub http2_cleartext: bool,
+    /// The Meta app id (`app_id`): template header examples (images, documents, videos) are
+    /// uploaded through Meta's resumable upload API, which is addressed by app.
+    pub app_id: Option<String>,
 }
 
 impl WhatsAppConfig {
+    /// Every distinct WABA of the accounts, with the first account that names it (whose
+    /// access token manages its templates).
+    pub fn wabas(&self) -> Vec<(&str, &WhatsAppAccount)> {
+        let mut out: Vec<(&str, &WhatsAppAccount)> = Vec::new();
+        for a in &self.accounts {
+            if let Some(w) = a.waba_id.as_deref()
+                && !out.iter().any(|(o, _)| *o == w)
+            {
+                out.push((w, a));
+            }
+        }
+        out
+    }
+
     /// The app secrets that may sign a webhook delivery (one per Meta app, without repeats).
     pub fn app_secrets(&self) -> Vec<&Secret> {
         let mut out: Vec<&Secret> = Vec::new();
@@ -333,6 +367,15 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     vars: toml::Table,
+    #[serde(default)]
+    templates: RawTemplates,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    dir: Option<PathBuf>,
+    sync_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -370,6 +413,7 @@ struct RawAccount {
     verify_token: Option<String>,
     max_per_second: Option<u32>,
     default_country: Option<String>,
+    waba_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -393,6 +437,8 @@ struct RawWhatsApp {
     max_in_flight: Option<usize>,
     http2_cleartext: Option<bool>,
     default_country: Option<String>,
+    waba_id: Option<String>,
+    app_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -431,6 +477,15 @@ struct RawScripts {
 struct RawLog {
     format: Option<LogFormat>,
     level: Option<String>,
+}
+
+/// A Graph API id (`waba_id`, `app_id`): digits only, or refused with the key named.
+fn graph_id(cx: &Cx, key: &str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value.map(|v| v.trim().to_string()) {
+        None => Ok(None),
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(v)),
+        Some(v) => Err(cx.invalid(key, format!("`{v}` is not a Graph API id (digits only)"))),
+    }
 }
 
 /// The Graph API base used when `api_base` is not set: Meta's host with the version walua
@@ -551,6 +606,7 @@ impl Config {
                 app_secret: cx.secret("whatsapp.app_secret", w.app_secret)?,
                 verify_token: cx.secret("whatsapp.verify_token", w.verify_token)?,
                 max_per_second: default_rate,
+                waba_id: graph_id(&cx, "whatsapp.waba_id", w.waba_id.clone())?,
             }],
             Some(raw_accounts) => {
                 for (key, set) in [
@@ -611,6 +667,10 @@ impl Config {
                             ),
                             None => default_country.clone(),
                         },
+                        waba_id: match a.waba_id {
+                            Some(own) => graph_id(&cx, &key("waba_id"), Some(own))?,
+                            None => graph_id(&cx, "whatsapp.waba_id", w.waba_id.clone())?,
+                        },
                         name,
                         phone_number_id: pnid,
                     });
@@ -635,6 +695,7 @@ impl Config {
             retry_base: cx.duration("whatsapp.retry_base", w.retry_base, "2s")?,
             max_in_flight: w.max_in_flight.unwrap_or(32).max(1),
             http2_cleartext: w.http2_cleartext.unwrap_or(false),
+            app_id: graph_id(&cx, "whatsapp.app_id", w.app_id)?,
         };
         if url::Url::parse(&whatsapp.api_base).is_err() {
             return Err(cx.invalid("whatsapp.api_base", format!("`{}` is not a URL", whatsapp.api_base)));
@@ -744,6 +805,15 @@ impl Config {
             level: raw.log.level.unwrap_or_else(|| "info".into()),
         };
         let vars = serde_json::to_value(&raw.vars).map_err(|e| cx.invalid("vars", e.to_string()))?;
+        let templates = TemplatesConfig {
+            dir: raw.templates.dir.unwrap_or_else(|| PathBuf::from("templates")),
+            sync_interval: match cx.duration("templates.sync_interval", raw.templates.sync_interval, "15m")? {
+                d if d < Duration::from_secs(60) => {
+                    return Err(cx.invalid("templates.sync_interval", "must be at least 1m (Meta rate-limits the template API)"));
+                }
+                d => d,
+            },
+        };
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -754,6 +824,7 @@ impl Config {
             scripts,
             log,
             vars,
+            templates,
         })
     }
 

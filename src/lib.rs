@@ -26,6 +26,8 @@
 //! - [`phone`]: phone numbers parsed with libphonenumber's rules into Meta's `wa_id` form.
 //! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
 //!   and runs the processor's and the dispatcher's drain loops.
+//! - [`templates`]: Meta's message templates: definitions on disk, the registry synced from
+//!   Meta, push / diff, and the check of every template send before it is queued.
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
@@ -49,6 +51,7 @@ pub mod scheduler;
 pub mod script;
 pub mod store;
 pub mod systemd;
+pub mod templates;
 pub mod webhook;
 pub mod whatsapp;
 
@@ -119,6 +122,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Wakes the script dispatcher (a message put back in its queue).
     pub dispatch_wake: Arc<Notify>,
+    /// Templates: the registry's sync with Meta, push and diff (`/api/templates`).
+    pub templates: Arc<templates::sync::TemplateSync>,
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
@@ -305,6 +310,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .with_senders(outbox::Sender::of(&config.whatsapp))
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
     .with_metrics(metrics.clone());
+    let catalog = {
+        let (store, whatsapp, dir) = (store.clone(), config.whatsapp.clone(), config.templates.dir.clone());
+        Arc::new(
+            tokio::task::spawn_blocking(move || templates::catalog::TemplateCatalog::new(store, &whatsapp, &dir))
+                .await
+                .expect("loading template definitions does not panic"),
+        )
+    };
+    let outbox = outbox.with_templates(catalog.clone());
+    let _definition_watcher = match (config.scripts.hot_reload, config.templates.dir.is_dir()) {
+        (true, true) => templates::watch::DefinitionWatcher::start(catalog.clone())
+            .map_err(|e| tracing::warn!(error = %e, "template definitions are not watched: restart walua after editing them"))
+            .ok(),
+        _ => None,
+    };
     let region = outbox.region(None);
     let _ = tokio::task::spawn_blocking(move || phone::warm_up(region.as_deref())).await;
     renormalize_contacts(&store, outbox.region(None)).await;
@@ -333,6 +353,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                         max_in_flight: w.max_in_flight,
                     },
                     metrics: metrics.clone(),
+                    templates: Some(catalog.clone()),
                 }
                 .run(),
             );
@@ -439,6 +460,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             shutdown: stop_tasks.clone(),
             queue_media,
             metrics: metrics.clone(),
+            outbox: outbox.clone(),
         }
         .run(),
     );
@@ -453,6 +475,32 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         stop_tasks.clone(),
     ));
 
+    let template_sync = Arc::new(templates::sync::TemplateSync {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        wabas: match (&graph, config.whatsapp.dry_run) {
+            (Some(clients), false) => config
+                .whatsapp
+                .wabas()
+                .into_iter()
+                .filter_map(|(id, account)| {
+                    clients
+                        .for_number(Some(&account.phone_number_id))
+                        .map(|client| templates::sync::Waba {
+                            id: id.to_string(),
+                            client: client.clone(),
+                        })
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        app_id: config.whatsapp.app_id.clone(),
+        interval: config.templates.sync_interval,
+        metrics: metrics.clone(),
+        outbox: outbox.clone(),
+        started_ms: store::now_ms(),
+    });
+    tasks.spawn(template_sync.clone().run(stop_tasks.clone()));
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
@@ -465,6 +513,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         cron,
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
+        templates: template_sync,
     });
     if let Some(w) = whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         tracing::warn!("{w}");

@@ -72,6 +72,29 @@ enum Command {
     /// Scheduled jobs (scripts/cron): next and last runs, or run one now.
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Message templates: the registry against Meta and the definitions in templates/.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Every template of every WABA: status, quality, category, when synced.
+    List,
+    /// Read every WABA's templates from Meta now.
+    Sync,
+    /// The definitions on disk beside Meta's copies: what differs, what push would do.
+    Diff {
+        /// Read Meta's templates first.
+        #[arg(long)]
+        sync: bool,
+    },
+    /// Create at Meta what is missing and edit what differs, within Meta's limits.
+    Push {
+        /// Also delete at Meta the templates that have no definition on disk.
+        #[arg(long)]
+        delete: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,9 +138,13 @@ struct SendArgs {
     /// The template's language code.
     #[arg(long, default_value = "fr")]
     lang: String,
-    /// A body parameter of the template (repeat in order).
+    /// A template parameter value (repeat in order: header, body, then button values);
+    /// walua builds Meta's components from the template.
     #[arg(long = "param")]
     params: Vec<String>,
+    /// A named template parameter, `NAME=VALUE` (repeat), for templates with named parameters.
+    #[arg(long = "named", value_name = "NAME=VALUE")]
+    named: Vec<String>,
     /// An image by URL.
     #[arg(long)]
     image: Option<String>,
@@ -370,6 +397,35 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }),
+        Command::Templates(cmd) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            let (method, path) = match &cmd {
+                TemplatesCommand::List => (reqwest::Method::GET, "/api/templates".to_string()),
+                TemplatesCommand::Sync => (reqwest::Method::POST, "/api/templates/sync".to_string()),
+                TemplatesCommand::Diff { sync } => (
+                    reqwest::Method::GET,
+                    format!("/api/templates/diff{}", if *sync { "?sync=1" } else { "" }),
+                ),
+                TemplatesCommand::Push { delete } => (
+                    reqwest::Method::POST,
+                    format!("/api/templates/push{}", if *delete { "?delete=1" } else { "" }),
+                ),
+            };
+            let answer = client.request(method, &path, None).await?;
+            let (text, ok) = match cmd {
+                TemplatesCommand::List => (walua::cli::render_templates(&answer), true),
+                TemplatesCommand::Sync => (walua::cli::render_template_sync(&answer), true),
+                TemplatesCommand::Diff { .. } => (walua::cli::render_template_diff(&answer), true),
+                TemplatesCommand::Push { .. } => {
+                    let failed = answer["results"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x["result"] == "failed"));
+                    (walua::cli::render_template_push(&answer), !failed)
+                }
+            };
+            print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }),
         Command::Conversations { limit } => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let answer = client
@@ -397,9 +453,20 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
         json!({ "type": "text", "text": text })
     } else if let Some(name) = a.template {
         let mut req = json!({ "type": "template", "name": name, "lang": a.lang });
-        if !a.params.is_empty() {
-            let parameters: Vec<_> = a.params.iter().map(|p| json!({ "type": "text", "text": p })).collect();
-            req["components"] = json!([{ "type": "body", "parameters": parameters }]);
+        if !a.named.is_empty() {
+            if !a.params.is_empty() {
+                anyhow::bail!("give either --param values or --named NAME=VALUE pairs, not both");
+            }
+            let mut named = serde_json::Map::new();
+            for pair in &a.named {
+                let Some((k, v)) = pair.split_once('=') else {
+                    anyhow::bail!("--named `{pair}`: expected NAME=VALUE");
+                };
+                named.insert(k.trim().to_string(), json!(v));
+            }
+            req["params"] = serde_json::Value::Object(named);
+        } else if !a.params.is_empty() {
+            req["params"] = json!(a.params);
         }
         req
     } else if let Some(link) = a.image {

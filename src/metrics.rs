@@ -68,6 +68,10 @@ pub struct Metrics {
     send_seconds: Histogram,
     script_seconds: Histogram,
     http: HttpMetrics,
+    template_changes: Counters,
+    /// Templates in the registry by status; set from the store at scrape time.
+    pub templates: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    template_holds: Counter,
 }
 
 /// The HTTP server's connection metrics.
@@ -167,6 +171,24 @@ impl Metrics {
         let ingest_seconds = Histogram::new(seconds_buckets());
         let send_seconds = Histogram::new(seconds_buckets());
         let script_seconds = Histogram::new(seconds_buckets());
+        let template_changes = Counters::default();
+        let templates = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        let template_holds = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "walua_template_changes",
+            "Changes Meta made to templates (sync or webhooks), by what changed and the new value",
+            template_changes.clone(),
+        );
+        registry.register(
+            "walua_templates",
+            "Templates in the registry, by WABA, status and quality",
+            templates.clone(),
+        );
+        registry.register(
+            "walua_template_holds",
+            "Template sends held because Meta paused the template",
+            template_holds.clone(),
+        );
         // Counters get their `_total` suffix from the encoder.
         registry.register(
             "walua_webhook_deliveries",
@@ -275,6 +297,9 @@ impl Metrics {
             send_seconds,
             script_seconds,
             http,
+            template_changes,
+            templates,
+            template_holds,
         }
     }
 
@@ -319,6 +344,20 @@ impl Metrics {
         self.messages_out
             .get_or_create(&vec![("type", kind.to_string()), ("status", status.to_string())])
             .inc();
+    }
+
+    /// Counts a change Meta made to a template (`what`: status, quality, category,
+    /// components, new, deleted; `to`: the new value).
+    pub fn template_change(&self, what: &str, to: &str) {
+        let to = if what == "components" { "changed" } else { to };
+        self.template_changes
+            .get_or_create(&vec![("what", what.to_string()), ("to", to.to_string())])
+            .inc();
+    }
+
+    /// Counts a send held because its template is paused.
+    pub fn template_hold(&self) {
+        self.template_holds.inc();
     }
 
     /// Counts a send scheduled again after a retryable failure.

@@ -27,10 +27,9 @@ return {
       env.whatsapp.send_document(phone, { bytes = pdf, filename = filename, caption = caption })
     else
       local media = env.whatsapp.upload(pdf, filename)
-      env.whatsapp.send_template(phone, env.vars.invoice_template or "invoice_posted", "fr", {
-        { type = "header", parameters = { { type = "document", document = { id = media, filename = filename } } } },
-        { type = "body", parameters = { { type = "text", text = invoice.name }, { type = "text", text = amount } } },
-      })
+      -- The document header, then the body's two values.
+      env.whatsapp.send_template(phone, env.vars.invoice_template or "invoice_posted", "fr",
+        { { id = media, filename = filename }, invoice.name, amount })
     end
   end,
 }

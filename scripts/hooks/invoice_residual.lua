@@ -25,8 +25,7 @@ return {
     if env.whatsapp.window_open(phone) then
       env.whatsapp.send_text(phone, text)
     elseif env.vars.invoice_residual_template then
-      env.whatsapp.send_template(phone, env.vars.invoice_residual_template, "fr",
-        b.template_components({ invoice.name, residual }))
+      env.whatsapp.send_template(phone, env.vars.invoice_residual_template, "fr", { invoice.name, residual })
     end
   end,
 }

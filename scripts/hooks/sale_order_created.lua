@@ -25,12 +25,14 @@ return {
     if env.whatsapp.window_open(phone) then
       env.notify(phone, "order_created", order)
     else
-      env.whatsapp.send_template(phone, env.vars.order_created_template or "order_created", "fr",
-        b.template_components({ partner_name or "", order.name, order.amount_text }, {
-          "btn_validate_order_" .. order.id,
-          "btn_cancel_order_" .. order.id,
-          "btn_order_details_" .. order.id,
-        }))
+      -- The body's three values, then the payloads of its three quick replies (the same
+      -- ids as the interactive buttons, so the button scripts answer both).
+      env.whatsapp.send_template(phone, env.vars.order_created_template or "order_created", "fr", {
+        partner_name or "Madame, Monsieur", order.name, order.amount_text,
+        "btn_validate_order_" .. order.id,
+        "btn_cancel_order_" .. order.id,
+        "btn_order_details_" .. order.id,
+      })
     end
   end,
 }

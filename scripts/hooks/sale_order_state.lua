@@ -22,7 +22,7 @@ return {
       env.whatsapp.send_text(phone, text)
     elseif env.vars.order_state_template then
       env.whatsapp.send_template(phone, env.vars.order_state_template, "fr",
-        b.template_components({ order.name, b.states[order.state] or order.state }))
+        { order.name, b.states[order.state] or order.state })
     else
       logger.info("24 h window closed and no order_state_template: no notification for", order.name)
     end

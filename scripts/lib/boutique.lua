@@ -316,21 +316,6 @@ function M.try_call(model, method, args, kwargs)
   return false, res
 end
 
---- Meta components of a template whose body takes `params` and whose quick-reply buttons
---- carry `payloads` (the same ids as the interactive buttons, so button scripts match both).
-function M.template_components(params, payloads)
-  local body = {}
-  for _, p in ipairs(params) do body[#body + 1] = { type = "text", text = tostring(p) } end
-  local components = { { type = "body", parameters = body } }
-  for i, payload in ipairs(payloads or {}) do
-    components[#components + 1] = {
-      type = "button", sub_type = "quick_reply", index = tostring(i - 1),
-      parameters = { { type = "payload", payload = payload } },
-    }
-  end
-  return components
-end
-
 M.states = {
   draft = "Devis",
   sent = "Devis envoyé",

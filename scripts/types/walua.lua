@@ -84,7 +84,7 @@
 ---@field send_document fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_video fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_audio fun(to: string, spec: WaluaMediaSpec): integer
----@field send_template fun(to: string, name: string, lang?: string, components?: table[], opts?: { from?: string }): integer
+---@field send_template fun(to: string, name: string, lang?: string, params?: any[]|table<string, any>|table[], opts?: { from?: string }): integer an approved template; `params` is a plain list (header, body, then button values in order: URL suffixes, quick-reply payloads), or a table keyed by parameter name (plus `header`, `buttons`), from which walua builds Meta's components after checking them against the template; a list of tables with `type` is Meta's components, passed through
 ---@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string|WaluaHeader, footer?: string, reply_to?: string, from?: string }): integer
 ---@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
 ---@field send fun(to: string, message: WaluaOutMessage): integer
@@ -123,6 +123,24 @@
 ---@class WaluaPhone
 ---@field normalize fun(text: string|false|nil, country?: string): string|nil, string|nil Meta's wa_id form ("221771234567") of a number in any usual format; one without country code is read in `country` (ISO code, e.g. an Odoo partner's "SN") or [whatsapp] default_country; nil and the reason when it is not a valid number
 
+---What walua knows of a template.
+---@class WaluaTemplateInfo
+---@field name string
+---@field language string
+---@field status string APPROVED, PENDING, REJECTED, PAUSED, DISABLED… (LOCAL: only defined on disk)
+---@field quality string GREEN, YELLOW, RED or UNKNOWN
+---@field category string UTILITY or MARKETING
+---@field source "meta"|"definition"
+---@field header? string the header text
+---@field text? string the body text, with its {{1}} / {{name}} placeholders
+---@field footer? string
+---@field buttons table[] Meta's buttons (type, text, url, phone_number)
+---@field parameters string[] the body's parameter names ("1", "2"… or names)
+
+---Templates: Meta's registry and the definitions in templates/.
+---@class WaluaTemplates
+---@field get fun(name: string, lang?: string, opts?: { from?: string }): WaluaTemplateInfo|nil the template `name` in `lang` (default "fr") for the default account (or `from`'s WABA), nil when walua knows nothing of it
+
 ---@class WaluaEnv
 ---@field whatsapp WaluaWhatsApp
 ---@field store WaluaStore
@@ -131,6 +149,7 @@
 ---@field vars table<string, any> the `[vars]` table of walua.toml, read-only
 ---@field odoo WaluaOdoo
 ---@field phone WaluaPhone
+---@field templates WaluaTemplates
 
 ---The daemon's API.
 ---@type WaluaEnv

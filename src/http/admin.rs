@@ -164,6 +164,30 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
             }
         }
+        (&Method::GET, ["templates"]) => list_templates(app).await,
+        (&Method::POST, ["templates", "sync"]) => match app.templates.sync_all().await {
+            Ok(reports) => json(StatusCode::OK, &serde_json::json!({ "synced": reports })),
+            Err(e) => template_error(e),
+        },
+        (&Method::GET, ["templates", "diff"]) => {
+            let sync = query_flag(req.uri().query(), "sync");
+            if sync && let Err(e) = app.templates.sync_all().await {
+                return template_error(e);
+            }
+            let t = app.templates.clone();
+            match tokio::task::spawn_blocking(move || t.diff()).await {
+                Ok(Ok(rows)) => json(StatusCode::OK, &serde_json::json!({ "diff": rows })),
+                Ok(Err(e)) => template_error(e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            }
+        }
+        (&Method::POST, ["templates", "push"]) => {
+            let delete = query_flag(req.uri().query(), "delete");
+            match app.templates.push(delete).await {
+                Ok(results) => json(StatusCode::OK, &serde_json::json!({ "results": results })),
+                Err(e) => template_error(e),
+            }
+        }
         (&Method::GET, ["events"]) => {
             let result = app.store.blocking(move |s| s.events(limit)).await;
             respond(result.map(|e| serde_json::json!({ "events": e })))
@@ -439,6 +463,82 @@ pub async fn odoo_push(app: &App, peer: SocketAddr, req: Request<Incoming>) -> H
         Err(e @ crate::odoo::hooks::HookError::BadPayload(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
+}
+
+/// `GET /api/templates`: every template of every WABA with its status, quality and when it
+/// was synced, the accounts that send it, and the definitions Meta does not have yet.
+async fn list_templates(app: &App) -> HttpResponse {
+    let records = match app.store.blocking(|s| s.templates()).await {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    let accounts_of = |waba: &str| -> Vec<String> {
+        app.config
+            .whatsapp
+            .accounts
+            .iter()
+            .filter(|a| a.waba_id.as_deref() == Some(waba))
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    let mut wabas = Vec::new();
+    for (waba, _) in app.config.whatsapp.wabas() {
+        let w = waba.to_string();
+        let synced = app.store.blocking(move |s| s.templates_synced_at(&w)).await.ok().flatten();
+        wabas.push(serde_json::json!({ "waba_id": waba, "accounts": accounts_of(waba), "synced_at": synced.and_then(crate::scheduler::rfc3339) }));
+    }
+    let templates: Vec<serde_json::Value> = records
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id,
+                "name": t.name,
+                "language": t.language,
+                "category": t.category,
+                "status": t.status,
+                "quality": t.quality,
+                "reason": t.reason,
+                "components": t.components,
+                "waba_id": t.waba_id,
+                "account": accounts_of(&t.waba_id).join(", "),
+                "synced_at": t.synced_at_ms.and_then(crate::scheduler::rfc3339),
+                "updated_at": crate::scheduler::rfc3339(t.updated_at_ms),
+            })
+        })
+        .collect();
+    let defs = app.outbox.templates().map(|c| c.definitions());
+    let local: Vec<serde_json::Value> = defs
+        .iter()
+        .flat_map(|d| d.definitions.iter())
+        .filter(|d| !records.iter().any(|t| t.name == d.name && t.language == d.language))
+        .map(|d| {
+            serde_json::json!({
+                "name": d.name,
+                "language": d.language,
+                "category": d.category.as_str(),
+                "status": "LOCAL",
+                "file": d.path.display().to_string(),
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "templates": templates, "local_only": local, "wabas": wabas }),
+    )
+}
+
+fn template_error(e: crate::templates::sync::TemplateError) -> HttpResponse {
+    use crate::templates::sync::TemplateError;
+    match e {
+        TemplateError::NotConfigured(_) => error(StatusCode::CONFLICT, e),
+        TemplateError::Meta { .. } => error(StatusCode::BAD_GATEWAY, e),
+        TemplateError::Store(e) => store_error(e),
+    }
+}
+
+/// Whether `name=1` (or `=true`) is in the query.
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).any(|(k, v)| k == name && (v == "1" || v == "true"))
 }
 
 fn respond(result: Result<serde_json::Value, crate::store::StoreError>) -> HttpResponse {

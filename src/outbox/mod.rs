@@ -78,6 +78,8 @@ pub struct Outbox {
     /// The region of numbers written without a country code when no sender says one
     /// (`[whatsapp] default_country`).
     default_country: Option<String>,
+    /// The template registry and definitions every template send is checked against.
+    templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -119,7 +121,19 @@ impl Outbox {
             metrics: Arc::default(),
             senders: Arc::new([]),
             default_country: None,
+            templates: None,
         }
+    }
+
+    /// Checks template sends against `catalog` (registry and definitions) before queueing.
+    pub fn with_templates(mut self, catalog: Arc<crate::templates::catalog::TemplateCatalog>) -> Outbox {
+        self.templates = Some(catalog);
+        self
+    }
+
+    /// The template catalog, when template sends are checked.
+    pub fn templates(&self) -> Option<&Arc<crate::templates::catalog::TemplateCatalog>> {
+        self.templates.as_ref()
     }
 
     /// The region of numbers without a country code (`[whatsapp] default_country`), for
@@ -176,7 +190,9 @@ impl Outbox {
         let to = self.canonical_contact(&req.to, req.from.as_deref())?;
         let recipient = self.resolve_recipient(&to)?;
         let phone_number_id = self.sender(req.from.as_deref(), &to)?;
-        let body = req.content.graph_body(&recipient, req.reply_to.as_deref())?;
+        let checked = self.check_template(&req.content, phone_number_id.as_deref(), origin)?;
+        let sent = checked.as_ref().unwrap_or(&req.content);
+        let body = sent.graph_body(&recipient, req.reply_to.as_deref())?;
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
         Ok(NewOutbound {
             id: self.store.allocate_message_id(),
@@ -192,6 +208,44 @@ impl Outbox {
             reply_to: req.reply_to.clone(),
             phone_number_id,
         })
+    }
+
+    /// A template send checked against the registry or its definition, with its components
+    /// built from `params`; `None` for any other content.
+    fn check_template(
+        &self,
+        content: &OutboundContent,
+        phone_number_id: Option<&str>,
+        origin: &str,
+    ) -> Result<Option<OutboundContent>, ValidationError> {
+        let OutboundContent::Template {
+            name,
+            lang,
+            components,
+            params,
+        } = content
+        else {
+            return Ok(None);
+        };
+        let checked = match &self.templates {
+            Some(catalog) => catalog.prepare(phone_number_id, name, lang, params.as_ref(), components.as_ref())?,
+            None => crate::templates::catalog::CheckedSend {
+                components: match params {
+                    Some(p) => Some(crate::templates::catalog::unchecked_components(p)?),
+                    None => components.clone(),
+                },
+                warning: None,
+            },
+        };
+        if let Some(w) = &checked.warning {
+            tracing::warn!(template = %name, language = %lang, origin, "{w}");
+        }
+        Ok(Some(OutboundContent::Template {
+            name: name.clone(),
+            lang: lang.clone(),
+            components: checked.components,
+            params: None,
+        }))
     }
 
     /// Whether `phone_number_id` is one of the configured numbers.
@@ -361,7 +415,13 @@ pub struct OutboxWorker {
     pub settings: OutboxSettings,
     /// Send time, sent/failed transitions and retries.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The template registry: a send of a template Meta paused is held, not sent.
+    pub templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
 }
+
+/// How often a send held for a paused template looks again (it is released at once when a
+/// webhook or a sync says the template is back).
+pub const TEMPLATE_HOLD_RECHECK: Duration = Duration::from_secs(600);
 
 type Keyed = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
@@ -490,6 +550,7 @@ impl OutboxWorker {
                         wake: self.wake.clone(),
                         metrics: self.metrics.clone(),
                         outcomes: outcomes.clone(),
+                        templates: self.templates.clone(),
                     };
                     tasks.spawn(async move {
                         ctx.send(job, body).await;
@@ -573,11 +634,58 @@ struct SendContext {
     in_flight: Arc<Mutex<HashSet<String>>>,
     wake: Arc<Notify>,
     metrics: Arc<crate::metrics::Metrics>,
+    templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
 }
 
 impl SendContext {
+    /// Why this send must wait: its template is paused at Meta.
+    fn held(&self, job: &crate::store::outbox::OutboxJob, body: &Value) -> Option<String> {
+        let catalog = self.templates.as_ref()?;
+        if body.get("type").and_then(Value::as_str) != Some("template") {
+            return None;
+        }
+        let name = body.pointer("/template/name").and_then(Value::as_str)?;
+        let lang = body.pointer("/template/language/code").and_then(Value::as_str)?;
+        catalog.paused(job.phone_number_id.as_deref(), name, lang)
+    }
+
     async fn send(self, job: crate::store::outbox::OutboxJob, body: Value) {
         let id = job.message_id;
+        if let Some(reason) = self.held(&job, &body) {
+            let horizon_end = job.queued_at_ms + self.settings.retry_horizon.as_millis() as i64;
+            let next = now_ms() + TEMPLATE_HOLD_RECHECK.as_millis() as i64;
+            let outcome = if now_ms() < horizon_end {
+                tracing::info!(message_id = id, reason = %reason, "template send held until Meta unpauses the template");
+                self.metrics.template_hold();
+                SendOutcome::Retry {
+                    id,
+                    next_attempt_ms: next.min(horizon_end),
+                    error: format!("{}{reason}: held until it is unpaused", crate::store::outbox::HELD_PREFIX),
+                }
+            } else {
+                tracing::warn!(message_id = id, reason = %reason, "template stayed paused past the retry horizon: send failed");
+                SendOutcome::Failed {
+                    id,
+                    error: ErrorInfo {
+                        code: 132015,
+                        title: format!(
+                            "{reason}: it stayed paused past the retry horizon ({} s), the message was not sent",
+                            self.settings.retry_horizon.as_secs()
+                        ),
+                        details: None,
+                        explanation: explain(132015).to_string(),
+                    },
+                    response: None,
+                }
+            };
+            let (ack, acked) = tokio::sync::oneshot::channel();
+            if self.outcomes.send(WriteRequest::Record(outcome, ack)).await.is_ok() {
+                let _ = acked.await;
+            }
+            self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
+            self.wake.notify_one();
+            return;
+        }
         let attempt = job.attempts + 1;
         let started = std::time::Instant::now();
         let result = match &self.client {

@@ -109,7 +109,8 @@ pub enum CronError {
     Store(String),
 }
 
-fn rfc3339(ms: i64) -> Option<String> {
+/// Unix ms as an RFC 3339 time (UTC, seconds), for the admin API.
+pub fn rfc3339(ms: i64) -> Option<String> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))

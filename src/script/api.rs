@@ -29,6 +29,7 @@ pub(super) fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> 
     register_notify(lua, &api, shared)?;
     api.set("odoo", register_odoo(lua, shared)?)?;
     api.set("phone", register_phone(lua, shared)?)?;
+    api.set("templates", register_templates(lua, shared)?)?;
     api.set("__logger", register_logger(lua, shared)?)?;
     Ok(api)
 }
@@ -169,11 +170,17 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         &whatsapp,
         "send_template",
         shared,
-        |lua, s, (to, name, lang, components, opts): (String, String, Option<String>, Option<LuaValue>, Option<Table>)| {
+        |lua, s, (to, name, lang, values, opts): (String, String, Option<String>, Option<LuaValue>, Option<Table>)| {
             let mut req =
                 json!({ "to": to, "type": "template", "name": name, "lang": lang.unwrap_or_else(|| "fr".into()) });
-            if let Some(c) = components {
-                req["components"] = lua.from_value(c)?;
+            if let Some(v) = values {
+                // A list of tables that carry `type` is Meta's components, passed through;
+                // anything else is the parameter values (a list, or a table keyed by name).
+                let v: Value = lua.from_value(v)?;
+                let is_components = v
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c.get("type").is_some_and(Value::is_string)));
+                req[if is_components { "components" } else { "params" }] = v;
             }
             string_opts(&mut req, opts, &["from"])?;
             send(lua, s, req)
@@ -425,6 +432,38 @@ fn register_phone(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         },
     )?;
     Ok(phone)
+}
+
+/// `env.templates.get(name, lang)`: what walua knows of a template (Meta's status, quality,
+/// category, texts and parameter names, or a definition on disk not at Meta yet), or nil.
+fn register_templates(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let templates = lua.create_table()?;
+    add(
+        lua,
+        &templates,
+        "get",
+        shared,
+        |lua, s, (name, lang, opts): (String, Option<String>, Option<Table>)| {
+            let from = match opts {
+                Some(o) => o.get::<Option<String>>("from")?,
+                None => None,
+            };
+            let number = match from {
+                Some(f) => Some(s.ctx.outbox.sender_number(&f).map_err(lua_err)?),
+                None => None,
+            };
+            let described = s
+                .ctx
+                .outbox
+                .templates()
+                .and_then(|c| c.describe(number.as_deref(), &name, lang.as_deref().unwrap_or("fr")));
+            match described {
+                Some(v) => lua.to_value(&v),
+                None => Ok(LuaValue::Nil),
+            }
+        },
+    )?;
+    Ok(templates)
 }
 
 /// `env.odoo`: JSON-RPC calls to the configured Odoo, made at once (they are not part of the

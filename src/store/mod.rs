@@ -7,6 +7,7 @@
 pub mod outbox;
 pub mod parked;
 pub mod records;
+pub mod templates;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -265,6 +266,8 @@ pub struct ApplyReport {
     pub statuses_orphaned: usize,
     /// Non-message changes kept raw.
     pub events: usize,
+    /// What Meta's template webhooks changed in the template registry.
+    pub template_changes: Vec<templates::TemplateChange>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -406,6 +409,8 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(STATE)?;
             txn.open_table(parked::FAILED_RUNS)?;
             txn.open_table(SENT_BUTTONS)?;
+            txn.open_table(templates::TEMPLATES)?;
+            txn.open_table(templates::TEMPLATE_KEYS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(BUTTONS_SINCE)?.is_none() {
                 meta.insert(BUTTONS_SINCE, now_ms().to_be_bytes().as_slice())?;
@@ -686,9 +691,18 @@ impl Store {
                                 report.events += 1;
                             }
                         }
-                        Change::Other { field, value } => {
+                        Change::Other { field, value, entry_id } => {
                             t.insert_event(*delivery_id, field, value.clone())?;
                             report.events += 1;
+                            if templates::TEMPLATE_FIELDS.contains(&field.as_str()) {
+                                match entry_id {
+                                    Some(waba) => {
+                                        let mut tables = templates::TemplateTables::open(&txn)?;
+                                        report.template_changes.extend(tables.apply(waba, field, value)?);
+                                    }
+                                    None => tracing::warn!(field, "template webhook without entry id (WABA): kept raw only"),
+                                }
+                            }
                         }
                     }
                 }

@@ -125,6 +125,10 @@ pub struct NewOutbound {
     pub phone_number_id: Option<String>,
 }
 
+/// The start of a job's `last_error` while Meta keeps its template paused: such jobs are
+/// released at once when the template is unpaused ([`Store::outbox_release_held`]).
+pub const HELD_PREFIX: &str = "held: ";
+
 /// The 24 h customer-service window, in seconds.
 pub const WINDOW_SECS: i64 = 24 * 3600;
 
@@ -227,6 +231,35 @@ impl Store {
             }
         }
         Ok((due, next_wakeup))
+    }
+
+    /// Makes the jobs held for paused template `name` (`language`) due now; returns how many.
+    pub fn outbox_release_held(&self, name: &str, language: &str) -> Result<usize> {
+        let needle = format!(
+            "{HELD_PREFIX}template `{name}` ({})",
+            crate::store::templates::normalize_language(language)
+        );
+        let now = now_ms();
+        let txn = self.db()?.begin_write()?;
+        let mut released = 0;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut held: Vec<(u64, OutboxJob)> = Vec::new();
+            for row in outbox.iter()? {
+                let (k, v) = row?;
+                let job: OutboxJob = decode("outbox", v.value())?;
+                if job.state == JobState::Queued && job.last_error.as_deref().is_some_and(|e| e.starts_with(&needle)) {
+                    held.push((k.value(), job));
+                }
+            }
+            for (id, mut job) in held {
+                job.next_attempt_ms = now;
+                outbox.insert(id, encode(&job).as_slice())?;
+                released += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(released)
     }
 
     /// Number of jobs in the outbox (queued or sending).

@@ -28,6 +28,10 @@ pub enum Change {
         field: String,
         /// The change's `value`, untouched.
         value: Value,
+        /// `entry[].id`: the WhatsApp Business Account the change is about (template
+        /// webhooks name their WABA only there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry_id: Option<String>,
     },
 }
 
@@ -345,7 +349,11 @@ impl Delivery {
                 if field == "messages" {
                     changes.push(Change::Messages(MessagesValue::parse(&value)));
                 } else {
-                    changes.push(Change::Other { field, value });
+                    changes.push(Change::Other {
+                        field,
+                        value,
+                        entry_id: string(entry.get("id")),
+                    });
                 }
             }
         }

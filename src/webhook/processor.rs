@@ -46,6 +46,8 @@ pub struct DeliveryProcessor {
     pub queue_media: bool,
     /// Counts new inbound messages by type.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Woken when a template webhook unpauses a template (its held sends go out).
+    pub outbox: crate::outbox::Outbox,
 }
 
 impl DeliveryProcessor {
@@ -103,6 +105,18 @@ impl DeliveryProcessor {
                 .await?;
             for kind in &report.new_kinds {
                 self.metrics.message_in(kind);
+            }
+            if !report.template_changes.is_empty() {
+                let (store, metrics, outbox, changes) = (
+                    self.store.clone(),
+                    self.metrics.clone(),
+                    self.outbox.clone(),
+                    report.template_changes.clone(),
+                );
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::templates::sync::applied(&store, &metrics, &outbox, &changes)
+                })
+                .await;
             }
             if report.deliveries == 0 {
                 return Ok(());

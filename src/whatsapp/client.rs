@@ -342,6 +342,109 @@ impl GraphClient {
         }
     }
 
+    /// One page of a WABA's templates: `GET {api_base}/{waba_id}/message_templates` with
+    /// Meta's fields, 100 per page, from cursor `after`. Returns the templates and the
+    /// cursor of the next page (`None` on the last).
+    pub async fn list_templates(
+        &self,
+        waba_id: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), SendFailure> {
+        let url = format!("{}/{}/message_templates", self.api_base, check_id(waba_id)?);
+        let mut query = vec![
+            (
+                "fields",
+                "id,name,language,status,category,components,quality_score,rejected_reason,parameter_format",
+            ),
+            ("limit", "100"),
+        ];
+        if let Some(a) = after {
+            query.push(("after", a));
+        }
+        let req = self.http.get(with_query(&url, &query)).bearer_auth(&self.token);
+        let (_, json) = self.execute_json(req).await?;
+        let data = json.get("data").and_then(Value::as_array).cloned().unwrap_or_default();
+        // Meta gives `paging.next` only when there is a next page; `cursors.after` is there
+        // on the last page too.
+        let next = json
+            .pointer("/paging/next")
+            .and_then(Value::as_str)
+            .and_then(|_| json.pointer("/paging/cursors/after").and_then(Value::as_str))
+            .map(str::to_string);
+        Ok((data, next))
+    }
+
+    /// Creates a template: `POST {api_base}/{waba_id}/message_templates`. Meta answers
+    /// `{"id","status","category"}`.
+    pub async fn create_template(&self, waba_id: &str, body: &Value) -> Result<Value, SendFailure> {
+        let url = format!("{}/{}/message_templates", self.api_base, check_id(waba_id)?);
+        let req = self.http.post(url).bearer_auth(&self.token).json(body);
+        Ok(self.execute_json(req).await?.1)
+    }
+
+    /// Edits a template's components (or category): `POST {api_base}/{template_id}`.
+    pub async fn edit_template(&self, template_id: &str, body: &Value) -> Result<Value, SendFailure> {
+        let url = format!("{}/{}", self.api_base, check_id(template_id)?);
+        let req = self.http.post(url).bearer_auth(&self.token).json(body);
+        Ok(self.execute_json(req).await?.1)
+    }
+
+    /// Deletes a template: every language of `name`, or only the one `hsm_id` names:
+    /// `DELETE {api_base}/{waba_id}/message_templates?name=…[&hsm_id=…]`.
+    pub async fn delete_template(&self, waba_id: &str, name: &str, hsm_id: Option<&str>) -> Result<Value, SendFailure> {
+        let url = format!("{}/{}/message_templates", self.api_base, check_id(waba_id)?);
+        let mut query = vec![("name", name)];
+        if let Some(h) = hsm_id {
+            query.push(("hsm_id", check_id(h)?));
+        }
+        let req = self.http.delete(with_query(&url, &query)).bearer_auth(&self.token);
+        Ok(self.execute_json(req).await?.1)
+    }
+
+    /// Uploads a template header example through Meta's resumable upload API (the app's
+    /// upload session, then the bytes with `Authorization: OAuth`) and returns the handle
+    /// (`h`) that `example.header_handle` takes.
+    pub async fn upload_template_example(
+        &self,
+        app_id: &str,
+        bytes: Vec<u8>,
+        mime: &str,
+        filename: &str,
+    ) -> Result<String, SendFailure> {
+        let url = format!("{}/{}/uploads", self.api_base, check_id(app_id)?);
+        let len = bytes.len().to_string();
+        let query = [("file_name", filename), ("file_length", len.as_str()), ("file_type", mime)];
+        let req = self.http.post(with_query(&url, &query)).bearer_auth(&self.token);
+        let (status, session) = self.execute_json(req).await?;
+        let Some(session_id) = session.get("id").and_then(Value::as_str).filter(|s| s.starts_with("upload:")) else {
+            return Err(self.scrub(SendFailure {
+                http_status: Some(status),
+                error: None,
+                transport: Some("resumable upload session response has no \"id\": \"upload:…\"".into()),
+                response: Some(session),
+                disposition: Disposition::Fail,
+            }));
+        };
+        let url = format!("{}/{}", self.api_base, session_id);
+        let req = self
+            .http
+            .post(url)
+            .header("Authorization", format!("OAuth {}", self.token))
+            .header("file_offset", "0")
+            .body(bytes);
+        let (status, json) = self.execute_json(req).await?;
+        match json.get("h").and_then(Value::as_str) {
+            Some(h) if !h.is_empty() => Ok(h.to_string()),
+            _ => Err(self.scrub(SendFailure {
+                http_status: Some(status),
+                error: None,
+                transport: Some("resumable upload response has no handle \"h\"".into()),
+                response: Some(json),
+                disposition: Disposition::Fail,
+            })),
+        }
+    }
+
     /// Downloads media by id: `GET {api_base}/{media_id}` for its metadata,
     /// then `GET` the returned URL with the bearer token.
     ///
@@ -558,6 +661,26 @@ impl GraphClient {
             scrub_value(v, t);
         }
         f
+    }
+}
+
+/// `url` with `pairs` as its query string, encoded.
+fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().extend_pairs(pairs);
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// A Graph API id put in a URL path: digits only, else refused before any request.
+fn check_id(id: &str) -> Result<&str, SendFailure> {
+    if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(id)
+    } else {
+        Err(SendFailure::local(None, format!("`{id}` is not a Graph API id (digits only)")))
     }
 }
 

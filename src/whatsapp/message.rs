@@ -594,6 +594,11 @@ pub enum OutboundContent {
         /// passed through unchanged; must be an array of objects with a `"type"`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         components: Option<Value>,
+        /// The parameter values instead of components: a plain list (header, body, then
+        /// button values in order) or a table keyed by parameter name; the outbox builds
+        /// Meta's components from the template registry or its definition.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<Value>,
     },
     /// An interactive message with 1–3 quick-reply buttons.
     Buttons {
@@ -1012,9 +1017,20 @@ impl OutboundContent {
                 }
                 ("document", Value::Object(obj))
             }
-            OutboundContent::Template { name, lang, components } => {
+            OutboundContent::Template {
+                name,
+                lang,
+                components,
+                params,
+            } => {
                 validate_template_name(name)?;
                 validate_lang(lang)?;
+                if params.is_some() {
+                    return Err(ValidationError::new(
+                        "params",
+                        "template parameters must be turned into components by the outbox first",
+                    ));
+                }
                 let mut obj = Map::new();
                 obj.insert("name".into(), json!(name));
                 obj.insert("language".into(), json!({ "code": lang }));

@@ -55,10 +55,14 @@ verify_token = "{VERIFY_TOKEN}"
 [scripts]
 dir = "{scripts}"
 
+[templates]
+dir = "{templates}"
+
 {extra}
 "#,
         store = dir.join("walua.redb").display(),
         scripts = dir.join("scripts").display(),
+        templates = dir.join("templates").display(),
     )
 }
 

@@ -66,6 +66,11 @@ pub async fn world_with(window_open: bool, tweak: impl FnOnce(&Path), scripts_ex
         &dir.path().join("scripts"),
     );
     tweak(&dir.path().join("scripts"));
+    // The shipped template definitions too: the shipped scripts' sends are checked against them.
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        &dir.path().join("templates"),
+    );
     let vars = r#"[vars]
 auto_send_order_creation = true
 auto_send_unpaid_invoices = true
