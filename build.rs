@@ -1,4 +1,4 @@
-//! Embeds the default scripts (everything under `scripts/`) for `walua init`.
+//! Embeds the default scripts (`scripts/`) and template definitions (`templates/`) for `walua init`.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -26,19 +26,28 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    println!("cargo:rerun-if-changed=scripts");
+fn embed(code: &mut String, folder: &str, constant: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    println!("cargo:rerun-if-changed={folder}");
     let mut files = Vec::new();
     walk(&root, &root, &mut files);
-    let mut code =
-        String::from("/// Every file under `scripts/` at build time: (path relative to scripts/, contents).\n");
-    code.push_str("pub const DEFAULT_SCRIPTS: &[(&str, &[u8])] = &[\n");
+    writeln!(
+        code,
+        "/// Every file under `{folder}/` at build time: (path relative to {folder}/, contents)."
+    )
+    .unwrap();
+    writeln!(code, "pub const {constant}: &[(&str, &[u8])] = &[").unwrap();
     for (rel, abs) in &files {
         println!("cargo:rerun-if-changed={}", abs.display());
         writeln!(code, "    ({rel:?}, include_bytes!({:?})),", abs.display().to_string()).unwrap();
     }
     code.push_str("];\n");
+}
+
+fn main() {
+    let mut code = String::new();
+    embed(&mut code, "scripts", "DEFAULT_SCRIPTS");
+    embed(&mut code, "templates", "DEFAULT_TEMPLATES");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("default_scripts.rs");
     std::fs::write(out, code).expect("OUT_DIR is writable");
 }

@@ -7,6 +7,8 @@
 //!   buttons/ scenarios/ templates/ hooks/ cron/ lib/
 //!   on_message.lua README.md
 //!   types/walua.lua .luarc.json  type definitions for the Lua language server
+//! DIR/templates/                 the shipped message template definitions (TOML) and their
+//!                                schema, beside the scripts
 //! ```
 //!
 //! Existing files are never overwritten unless `force` is set: the whole init is refused
@@ -68,6 +70,11 @@ pub fn config_text(store: &Path, scripts: &Path) -> String {
                 "dir = {}                                    # the Lua scripts (see scripts/README.md)",
                 toml_string(&scripts.display().to_string())
             ));
+        } else if t.starts_with("dir = \"templates\"") {
+            out.push_str(&format!(
+                "dir = {}                                    # message template definitions (see templates/README.md)",
+                toml_string(&scripts.with_file_name("templates").display().to_string())
+            ));
         } else if t.starts_with("# Relative paths are relative to the directory walua is started from.") {
             out.push_str(line);
             out.push_str("\n# Written by `walua init`: the store and scripts paths below are absolute.");
@@ -97,6 +104,9 @@ pub fn init(dir: &Path, store: Option<&Path>, force: bool) -> Result<InitReport,
         vec![(PathBuf::from("walua.toml"), config_text(&store, &scripts).into_bytes())];
     for (rel, bytes) in DEFAULT_SCRIPTS {
         files.push((Path::new("scripts").join(rel), bytes.to_vec()));
+    }
+    for (rel, bytes) in DEFAULT_TEMPLATES {
+        files.push((Path::new("templates").join(rel), bytes.to_vec()));
     }
     if !force {
         let existing: Vec<PathBuf> = files

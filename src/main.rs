@@ -318,7 +318,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.errors.len(),
                 report.warnings.len()
             );
-            Ok(if report.errors.is_empty() && !odoo_failed {
+            for e in &report.template_errors {
+                println!("error: {e}");
+            }
+            println!(
+                "{}: {} template definition(s), {} problem(s)",
+                config.templates.dir.display(),
+                report.templates,
+                report.template_errors.len()
+            );
+            Ok(if report.errors.is_empty() && report.template_errors.is_empty() && !odoo_failed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

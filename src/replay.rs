@@ -21,6 +21,10 @@ pub struct CheckReport {
     pub errors: Vec<LoadError>,
     /// Cross-file warnings.
     pub warnings: Vec<LoadError>,
+    /// Template definitions loaded (`[templates] dir`).
+    pub templates: usize,
+    /// Template definitions that do not load or break Meta's rules (`file: problem`).
+    pub template_errors: Vec<String>,
 }
 
 fn limits(config: &Config) -> Limits {
@@ -38,10 +42,15 @@ pub fn check(config: &Config) -> CheckReport {
         .into_iter()
         .filter(|e| !warnings.iter().any(|w| w.message == e.message))
         .collect();
+    let definitions = crate::templates::definition::load_dir(&config.templates.dir);
+    let mut template_errors: Vec<String> = definitions.errors.iter().map(ToString::to_string).collect();
+    template_errors.extend(definitions.problems().iter().map(ToString::to_string));
     CheckReport {
         loaded: reg.all().count(),
         errors,
         warnings,
+        templates: definitions.definitions.len(),
+        template_errors,
     }
 }
 

@@ -281,6 +281,10 @@ pub async fn check_health(app: &App) -> Health {
     if let Some(w) = crate::whatsapp::version::check(&app.config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         degraded.push(w);
     }
+    let templates = app.templates.clone();
+    if let Ok(problems) = tokio::task::spawn_blocking(move || templates.problems()).await {
+        degraded.extend(problems);
+    }
     if let Ok(runs) = app.store.blocking(|s| s.failed_runs("")).await {
         let now = crate::store::now_ms();
         let parked: Vec<String> = runs
@@ -339,6 +343,21 @@ async fn metrics(app: &App) -> HttpResponse {
         let set = |state: &'static str, n: i64| app.metrics.failed_runs.get_or_create(&[("state", state)]).set(n);
         set("parked", parked);
         set("retrying", runs.len() as i64 - parked);
+    }
+    if let Ok(templates) = app.store.blocking(|s| s.templates()).await {
+        let mut counts: std::collections::BTreeMap<(String, String, String), i64> = Default::default();
+        for t in &templates {
+            *counts
+                .entry((t.waba_id.clone(), t.status.clone(), t.quality.clone()))
+                .or_default() += 1;
+        }
+        app.metrics.templates.clear();
+        for ((waba, status, quality), n) in counts {
+            app.metrics
+                .templates
+                .get_or_create(&vec![("waba", waba), ("status", status), ("quality", quality)])
+                .set(n);
+        }
     }
     Response::builder()
         .status(StatusCode::OK)

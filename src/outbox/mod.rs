@@ -242,7 +242,8 @@ impl Outbox {
         }
         Ok(Some(OutboundContent::Template {
             name: name.clone(),
-            lang: lang.clone(),
+            // Meta's spelling: en-US and en_us are en_US.
+            lang: crate::store::templates::normalize_language(lang),
             components: checked.components,
             params: None,
         }))

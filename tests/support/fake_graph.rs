@@ -97,7 +97,35 @@ struct State {
     /// Media received by a number with a token of its own (media id → number): only that
     /// token reads them.
     media_owner: HashMap<String, String>,
+    /// Message templates of every WABA (deleted ones kept, as Meta keeps their names).
+    templates: Vec<FakeTemplate>,
+    next_template: u64,
+    /// The WABA of each business number: its template sends are checked against it.
+    number_wabas: HashMap<String, String>,
+    /// Resumable upload sessions: session id → declared length; and handles given.
+    upload_sessions: HashMap<String, usize>,
+    handles: Vec<String>,
 }
+
+/// A message template as the fake keeps it.
+#[derive(Debug, Clone)]
+pub struct FakeTemplate {
+    pub id: String,
+    pub waba: String,
+    pub name: String,
+    pub language: String,
+    pub category: String,
+    pub status: String,
+    pub quality: String,
+    pub components: Value,
+    pub parameter_format: String,
+    /// When it was edited (approved edits count against Meta's limits).
+    pub edits: Vec<Instant>,
+    pub deleted: Option<Instant>,
+}
+
+/// Most templates a WABA holds.
+pub const FAKE_MAX_TEMPLATES: usize = 250;
 
 struct Inner {
     token: String,
@@ -257,6 +285,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
             .map(str::to_string)
     };
     let authorization = header("authorization");
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let file_offset = header("file_offset");
     let content_type = header("content-type").unwrap_or_default();
     let raw = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -354,6 +388,47 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
             Ok(v) => Outcome::Answer(200, v),
             Err(msg) => bad_param(&inner, &msg),
         },
+        ("GET" | "POST" | "DELETE", ["v21.0", _, "message_templates"]) if !authorized => unauthorized(&inner),
+        ("GET", ["v21.0", waba, "message_templates"]) => list_templates(&inner, waba, &query),
+        ("POST", ["v21.0", waba, "message_templates"]) => create_template(&inner, waba, &body),
+        ("DELETE", ["v21.0", waba, "message_templates"]) => delete_template(&inner, waba, &query),
+        ("POST", ["v21.0", _, "uploads"]) if !authorized => unauthorized(&inner),
+        ("POST", ["v21.0", _app, "uploads"]) => {
+            let len = query.get("file_length").and_then(|l| l.parse::<usize>().ok());
+            match (len, query.get("file_type")) {
+                (Some(len), Some(_)) => {
+                    let id = {
+                        let mut st = inner.lock();
+                        st.next_template += 1;
+                        let id = format!("upload:MTphdHRhY2htZW50{}", st.next_template);
+                        st.upload_sessions.insert(id.clone(), len);
+                        id
+                    };
+                    Outcome::Answer(200, json!({ "id": id }))
+                }
+                _ => bad_param(&inner, "(#100) file_length and file_type are required"),
+            }
+        }
+        ("POST", ["v21.0", session]) if session.starts_with("upload:") => {
+            let oauth = authorization.as_deref() == Some(format!("OAuth {}", inner.token).as_str());
+            let declared = inner.lock().upload_sessions.get(*session).copied();
+            match (oauth, declared, file_offset.as_deref()) {
+                (false, ..) => unauthorized(&inner),
+                (true, None, _) => unknown_object(&inner, "post", session),
+                (true, Some(len), Some("0")) if len == raw.len() => {
+                    let h = format!("4::aW1hZ2UvanBlZw==:ARb{}", raw.len());
+                    inner.lock().handles.push(h.clone());
+                    Outcome::Answer(200, json!({ "h": h }))
+                }
+                (true, Some(len), _) => bad_param(
+                    &inner,
+                    &format!("(#100) the upload must start at file_offset 0 and carry the {len} bytes declared"),
+                ),
+            }
+        }
+        ("POST", ["v21.0", id]) if inner.lock().templates.iter().any(|t| t.id == *id) => {
+            if authorized { edit_template(&inner, id, &body) } else { unauthorized(&inner) }
+        }
         ("GET", ["v21.0", _] | ["files", _]) if !authorized => unauthorized(&inner),
         ("GET", ["v21.0", id]) => match media {
             Some((bytes, mime)) => Outcome::Answer(
@@ -423,6 +498,11 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
 fn messages(inner: &Inner, authorized: bool, pnid: &str, body: &Value, wamid: &mut Option<String>) -> Outcome {
     if !authorized {
         return unauthorized(inner);
+    }
+    if body.get("type").and_then(Value::as_str) == Some("template")
+        && let Some(refused) = check_template_send(inner, pnid, body)
+    {
+        return refused;
     }
     if pnid.is_empty() || !pnid.bytes().all(|b| b.is_ascii_digit()) {
         return unknown_object(inner, "post", pnid);
@@ -743,4 +823,279 @@ fn unknown_object(inner: &Inner, verb: &str, id: &str) -> Outcome {
          permissions, or does not support this operation."
     );
     Outcome::Answer(400, meta_error(inner, 100, Some(33), &msg, &msg))
+}
+
+impl FakeGraph {
+    /// Business number `pnid` belongs to WABA `waba`: its template sends are checked against
+    /// that WABA's templates (name, language, status, parameter counts), as Meta does.
+    pub fn set_waba(&self, pnid: &str, waba: &str) {
+        self.inner.lock().number_wabas.insert(pnid.to_string(), waba.to_string());
+    }
+
+    /// Adds a template as if created in WhatsApp Manager; returns its id.
+    pub fn add_template(&self, waba: &str, name: &str, language: &str, category: &str, status: &str, components: Value) -> String {
+        let mut st = self.inner.lock();
+        st.next_template += 1;
+        let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
+        st.templates.push(FakeTemplate {
+            id: id.clone(),
+            waba: waba.to_string(),
+            name: name.to_string(),
+            language: language.to_string(),
+            category: category.to_string(),
+            status: status.to_string(),
+            quality: "UNKNOWN".into(),
+            components,
+            parameter_format: "POSITIONAL".into(),
+            edits: Vec::new(),
+            deleted: None,
+        });
+        id
+    }
+
+    /// Meta's review (or pause) decides: the template's status becomes `status`.
+    pub fn set_template_status(&self, name: &str, language: &str, status: &str) -> String {
+        let mut st = self.inner.lock();
+        let t = st
+            .templates
+            .iter_mut()
+            .find(|t| t.name == name && t.language == language && t.deleted.is_none())
+            .expect("template exists in the fake");
+        t.status = status.to_string();
+        t.id.clone()
+    }
+
+    /// Every template the fake holds (deleted ones too).
+    pub fn templates(&self) -> Vec<FakeTemplate> {
+        self.inner.lock().templates.clone()
+    }
+
+    /// Header example handles the resumable upload gave out.
+    pub fn handles(&self) -> Vec<String> {
+        self.inner.lock().handles.clone()
+    }
+}
+
+fn template_json(t: &FakeTemplate) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "language": t.language,
+        "status": t.status,
+        "category": t.category,
+        "components": t.components,
+        "parameter_format": t.parameter_format,
+        "quality_score": {"score": t.quality},
+    })
+}
+
+/// `GET /{waba}/message_templates`: pages of `limit` (default 25, as Meta), cursors.
+fn list_templates(inner: &Inner, waba: &str, query: &HashMap<String, String>) -> Outcome {
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100);
+    let start = match query.get("after") {
+        Some(a) => match a.strip_prefix("QVFIU").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => n,
+            None => return bad_param(inner, "(#100) Invalid cursor"),
+        },
+        None => 0,
+    };
+    let st = inner.lock();
+    let all: Vec<&FakeTemplate> = st.templates.iter().filter(|t| t.waba == waba && t.deleted.is_none()).collect();
+    let page: Vec<Value> = all.iter().skip(start).take(limit).map(|t| template_json(t)).collect();
+    let end = start + page.len();
+    let mut answer = json!({
+        "data": page,
+        "paging": {"cursors": {"before": format!("QVFIU{start}"), "after": format!("QVFIU{end}")}},
+    });
+    if end < all.len() {
+        answer["paging"]["next"] = json!(format!(
+            "{}/v21.0/{waba}/message_templates?limit={limit}&after=QVFIU{end}",
+            inner.base
+        ));
+    }
+    Outcome::Answer(200, answer)
+}
+
+fn template_error(inner: &Inner, subcode: i64, title: &str) -> Outcome {
+    Outcome::Answer(400, meta_error(inner, 100, Some(subcode), "Invalid parameter", title))
+}
+
+/// `POST /{waba}/message_templates`.
+fn create_template(inner: &Inner, waba: &str, body: &Value) -> Outcome {
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+    let language = body.get("language").and_then(Value::as_str).unwrap_or("");
+    let category = body.get("category").and_then(Value::as_str).unwrap_or("");
+    let Some(components) = body.get("components").and_then(Value::as_array) else {
+        return bad_param(inner, "(#100) The parameter components is required.");
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return bad_param(inner, "(#100) Param name must contain only lowercase characters, numbers and underscores.");
+    }
+    if language.is_empty() {
+        return bad_param(inner, "(#100) The parameter language is required.");
+    }
+    if !["UTILITY", "MARKETING", "AUTHENTICATION"].contains(&category) {
+        return bad_param(inner, "(#100) Param category must be one of {UTILITY, MARKETING, AUTHENTICATION}.");
+    }
+    if !components.iter().any(|c| c["type"] == "BODY") {
+        return bad_param(inner, "(#100) A template needs a BODY component.");
+    }
+    for c in components {
+        if c["type"] == "HEADER" && ["IMAGE", "DOCUMENT", "VIDEO"].contains(&c["format"].as_str().unwrap_or("")) {
+            let handle = c.pointer("/example/header_handle/0").and_then(Value::as_str).unwrap_or("");
+            if !inner.lock().handles.iter().any(|h| h == handle) {
+                return bad_param(inner, "(#100) Param example.header_handle must be a handle from the resumable upload API.");
+            }
+        }
+        if c["type"] == "BODY" {
+            let text = c["text"].as_str().unwrap_or("");
+            let params = count_placeholders(text);
+            let examples = c.pointer("/example/body_text/0").and_then(Value::as_array).map(Vec::len)
+                .or_else(|| c.pointer("/example/body_text_named_params").and_then(Value::as_array).map(Vec::len))
+                .unwrap_or(0);
+            if params != examples {
+                return template_error(inner, 2388043, "Message template's body has parameters without examples.");
+            }
+        }
+    }
+    let now = Instant::now();
+    let mut st = inner.lock();
+    if st.templates.iter().any(|t| t.waba == waba && t.name == name && t.language == language && t.deleted.is_none()) {
+        drop(st);
+        return template_error(inner, 2388024, "Content in this language already exists.");
+    }
+    if st.templates.iter().any(|t| t.waba == waba && t.name == name && t.deleted.is_some_and(|d| now.duration_since(d) < Duration::from_secs(30 * 86400))) {
+        drop(st);
+        return template_error(inner, 2388023, "Message template is being deleted: its name cannot be used for 4 weeks.");
+    }
+    if st.templates.iter().filter(|t| t.waba == waba && t.deleted.is_none()).count() >= FAKE_MAX_TEMPLATES {
+        drop(st);
+        return template_error(inner, 2388084, "The WhatsApp Business Account reached its maximum number of message templates (250).");
+    }
+    st.next_template += 1;
+    let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
+    st.templates.push(FakeTemplate {
+        id: id.clone(),
+        waba: waba.to_string(),
+        name: name.to_string(),
+        language: language.to_string(),
+        category: category.to_string(),
+        status: "PENDING".into(),
+        quality: "UNKNOWN".into(),
+        components: Value::Array(components.clone()),
+        parameter_format: body.get("parameter_format").and_then(Value::as_str).unwrap_or("POSITIONAL").to_string(),
+        edits: Vec::new(),
+        deleted: None,
+    });
+    Outcome::Answer(200, json!({ "id": id, "status": "PENDING", "category": category }))
+}
+
+/// `POST /{template_id}`: edit components (Meta's limits on approved templates).
+fn edit_template(inner: &Inner, id: &str, body: &Value) -> Outcome {
+    let now = Instant::now();
+    let mut st = inner.lock();
+    let t = st.templates.iter_mut().find(|t| t.id == id).expect("checked by the router");
+    if let Some(c) = body.get("category").and_then(Value::as_str)
+        && c != t.category
+        && t.status == "APPROVED"
+    {
+        drop(st);
+        return template_error(inner, 2388078, "The category of an approved template cannot be edited.");
+    }
+    if !["APPROVED", "REJECTED", "PAUSED"].contains(&t.status.as_str()) {
+        drop(st);
+        return template_error(inner, 2388025, "Only APPROVED, REJECTED or PAUSED templates can be edited.");
+    }
+    if t.status == "APPROVED" {
+        let day = t.edits.iter().filter(|e| now.duration_since(**e) < Duration::from_secs(86400)).count();
+        let month = t.edits.iter().filter(|e| now.duration_since(**e) < Duration::from_secs(30 * 86400)).count();
+        if day >= 1 || month >= 10 {
+            drop(st);
+            return template_error(inner, 2388308, "An approved template can be edited once a day and 10 times in 30 days.");
+        }
+        t.edits.push(now);
+    }
+    if let Some(c) = body.get("components") {
+        t.components = c.clone();
+    }
+    t.status = "PENDING".into();
+    Outcome::Answer(200, json!({ "success": true }))
+}
+
+/// `DELETE /{waba}/message_templates?name=…[&hsm_id=…]`.
+fn delete_template(inner: &Inner, waba: &str, query: &HashMap<String, String>) -> Outcome {
+    let Some(name) = query.get("name") else {
+        return bad_param(inner, "(#100) The parameter name is required.");
+    };
+    let now = Instant::now();
+    let mut st = inner.lock();
+    let mut n = 0;
+    for t in st.templates.iter_mut().filter(|t| t.waba == waba && &t.name == name && t.deleted.is_none()) {
+        if query.get("hsm_id").is_none_or(|h| *h == t.id) {
+            t.deleted = Some(now);
+            t.status = "DELETED".into();
+            n += 1;
+        }
+    }
+    drop(st);
+    if n == 0 {
+        return template_error(inner, 2593002, "Message template not found.");
+    }
+    Outcome::Answer(200, json!({ "success": true }))
+}
+
+fn count_placeholders(text: &str) -> usize {
+    let mut n = 0;
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        match rest[i..].find("}}") {
+            Some(j) => {
+                n += 1;
+                rest = &rest[i + j + 2..];
+            }
+            None => break,
+        }
+    }
+    n
+}
+
+/// A template send checked the way Meta does, when the number's WABA is known.
+fn check_template_send(inner: &Inner, pnid: &str, body: &Value) -> Option<Outcome> {
+    let st = inner.lock();
+    let waba = st.number_wabas.get(pnid)?.clone();
+    let name = body.pointer("/template/name").and_then(Value::as_str).unwrap_or("");
+    let lang = body.pointer("/template/language/code").and_then(Value::as_str).unwrap_or("");
+    let Some(t) = st
+        .templates
+        .iter()
+        .find(|t| t.waba == waba && t.name == name && t.language.replace('-', "_") == lang.replace('-', "_") && t.deleted.is_none())
+        .cloned()
+    else {
+        drop(st);
+        return Some(Outcome::Answer(404, meta_error(inner, 132001, None, "(#132001) Template name does not exist in the translation", &format!("template name ({name}) does not exist in {lang}"))));
+    };
+    drop(st);
+    match t.status.as_str() {
+        "APPROVED" => {}
+        "PAUSED" => return Some(Outcome::Answer(400, meta_error(inner, 132015, None, "(#132015) Template is paused", "Template is paused due to low quality"))),
+        "DISABLED" => return Some(Outcome::Answer(400, meta_error(inner, 132016, None, "(#132016) Template is disabled", "Template is disabled"))),
+        _ => return Some(Outcome::Answer(404, meta_error(inner, 132001, None, "(#132001) Template name does not exist in the translation", "template is not approved"))),
+    }
+    let expected = t
+        .components
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "BODY"))
+        .and_then(|b| b["text"].as_str())
+        .map(count_placeholders)
+        .unwrap_or(0);
+    let sent = body
+        .pointer("/template/components")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "body"))
+        .and_then(|b| b["parameters"].as_array())
+        .map(Vec::len)
+        .unwrap_or(0);
+    (expected != sent).then(|| {
+        Outcome::Answer(400, meta_error(inner, 132000, None, "(#132000) Number of parameters does not match the expected number of params", &format!("body: number of localizable_params ({sent}) does not match the expected number of params ({expected})")))
+    })
 }
