@@ -522,3 +522,95 @@ end }
     );
     assert_eq!(sent[1].1["template"]["components"].as_array().unwrap().len(), 1, "no payloads given");
 }
+
+fn walua(conf: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_walua"))
+        .arg("--config")
+        .arg(conf)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+async fn walua_async(conf: &Path, args: &[&str]) -> (bool, String) {
+    let (conf, args): (std::path::PathBuf, Vec<String>) = (conf.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = walua(&conf, &args);
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[test]
+fn check_reports_each_definition_that_breaks_metas_rules_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_definitions(dir.path());
+    std::fs::write(
+        dir.path().join("templates/relance.fr.toml"),
+        "name = \"Relance-Client\"\nlanguage = \"fr\"\ncategory = \"UTILITY\"\n[body]\ntext = \"{{1}} doit {{2}}\"\nexample = [\"Awa\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("templates/casse.fr.toml"), "name = \"casse\"\n[body\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    let conf = dir.path().join("walua.toml");
+    std::fs::write(&conf, config_text(dir.path(), DRY_RUN, "")).unwrap();
+    let out = walua(&conf, &["check"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("relance.fr.toml"), "{stdout}");
+    assert!(stdout.contains("casse.fr.toml:2"), "the TOML error names its line: {stdout}");
+    assert!(stdout.contains("name"), "{stdout}");
+    assert!(stdout.contains("example"), "{stdout}");
+    assert!(stdout.contains("3 template definition(s)"), "{stdout}");
+
+    std::fs::remove_file(dir.path().join("templates/relance.fr.toml")).unwrap();
+    std::fs::remove_file(dir.path().join("templates/casse.fr.toml")).unwrap();
+    let out = walua(&conf, &["check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn the_cli_lists_diffs_pushes_and_sends_templates_through_the_daemon() {
+    let (fake, d) = shop("").await;
+    let conf = d.dir.path().join("walua.toml");
+    std::fs::write(
+        &conf,
+        d.config_text.replace("127.0.0.1:0", &d.addr.to_string()),
+    )
+    .unwrap();
+
+    let (ok, out) = walua_async(&conf, &["templates", "diff", "--sync"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("order_created") && out.contains("create"), "{out}");
+    let (ok, out) = walua_async(&conf, &["templates", "push"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("created"), "{out}");
+    fake.set_template_status("order_created", "fr", "APPROVED");
+    let (ok, out) = walua_async(&conf, &["templates", "sync"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("status PENDING → APPROVED"), "{out}");
+    let (ok, out) = walua_async(&conf, &["templates", "list"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("APPROVED") && out.contains("PENDING") && out.contains(WABA), "{out}");
+
+    let (ok, out) = walua_async(
+        &conf,
+        &["send", "--to", AWA, "--template", "order_created", "--param", "Awa", "--param", "S00042"],
+    )
+    .await;
+    assert!(!ok, "two values for three parameters: {out}");
+    assert!(out.contains("3 body parameters"), "{out}");
+    let (ok, out) = walua_async(
+        &conf,
+        &["send", "--to", AWA, "--template", "order_created", "--param", "Awa", "--param", "S00042", "--param", "15 000 CFA"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let sent = fake.wait_for_accepted(1, Duration::from_secs(5)).await;
+    assert_eq!(sent[0].1["template"]["components"][0]["parameters"][1]["text"], "S00042");
+}
