@@ -293,7 +293,10 @@ impl TemplateShape {
             if parts.is_empty() {
                 text = plural(qr, "quick-reply payload", "quick-reply payloads");
             } else {
-                text.push_str(&format!(" and {}", plural(qr, "quick-reply payload", "quick-reply payloads")));
+                text.push_str(&format!(
+                    " and {}",
+                    plural(qr, "quick-reply payload", "quick-reply payloads")
+                ));
             }
             text.push_str(" (the payloads may be left out, all together)");
         }
@@ -420,7 +423,9 @@ fn from_table<'a>(shape: &TemplateShape, table: &'a Map<String, Value>) -> Resul
         let by_name = shape.named || key.bytes().all(|c| c.is_ascii_digit());
         if by_name && let Some(i) = shape.body.iter().position(|n| n == key) {
             set(&mut given.body[i], value, format!("body parameter {{{{{key}}}}}"))?;
-        } else if shape.named && let Some(i) = header_names.iter().position(|n| n == key) {
+        } else if shape.named
+            && let Some(i) = header_names.iter().position(|n| n == key)
+        {
             set(&mut given.header[i], value, format!("header parameter {{{{{key}}}}}"))?;
         } else if key == "header" {
             if given.header.len() != 1 {
@@ -444,7 +449,10 @@ fn from_table<'a>(shape: &TemplateShape, table: &'a Map<String, Value>) -> Resul
             let Some(list) = value.as_array() else {
                 return Err(shape.invalid(
                     "buttons",
-                    format!("must be a list aligned with the template's buttons, not {}", kind_of(value)),
+                    format!(
+                        "must be a list aligned with the template's buttons, not {}",
+                        kind_of(value)
+                    ),
                 ));
             };
             if list.len() > shape.buttons.len() {
@@ -529,7 +537,10 @@ fn media_value(shape: &TemplateShape, kind: MediaKind, v: Option<&Value>) -> Res
                     out.insert("link".into(), json!(link));
                 }
                 _ => {
-                    return Err(shape.invalid(part, "needs exactly one of `id` (a media id) or `link` (an http(s) URL)"));
+                    return Err(shape.invalid(
+                        part,
+                        "needs exactly one of `id` (a media id) or `link` (an http(s) URL)",
+                    ));
                 }
             }
             for (k, val) in o {
@@ -655,7 +666,11 @@ fn check_text_component(
     if parameters.len() != names.len() {
         return Err(shape.invalid(
             part,
-            format!("{} parameters given, the template takes {}", parameters.len(), names.len()),
+            format!(
+                "{} parameters given, the template takes {}",
+                parameters.len(),
+                names.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -703,11 +718,7 @@ pub fn check(shape: &TemplateShape, sent: &[Value]) -> Result<(), ParamError> {
     let (mut header, mut body) = (false, false);
     let mut buttons = HashSet::new();
     for (i, c) in sent.iter().enumerate() {
-        let kind = c
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let kind = c.get("type").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
         match kind.as_str() {
             "header" => {
                 if std::mem::replace(&mut header, true) {
@@ -716,7 +727,11 @@ pub fn check(shape: &TemplateShape, sent: &[Value]) -> Result<(), ParamError> {
                 match &shape.header {
                     HeaderShape::Text(names) if !names.is_empty() => check_text_component(shape, "header", names, c)?,
                     HeaderShape::Media(media) => {
-                        let parameters = c.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+                        let parameters = c
+                            .get("parameters")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
                         let [p] = parameters.as_slice() else {
                             return Err(shape.invalid(
                                 "header",
@@ -776,7 +791,9 @@ pub fn check(shape: &TemplateShape, sent: &[Value]) -> Result<(), ParamError> {
                     let want = match &button.kind {
                         ButtonKind::QuickReply => "a quick reply: sub_type quick_reply".to_string(),
                         ButtonKind::Url { dynamic: true } => "a URL button: sub_type url".to_string(),
-                        ButtonKind::Url { dynamic: false } => "a URL button without parameter: send nothing for it".into(),
+                        ButtonKind::Url { dynamic: false } => {
+                            "a URL button without parameter: send nothing for it".into()
+                        }
                         ButtonKind::PhoneNumber => "a phone-number button: send nothing for it".into(),
                         ButtonKind::Other(k) => format!("a {k} button: sub_type {}", k.to_ascii_lowercase()),
                     };
@@ -806,10 +823,7 @@ pub fn check(shape: &TemplateShape, sent: &[Value]) -> Result<(), ParamError> {
         }));
     }
     if !shape.body.is_empty() && !body {
-        return Err(shape.missing(format!(
-            "the body component ({} parameters)",
-            shape.body.len()
-        )));
+        return Err(shape.missing(format!("the body component ({} parameters)", shape.body.len())));
     }
     for b in &shape.buttons {
         if b.kind == (ButtonKind::Url { dynamic: true }) && !buttons.contains(&b.index) {
@@ -869,7 +883,13 @@ mod tests {
         assert_eq!(s.header, HeaderShape::Media(MediaKind::Document));
         assert_eq!(s.buttons[0].kind, ButtonKind::Url { dynamic: true });
         assert_eq!(s.buttons[1].kind, ButtonKind::PhoneNumber);
-        assert_eq!(s.buttons[2], ButtonShape { index: 2, kind: ButtonKind::Url { dynamic: false } });
+        assert_eq!(
+            s.buttons[2],
+            ButtonShape {
+                index: 2,
+                kind: ButtonKind::Url { dynamic: false }
+            }
+        );
         let s = named();
         assert!(s.named);
         assert_eq!(s.header, HeaderShape::Text(vec!["order".into()]));
@@ -932,11 +952,21 @@ mod tests {
         );
         assert!(check(&s, &c).is_ok());
         let c = build(&s, &json!(["https://b.example/f.pdf", "F42", "F42"])).unwrap();
-        assert_eq!(c[0]["parameters"][0]["document"], json!({"link":"https://b.example/f.pdf"}));
+        assert_eq!(
+            c[0]["parameters"][0]["document"],
+            json!({"link":"https://b.example/f.pdf"})
+        );
         let c = build(&s, &json!([{"id": "4490", "filename": "F42.pdf"}, "F42", "F42"])).unwrap();
-        assert_eq!(c[0]["parameters"][0]["document"], json!({"id":"4490","filename":"F42.pdf"}));
+        assert_eq!(
+            c[0]["parameters"][0]["document"],
+            json!({"id":"4490","filename":"F42.pdf"})
+        );
         let e = build(&s, &json!(["facture.pdf", "F42", "F42"])).unwrap_err();
-        assert!(e.to_string().starts_with("invoice: header document: must be a media id"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("invoice: header document: must be a media id"),
+            "{e}"
+        );
         let e = build(&s, &json!([{"id": "1", "link": "https://x"}, "F42", "F42"])).unwrap_err();
         assert!(e.to_string().contains("exactly one of `id`"), "{e}");
         let e = build(&s, &json!([{"id": "1", "size": 3}, "F42", "F42"])).unwrap_err();
@@ -987,17 +1017,29 @@ mod tests {
         let s = named();
         let e = build(&s, &json!({"order": "S1", "customer": "Awa"})).unwrap_err();
         assert_eq!(e.to_string(), "named: body parameter {{amount}} is missing");
-        let e = build(&s, &json!({"order": "S1", "customer": "Awa", "amount": "1", "client": "x"})).unwrap_err();
+        let e = build(
+            &s,
+            &json!({"order": "S1", "customer": "Awa", "amount": "1", "client": "x"}),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "named: unknown key `client`; the template takes `header`, `order`, `customer`, `amount`"
         );
-        let e = build(&s, &json!({"order": "S1", "header": "S2", "customer": "Awa", "amount": "1"})).unwrap_err();
+        let e = build(
+            &s,
+            &json!({"order": "S1", "header": "S2", "customer": "Awa", "amount": "1"}),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("given twice"), "{e}");
         let s = order_created();
         let e = build(&s, &json!({"body": ["a", "b"]})).unwrap_err();
         assert!(e.to_string().contains("2 values for 3 body parameters"), "{e}");
-        let e = build(&s, &json!({"1": "a", "2": "b", "3": "c", "buttons": ["a", "b", "c", "d"]})).unwrap_err();
+        let e = build(
+            &s,
+            &json!({"1": "a", "2": "b", "3": "c", "buttons": ["a", "b", "c", "d"]}),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("4 values for 3 buttons"), "{e}");
         let e = build(&s, &json!({"1": "a", "2": "b", "3": "c", "header": "x"})).unwrap_err();
         assert!(e.to_string().contains("header takes no parameter"), "{e}");
@@ -1007,7 +1049,10 @@ mod tests {
         let e = build(&s, &json!({"header": "1", "1": "F42", "buttons": ["x", "y"]})).unwrap_err();
         assert!(e.to_string().contains("button index 1: takes no parameter"), "{e}");
         let e = build(&s, &json!("F42")).unwrap_err();
-        assert_eq!(e.to_string(), "invoice: parameters must be a list or a table, not a string");
+        assert_eq!(
+            e.to_string(),
+            "invoice: parameters must be a list or a table, not a string"
+        );
     }
 
     #[test]
@@ -1027,7 +1072,10 @@ mod tests {
         let c = build(&s, &json!(["Awa", true, "a    b"])).unwrap();
         assert_eq!(c[0]["parameters"][1]["text"], "true");
         let e = build(&s, &json!(["a", "b", "c", "v", "", "d"])).unwrap_err();
-        assert!(e.to_string().contains("quick-reply button index 1 payload: is empty"), "{e}");
+        assert!(
+            e.to_string().contains("quick-reply button index 1 payload: is empty"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1066,50 +1114,99 @@ mod tests {
         let url = json!({"type":"button","sub_type":"url","index":"0","parameters":[{"type":"text","text":"x"}]});
         let s = invoice();
         let cases: Vec<(Vec<Value>, &str)> = vec![
-            (vec![body.clone(), url.clone()], "invoice: the header document (a header component) is missing"),
             (
-                vec![json!({"type":"header","parameters":[{"type":"image","image":{"id":"1"}}]}), body.clone(), url.clone()],
+                vec![body.clone(), url.clone()],
+                "invoice: the header document (a header component) is missing",
+            ),
+            (
+                vec![
+                    json!({"type":"header","parameters":[{"type":"image","image":{"id":"1"}}]}),
+                    body.clone(),
+                    url.clone(),
+                ],
                 "the template's header is a document",
             ),
-            (vec![header.clone(), url.clone()], "the body component (1 parameters) is missing"),
+            (
+                vec![header.clone(), url.clone()],
+                "the body component (1 parameters) is missing",
+            ),
             (
                 vec![header.clone(), json!({"type":"body","parameters":[]}), url.clone()],
                 "invoice: body: 0 parameters given, the template takes 1",
             ),
             (
-                vec![header.clone(), json!({"type":"body","parameters":[{"type":"image"}]}), url.clone()],
+                vec![
+                    header.clone(),
+                    json!({"type":"body","parameters":[{"type":"image"}]}),
+                    url.clone(),
+                ],
                 "type `image`: a text parameter is text, currency or date_time",
             ),
             (
-                vec![header.clone(), json!({"type":"body","parameters":[{"type":"text","text":"a\nb"}]}), url.clone()],
+                vec![
+                    header.clone(),
+                    json!({"type":"body","parameters":[{"type":"text","text":"a\nb"}]}),
+                    url.clone(),
+                ],
                 "line break",
             ),
-            (vec![header.clone(), body.clone()], "the URL suffix of button index 0 is missing"),
             (
-                vec![header.clone(), body.clone(), url.clone(), json!({"type":"button","sub_type":"url","index":"9"})],
+                vec![header.clone(), body.clone()],
+                "the URL suffix of button index 0 is missing",
+            ),
+            (
+                vec![
+                    header.clone(),
+                    body.clone(),
+                    url.clone(),
+                    json!({"type":"button","sub_type":"url","index":"9"}),
+                ],
                 "button index 9: the template has 3 buttons",
             ),
             (
-                vec![header.clone(), body.clone(), url.clone(), json!({"type":"button","sub_type":"url","index":"x"})],
+                vec![
+                    header.clone(),
+                    body.clone(),
+                    url.clone(),
+                    json!({"type":"button","sub_type":"url","index":"x"}),
+                ],
                 "a button component needs `index`",
             ),
             (
-                vec![header.clone(), body.clone(), json!({"type":"button","sub_type":"quick_reply","index":"0"})],
+                vec![
+                    header.clone(),
+                    body.clone(),
+                    json!({"type":"button","sub_type":"quick_reply","index":"0"}),
+                ],
                 "sub_type `quick_reply`, but the button is a URL button: sub_type url",
             ),
             (
-                vec![header.clone(), body.clone(), url.clone(), json!({"type":"button","sub_type":"url","index":"2"})],
+                vec![
+                    header.clone(),
+                    body.clone(),
+                    url.clone(),
+                    json!({"type":"button","sub_type":"url","index":"2"}),
+                ],
                 "a URL button without parameter",
             ),
-            (vec![header.clone(), body.clone(), url.clone(), url.clone()], "button index 0: given twice"),
-            (vec![header.clone(), body.clone(), url.clone(), json!({"type":"footer"})], "unknown component type `footer`"),
+            (
+                vec![header.clone(), body.clone(), url.clone(), url.clone()],
+                "button index 0: given twice",
+            ),
+            (
+                vec![header.clone(), body.clone(), url.clone(), json!({"type":"footer"})],
+                "unknown component type `footer`",
+            ),
         ];
         for (sent, needle) in cases {
             let e = check(&s, &sent).unwrap_err().to_string();
             assert!(e.contains(needle), "{e} / {needle}");
         }
         let e = check(&order_created(), &[json!({"type":"header","parameters":[]}), body]).unwrap_err();
-        assert!(e.to_string().contains("the template's header takes no parameter"), "{e}");
+        assert!(
+            e.to_string().contains("the template's header takes no parameter"),
+            "{e}"
+        );
     }
 
     #[test]
