@@ -602,6 +602,12 @@ fn render(shape: &TemplateShape, given: &Given) -> Result<Vec<Value>, ParamError
             let p = media_value(shape, *kind, given.header.first().copied().flatten())?;
             out.push(json!({ "type": "header", "parameters": [p] }));
         }
+        HeaderShape::Other(format) => {
+            return Err(shape.invalid(
+                "header",
+                format!("a {format} header is not filled in from a list or table: send hand-written components"),
+            ));
+        }
         _ => {}
     }
     if !shape.body.is_empty() {
@@ -902,6 +908,14 @@ mod tests {
         assert_eq!(s.header, HeaderShape::Other("LOCATION".into()));
         assert_eq!(s.body, ["1", "2", "10"]);
         assert_eq!(s.buttons[0].kind, ButtonKind::Other("COPY_CODE".into()));
+        let e = build(&s, &json!(["a", "b", "c"])).unwrap_err();
+        assert!(e.to_string().contains("a LOCATION header is not filled in"), "{e}");
+        let sent = [
+            json!({"type":"header","parameters":[{"type":"location","location":{}}]}),
+            json!({"type":"body","parameters":[{"type":"text","text":"1"},{"type":"text","text":"2"},{"type":"text","text":"3"}]}),
+            json!({"type":"button","sub_type":"copy_code","index":0,"parameters":[{"type":"coupon_code","coupon_code":"X"}]}),
+        ];
+        assert!(check(&s, &sent).is_ok());
     }
 
     #[test]
