@@ -51,8 +51,8 @@ impl MediaKind {
 /// What a template's header takes at each send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderShape {
-    /// No header, or a header without anything to fill in is [`HeaderShape::Text`] with no
-    /// parameter; this is no header at all.
+    /// The template has no header (a text header without parameter is
+    /// [`HeaderShape::Text`] with an empty list).
     None,
     /// A text header and its parameter names (`"1"`, or a name), possibly none.
     Text(Vec<String>),
