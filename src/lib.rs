@@ -31,6 +31,8 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
+//! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
+//!   JSON, and the parameters of a send.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store → scripts
 //! (dispatch, exactly once) → outbox → Graph API, whose answers and status webhooks come back
