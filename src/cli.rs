@@ -266,11 +266,23 @@ pub fn render_templates(answer: &Value) -> String {
         ]
     }));
     let mut out = table(
-        &["NAME", "LANG", "CATEGORY", "STATUS", "QUALITY", "WABA / ACCOUNTS", "SYNCED (UTC)"],
+        &[
+            "NAME",
+            "LANG",
+            "CATEGORY",
+            "STATUS",
+            "QUALITY",
+            "WABA / ACCOUNTS",
+            "SYNCED (UTC)",
+        ],
         &rows,
     );
     for w in list("wabas") {
-        out.push_str(&format!("WABA {}: last synced {}\n", s(&w, "waba_id"), s(&w, "synced_at")));
+        out.push_str(&format!(
+            "WABA {}: last synced {}\n",
+            s(&w, "waba_id"),
+            s(&w, "synced_at")
+        ));
     }
     out
 }
@@ -315,12 +327,20 @@ pub fn render_template_diff(answer: &Value) -> String {
                 .unwrap_or_default();
             let mut what = diffs.join("; ");
             if let Some(n) = r["note"].as_str() {
-                what = if what.is_empty() { n.to_string() } else { format!("{what} — {n}") };
+                what = if what.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{what} — {n}")
+                };
             }
             vec![
                 s(r, "name"),
                 s(r, "language"),
-                if r["local"].is_string() { "yes".into() } else { "-".into() },
+                if r["local"].is_string() {
+                    "yes".into()
+                } else {
+                    "-".into()
+                },
                 match (r["status"].as_str(), r["category"].as_str()) {
                     (Some(st), Some(c)) => format!("{st} {c}"),
                     _ => "-".into(),
@@ -330,7 +350,10 @@ pub fn render_template_diff(answer: &Value) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "LANG", "LOCAL", "META", "PUSH WOULD", "DIFFERENCES / NOTES"], &rows)
+    table(
+        &["NAME", "LANG", "LOCAL", "META", "PUSH WOULD", "DIFFERENCES / NOTES"],
+        &rows,
+    )
 }
 
 /// Renders `POST /api/templates/push`.

@@ -809,7 +809,10 @@ impl Config {
             dir: raw.templates.dir.unwrap_or_else(|| PathBuf::from("templates")),
             sync_interval: match cx.duration("templates.sync_interval", raw.templates.sync_interval, "15m")? {
                 d if d < Duration::from_secs(60) => {
-                    return Err(cx.invalid("templates.sync_interval", "must be at least 1m (Meta rate-limits the template API)"));
+                    return Err(cx.invalid(
+                        "templates.sync_interval",
+                        "must be at least 1m (Meta rate-limits the template API)",
+                    ));
                 }
                 d => d,
             },

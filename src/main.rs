@@ -327,11 +327,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.templates,
                 report.template_errors.len()
             );
-            Ok(if report.errors.is_empty() && report.template_errors.is_empty() && !odoo_failed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(
+                if report.errors.is_empty() && report.template_errors.is_empty() && !odoo_failed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                },
+            )
         }
         Command::Replay { file } => {
             let report = walua::replay::replay(&config, &file)?;

@@ -135,7 +135,10 @@ async fn push_submits_the_definitions_then_metas_review_approves_and_the_send_go
     assert_eq!(at_meta.len(), 2);
     let invoice = at_meta.iter().find(|t| t.name == "invoice_posted").unwrap();
     let handle = invoice.components[0]["example"]["header_handle"][0].as_str().unwrap();
-    assert!(fake.handles().iter().any(|h| h == handle), "the header example was uploaded first");
+    assert!(
+        fake.handles().iter().any(|h| h == handle),
+        "the header example was uploaded first"
+    );
     let order_id = at_meta.iter().find(|t| t.name == "order_created").unwrap().id.clone();
 
     // Meta is reviewing it: a send is refused before anything is queued.
@@ -157,7 +160,13 @@ async fn push_submits_the_definitions_then_metas_review_approves_and_the_send_go
     let (status, queued) = d
         .api_post(
             "/api/messages",
-            &order(json!(["Awa Diop", "S00042", "15 000 CFA", "btn_validate_order_42", "btn_cancel_order_42"])),
+            &order(json!([
+                "Awa Diop",
+                "S00042",
+                "15 000 CFA",
+                "btn_validate_order_42",
+                "btn_cancel_order_42"
+            ])),
         )
         .await;
     assert_eq!(status, 202, "{queued}");
@@ -178,7 +187,11 @@ async fn push_submits_the_definitions_then_metas_review_approves_and_the_send_go
     // Pushing again changes nothing.
     let (_, again) = d.api_post("/api/templates/push", &json!({})).await;
     assert!(
-        again["results"].as_array().unwrap().iter().all(|r| r["result"] == "unchanged"),
+        again["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["result"] == "unchanged"),
         "{again}"
     );
     assert_eq!(fake.templates().len(), 2);
@@ -226,16 +239,29 @@ async fn rejected_templates_and_mismatched_parameters_get_a_422_before_anything_
         let (status, answer) = d.api_post("/api/messages", &request).await;
         assert_eq!(status, 422, "{request} → {answer}");
         let error = answer["error"].as_str().unwrap_or_default().to_lowercase();
-        assert!(error.contains(&why.to_lowercase()), "{request}: `{error}` should say {why}");
+        assert!(
+            error.contains(&why.to_lowercase()),
+            "{request}: `{error}` should say {why}"
+        );
     }
     assert_eq!(outbox_len(&d).await, 0, "nothing was recorded");
     assert!(fake.accepted().is_empty(), "nothing reached Meta");
 
     // en-US and en_US are the same language.
-    fake.add_template(WABA, "welcome", "en_US", "UTILITY", "APPROVED", json!([{"type": "BODY", "text": "Welcome to the shop, we are glad you are here."}]));
+    fake.add_template(
+        WABA,
+        "welcome",
+        "en_US",
+        "UTILITY",
+        "APPROVED",
+        json!([{"type": "BODY", "text": "Welcome to the shop, we are glad you are here."}]),
+    );
     d.api_post("/api/templates/sync", &json!({})).await;
     let (status, answer) = d
-        .api_post("/api/messages", &json!({"to": AWA, "type": "template", "name": "welcome", "lang": "en-US"}))
+        .api_post(
+            "/api/messages",
+            &json!({"to": AWA, "type": "template", "name": "welcome", "lang": "en-US"}),
+        )
         .await;
     assert_eq!(status, 202, "{answer}");
 }
@@ -270,7 +296,10 @@ async fn sync_pages_through_every_template_of_the_waba() {
     assert!(listed["wabas"][0]["synced_at"].is_string(), "{}", listed["wabas"]);
 
     let metrics = metrics_at(&d.http, &d.url("")).await;
-    assert!(metrics.contains("walua_template_changes_total{what=\"new\""), "{metrics}");
+    assert!(
+        metrics.contains("walua_template_changes_total{what=\"new\""),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -347,8 +376,11 @@ async fn quality_category_and_component_webhooks_update_the_registry_and_red_qua
         json!({"previous_quality_score": "GREEN", "new_quality_score": "RED"}),
     ))
     .await;
-    d.deliver_ok(&change("template_category_update", json!({"new_category": "MARKETING"})))
-        .await;
+    d.deliver_ok(&change(
+        "template_category_update",
+        json!({"new_category": "MARKETING"}),
+    ))
+    .await;
     d.deliver_ok(&change(
         "message_template_components_update",
         json!({"message_template_element": "Bonjour {{1}}, votre commande {{2}} est prête."}),
@@ -359,7 +391,10 @@ async fn quality_category_and_component_webhooks_update_the_registry_and_red_qua
     let t = &listed["templates"][0];
     assert_eq!(t["quality"], "RED", "{t}");
     assert_eq!(t["category"], "MARKETING", "{t}");
-    assert_eq!(t["components"][0]["text"], "Bonjour {{1}}, votre commande {{2}} est prête.");
+    assert_eq!(
+        t["components"][0]["text"],
+        "Bonjour {{1}}, votre commande {{2}} est prête."
+    );
     // The new body takes two values: three are refused now.
     let (status, answer) = d
         .api_post("/api/messages", &order(json!(["Awa", "S00042", "15 000 CFA"])))
@@ -371,7 +406,10 @@ async fn quality_category_and_component_webhooks_update_the_registry_and_red_qua
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(health.to_string().contains("RED"), "{health}");
     let metrics = metrics_at(&d.http, &d.url("")).await;
-    assert!(metrics.contains("walua_template_changes_total{what=\"quality\",to=\"RED\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("walua_template_changes_total{what=\"quality\",to=\"RED\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -381,7 +419,14 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     fake.set_template_status("order_created", "fr", "APPROVED");
     fake.set_template_status("invoice_posted", "fr", "APPROVED");
     // A template created in WhatsApp Manager, with no definition on disk.
-    fake.add_template(WABA, "ancienne_promo", "fr", "MARKETING", "APPROVED", json!([{"type": "BODY", "text": "Une ancienne promotion de la boutique, merci."}]));
+    fake.add_template(
+        WABA,
+        "ancienne_promo",
+        "fr",
+        "MARKETING",
+        "APPROVED",
+        json!([{"type": "BODY", "text": "Une ancienne promotion de la boutique, merci."}]),
+    );
 
     // The operator rewrites the body of order_created.
     let path = d.dir.path().join("templates/order_created.fr.toml");
@@ -390,14 +435,21 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     let (_, diff) = d
         .eventually("the edited definition reloaded", || async {
             let (s, diff) = d.api("/api/templates/diff?sync=1").await;
-            let row = diff["diff"].as_array()?.iter().find(|r| r["name"] == "order_created")?.clone();
+            let row = diff["diff"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "order_created")?
+                .clone();
             (s == 200 && row["action"] == "edit").then_some((row, diff))
         })
         .await;
     let rows = diff["diff"].as_array().unwrap();
     let promo = rows.iter().find(|r| r["name"] == "ancienne_promo").unwrap();
     assert_eq!(promo["action"], "delete", "{promo}");
-    assert_eq!(rows.iter().find(|r| r["name"] == "invoice_posted").unwrap()["action"], "none");
+    assert_eq!(
+        rows.iter().find(|r| r["name"] == "invoice_posted").unwrap()["action"],
+        "none"
+    );
 
     // push edits it (once), keeps what is only at Meta.
     let (_, pushed) = d.api_post("/api/templates/push", &json!({})).await;
@@ -412,7 +464,11 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     };
     assert_eq!(result("order_created"), "edited", "{pushed}");
     assert_eq!(result("ancienne_promo"), "kept", "{pushed}");
-    assert!(fake.templates().iter().any(|t| t.name == "ancienne_promo" && t.deleted.is_none()));
+    assert!(
+        fake.templates()
+            .iter()
+            .any(|t| t.name == "ancienne_promo" && t.deleted.is_none())
+    );
 
     // Approved again, then edited again the same day: Meta allows one edit a day.
     fake.set_template_status("order_created", "fr", "APPROVED");
@@ -420,18 +476,30 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     let row = d
         .eventually("the second edit flagged", || async {
             let (_, diff) = d.api("/api/templates/diff?sync=1").await;
-            let row = diff["diff"].as_array()?.iter().find(|r| r["name"] == "order_created")?.clone();
+            let row = diff["diff"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "order_created")?
+                .clone();
             (row["action"] == "blocked").then_some(row)
         })
         .await;
     assert!(row["note"].as_str().unwrap().contains("once in 24 hours"), "{row}");
 
     // A category change is never pushed.
-    std::fs::write(d.dir.path().join("templates/invoice_posted.fr.toml"), INVOICE_POSTED.replace("UTILITY", "MARKETING")).unwrap();
+    std::fs::write(
+        d.dir.path().join("templates/invoice_posted.fr.toml"),
+        INVOICE_POSTED.replace("UTILITY", "MARKETING"),
+    )
+    .unwrap();
     let row = d
         .eventually("the category change flagged", || async {
             let (_, diff) = d.api("/api/templates/diff").await;
-            let row = diff["diff"].as_array()?.iter().find(|r| r["name"] == "invoice_posted")?.clone();
+            let row = diff["diff"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "invoice_posted")?
+                .clone();
             (row["action"] == "blocked").then_some(row)
         })
         .await;
@@ -440,7 +508,11 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     // --delete deletes what has no definition; its name is then blocked for 30 days.
     let (_, pushed) = d.api_post("/api/templates/push?delete=1", &json!({})).await;
     assert!(pushed.to_string().contains("\"deleted\""), "{pushed}");
-    assert!(fake.templates().iter().any(|t| t.name == "ancienne_promo" && t.deleted.is_some()));
+    assert!(
+        fake.templates()
+            .iter()
+            .any(|t| t.name == "ancienne_promo" && t.deleted.is_some())
+    );
     std::fs::write(
         d.dir.path().join("templates/ancienne_promo.fr.toml"),
         "name = \"ancienne_promo\"\nlanguage = \"fr\"\ncategory = \"MARKETING\"\n[body]\ntext = \"Une nouvelle promotion de la boutique, merci de votre fidélité.\"\n",
@@ -449,7 +521,11 @@ async fn diff_shows_what_differs_and_push_respects_metas_edit_limits() {
     let row = d
         .eventually("the deleted name flagged", || async {
             let (_, diff) = d.api("/api/templates/diff").await;
-            let row = diff["diff"].as_array()?.iter().find(|r| r["name"] == "ancienne_promo")?.clone();
+            let row = diff["diff"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "ancienne_promo")?
+                .clone();
             (row["action"] == "blocked").then_some(row)
         })
         .await;
@@ -466,13 +542,22 @@ async fn before_any_sync_a_definition_checks_the_send_and_an_unknown_template_go
     let (status, answer) = d.api_post("/api/messages", &order(json!(["Awa", "S00042"]))).await;
     assert_eq!(status, 422, "the definition takes 3 body values: {answer}");
     let (status, answer) = d
-        .api_post("/api/messages", &order(json!({"body": ["Awa Diop", "S00042", "15 000 CFA"]})))
+        .api_post(
+            "/api/messages",
+            &order(json!({"body": ["Awa Diop", "S00042", "15 000 CFA"]})),
+        )
         .await;
     assert_eq!(status, 202, "{answer}");
     let (status, answer) = d
-        .api_post("/api/messages", &json!({"to": AWA, "type": "template", "name": "inconnu", "lang": "fr", "params": ["x"]}))
+        .api_post(
+            "/api/messages",
+            &json!({"to": AWA, "type": "template", "name": "inconnu", "lang": "fr", "params": ["x"]}),
+        )
         .await;
-    assert_eq!(status, 202, "unknown templates still go (as before template management): {answer}");
+    assert_eq!(
+        status, 202,
+        "unknown templates still go (as before template management): {answer}"
+    );
     let m = &d.messages_of(AWA).await;
     let unknown = m.iter().find(|m| m["raw"]["template"]["name"] == "inconnu").unwrap();
     assert_eq!(
@@ -520,7 +605,11 @@ end }
         sent[1].1["template"]["components"][0]["parameters"][2]["text"],
         "15 000 CFA"
     );
-    assert_eq!(sent[1].1["template"]["components"].as_array().unwrap().len(), 1, "no payloads given");
+    assert_eq!(
+        sent[1].1["template"]["components"].as_array().unwrap().len(),
+        1,
+        "no payloads given"
+    );
 }
 
 fn walua(conf: &Path, args: &[&str]) -> std::process::Output {
@@ -533,13 +622,18 @@ fn walua(conf: &Path, args: &[&str]) -> std::process::Output {
 }
 
 async fn walua_async(conf: &Path, args: &[&str]) -> (bool, String) {
-    let (conf, args): (std::path::PathBuf, Vec<String>) = (conf.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
+    let (conf, args): (std::path::PathBuf, Vec<String>) =
+        (conf.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = walua(&conf, &args);
         (
             out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         )
     })
     .await
@@ -563,7 +657,10 @@ fn check_reports_each_definition_that_breaks_metas_rules_with_its_file() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(stdout.contains("relance.fr.toml"), "{stdout}");
-    assert!(stdout.contains("casse.fr.toml:2"), "the TOML error names its line: {stdout}");
+    assert!(
+        stdout.contains("casse.fr.toml:2"),
+        "the TOML error names its line: {stdout}"
+    );
     assert!(stdout.contains("name"), "{stdout}");
     assert!(stdout.contains("example"), "{stdout}");
     assert!(stdout.contains("3 template definition(s)"), "{stdout}");
@@ -578,11 +675,7 @@ fn check_reports_each_definition_that_breaks_metas_rules_with_its_file() {
 async fn the_cli_lists_diffs_pushes_and_sends_templates_through_the_daemon() {
     let (fake, d) = shop("").await;
     let conf = d.dir.path().join("walua.toml");
-    std::fs::write(
-        &conf,
-        d.config_text.replace("127.0.0.1:0", &d.addr.to_string()),
-    )
-    .unwrap();
+    std::fs::write(&conf, d.config_text.replace("127.0.0.1:0", &d.addr.to_string())).unwrap();
 
     let (ok, out) = walua_async(&conf, &["templates", "diff", "--sync"]).await;
     assert!(ok, "{out}");
@@ -596,21 +689,49 @@ async fn the_cli_lists_diffs_pushes_and_sends_templates_through_the_daemon() {
     assert!(out.contains("status PENDING → APPROVED"), "{out}");
     let (ok, out) = walua_async(&conf, &["templates", "list"]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("APPROVED") && out.contains("PENDING") && out.contains(WABA), "{out}");
+    assert!(
+        out.contains("APPROVED") && out.contains("PENDING") && out.contains(WABA),
+        "{out}"
+    );
 
     let (ok, out) = walua_async(
         &conf,
-        &["send", "--to", AWA, "--template", "order_created", "--param", "Awa", "--param", "S00042"],
+        &[
+            "send",
+            "--to",
+            AWA,
+            "--template",
+            "order_created",
+            "--param",
+            "Awa",
+            "--param",
+            "S00042",
+        ],
     )
     .await;
     assert!(!ok, "two values for three parameters: {out}");
     assert!(out.contains("3 body parameters"), "{out}");
     let (ok, out) = walua_async(
         &conf,
-        &["send", "--to", AWA, "--template", "order_created", "--param", "Awa", "--param", "S00042", "--param", "15 000 CFA"],
+        &[
+            "send",
+            "--to",
+            AWA,
+            "--template",
+            "order_created",
+            "--param",
+            "Awa",
+            "--param",
+            "S00042",
+            "--param",
+            "15 000 CFA",
+        ],
     )
     .await;
     assert!(ok, "{out}");
     let sent = fake.wait_for_accepted(1, Duration::from_secs(5)).await;
-    assert_eq!(sent[0].1["template"]["components"][0]["parameters"][1]["text"], "S00042");
+    assert_eq!(
+        sent[0].1["template"]["components"][0]["parameters"][1]["text"],
+        "S00042"
+    );
 }

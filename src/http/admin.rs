@@ -484,7 +484,12 @@ async fn list_templates(app: &App) -> HttpResponse {
     let mut wabas = Vec::new();
     for (waba, _) in app.config.whatsapp.wabas() {
         let w = waba.to_string();
-        let synced = app.store.blocking(move |s| s.templates_synced_at(&w)).await.ok().flatten();
+        let synced = app
+            .store
+            .blocking(move |s| s.templates_synced_at(&w))
+            .await
+            .ok()
+            .flatten();
         wabas.push(serde_json::json!({ "waba_id": waba, "accounts": accounts_of(waba), "synced_at": synced.and_then(crate::scheduler::rfc3339) }));
     }
     let templates: Vec<serde_json::Value> = records

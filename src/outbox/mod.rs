@@ -661,7 +661,10 @@ impl SendContext {
                 SendOutcome::Retry {
                     id,
                     next_attempt_ms: next.min(horizon_end),
-                    error: format!("{}{reason}: held until it is unpaused", crate::store::outbox::HELD_PREFIX),
+                    error: format!(
+                        "{}{reason}: held until it is unpaused",
+                        crate::store::outbox::HELD_PREFIX
+                    ),
                 }
             } else {
                 tracing::warn!(message_id = id, reason = %reason, "template stayed paused past the retry horizon: send failed");

@@ -700,7 +700,9 @@ impl Store {
                                         let mut tables = templates::TemplateTables::open(&txn)?;
                                         report.template_changes.extend(tables.apply(waba, field, value)?);
                                     }
-                                    None => tracing::warn!(field, "template webhook without entry id (WABA): kept raw only"),
+                                    None => {
+                                        tracing::warn!(field, "template webhook without entry id (WABA): kept raw only")
+                                    }
                                 }
                             }
                         }

@@ -87,13 +87,7 @@ pub struct TemplateChange {
 }
 
 /// Meta's language codes compare without case and with `-` or `_`: `en-US` is `en_US`.
-pub fn normalize_language(code: &str) -> String {
-    let code = code.trim().replace('-', "_");
-    match code.split_once('_') {
-        Some((lang, region)) => format!("{}_{}", lang.to_ascii_lowercase(), region.to_ascii_uppercase()),
-        None => code.to_ascii_lowercase(),
-    }
-}
+pub use crate::templates::definition::normalize_language;
 
 /// The index key of (WABA, name, language).
 fn key(waba_id: &str, name: &str, language: &str) -> String {
@@ -205,7 +199,13 @@ impl<'txn> TemplateTables<'txn> {
                 }
                 if status != t.status || is_new {
                     let from = std::mem::replace(&mut t.status, status.clone());
-                    change(&t, "status", if is_new { String::new() } else { from }, status.clone(), reason.clone());
+                    change(
+                        &t,
+                        "status",
+                        if is_new { String::new() } else { from },
+                        status.clone(),
+                        reason.clone(),
+                    );
                 }
                 if status == "DELETED" || status == "PENDING_DELETION" {
                     t.deleted_at_ms.get_or_insert(now);
@@ -226,7 +226,11 @@ impl<'txn> TemplateTables<'txn> {
             }
             "message_template_components_update" => {
                 let components = components_from_webhook(value);
-                let from = t.components.as_ref().map(|c| Value::Array(c.clone()).to_string()).unwrap_or_default();
+                let from = t
+                    .components
+                    .as_ref()
+                    .map(|c| Value::Array(c.clone()).to_string())
+                    .unwrap_or_default();
                 let to = Value::Array(components.clone()).to_string();
                 t.components = Some(components);
                 change(&t, "components", from, to, None);
@@ -317,7 +321,10 @@ impl Store {
     pub fn template(&self, waba_id: &str, name: &str, language: &str) -> Result<Option<TemplateRecord>> {
         let txn = self.db()?.begin_read()?;
         let keys = txn.open_table(TEMPLATE_KEYS)?;
-        let Some(id) = keys.get(key(waba_id, name, language).as_str())?.map(|v| v.value().to_string()) else {
+        let Some(id) = keys
+            .get(key(waba_id, name, language).as_str())?
+            .map(|v| v.value().to_string())
+        else {
             return Ok(None);
         };
         let table = txn.open_table(TEMPLATES)?;
@@ -382,7 +389,11 @@ impl Store {
                 }
                 if let Some(b) = before {
                     t.edits_ms = b.edits_ms;
-                    if b.status == t.status && b.quality == t.quality && b.category == t.category && b.components == t.components {
+                    if b.status == t.status
+                        && b.quality == t.quality
+                        && b.category == t.category
+                        && b.components == t.components
+                    {
                         t.updated_at_ms = b.updated_at_ms;
                     }
                     // A renamed language code leaves its old index entry behind.
@@ -411,7 +422,10 @@ impl Store {
                 }
             }
             let mut meta = txn.open_table(META)?;
-            meta.insert(format!("{SYNCED_PREFIX}{waba_id}").as_str(), now.to_be_bytes().as_slice())?;
+            meta.insert(
+                format!("{SYNCED_PREFIX}{waba_id}").as_str(),
+                now.to_be_bytes().as_slice(),
+            )?;
         }
         txn.commit()?;
         Ok(changes)
@@ -426,7 +440,10 @@ impl Store {
             let mut t = match tables.get(&record.id)? {
                 Some(mut old) => {
                     let edits = std::mem::take(&mut old.edits_ms);
-                    TemplateRecord { edits_ms: edits, ..record }
+                    TemplateRecord {
+                        edits_ms: edits,
+                        ..record
+                    }
                 }
                 None => record,
             };

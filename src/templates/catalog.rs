@@ -109,7 +109,9 @@ impl TemplateCatalog {
     }
 
     fn known(&self, phone_number_id: Option<&str>, name: &str, lang: &str) -> Result<Known, ValidationError> {
-        let store_error = |e: crate::store::StoreError| ValidationError::new("name", format!("cannot read the template registry: {e}"));
+        let store_error = |e: crate::store::StoreError| {
+            ValidationError::new("name", format!("cannot read the template registry: {e}"))
+        };
         let waba = self.waba_of(phone_number_id);
         if let Some(w) = &waba {
             if let Some(t) = self.store.template(w, name, lang).map_err(store_error)? {
@@ -207,7 +209,12 @@ impl TemplateCatalog {
             (Some(s), None, c) => {
                 let sent: Vec<Value> = match c {
                     Some(Value::Array(a)) => a.clone(),
-                    Some(_) => return Err(ValidationError::new("components", "must be an array of Meta's component objects")),
+                    Some(_) => {
+                        return Err(ValidationError::new(
+                            "components",
+                            "must be an array of Meta's component objects",
+                        ));
+                    }
                     None => Vec::new(),
                 };
                 check(s, &sent).map_err(|e| ValidationError::new("components", e.to_string()))?;
@@ -236,7 +243,13 @@ impl TemplateCatalog {
     /// names of template `name` in `lang` for the default account, or `None`.
     pub fn describe(&self, phone_number_id: Option<&str>, name: &str, lang: &str) -> Option<Value> {
         let (status, quality, category, components, source) = match self.known(phone_number_id, name, lang).ok()? {
-            Known::Registry(t) => (t.status, t.quality, t.category, t.components.unwrap_or_default(), "meta"),
+            Known::Registry(t) => (
+                t.status,
+                t.quality,
+                t.category,
+                t.components.unwrap_or_default(),
+                "meta",
+            ),
             Known::Definition(d) => (
                 "LOCAL".to_string(),
                 "UNKNOWN".to_string(),
@@ -247,9 +260,11 @@ impl TemplateCatalog {
             Known::Unknown { .. } => return None,
         };
         let part = |kind: &str| {
-            components
-                .iter()
-                .find(|c| c.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(kind)))
+            components.iter().find(|c| {
+                c.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case(kind))
+            })
         };
         let text_of = |kind: &str| part(kind).and_then(|c| c.get("text")).cloned().unwrap_or(Value::Null);
         let s = shape(&components);

@@ -1882,7 +1882,7 @@ example = { order = "S00042", customer = "Awa" }
     }
 
     /// The definitions shipped in `templates/` pass every rule, and take what the default
-    /// scripts send today (scripts/hooks, scripts/cron via boutique.template_components).
+    /// scripts send (scripts/hooks, scripts/cron give plain values, built into these components).
     #[test]
     fn shipped_definitions_are_valid_and_match_the_scripts() {
         use crate::templates::params::{self, HeaderShape, MediaKind};
@@ -1911,7 +1911,7 @@ example = { order = "S00042", customer = "Awa" }
                 "{name}"
             );
             assert!(s.buttons.len() == quick_replies && !s.named, "{name}");
-            // What boutique.template_components builds from the scripts' values.
+            // The components built from the scripts. values.
             let mut sent = vec![json!({"type":"body","parameters":
                 (0..body).map(|i| json!({"type":"text","text":format!("v{i}")})).collect::<Vec<_>>()})];
             if let HeaderShape::Media(_) = header {

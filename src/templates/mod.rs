@@ -11,9 +11,20 @@
 //! - [`params`]: the parameters of a send: from a plain list or table (what Lua scripts
 //!   give) to Meta's send components ([`build`]), and checking hand-written components
 //!   ([`check`]) against a template's shape ([`shape`]).
+//! - [`catalog`]: what a send knows: the registry (per WABA) and the definitions, and the
+//!   check every template send passes before it is queued; PAUSED holds.
+//! - [`sync`]: the registry against Meta: the periodic sync, `diff` and `push` within Meta's
+//!   limits, and what a change does (log, metrics, release held sends).
+//! - [`watch`]: hot reload of the definitions folder.
+//!
+//! The registry itself (Meta's view, keyed by template id) is a store table:
+//! [`crate::store::templates`].
 
+pub mod catalog;
 pub mod definition;
 pub mod params;
+pub mod sync;
+pub mod watch;
 
 pub use definition::{
     Button, ButtonType, Category, Definition, DefinitionError, DefinitionSet, Example, Header, HeaderFormat,

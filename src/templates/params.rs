@@ -1105,7 +1105,7 @@ mod tests {
 
     #[test]
     fn check_accepts_what_the_default_scripts_send() {
-        // boutique.template_components({name, ref, amount}, {payloads}).
+        // The shipped order_created: {name, ref, amount} then the payloads.
         let sent = [
             json!({"type":"body","parameters":[
                 {"type":"text","text":"Awa"},{"type":"text","text":"S1"},{"type":"text","text":"1 CFA"}]}),

@@ -143,7 +143,8 @@ impl TemplateSync {
     pub async fn sync_all(&self) -> Result<Vec<SyncReport>, TemplateError> {
         if self.wabas.is_empty() {
             return Err(TemplateError::NotConfigured(
-                "no WhatsApp Business Account to sync: set [whatsapp] waba_id (and an access token, dry_run = false)".into(),
+                "no WhatsApp Business Account to sync: set [whatsapp] waba_id (and an access token, dry_run = false)"
+                    .into(),
             ));
         }
         let mut out = Vec::new();
@@ -181,7 +182,10 @@ impl TemplateSync {
         }
         let templates = listed.len();
         let waba_id = waba.id.clone();
-        let changes = self.store.blocking(move |s| s.templates_synced(&waba_id, listed)).await?;
+        let changes = self
+            .store
+            .blocking(move |s| s.templates_synced(&waba_id, listed))
+            .await?;
         self.applied(&changes);
         Ok(SyncReport {
             waba_id: waba.id.clone(),
@@ -235,7 +239,11 @@ impl TemplateSync {
         let defs = self.catalog.definitions();
         let mut out = Vec::new();
         for row in rows {
-            let waba = self.wabas.iter().find(|w| w.id == row.waba_id).expect("rows come from these WABAs");
+            let waba = self
+                .wabas
+                .iter()
+                .find(|w| w.id == row.waba_id)
+                .expect("rows come from these WABAs");
             let result = |result: &str, detail: String| PushResult {
                 waba_id: row.waba_id.clone(),
                 name: row.name.clone(),
@@ -280,7 +288,10 @@ impl TemplateSync {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("header example {}: {e}", path.display()))?;
-        let filename = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let filename = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         waba.client
             .upload_template_example(app_id, bytes, mime, &filename)
             .await
@@ -291,12 +302,24 @@ impl TemplateSync {
     async fn create(&self, waba: &Waba, d: &Definition) -> Result<String, String> {
         let handle = self.header_handle(waba, d).await?;
         let body = d.create_request(handle.as_deref());
-        let answer = waba.client.create_template(&waba.id, &body).await.map_err(|f| f.to_string())?;
+        let answer = waba
+            .client
+            .create_template(&waba.id, &body)
+            .await
+            .map_err(|f| f.to_string())?;
         let id = answer
             .get("id")
-            .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string())))
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            })
             .ok_or_else(|| format!("Meta's answer has no template id: {answer}"))?;
-        let status = answer.get("status").and_then(Value::as_str).unwrap_or("PENDING").to_string();
+        let status = answer
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("PENDING")
+            .to_string();
         let now = crate::store::now_ms();
         let record = TemplateRecord {
             id: id.clone(),
@@ -334,7 +357,10 @@ impl TemplateSync {
             .ok_or("the template vanished from the registry")?;
         let handle = self.header_handle(waba, d).await?;
         let body = json!({ "components": d.components(handle.as_deref()) });
-        waba.client.edit_template(&record.id, &body).await.map_err(|f| f.to_string())?;
+        waba.client
+            .edit_template(&record.id, &body)
+            .await
+            .map_err(|f| f.to_string())?;
         let was_approved = record.status == "APPROVED";
         let updated = TemplateRecord {
             status: "PENDING".into(),
@@ -431,7 +457,10 @@ impl TemplateSync {
             }
         }
         if let Ok(all) = self.store.templates() {
-            for t in all.iter().filter(|t| t.quality == "RED" && SENDING_STATES.contains(&t.status.as_str())) {
+            for t in all
+                .iter()
+                .filter(|t| t.quality == "RED" && SENDING_STATES.contains(&t.status.as_str()))
+            {
                 out.push(format!(
                     "template {} ({}) has a RED quality rating: Meta may pause it",
                     t.name, t.language
@@ -447,7 +476,12 @@ const SENDING_STATES: [&str; 3] = ["APPROVED", "FLAGGED", "PAUSED"];
 
 /// Logs and counts template changes; a template that can be sent again releases the sends
 /// held for it (and wakes the outbox).
-pub fn applied(store: &Store, metrics: &crate::metrics::Metrics, outbox: &crate::outbox::Outbox, changes: &[TemplateChange]) {
+pub fn applied(
+    store: &Store,
+    metrics: &crate::metrics::Metrics,
+    outbox: &crate::outbox::Outbox,
+    changes: &[TemplateChange],
+) {
     let mut released = false;
     for c in changes {
         metrics.template_change(c.what, &c.to);
@@ -466,7 +500,9 @@ pub fn applied(store: &Store, metrics: &crate::metrics::Metrics, outbox: &crate:
                     released = true;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "could not release the sends held for an unpaused template; they go at their next check"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not release the sends held for an unpaused template; they go at their next check")
+                }
             }
         }
     }
@@ -505,7 +541,8 @@ fn diff_row(
             let deleted_recently = registry.iter().find(|t| {
                 t.waba_id == waba
                     && t.name == name
-                    && t.deleted_at_ms.is_some_and(|at| now - at < NAME_REUSE_AFTER.as_millis() as i64)
+                    && t.deleted_at_ms
+                        .is_some_and(|at| now - at < NAME_REUSE_AFTER.as_millis() as i64)
             });
             if !problems.is_empty() {
                 row.action = "blocked".into();
@@ -532,11 +569,8 @@ fn diff_row(
                 None => vec!["Meta's components are not known yet (sync first)".into()],
             };
             if d.category.as_str() != t.category {
-                row.differences.push(format!(
-                    "category: local {} / Meta {}",
-                    d.category.as_str(),
-                    t.category
-                ));
+                row.differences
+                    .push(format!("category: local {} / Meta {}", d.category.as_str(), t.category));
             }
             if row.differences.is_empty() {
                 row.action = "none".into();
@@ -559,7 +593,8 @@ fn diff_row(
                     None => {
                         row.action = "edit".into();
                         if t.status == "APPROVED" {
-                            row.note = Some("the edit sends it back to Meta's review (PENDING) until approved again".into());
+                            row.note =
+                                Some("the edit sends it back to Meta's review (PENDING) until approved again".into());
                         }
                     }
                 }
@@ -627,16 +662,36 @@ mod tests {
     fn meta_edit_limits() {
         let now = 100 * DAY_MS;
         assert_eq!(edit_blocked(&record("APPROVED", vec![]), now), None);
-        assert!(edit_blocked(&record("APPROVED", vec![now - 3_600_000]), now).unwrap().contains("once in 24 hours"));
+        assert!(
+            edit_blocked(&record("APPROVED", vec![now - 3_600_000]), now)
+                .unwrap()
+                .contains("once in 24 hours")
+        );
         let nine: Vec<i64> = (1..=9).map(|d| now - (2 * d + 1) * DAY_MS).collect();
-        assert_eq!(edit_blocked(&record("APPROVED", nine.clone()), now), None, "nine edits in 30 days");
+        assert_eq!(
+            edit_blocked(&record("APPROVED", nine.clone()), now),
+            None,
+            "nine edits in 30 days"
+        );
         let mut ten = nine;
         ten.push(now - 29 * DAY_MS);
-        assert!(edit_blocked(&record("APPROVED", ten.clone()), now).unwrap().contains("10 times"));
+        assert!(
+            edit_blocked(&record("APPROVED", ten.clone()), now)
+                .unwrap()
+                .contains("10 times")
+        );
         ten.push(now - 31 * DAY_MS);
         ten.retain(|e| now - e < 30 * DAY_MS);
         assert_eq!(ten.len(), 10);
-        assert_eq!(edit_blocked(&record("REJECTED", vec![now]), now), None, "rejected ones edit freely");
-        assert!(edit_blocked(&record("PENDING", vec![]), now).unwrap().contains("PENDING"));
+        assert_eq!(
+            edit_blocked(&record("REJECTED", vec![now]), now),
+            None,
+            "rejected ones edit freely"
+        );
+        assert!(
+            edit_blocked(&record("PENDING", vec![]), now)
+                .unwrap()
+                .contains("PENDING")
+        );
     }
 }

@@ -413,10 +413,18 @@ impl GraphClient {
     ) -> Result<String, SendFailure> {
         let url = format!("{}/{}/uploads", self.api_base, check_id(app_id)?);
         let len = bytes.len().to_string();
-        let query = [("file_name", filename), ("file_length", len.as_str()), ("file_type", mime)];
+        let query = [
+            ("file_name", filename),
+            ("file_length", len.as_str()),
+            ("file_type", mime),
+        ];
         let req = self.http.post(with_query(&url, &query)).bearer_auth(&self.token);
         let (status, session) = self.execute_json(req).await?;
-        let Some(session_id) = session.get("id").and_then(Value::as_str).filter(|s| s.starts_with("upload:")) else {
+        let Some(session_id) = session
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| s.starts_with("upload:"))
+        else {
             return Err(self.scrub(SendFailure {
                 http_status: Some(status),
                 error: None,
@@ -680,7 +688,10 @@ fn check_id(id: &str) -> Result<&str, SendFailure> {
     if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id)
     } else {
-        Err(SendFailure::local(None, format!("`{id}` is not a Graph API id (digits only)")))
+        Err(SendFailure::local(
+            None,
+            format!("`{id}` is not a Graph API id (digits only)"),
+        ))
     }
 }
 

@@ -427,7 +427,11 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, std:
             }
         }
         ("POST", ["v21.0", id]) if inner.lock().templates.iter().any(|t| t.id == *id) => {
-            if authorized { edit_template(&inner, id, &body) } else { unauthorized(&inner) }
+            if authorized {
+                edit_template(&inner, id, &body)
+            } else {
+                unauthorized(&inner)
+            }
         }
         ("GET", ["v21.0", _] | ["files", _]) if !authorized => unauthorized(&inner),
         ("GET", ["v21.0", id]) => match media {
@@ -829,11 +833,22 @@ impl FakeGraph {
     /// Business number `pnid` belongs to WABA `waba`: its template sends are checked against
     /// that WABA's templates (name, language, status, parameter counts), as Meta does.
     pub fn set_waba(&self, pnid: &str, waba: &str) {
-        self.inner.lock().number_wabas.insert(pnid.to_string(), waba.to_string());
+        self.inner
+            .lock()
+            .number_wabas
+            .insert(pnid.to_string(), waba.to_string());
     }
 
     /// Adds a template as if created in WhatsApp Manager; returns its id.
-    pub fn add_template(&self, waba: &str, name: &str, language: &str, category: &str, status: &str, components: Value) -> String {
+    pub fn add_template(
+        &self,
+        waba: &str,
+        name: &str,
+        language: &str,
+        category: &str,
+        status: &str,
+        components: Value,
+    ) -> String {
         let mut st = self.inner.lock();
         st.next_template += 1;
         let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
@@ -891,7 +906,11 @@ fn template_json(t: &FakeTemplate) -> Value {
 
 /// `GET /{waba}/message_templates`: pages of `limit` (default 25, as Meta), cursors.
 fn list_templates(inner: &Inner, waba: &str, query: &HashMap<String, String>) -> Outcome {
-    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100);
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
     let start = match query.get("after") {
         Some(a) => match a.strip_prefix("QVFIU").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) => n,
@@ -900,7 +919,11 @@ fn list_templates(inner: &Inner, waba: &str, query: &HashMap<String, String>) ->
         None => 0,
     };
     let st = inner.lock();
-    let all: Vec<&FakeTemplate> = st.templates.iter().filter(|t| t.waba == waba && t.deleted.is_none()).collect();
+    let all: Vec<&FakeTemplate> = st
+        .templates
+        .iter()
+        .filter(|t| t.waba == waba && t.deleted.is_none())
+        .collect();
     let page: Vec<Value> = all.iter().skip(start).take(limit).map(|t| template_json(t)).collect();
     let end = start + page.len();
     let mut answer = json!({
@@ -928,49 +951,99 @@ fn create_template(inner: &Inner, waba: &str, body: &Value) -> Outcome {
     let Some(components) = body.get("components").and_then(Value::as_array) else {
         return bad_param(inner, "(#100) The parameter components is required.");
     };
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return bad_param(inner, "(#100) Param name must contain only lowercase characters, numbers and underscores.");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return bad_param(
+            inner,
+            "(#100) Param name must contain only lowercase characters, numbers and underscores.",
+        );
     }
     if language.is_empty() {
         return bad_param(inner, "(#100) The parameter language is required.");
     }
     if !["UTILITY", "MARKETING", "AUTHENTICATION"].contains(&category) {
-        return bad_param(inner, "(#100) Param category must be one of {UTILITY, MARKETING, AUTHENTICATION}.");
+        return bad_param(
+            inner,
+            "(#100) Param category must be one of {UTILITY, MARKETING, AUTHENTICATION}.",
+        );
     }
     if !components.iter().any(|c| c["type"] == "BODY") {
         return bad_param(inner, "(#100) A template needs a BODY component.");
     }
     for c in components {
         if c["type"] == "HEADER" && ["IMAGE", "DOCUMENT", "VIDEO"].contains(&c["format"].as_str().unwrap_or("")) {
-            let handle = c.pointer("/example/header_handle/0").and_then(Value::as_str).unwrap_or("");
+            let handle = c
+                .pointer("/example/header_handle/0")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !inner.lock().handles.iter().any(|h| h == handle) {
-                return bad_param(inner, "(#100) Param example.header_handle must be a handle from the resumable upload API.");
+                return bad_param(
+                    inner,
+                    "(#100) Param example.header_handle must be a handle from the resumable upload API.",
+                );
             }
         }
         if c["type"] == "BODY" {
             let text = c["text"].as_str().unwrap_or("");
             let params = count_placeholders(text);
-            let examples = c.pointer("/example/body_text/0").and_then(Value::as_array).map(Vec::len)
-                .or_else(|| c.pointer("/example/body_text_named_params").and_then(Value::as_array).map(Vec::len))
+            let examples = c
+                .pointer("/example/body_text/0")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .or_else(|| {
+                    c.pointer("/example/body_text_named_params")
+                        .and_then(Value::as_array)
+                        .map(Vec::len)
+                })
                 .unwrap_or(0);
             if params != examples {
-                return template_error(inner, 2388043, "Message template's body has parameters without examples.");
+                return template_error(
+                    inner,
+                    2388043,
+                    "Message template's body has parameters without examples.",
+                );
             }
         }
     }
     let now = Instant::now();
     let mut st = inner.lock();
-    if st.templates.iter().any(|t| t.waba == waba && t.name == name && t.language == language && t.deleted.is_none()) {
+    if st
+        .templates
+        .iter()
+        .any(|t| t.waba == waba && t.name == name && t.language == language && t.deleted.is_none())
+    {
         drop(st);
         return template_error(inner, 2388024, "Content in this language already exists.");
     }
-    if st.templates.iter().any(|t| t.waba == waba && t.name == name && t.deleted.is_some_and(|d| now.duration_since(d) < Duration::from_secs(30 * 86400))) {
+    if st.templates.iter().any(|t| {
+        t.waba == waba
+            && t.name == name
+            && t.deleted
+                .is_some_and(|d| now.duration_since(d) < Duration::from_secs(30 * 86400))
+    }) {
         drop(st);
-        return template_error(inner, 2388023, "Message template is being deleted: its name cannot be used for 4 weeks.");
+        return template_error(
+            inner,
+            2388023,
+            "Message template is being deleted: its name cannot be used for 4 weeks.",
+        );
     }
-    if st.templates.iter().filter(|t| t.waba == waba && t.deleted.is_none()).count() >= FAKE_MAX_TEMPLATES {
+    if st
+        .templates
+        .iter()
+        .filter(|t| t.waba == waba && t.deleted.is_none())
+        .count()
+        >= FAKE_MAX_TEMPLATES
+    {
         drop(st);
-        return template_error(inner, 2388084, "The WhatsApp Business Account reached its maximum number of message templates (250).");
+        return template_error(
+            inner,
+            2388084,
+            "The WhatsApp Business Account reached its maximum number of message templates (250).",
+        );
     }
     st.next_template += 1;
     let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
@@ -983,7 +1056,11 @@ fn create_template(inner: &Inner, waba: &str, body: &Value) -> Outcome {
         status: "PENDING".into(),
         quality: "UNKNOWN".into(),
         components: Value::Array(components.clone()),
-        parameter_format: body.get("parameter_format").and_then(Value::as_str).unwrap_or("POSITIONAL").to_string(),
+        parameter_format: body
+            .get("parameter_format")
+            .and_then(Value::as_str)
+            .unwrap_or("POSITIONAL")
+            .to_string(),
         edits: Vec::new(),
         deleted: None,
     });
@@ -994,7 +1071,11 @@ fn create_template(inner: &Inner, waba: &str, body: &Value) -> Outcome {
 fn edit_template(inner: &Inner, id: &str, body: &Value) -> Outcome {
     let now = Instant::now();
     let mut st = inner.lock();
-    let t = st.templates.iter_mut().find(|t| t.id == id).expect("checked by the router");
+    let t = st
+        .templates
+        .iter_mut()
+        .find(|t| t.id == id)
+        .expect("checked by the router");
     if let Some(c) = body.get("category").and_then(Value::as_str)
         && c != t.category
         && t.status == "APPROVED"
@@ -1004,14 +1085,30 @@ fn edit_template(inner: &Inner, id: &str, body: &Value) -> Outcome {
     }
     if !["APPROVED", "REJECTED", "PAUSED"].contains(&t.status.as_str()) {
         drop(st);
-        return template_error(inner, 2388025, "Only APPROVED, REJECTED or PAUSED templates can be edited.");
+        return template_error(
+            inner,
+            2388025,
+            "Only APPROVED, REJECTED or PAUSED templates can be edited.",
+        );
     }
     if t.status == "APPROVED" {
-        let day = t.edits.iter().filter(|e| now.duration_since(**e) < Duration::from_secs(86400)).count();
-        let month = t.edits.iter().filter(|e| now.duration_since(**e) < Duration::from_secs(30 * 86400)).count();
+        let day = t
+            .edits
+            .iter()
+            .filter(|e| now.duration_since(**e) < Duration::from_secs(86400))
+            .count();
+        let month = t
+            .edits
+            .iter()
+            .filter(|e| now.duration_since(**e) < Duration::from_secs(30 * 86400))
+            .count();
         if day >= 1 || month >= 10 {
             drop(st);
-            return template_error(inner, 2388308, "An approved template can be edited once a day and 10 times in 30 days.");
+            return template_error(
+                inner,
+                2388308,
+                "An approved template can be edited once a day and 10 times in 30 days.",
+            );
         }
         t.edits.push(now);
     }
@@ -1030,7 +1127,11 @@ fn delete_template(inner: &Inner, waba: &str, query: &HashMap<String, String>) -
     let now = Instant::now();
     let mut st = inner.lock();
     let mut n = 0;
-    for t in st.templates.iter_mut().filter(|t| t.waba == waba && &t.name == name && t.deleted.is_none()) {
+    for t in st
+        .templates
+        .iter_mut()
+        .filter(|t| t.waba == waba && &t.name == name && t.deleted.is_none())
+    {
         if query.get("hsm_id").is_none_or(|h| *h == t.id) {
             t.deleted = Some(now);
             t.status = "DELETED".into();
@@ -1064,22 +1165,72 @@ fn check_template_send(inner: &Inner, pnid: &str, body: &Value) -> Option<Outcom
     let st = inner.lock();
     let waba = st.number_wabas.get(pnid)?.clone();
     let name = body.pointer("/template/name").and_then(Value::as_str).unwrap_or("");
-    let lang = body.pointer("/template/language/code").and_then(Value::as_str).unwrap_or("");
+    let lang = body
+        .pointer("/template/language/code")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let Some(t) = st
         .templates
         .iter()
-        .find(|t| t.waba == waba && t.name == name && t.language.replace('-', "_") == lang.replace('-', "_") && t.deleted.is_none())
+        .find(|t| {
+            t.waba == waba
+                && t.name == name
+                && t.language.replace('-', "_") == lang.replace('-', "_")
+                && t.deleted.is_none()
+        })
         .cloned()
     else {
         drop(st);
-        return Some(Outcome::Answer(404, meta_error(inner, 132001, None, "(#132001) Template name does not exist in the translation", &format!("template name ({name}) does not exist in {lang}"))));
+        return Some(Outcome::Answer(
+            404,
+            meta_error(
+                inner,
+                132001,
+                None,
+                "(#132001) Template name does not exist in the translation",
+                &format!("template name ({name}) does not exist in {lang}"),
+            ),
+        ));
     };
     drop(st);
     match t.status.as_str() {
         "APPROVED" => {}
-        "PAUSED" => return Some(Outcome::Answer(400, meta_error(inner, 132015, None, "(#132015) Template is paused", "Template is paused due to low quality"))),
-        "DISABLED" => return Some(Outcome::Answer(400, meta_error(inner, 132016, None, "(#132016) Template is disabled", "Template is disabled"))),
-        _ => return Some(Outcome::Answer(404, meta_error(inner, 132001, None, "(#132001) Template name does not exist in the translation", "template is not approved"))),
+        "PAUSED" => {
+            return Some(Outcome::Answer(
+                400,
+                meta_error(
+                    inner,
+                    132015,
+                    None,
+                    "(#132015) Template is paused",
+                    "Template is paused due to low quality",
+                ),
+            ));
+        }
+        "DISABLED" => {
+            return Some(Outcome::Answer(
+                400,
+                meta_error(
+                    inner,
+                    132016,
+                    None,
+                    "(#132016) Template is disabled",
+                    "Template is disabled",
+                ),
+            ));
+        }
+        _ => {
+            return Some(Outcome::Answer(
+                404,
+                meta_error(
+                    inner,
+                    132001,
+                    None,
+                    "(#132001) Template name does not exist in the translation",
+                    "template is not approved",
+                ),
+            ));
+        }
     }
     let expected = t
         .components

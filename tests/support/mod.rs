@@ -52,11 +52,11 @@ app_secret = "{APP_SECRET}"
 verify_token = "{VERIFY_TOKEN}"
 {extra_whatsapp}
 
-[scripts]
-dir = "{scripts}"
-
 [templates]
 dir = "{templates}"
+
+[scripts]
+dir = "{scripts}"
 
 {extra}
 "#,
