@@ -45,7 +45,7 @@ pub struct CheckedSend {
 /// Where a template's shape came from.
 enum Known {
     /// The registry (Meta's view).
-    Registry(TemplateRecord),
+    Registry(Box<TemplateRecord>),
     /// A definition on disk (no sync yet).
     Definition(Box<Definition>),
     /// Neither; `synced` says whether the WABA was synced (then the template does not exist).
@@ -116,14 +116,14 @@ impl TemplateCatalog {
         if let Some(w) = &waba {
             if let Some(t) = self.store.template(w, name, lang).map_err(store_error)? {
                 if t.components.is_some() || self.definitions().find(name, lang).is_none() {
-                    return Ok(Known::Registry(t));
+                    return Ok(Known::Registry(Box::new(t)));
                 }
                 // Named by a webhook before any sync: its status from Meta, its shape from disk.
                 let d = self.definitions().find(name, lang).cloned().expect("checked above");
-                return Ok(Known::Registry(TemplateRecord {
+                return Ok(Known::Registry(Box::new(TemplateRecord {
                     components: Some(d.components(None)),
                     ..t
-                }));
+                })));
             }
             if self.store.templates_synced_at(w).map_err(store_error)?.is_some() {
                 return Ok(Known::Unknown { waba, synced: true });

@@ -48,7 +48,7 @@ pub enum TemplateError {
         /// The WABA.
         waba: String,
         /// Meta's answer, explained.
-        failure: SendFailure,
+        failure: Box<SendFailure>,
     },
     /// The store failed.
     #[error(transparent)]
@@ -167,7 +167,7 @@ impl TemplateSync {
                 .await
                 .map_err(|failure| TemplateError::Meta {
                     waba: waba.id.clone(),
-                    failure,
+                    failure: Box::new(failure),
                 })?;
             pages += 1;
             listed.extend(page.iter().filter_map(|t| record_from_meta(&waba.id, t, now)));
