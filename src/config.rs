@@ -96,6 +96,34 @@ pub struct Config {
     pub vars: serde_json::Value,
     /// `[templates]`: where template definitions live and how often Meta's registry is read.
     pub templates: TemplatesConfig,
+    /// `[console]`: the agents' web console (sessions, handover).
+    pub console: ConsoleConfig,
+}
+
+/// What button actions do while an agent has taken a conversation over
+/// (`[console] handover_buttons`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoverButtons {
+    /// Button actions still run (a customer tapping "Valider" on an order still confirms it).
+    Run,
+    /// Nothing runs: the agent answers everything.
+    Pause,
+}
+
+/// `[console]`.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Button actions during a handover (`handover_buttons`, default `run`).
+    pub handover_buttons: HandoverButtons,
+    /// A handover lapses after this long without being renewed (`handover_timeout`, default
+    /// 4 h): the bot answers again.
+    pub handover_timeout: Duration,
+    /// How long a console session lasts without activity (`session_ttl`, default 12 h).
+    pub session_ttl: Duration,
+    /// Reverse proxies trusted to say the request came over HTTPS (`X-Forwarded-Proto`) and
+    /// who the client is (`trusted_proxies`, IP addresses; default none).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// `[templates]`.
@@ -369,6 +397,17 @@ struct RawConfig {
     vars: toml::Table,
     #[serde(default)]
     templates: RawTemplates,
+    #[serde(default)]
+    console: RawConsole,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    handover_buttons: Option<HandoverButtons>,
+    handover_timeout: Option<String>,
+    session_ttl: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -818,6 +857,22 @@ impl Config {
             },
         };
 
+        let console = ConsoleConfig {
+            handover_buttons: raw.console.handover_buttons.unwrap_or(HandoverButtons::Run),
+            handover_timeout: cx.positive_duration("console.handover_timeout", raw.console.handover_timeout, "4h")?,
+            session_ttl: cx.positive_duration("console.session_ttl", raw.console.session_ttl, "12h")?,
+            trusted_proxies: raw
+                .console
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    p.trim()
+                        .parse()
+                        .map_err(|_| cx.invalid("console.trusted_proxies", format!("`{p}` is not an IP address")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Config {
             file: file.to_path_buf(),
             server,
@@ -828,6 +883,7 @@ impl Config {
             log,
             vars,
             templates,
+            console,
         })
     }
 
