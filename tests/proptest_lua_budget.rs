@@ -105,9 +105,10 @@ fn sandbox() -> Sandbox {
 }
 
 proptest! {
-    // A fixed seed in CI: one run (stop 28) drew a program that held the bare sandbox for
-    // minutes, so the suite hung. Until that program is found and the hole closed, CI runs
-    // a reproducible set; `PROPTEST_RNG_SEED=N` explores another one.
+    // A fixed seed in CI, so that a failure is reproducible; `PROPTEST_RNG_SEED=N` explores
+    // another set. Seeds 4 and 19 drew a `pcall` loop in a coroutine that caught the budget
+    // error for minutes (closed in `ldo.c`, see WALUA-PATCHES.md; the program is in
+    // sandbox_attacks.rs); seeds 1 to 40 pass.
     #![proptest_config(ProptestConfig {
         cases: 96,
         failure_persistence: None,

@@ -400,3 +400,181 @@ async fn a_message_that_was_running_when_walua_died_twice_is_quarantined_not_run
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Programs that kept catching the budget error, each for minutes, before the interrupt was
+/// raised at every C return (a `pcall` in a coroutine returns through its continuation, not
+/// through the call) and only the message handler's own return was spared (not every call of
+/// the function that happens to be the handler). Each one catches the error in a loop whose
+/// count hook always fires inside the protected call.
+const CATCHERS: &[(&str, &str)] = &[
+    (
+        // The program of proptest_lua_budget's seed 4 (one chunk, as the proptest runs it).
+        "the proptest's seed 4",
+        "coroutine.wrap(function() while true do pcall(function() while true do end end) end end)()\n\
+         while true do do local co = coroutine.create(function() coroutine.wrap(function() \
+         table.concat(setmetatable({}, { __index = tostring }), '', 1, 1 << 60) end)() end) \
+         coroutine.resume(co) coroutine.close(co) end end",
+    ),
+    (
+        "pcall in a coroutine resumed by coroutine.resume",
+        "local co = coroutine.create(function() while true do pcall(function() while true do end end) end end)\n\
+         coroutine.resume(co)",
+    ),
+    (
+        "xpcall with a Lua handler in a coroutine",
+        "coroutine.wrap(function()\n\
+           while true do xpcall(function() while true do end end, function(m) return m end) end\n\
+         end)()",
+    ),
+    (
+        "pcall of pcall in a coroutine",
+        "coroutine.wrap(function() while true do pcall(pcall, function() while true do end end) end end)()",
+    ),
+    (
+        "a goto loop around pcall in a coroutine",
+        "coroutine.wrap(function() ::a:: pcall(function() ::b:: goto b end) goto a end)()",
+    ),
+    (
+        "pcall returned by a tail call in a coroutine",
+        "coroutine.wrap(function()\n\
+           local function f() return pcall(function() while true do end end) end\n\
+           while true do f() end\n\
+         end)()",
+    ),
+    (
+        "a table.sort comparator under pcall in a coroutine",
+        "coroutine.wrap(function()\n\
+           while true do pcall(table.sort, {3, 1, 2, 5, 4}, function(a, b) while true do end end) end\n\
+         end)()",
+    ),
+    (
+        "a __tostring run by string.format('%s') under pcall in a coroutine",
+        "coroutine.wrap(function()\n\
+           local o = setmetatable({}, { __tostring = function() while true do end end })\n\
+           while true do pcall(string.format, '%s', o) end\n\
+         end)()",
+    ),
+    (
+        "an __index metamethod under pcall in a coroutine",
+        "coroutine.wrap(function()\n\
+           local o = setmetatable({}, { __index = function() while true do end end })\n\
+           while true do pcall(function() return o.x end) end\n\
+         end)()",
+    ),
+    (
+        "a <close> handler under pcall in a coroutine",
+        "coroutine.wrap(function()\n\
+           while true do\n\
+             pcall(function()\n\
+               local x <close> = setmetatable({}, { __close = function() while true do end end })\n\
+               while true do end\n\
+             end)\n\
+           end\n\
+         end)()",
+    ),
+    (
+        "coroutines nested 3 deep",
+        "coroutine.wrap(function() coroutine.wrap(function() coroutine.wrap(function()\n\
+           while true do pcall(function() while true do end end) end\n\
+         end)() end)() end)()",
+    ),
+    (
+        "coroutines nested 100 deep, each level catching in a loop",
+        "local function nest(n)\n\
+           if n == 0 then while true do pcall(function() while true do end end) end end\n\
+           coroutine.wrap(function() while true do pcall(nest, n - 1) end end)()\n\
+         end\n\
+         nest(100)",
+    ),
+    (
+        "pcall as xpcall's message handler, called in a loop by the protected function",
+        "xpcall(function() while true do pcall(function() while true do end end) end end, pcall)",
+    ),
+    (
+        "pcall as xpcall's message handler, inside a coroutine",
+        "coroutine.wrap(function()\n\
+           xpcall(function() while true do pcall(function() while true do end end) end end, pcall)\n\
+         end)()",
+    ),
+    (
+        "a coroutine as xpcall's message handler, catching in a loop",
+        "xpcall(function() while true do end end,\n\
+           coroutine.wrap(function() while true do pcall(function() while true do end end) end end))",
+    ),
+];
+
+/// Runs `program` in a fresh bare sandbox on its own thread; `Err` when it is still running
+/// after `hang` (the thread is left spinning: the test fails anyway).
+fn run_bare(program: &'static str, budget: Duration, hang: Duration) -> Result<(Duration, String), String> {
+    use walua::script::sandbox::{Limits, RunError, Sandbox};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let limits = Limits {
+            cpu: budget,
+            ..Limits::default()
+        };
+        let sb = Sandbox::new(limits, std::path::PathBuf::from("/nonexistent-walua-lib")).expect("sandbox");
+        let f = sb.compile("scripts/attack.lua", program).expect("compiles");
+        let start = Instant::now();
+        let result = sb.run::<()>(&f, &sb.fresh_env().unwrap(), ());
+        let took = start.elapsed();
+        let verdict = match &result {
+            Err(RunError::Cpu { location: Some(l), .. }) if l.starts_with("scripts/attack.lua:") => {
+                // The sandbox is usable afterwards.
+                let check = sb.compile("scripts/check.lua", "return string.upper('a')").unwrap();
+                match sb.run::<String>(&check, &sb.fresh_env().unwrap(), ()) {
+                    Ok(v) if v == "A" => Ok((took, format!("{result:?}"))),
+                    other => Err(format!("the next run failed: {other:?}")),
+                }
+            }
+            _ => Err(format!("not a located CPU budget error: {result:?}")),
+        };
+        let _ = tx.send(verdict);
+    });
+    rx.recv_timeout(hang)
+        .map_err(|_| format!("still running {hang:?} after its start"))?
+}
+
+#[test]
+fn no_way_of_catching_the_budget_error_keeps_a_bare_sandbox_running() {
+    // The same margins as proptest_lua_budget: far above the measured overrun, far below
+    // "for ever".
+    const BUDGET: Duration = Duration::from_millis(40);
+    const HANG: Duration = Duration::from_secs(3);
+    let mut failed = Vec::new();
+    for (what, program) in CATCHERS {
+        match run_bare(program, BUDGET, HANG) {
+            Ok((took, result)) => eprintln!("{what}: stopped after {took:?}: {result}"),
+            Err(e) => failed.push(format!("{what}: {e}\n{program}")),
+        }
+    }
+    assert!(failed.is_empty(), "held the sandbox:\n\n{}", failed.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pcall_loop_in_a_coroutine_is_interrupted_not_wedged_and_the_others_are_answered() {
+    let catcher = r#"
+return {
+  run = function(msg)
+    if msg.text == "catch" then
+      coroutine.wrap(function() while true do pcall(function() while true do end end) end end)()
+    end
+    env.whatsapp.send_text(msg.from, "ok " .. msg.text)
+  end,
+}
+"#;
+    let d = daemon(&[("on_message.lua", catcher)], "workers = 1", "").await;
+    d.deliver_ok(&text_delivery(AWA, "wamid.C1", "catch", now())).await;
+    d.deliver_ok(&text_delivery(BINTA, "wamid.C2", "bonjour", now())).await;
+    let m = d.dispatched(AWA, "wamid.C1").await;
+    let err = m["script"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("CPU budget of 150 ms exceeded"), "{m}");
+    assert!(
+        err.contains("on_message.lua:"),
+        "the error names the script's line: {err}"
+    );
+    assert_ne!(m["script"]["quarantined"], true, "interrupted, not wedged: {m}");
+    let b = d.dispatched(BINTA, "wamid.C2").await;
+    assert!(b["script"]["error"].is_null(), "{b}");
+    assert_eq!(replies(&d.outbound_of(BINTA).await), ["ok bonjour"]);
+}

@@ -11,12 +11,16 @@
 //! state. Once it is set:
 //! - the VM raises `CPU budget exceeded` at the next count hook, after hooks are allowed again
 //!   and without popping anything (the mlua hook itself never returns an error);
-//! - it raises again at the return of every C function, and inside the library's long loops
-//!   (pattern matching, plain `find`, `string.rep`, `table.insert/remove/move/concat/sort`);
+//! - it raises again at the return of every C function (those finished through a
+//!   continuation included, as a `pcall` in a coroutine that caught the error), and inside
+//!   the library's long loops (pattern matching, plain `find`, `string.rep`,
+//!   `table.insert/remove/move/concat/sort`);
 //! - no script code runs any more: `__close` methods and `xpcall` message handlers are
 //!   skipped while the error unwinds;
 //! - `pcall` and friends can catch the error, but the next instruction batch or C call raises
-//!   it again, so nothing a script does keeps running.
+//!   it again, so nothing a script does keeps running; only the message handler's own return
+//!   is spared (so that mlua's traceback handler can finish), not every call of the function
+//!   that happens to be the handler.
 //!
 //! The flag is set by the state's own count hook when it sees the deadline pass, and by the
 //! [`Timekeeper`] thread, which looks at every active run every [`TICK`] and so also catches a

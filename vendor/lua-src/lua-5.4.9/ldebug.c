@@ -838,11 +838,17 @@ l_noret luaG_errormsg (lua_State *L) {
       !(G(L)->walua_interrupt &&  /* walua: once interrupted, no script handler runs */
         ttisLclosure(s2v(restorestack(L, L->errfunc))))) {
     StkId errfunc = restorestack(L, L->errfunc);
+    CallInfo *ci = L->ci;
     lua_assert(ttisfunction(s2v(errfunc)));
     setobjs2s(L, L->top.p, L->top.p - 1);  /* move argument */
     setobjs2s(L, L->top.p - 1, errfunc);  /* push function */
     L->top.p++;  /* assume EXTRA_STACK */
+    /* walua: marks the caller, so that only this call's return escapes the interrupt
+       check of 'precallC' (not every call of the same function, e.g. 'pcall' given to
+       'xpcall' as its handler) */
+    ci->callstatus |= CIST_WALUAEH;
     luaD_callnoyield(L, L->top.p - 2, 1);  /* call it */
+    ci->callstatus &= ~CIST_WALUAEH;
   }
   luaD_throw(L, LUA_ERRRUN);
 }

@@ -543,10 +543,15 @@ l_sinline CallInfo *prepCallInfo (lua_State *L, StkId func, int nret,
 /*
 ** precall for C functions
 */
-/* walua: whether 'f' is the current error handler (a C function) */
+/*
+** walua: whether 'f', just returned to 'L->ci', is the message handler that 'luaG_errormsg'
+** called for the error being raised: the caller is marked CIST_WALUAEH and 'f' is the
+** current handler. Any other call of the same function (say 'pcall', given to 'xpcall' as
+** its handler and called in a loop by the protected function) is interrupted as usual.
+*/
 static int walua_iserrfunc (lua_State *L, lua_CFunction f) {
   const TValue *ef;
-  if (L->errfunc == 0) return 0;
+  if (L->errfunc == 0 || !(L->ci->callstatus & CIST_WALUAEH)) return 0;
   ef = s2v(restorestack(L, L->errfunc));
   return (ttislcf(ef) && fvalue(ef) == f) || (ttisCclosure(ef) && clCvalue(ef)->f == f);
 }
@@ -768,6 +773,11 @@ static void finishCcall (lua_State *L, CallInfo *ci) {
     api_checknelems(L, n);
   }
   luaD_poscall(L, ci, n);  /* finish 'luaD_call' */
+  /* walua: the return of a C function through its continuation, as after a 'pcall' in a
+     coroutine caught an error ('precover'): without this, 'pcall' in a coroutine swallowed
+     the interrupt for ever (a message handler is never called here: it cannot yield) */
+  if (l_unlikely(G(L)->walua_interrupt))
+    luaG_waluainterrupt(L);
 }
 
 
@@ -850,6 +860,9 @@ static void resume (lua_State *L, void *ud) {
         api_checknelems(L, n);
       }
       luaD_poscall(L, ci, n);  /* finish 'luaD_call' */
+      /* walua: the return of 'coroutine.yield' (or of a continuation) is a C return too */
+      if (l_unlikely(G(L)->walua_interrupt))
+        luaG_waluainterrupt(L);
     }
     unroll(L, NULL);  /* run continuation */
   }

@@ -224,6 +224,8 @@ struct CallInfo {
 #if defined(LUA_COMPAT_LT_LE)
 #define CIST_LEQ	(1<<13)  /* using __lt for __le */
 #endif
+/* walua: this call is calling the message handler for its error (see 'luaG_errormsg') */
+#define CIST_WALUAEH	(1<<14)
 
 
 /*
