@@ -15,14 +15,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::App;
 
+/// The body of every response: a whole buffer, or a stream (the console's live updates).
+pub type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
 /// The response type of every handler.
-pub type HttpResponse = Response<Full<Bytes>>;
+pub type HttpResponse = Response<ResponseBody>;
+
+/// A body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into()).boxed()
+}
 
 /// A JSON response.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
@@ -30,7 +38,7 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts are valid")
 }
 
@@ -44,7 +52,7 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> HttpResponse {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
-        .body(Full::new(body.into()))
+        .body(full(body))
         .expect("static response parts are valid")
 }
 
@@ -72,7 +80,7 @@ async fn route(app: Arc<App>, peer: SocketAddr, mut req: Request<Incoming>) -> H
                 .entry(hyper::header::CONTENT_LENGTH)
                 .or_insert_with(|| len.into());
         }
-        response = Response::from_parts(parts, Full::new(Bytes::new()));
+        response = Response::from_parts(parts, full(Bytes::new()));
     }
     response
 }
@@ -362,6 +370,6 @@ async fn metrics(app: &App) -> HttpResponse {
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", crate::metrics::CONTENT_TYPE)
-        .body(Full::new(Bytes::from(app.metrics.encode())))
+        .body(full(app.metrics.encode()))
         .expect("static response parts are valid")
 }

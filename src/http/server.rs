@@ -37,10 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::{Request, Response, Version};
+use hyper::{Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -615,7 +613,7 @@ impl Connection {
                 let active = activity.begin(req.version());
                 let app = app.clone();
                 async move {
-                    let response: Response<Full<Bytes>> = super::route(app, peer, req).await;
+                    let response: super::HttpResponse = super::route(app, peer, req).await;
                     Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _active: active }))
                 }
             })
