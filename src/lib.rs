@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`console`]: the agents' web console at `/`: sign-in and roles, the inbox and threads
+//!   with live updates, replies, human handover; French, embedded assets.
 //! - [`config`]: `conf/walua.toml` → typed [`Config`], secrets from `env:` / `file:`.
 //! - [`store`]: the redb tables and the only code that opens transactions.
 //! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group
@@ -40,6 +42,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod init;
 pub mod media;
@@ -126,6 +129,10 @@ pub struct App {
     pub dispatch_wake: Arc<Notify>,
     /// Templates: the registry's sync with Meta, push and diff (`/api/templates`).
     pub templates: Arc<templates::sync::TemplateSync>,
+    /// What the console's open pages listen to (`/console/events`).
+    pub live: console::live::LiveChanges,
+    /// Cancelled when the daemon stops: long-lived responses (event streams) end with it.
+    pub shutdown: CancellationToken,
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
@@ -303,6 +310,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let media_wake = Arc::new(Notify::new());
 
     let outbox_wake = Arc::new(Notify::new());
+    let live = console::live::LiveChanges::default();
     let outbox = outbox::Outbox::new(
         store.clone(),
         outbox_wake.clone(),
@@ -311,7 +319,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     )
     .with_senders(outbox::Sender::of(&config.whatsapp))
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_live(live.clone());
     let catalog = {
         let (store, whatsapp, dir) = (store.clone(), config.whatsapp.clone(), config.templates.dir.clone());
         Arc::new(
@@ -356,6 +365,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                     },
                     metrics: metrics.clone(),
                     templates: Some(catalog.clone()),
+                    live: live.clone(),
                 }
                 .run(),
             );
@@ -463,6 +473,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             queue_media,
             metrics: metrics.clone(),
             outbox: outbox.clone(),
+            live: live.clone(),
         }
         .run(),
     );
@@ -503,6 +514,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         started_ms: store::now_ms(),
     });
     tasks.spawn(template_sync.clone().run(stop_tasks.clone()));
+    // Stops the HTTP server; event streams end with it, so the drain does not wait for them.
+    let stop_http = CancellationToken::new();
     let app = Arc::new(App {
         config: config.clone(),
         store: store.clone(),
@@ -516,6 +529,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
         templates: template_sync,
+        live,
+        shutdown: stop_http.clone(),
     });
     if let Some(w) = whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         tracing::warn!("{w}");
@@ -553,7 +568,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         ));
     }
 
-    let stop_http = CancellationToken::new();
     let http = tokio::spawn(http::serve(
         app.clone(),
         listener,

@@ -97,6 +97,7 @@ async fn dispatch(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Ht
         (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p.starts_with("/api/") => admin::route(&app, peer, req).await,
         (&Method::POST, p) if p.starts_with("/hooks/odoo/") => admin::odoo_push(&app, peer, req).await,
+        (_, p) if crate::console::pages::is_console_path(p) => crate::console::pages::route(&app, peer, req).await,
         _ => error(StatusCode::NOT_FOUND, format!("no route for {method} {path}")),
     }
 }

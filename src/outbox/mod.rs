@@ -80,6 +80,8 @@ pub struct Outbox {
     default_country: Option<String>,
     /// The template registry and definitions every template send is checked against.
     templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
+    /// Tells the console that a message was recorded.
+    live: Option<crate::console::live::LiveChanges>,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -122,7 +124,14 @@ impl Outbox {
             senders: Arc::new([]),
             default_country: None,
             templates: None,
+            live: None,
         }
+    }
+
+    /// Bumps `live` whenever a message is recorded (the console's live updates).
+    pub fn with_live(mut self, live: crate::console::live::LiveChanges) -> Outbox {
+        self.live = Some(live);
+        self
     }
 
     /// Checks template sends against `catalog` (registry and definitions) before queueing.
@@ -309,6 +318,9 @@ impl Outbox {
     pub fn recorded(&self, record: &MessageRecord, origin: &str) {
         let recipient = record.to.as_deref().unwrap_or("?");
         self.metrics.message_out(&record.kind, &record.status);
+        if let Some(live) = &self.live {
+            live.bump();
+        }
         match record.status.as_str() {
             "queued" => {
                 tracing::info!(message_id = record.id, to = %recipient, kind = %record.kind, origin, "outbound message queued");
@@ -418,6 +430,8 @@ pub struct OutboxWorker {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The template registry: a send of a template Meta paused is held, not sent.
     pub templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
+    /// Bumped when a send's outcome is recorded (the console's status ticks).
+    pub live: crate::console::live::LiveChanges,
 }
 
 /// How often a send held for a paused template looks again (it is released at once when a
@@ -552,6 +566,7 @@ impl OutboxWorker {
                         metrics: self.metrics.clone(),
                         outcomes: outcomes.clone(),
                         templates: self.templates.clone(),
+                        live: self.live.clone(),
                     };
                     tasks.spawn(async move {
                         ctx.send(job, body).await;
@@ -636,6 +651,7 @@ struct SendContext {
     wake: Arc<Notify>,
     metrics: Arc<crate::metrics::Metrics>,
     templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
+    live: crate::console::live::LiveChanges,
 }
 
 impl SendContext {
@@ -753,10 +769,13 @@ impl SendContext {
         match record {
             // The job stays `sending`: at the next start it is marked `unknown`, never resent blindly.
             Err(e) => tracing::error!(message_id = id, error = %e, "could not record the send outcome"),
-            Ok(()) => match outcome {
-                "retry" => self.metrics.outbox_retry(),
-                other => self.metrics.message_out(&kind, other),
-            },
+            Ok(()) => {
+                self.live.bump();
+                match outcome {
+                    "retry" => self.metrics.outbox_retry(),
+                    other => self.metrics.message_out(&kind, other),
+                }
+            }
         }
         self.in_flight.lock().expect("not poisoned").remove(&job.recipient);
         self.wake.notify_one();

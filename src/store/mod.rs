@@ -4,6 +4,7 @@
 //! strings. Every method is synchronous and short: callers on the async runtime run them
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
+pub mod console;
 pub mod outbox;
 pub mod parked;
 pub mod records;
@@ -410,6 +411,7 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(parked::FAILED_RUNS)?;
             txn.open_table(SENT_BUTTONS)?;
             txn.open_table(templates::TEMPLATES)?;
+            txn.open_table(console::CONSOLE_READ)?;
             txn.open_table(templates::TEMPLATE_KEYS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(BUTTONS_SINCE)?.is_none() {

@@ -48,6 +48,8 @@ pub struct DeliveryProcessor {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Woken when a template webhook unpauses a template (its held sends go out).
     pub outbox: crate::outbox::Outbox,
+    /// Bumped after each batch: the console shows new messages and statuses live.
+    pub live: crate::console::live::LiveChanges,
 }
 
 impl DeliveryProcessor {
@@ -121,6 +123,7 @@ impl DeliveryProcessor {
             if report.deliveries == 0 {
                 return Ok(());
             }
+            self.live.bump();
             tracing::debug!(
                 deliveries = report.deliveries,
                 new = report.new_messages.len(),
