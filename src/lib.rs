@@ -31,6 +31,7 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
+//! - [`console`]: the operator console: accounts, roles, sign-in and sessions.
 //! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
 //!   JSON, and the parameters of a send.
 //!
@@ -40,6 +41,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod init;
 pub mod media;
@@ -126,6 +128,9 @@ pub struct App {
     pub dispatch_wake: Arc<Notify>,
     /// Templates: the registry's sync with Meta, push and diff (`/api/templates`).
     pub templates: Arc<templates::sync::TemplateSync>,
+    /// Slows down password guessing on the console's sign-in (see
+    /// [`console::accounts::sign_in`]).
+    pub sign_in_throttle: console::accounts::SignInThrottle,
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
@@ -516,6 +521,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
         templates: template_sync,
+        sign_in_throttle: console::accounts::SignInThrottle::new(),
     });
     if let Some(w) = whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         tracing::warn!("{w}");
