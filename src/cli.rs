@@ -445,9 +445,60 @@ pub fn render_cron(answer: &Value) -> String {
     )
 }
 
+/// Renders `GET /api/users` as a table.
+pub fn render_users(answer: &Value) -> String {
+    let rows: Vec<Vec<String>> = answer["users"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|u| vec![s(u, "name"), s(u, "role"), s(u, "created_at")])
+        .collect();
+    table(&["USER", "ROLE", "CREATED (UTC)"], &rows)
+}
+
+/// The first line of `input` without its line ending: how `walua user add|passwd` read a
+/// password that is piped in. Spaces are kept (they may be part of it); an empty line is
+/// refused.
+pub fn read_password_line(mut input: impl std::io::BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no password on standard input (one line expected)",
+        ));
+    }
+    Ok(password.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piped_password_is_its_first_line_without_the_line_ending() {
+        let read = |s: &str| read_password_line(s.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(read("s3cret pass \n").unwrap(), "s3cret pass ");
+        assert_eq!(read("windows-line\r\nsecond\n").unwrap(), "windows-line");
+        assert_eq!(read("no newline").unwrap(), "no newline");
+        assert!(read("\n").unwrap_err().contains("no password"));
+        assert!(read("").is_err());
+    }
+
+    #[test]
+    fn the_users_table_shows_names_roles_and_creation_only() {
+        let out = render_users(&serde_json::json!({"users": [
+            {"name": "ibou", "role": "admin", "created_at": "2026-05-01T08:00:00Z"},
+            {"name": "awa", "role": "agent", "created_at": "2026-05-02T09:30:00Z"},
+        ]}));
+        assert_eq!(
+            out,
+            "USER  ROLE   CREATED (UTC)\nibou  admin  2026-05-01T08:00:00Z\nawa   agent  2026-05-02T09:30:00Z\n"
+        );
+    }
 
     #[test]
     fn messages_show_the_business_number_only_when_there_are_several() {

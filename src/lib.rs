@@ -33,6 +33,7 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
+//! - [`console`]: the operator console: accounts, roles, sign-in and sessions.
 //! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
 //!   JSON, and the parameters of a send.
 //!
@@ -133,6 +134,9 @@ pub struct App {
     pub live: console::live::LiveChanges,
     /// Cancelled when the daemon stops: long-lived responses (event streams) end with it.
     pub shutdown: CancellationToken,
+    /// Slows down password guessing on the console's sign-in (see
+    /// [`console::accounts::sign_in`]).
+    pub sign_in_throttle: console::accounts::SignInThrottle,
 }
 
 /// The one-line status shown by `systemctl status` (blocking: reads the store).
@@ -531,6 +535,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         templates: template_sync,
         live,
         shutdown: stop_http.clone(),
+        sign_in_throttle: console::accounts::SignInThrottle::new(),
     });
     if let Some(w) = whatsapp::version::check(&config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         tracing::warn!("{w}");

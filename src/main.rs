@@ -75,6 +75,34 @@ enum Command {
     /// Message templates: the registry against Meta and the definitions in templates/.
     #[command(subcommand)]
     Templates(TemplatesCommand),
+    /// Console accounts. Passwords are read from standard input when it is not a terminal
+    /// (one line), else prompted for twice.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (the first one should be an admin).
+    Add {
+        /// The name it signs in with: letters, digits, `.`, `_`, `-` (64 at most).
+        name: String,
+        /// What it may do: admin (everything), agent (answer), viewer (read only).
+        #[arg(long, value_parser = ["admin", "agent", "viewer"])]
+        role: String,
+    },
+    /// Every account with its role.
+    List,
+    /// Set an account's password; its open sessions are signed out.
+    Passwd {
+        /// The account's name.
+        name: String,
+    },
+    /// Remove an account and sign its sessions out (not the last admin).
+    Remove {
+        /// The account's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -437,6 +465,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }),
+        Command::User(cmd) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            match cmd {
+                UserCommand::Add { name, role } => {
+                    let password = read_new_password(&name)?;
+                    let body = serde_json::json!({ "name": name, "role": role, "password": password });
+                    let answer = client
+                        .request(reqwest::Method::POST, "/api/users", Some(&body))
+                        .await?;
+                    println!("user {name} added ({role})");
+                    if let Some(w) = answer["warning"].as_str() {
+                        println!("warning: {w}");
+                    }
+                }
+                UserCommand::List => {
+                    let answer = client.request(reqwest::Method::GET, "/api/users", None).await?;
+                    print!("{}", walua::cli::render_users(&answer));
+                }
+                UserCommand::Passwd { name } => {
+                    let password = read_new_password(&name)?;
+                    let path = format!("/api/users/{}/password", walua::cli::path_segment(&name));
+                    let body = serde_json::json!({ "password": password });
+                    client.request(reqwest::Method::POST, &path, Some(&body)).await?;
+                    println!("password of {name} changed; its sessions are signed out");
+                }
+                UserCommand::Remove { name } => {
+                    let path = format!("/api/users/{}", walua::cli::path_segment(&name));
+                    client.request(reqwest::Method::DELETE, &path, None).await?;
+                    println!("user {name} removed; its sessions are signed out");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Conversations { limit } => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let answer = client
@@ -558,6 +619,25 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
         obj.retain(|_, v| !v.is_null());
     }
     Ok(req)
+}
+
+/// A new password for account `name`: one line of standard input when it is not a terminal
+/// (scripts, tests), else typed twice without echo. Checked here too, before asking again.
+fn read_new_password(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("Password for {name}: "))?;
+        walua::console::accounts::validate_password(&first).map_err(anyhow::Error::msg)?;
+        let again = rpassword::prompt_password("Same password again: ")?;
+        if again != first {
+            anyhow::bail!("the two passwords differ");
+        }
+        first
+    } else {
+        walua::cli::read_password_line(std::io::stdin().lock()).context("cannot read the password from standard input")?
+    };
+    walua::console::accounts::validate_password(&password).map_err(anyhow::Error::msg)?;
+    Ok(password)
 }
 
 /// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).

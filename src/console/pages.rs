@@ -345,8 +345,8 @@ async fn rows(app: &App) -> Vec<Row> {
                     .scenario_get(&conv.contact)?
                     .filter(|sc| sc.expires_ms > crate::store::now_ms())
                     .map(|sc| format!("{} · {}", sc.scenario, sc.step));
-                let json = serde_json::to_value(&conv).unwrap_or(Value::Null);
-                let handover = super::handover_json(s, &conv)?;
+                let json = super::handover::conversation_json(&conv, crate::store::now_ms());
+                let handover = json.get("handover").filter(|h| !h.is_null()).cloned();
                 let help = json.get("help").filter(|h| !h.is_null()).cloned();
                 out.push(Row {
                     conv,
@@ -673,10 +673,10 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
         .store
         .blocking(move |s| {
             let conv = s.conversation(&c)?;
-            let handover = match &conv {
-                Some(conv) => super::handover_json(s, conv)?,
-                None => None,
-            };
+            let handover = conv.as_ref().and_then(|conv| {
+                let json = super::handover::conversation_json(conv, crate::store::now_ms());
+                json.get("handover").filter(|h| !h.is_null()).cloned()
+            });
             Ok((conv, handover))
         })
         .await;

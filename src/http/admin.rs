@@ -4,6 +4,9 @@
 //! loopback peers only, and never a request that came through a reverse proxy (it carries
 //! `Forwarded`, `X-Forwarded-For`, `X-Real-IP`, ...: see [`PROXY_HEADERS`]), so the dry-run
 //! example works out of the box and neither a public listener nor a same-host proxy opens it.
+//! `/api/users` also answers a signed-in console admin (`console::accounts::console_admin`).
+
+mod users;
 
 use std::net::SocketAddr;
 
@@ -19,12 +22,16 @@ use crate::App;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-/// Routes an `/api/...` request after checking the admin token.
+/// Routes an `/api/...` request after checking the admin token (or, for `/api/users`, a
+/// signed-in console admin).
 pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
-    if let Err(denied) = authorize(app, peer, &req) {
-        return denied;
-    }
     let path = req.uri().path().to_string();
+    if let Err(denied) = authorize(app, peer, &req) {
+        let accounts = path == "/api/users" || path.starts_with("/api/users/");
+        if !(accounts && crate::console::accounts::console_admin(app, &req).await) {
+            return denied;
+        }
+    }
     let segments: Vec<String> = path
         .trim_start_matches("/api/")
         .split('/')
@@ -188,6 +195,10 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 Err(e) => template_error(e),
             }
         }
+        (&Method::GET, ["users"]) => users::list(app).await,
+        (&Method::POST, ["users"]) => users::create(app, req).await,
+        (&Method::POST, ["users", name, "password"]) => users::set_password(app, name, req).await,
+        (&Method::DELETE, ["users", name]) => users::remove(app, name).await,
         (&Method::GET, ["events"]) => {
             let result = app.store.blocking(move |s| s.events(limit)).await;
             respond(result.map(|e| serde_json::json!({ "events": e })))

@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod parked;
 pub mod records;
 pub mod templates;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -413,6 +414,8 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(templates::TEMPLATES)?;
             txn.open_table(console::CONSOLE_READ)?;
             txn.open_table(templates::TEMPLATE_KEYS)?;
+            txn.open_table(users::USERS)?;
+            txn.open_table(users::SESSIONS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(BUTTONS_SINCE)?.is_none() {
                 meta.insert(BUTTONS_SINCE, now_ms().to_be_bytes().as_slice())?;
