@@ -471,9 +471,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 UserCommand::Add { name, role } => {
                     let password = read_new_password(&name)?;
                     let body = serde_json::json!({ "name": name, "role": role, "password": password });
-                    let answer = client
-                        .request(reqwest::Method::POST, "/api/users", Some(&body))
-                        .await?;
+                    let answer = client.request(reqwest::Method::POST, "/api/users", Some(&body)).await?;
                     println!("user {name} added ({role})");
                     if let Some(w) = answer["warning"].as_str() {
                         println!("warning: {w}");
@@ -634,7 +632,8 @@ fn read_new_password(name: &str) -> anyhow::Result<String> {
         }
         first
     } else {
-        walua::cli::read_password_line(std::io::stdin().lock()).context("cannot read the password from standard input")?
+        walua::cli::read_password_line(std::io::stdin().lock())
+            .context("cannot read the password from standard input")?
     };
     walua::console::accounts::validate_password(&password).map_err(anyhow::Error::msg)?;
     Ok(password)

@@ -17,13 +17,22 @@ const PASSWORD: &str = "baobab-de-Thiès-2026";
 
 /// `POST /api/users` with the admin token.
 async fn add_user(d: &TestDaemon, name: &str, role: &str, password: &str) -> (u16, Value) {
-    d.api_post("/api/users", &json!({ "name": name, "role": role, "password": password }))
-        .await
+    d.api_post(
+        "/api/users",
+        &json!({ "name": name, "role": role, "password": password }),
+    )
+    .await
 }
 
 /// `DELETE` with the admin token; returns (status, JSON).
 async fn api_delete(d: &TestDaemon, path: &str) -> (u16, Value) {
-    let r = d.http.delete(d.url(path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let r = d
+        .http
+        .delete(d.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -52,7 +61,10 @@ async fn the_admin_token_creates_accounts_and_no_password_hash_ever_leaves() {
     let d = TestDaemon::start().await;
     let (status, awa) = add_user(&d, "awa", "agent", PASSWORD).await;
     assert_eq!(status, 201, "{awa}");
-    assert_eq!((awa["name"].as_str(), awa["role"].as_str()), (Some("awa"), Some("agent")));
+    assert_eq!(
+        (awa["name"].as_str(), awa["role"].as_str()),
+        (Some("awa"), Some("agent"))
+    );
     assert!(
         awa["warning"].as_str().unwrap().contains("no admin account exists yet"),
         "a first account that is not an admin is created, with a hint: {awa}"
@@ -70,7 +82,10 @@ async fn the_admin_token_creates_accounts_and_no_password_hash_ever_leaves() {
         .map(|u| (u["name"].as_str().unwrap(), u["role"].as_str().unwrap()))
         .collect();
     assert_eq!(rows, [("awa", "agent"), ("ibou", "admin")]);
-    assert!(list["users"][0]["created_at"].as_str().unwrap().ends_with('Z'), "{list}");
+    assert!(
+        list["users"][0]["created_at"].as_str().unwrap().ends_with('Z'),
+        "{list}"
+    );
     let text = list.to_string();
     assert!(!text.contains("argon2") && !text.contains("password"), "{text}");
 
@@ -118,7 +133,11 @@ async fn walua_user_manages_accounts_through_the_daemon_with_the_password_piped_
     let conf = d.dir.path().join("cli.toml");
     std::fs::write(&conf, d.config_text.replace("127.0.0.1:0", &d.addr.to_string())).unwrap();
 
-    let (ok, out, err) = walua(&conf, &["user", "add", "ibou", "--role", "admin"], &format!("{PASSWORD}\n"));
+    let (ok, out, err) = walua(
+        &conf,
+        &["user", "add", "ibou", "--role", "admin"],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(ok, "{out}{err}");
     assert_eq!(out, "user ibou added (admin)\n");
     let (ok, out, err) = walua(&conf, &["user", "add", "awa", "--role", "agent"], "awa-password-1\r\n");
@@ -132,11 +151,22 @@ async fn walua_user_manages_accounts_through_the_daemon_with_the_password_piped_
     assert_eq!((lines[2][0], lines[2][1]), ("ibou", "admin"));
     assert!(!out.contains("argon2"), "{out}");
 
-    let (ok, _, err) = walua(&conf, &["user", "add", "awa", "--role", "viewer"], &format!("{PASSWORD}\n"));
+    let (ok, _, err) = walua(
+        &conf,
+        &["user", "add", "awa", "--role", "viewer"],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!ok && err.contains("already exists"), "{err}");
     let (ok, _, err) = walua(&conf, &["user", "add", "fatou", "--role", "agent"], "tooshort\n");
-    assert!(!ok && err.contains("too short"), "refused before asking the daemon: {err}");
-    let (ok, _, err) = walua(&conf, &["user", "add", "fatou", "--role", "boss"], &format!("{PASSWORD}\n"));
+    assert!(
+        !ok && err.contains("too short"),
+        "refused before asking the daemon: {err}"
+    );
+    let (ok, _, err) = walua(
+        &conf,
+        &["user", "add", "fatou", "--role", "boss"],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!ok && err.contains("boss"), "{err}");
 
     let (ok, out, err) = walua(&conf, &["user", "passwd", "awa"], "a-new-password-for-awa\n");
@@ -179,13 +209,25 @@ async fn a_console_admin_manages_accounts_with_its_session_and_sessions_die_with
         async move { request.send().await.unwrap().status().as_u16() }
     };
 
-    assert_eq!(get_users(ibou.clone()).await, 200, "an admin's session reads the accounts");
+    assert_eq!(
+        get_users(ibou.clone()).await,
+        200,
+        "an admin's session reads the accounts"
+    );
     assert_eq!(get_users(awa.clone()).await, 401, "an agent's does not");
     assert_eq!(get_users("forged".into()).await, 401);
 
     let new = json!({ "name": "moussa", "role": "viewer", "password": PASSWORD });
-    let post = d.http.post(d.url("/api/users")).header("cookie", cookie(ibou)).json(&new);
-    assert_eq!(post.send().await.unwrap().status(), 401, "a change needs the anti-CSRF token");
+    let post = d
+        .http
+        .post(d.url("/api/users"))
+        .header("cookie", cookie(ibou))
+        .json(&new);
+    assert_eq!(
+        post.send().await.unwrap().status(),
+        401,
+        "a change needs the anti-CSRF token"
+    );
     let post = d
         .http
         .post(d.url("/api/users"))
@@ -206,13 +248,19 @@ async fn a_console_admin_manages_accounts_with_its_session_and_sessions_die_with
     assert_eq!(api_delete(&d, "/api/users/fatou").await.0, 200);
     assert_eq!(get_users(fatou.clone()).await, 401, "the session died with the account");
     let (status, _) = d
-        .api_post("/api/users/ibou/password", &json!({ "password": "another-long-password" }))
+        .api_post(
+            "/api/users/ibou/password",
+            &json!({ "password": "another-long-password" }),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(get_users(ibou.clone()).await, 401, "signed out by the password change");
 
     let (dir, _) = d.stop().await;
     let store = Store::open(&dir.path().join("walua.redb")).unwrap();
-    assert!(store.session_get(awa).unwrap().is_some(), "other accounts stay signed in");
+    assert!(
+        store.session_get(awa).unwrap().is_some(),
+        "other accounts stay signed in"
+    );
     assert!(store.session_get(fatou).unwrap().is_none());
 }

@@ -316,10 +316,7 @@ pub async fn sign_in(app: &App, user: &str, password: &str, ip: IpAddr) -> Resul
     let _turn = throttle.checks.acquire().await.map_err(|_| SignInError::Refused)?;
     let name = user.to_string();
     let account = app.store.blocking(move |s| s.user(&name)).await?;
-    let (hash, pw) = (
-        account.as_ref().map(|a| a.password_hash.clone()),
-        password.to_string(),
-    );
+    let (hash, pw) = (account.as_ref().map(|a| a.password_hash.clone()), password.to_string());
     let matches = tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or(DUMMY_HASH.as_str());
         verify_password(hash, &pw)
@@ -554,7 +551,11 @@ mod tests {
         // Another name from the same address waits as long: the address is throttled too.
         let other = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(t.wait_at("ibou", CLIENT, now).as_secs(), 30);
-        assert_eq!(t.wait_at("awa", other, now).as_secs(), 30, "and the name, from anywhere");
+        assert_eq!(
+            t.wait_at("awa", other, now).as_secs(),
+            30,
+            "and the name, from anywhere"
+        );
         assert_eq!(t.wait_at("ibou", other, now), Duration::ZERO);
         t.succeeded("awa", CLIENT);
         assert_eq!(t.wait_at("awa", CLIENT, now), Duration::ZERO);

@@ -190,10 +190,7 @@ impl Store {
         let txn = self.db()?.begin_write()?;
         let found = {
             let mut table = txn.open_table(USERS)?;
-            let user: Option<User> = table
-                .get(name)?
-                .map(|v| decode("users", v.value()))
-                .transpose()?;
+            let user: Option<User> = table.get(name)?.map(|v| decode("users", v.value())).transpose()?;
             match user {
                 Some(mut user) => {
                     user.password_hash = password_hash;
@@ -376,10 +373,16 @@ mod tests {
         assert_eq!(token.len(), 43, "32 bytes in base64url without padding");
         assert_ne!(token, csrf);
         let (u, s) = store.session_get(&token).unwrap().expect("signed in");
-        assert_eq!((u.name.as_str(), u.role, s.csrf.as_str()), ("awa", Role::Agent, csrf.as_str()));
+        assert_eq!(
+            (u.name.as_str(), u.role, s.csrf.as_str()),
+            ("awa", Role::Agent, csrf.as_str())
+        );
         let txn = store.db().unwrap().begin_read().unwrap();
         let sessions = txn.open_table(SESSIONS).unwrap();
-        assert!(sessions.get(token.as_str()).unwrap().is_none(), "the token itself is not stored");
+        assert!(
+            sessions.get(token.as_str()).unwrap().is_none(),
+            "the token itself is not stored"
+        );
         assert!(sessions.get(token_key(&token).as_str()).unwrap().is_some());
         assert!(store.session_get("not-a-token").unwrap().is_none());
     }
@@ -398,8 +401,12 @@ mod tests {
         let later = t0 + 50 * 60_000;
         let (_, s) = store.session_get_at(&token, later).unwrap().unwrap();
         assert_eq!((s.last_seen_ms, s.expires_ms), (later, later + hour));
-        assert!(store.session_get_at(&token, t0 + hour + 1).unwrap().is_some(), "slid");
-        assert!(store.session_get_at(&token, later + hour).unwrap().is_none(), "expired");
+        let past_first_hour = t0 + hour + 1;
+        assert!(store.session_get_at(&token, past_first_hour).unwrap().is_some(), "slid");
+        assert!(
+            store.session_get_at(&token, past_first_hour + hour).unwrap().is_none(),
+            "an hour without use: expired"
+        );
     }
 
     #[test]
@@ -416,7 +423,10 @@ mod tests {
         assert!(store.user_remove("awa").unwrap());
         assert!(!store.user_remove("awa").unwrap());
         assert!(store.session_get(&awa).unwrap().is_none());
-        assert!(store.session_get(&ibou).unwrap().is_some(), "other users stay signed in");
+        assert!(
+            store.session_get(&ibou).unwrap().is_some(),
+            "other users stay signed in"
+        );
         assert!(!store.user_set_password("awa", "x".into()).unwrap());
     }
 
@@ -425,12 +435,24 @@ mod tests {
         let (_dir, store) = store();
         store.user_put(user("ibou", Role::Admin)).unwrap();
         store.user_put(user("awa", Role::Agent)).unwrap();
-        assert_eq!(store.user_remove_keeping_an_admin("ibou").unwrap(), UserRemoval::LastAdmin);
-        assert_eq!(store.user_remove_keeping_an_admin("nobody").unwrap(), UserRemoval::Unknown);
+        assert_eq!(
+            store.user_remove_keeping_an_admin("ibou").unwrap(),
+            UserRemoval::LastAdmin
+        );
+        assert_eq!(
+            store.user_remove_keeping_an_admin("nobody").unwrap(),
+            UserRemoval::Unknown
+        );
         store.user_put(user("fatou", Role::Admin)).unwrap();
-        assert_eq!(store.user_remove_keeping_an_admin("ibou").unwrap(), UserRemoval::Removed);
+        assert_eq!(
+            store.user_remove_keeping_an_admin("ibou").unwrap(),
+            UserRemoval::Removed
+        );
         assert_eq!(store.user_remove_keeping_an_admin("awa").unwrap(), UserRemoval::Removed);
-        assert_eq!(store.user_remove_keeping_an_admin("fatou").unwrap(), UserRemoval::LastAdmin);
+        assert_eq!(
+            store.user_remove_keeping_an_admin("fatou").unwrap(),
+            UserRemoval::LastAdmin
+        );
         let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.name).collect();
         assert_eq!(names, ["fatou"]);
     }

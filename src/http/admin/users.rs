@@ -128,7 +128,11 @@ pub(super) async fn set_password(app: &App, name: &str, req: Request<Incoming>) 
         Err(r) => return r,
     };
     let n = name.to_string();
-    match app.store.blocking(move |s| s.user_set_password(&n, password_hash)).await {
+    match app
+        .store
+        .blocking(move |s| s.user_set_password(&n, password_hash))
+        .await
+    {
         Ok(true) => {
             tracing::info!(user = %name, "console password changed; its sessions are signed out");
             json(
