@@ -31,6 +31,7 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
+//! - [`console`]: the agents' web console: human handover ("Prendre la main").
 //! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
 //!   JSON, and the parameters of a send.
 //!
@@ -40,6 +41,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod init;
 pub mod media;
