@@ -291,3 +291,26 @@ async fn a_cron_send_still_reaches_a_handed_over_customer() {
         .count();
     assert_eq!(count, 1);
 }
+
+#[tokio::test]
+async fn a_handover_moves_with_the_conversation_when_awa_shows_her_bsuid() {
+    let d = daemon("").await;
+    awa_writes(&d, "wamid.B1", "Bonjour").await;
+    assert_eq!(take_over(&d, AWA, "Fatou").await.0, 200);
+
+    // Meta now sends her BSUID too: her phone-keyed conversation merges into the BSUID one,
+    // and Fatou still holds it.
+    let mut delivery = fixture("text.json");
+    let m = &mut delivery["entry"][0]["changes"][0]["value"]["messages"][0];
+    m["timestamp"] = json!(now().to_string());
+    m["id"] = json!("wamid.B2");
+    d.deliver_ok(&delivery).await;
+    let m = d.dispatched(AWA, "wamid.B2").await;
+    assert_eq!(m["contact"], "SN.13491208655302741918");
+    assert_eq!(m["script"]["scripts"], json!(["handover: agent Fatou"]), "{m}");
+
+    // Given back through her BSUID.
+    let (status, back) = api_delete(&d, "/api/conversations/SN.13491208655302741918/handover").await;
+    assert_eq!((status, back["released"].clone()), (200, json!(true)), "{back}");
+    assert_eq!(bot_texts(&d).await, ["Bot : Bonjour"]);
+}
