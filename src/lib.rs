@@ -33,7 +33,6 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
-//! - [`console`]: the operator console: accounts, roles, sign-in and sessions.
 //! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
 //!   JSON, and the parameters of a send.
 //!

@@ -22,6 +22,7 @@
 //! | `walua_ingest_seconds` | | POST /webhook handler time, journal commit included |
 //! | `walua_send_seconds` | | one Graph API send request |
 //! | `walua_script_seconds` | | the scripts of one inbound message |
+//! | `walua_handover_requests_total` | | script runs that asked for a human agent (`env.handover`) |
 //! | `walua_http_connections` | | client connections open |
 //! | `walua_http_connections_refused_total` | | connections over `server.max_connections` (503 or closed) |
 //! | `walua_http_connections_closed_total` | `reason` | connections closed by a limit: `header_timeout`, `idle`, `write_stalled` |
@@ -72,6 +73,7 @@ pub struct Metrics {
     /// Templates in the registry by status; set from the store at scrape time.
     pub templates: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     template_holds: Counter,
+    handover_requests: Counter,
 }
 
 /// The HTTP server's connection metrics.
@@ -174,6 +176,12 @@ impl Metrics {
         let template_changes = Counters::default();
         let templates = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         let template_holds = Counter::<u64, AtomicU64>::default();
+        let handover_requests = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "walua_handover_requests",
+            "Script runs that asked for a human agent (env.handover)",
+            handover_requests.clone(),
+        );
         registry.register(
             "walua_template_changes",
             "Changes Meta made to templates (sync or webhooks), by what changed and the new value",
@@ -300,6 +308,7 @@ impl Metrics {
             template_changes,
             templates,
             template_holds,
+            handover_requests,
         }
     }
 
@@ -360,6 +369,11 @@ impl Metrics {
         self.template_holds.inc();
     }
 
+    /// Counts a script run that asked for a human agent (`env.handover`).
+    pub fn handover_request(&self) {
+        self.handover_requests.inc();
+    }
+
     /// Counts a send scheduled again after a retryable failure.
     pub fn outbox_retry(&self) {
         self.outbox_retries.inc();
@@ -411,6 +425,10 @@ impl Metrics {
     pub fn script_outcome(&self, outcome: &crate::store::ScriptOutcome) {
         let last = outcome.scripts.len().saturating_sub(1);
         for (i, script) in outcome.scripts.iter().enumerate() {
+            // "handover: agent NAME" says why the scripts stayed quiet: it is not a script.
+            if script.starts_with("handover:") {
+                continue;
+            }
             self.script_run(script, outcome.error.is_some() && i == last);
         }
     }

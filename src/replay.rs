@@ -140,6 +140,7 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         odoo: None,
         metrics: Arc::new(crate::metrics::Metrics::new()),
         held: Default::default(),
+        handover_buttons: config.console.handover_buttons,
     });
     let runtime = ScriptRuntime::start(1, ctx).map_err(|e| ReplayError::Internal(e.to_string()))?;
     let new_ids = report.new_messages.clone();

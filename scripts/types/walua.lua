@@ -146,6 +146,7 @@
 ---@field store WaluaStore
 ---@field scenario WaluaScenario
 ---@field notify fun(to: string, template_name: string, record: table): integer renders `templates/<template_name>.lua` with `record` and sends it
+---@field handover fun(reason: string) asks for a human agent: flags this run's conversation (with `reason`) in the console until an agent takes it over; committed with the run; message runs only (an error in hook and cron runs)
 ---@field vars table<string, any> the `[vars]` table of walua.toml, read-only
 ---@field odoo WaluaOdoo
 ---@field phone WaluaPhone

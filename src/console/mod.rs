@@ -8,8 +8,11 @@
 //!   route checks the session and the role.
 //! - [`live`]: the change counter the pages listen to (Server-Sent Events).
 //! - [`strings`]: every text the console shows (French).
+//! - [`handover`]: "Prendre la main" / "Rendre au bot": an agent takes a conversation over
+//!   and the scripts stay quiet for that contact until it is given back or lapses.
 
 pub mod accounts;
+pub mod handover;
 pub mod live;
 pub mod pages;
 pub mod strings;

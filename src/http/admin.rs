@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::{HttpResponse, error, json};
 use crate::App;
+use crate::console::handover;
 
 /// Default and maximum page sizes of list endpoints.
 const DEFAULT_LIMIT: usize = 100;
@@ -42,7 +43,7 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["conversations"]) => {
             let result = app.store.blocking(move |s| s.conversations(limit)).await;
-            respond(result.map(|c| serde_json::json!({ "conversations": c })))
+            respond(result.map(|c| serde_json::json!({ "conversations": handover::conversations_json(&c) })))
         }
         (&Method::GET, ["conversations", contact, "messages"]) => {
             // "77 123 45 67" finds 221771234567 (read in [whatsapp] default_country).
@@ -51,15 +52,47 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 .canonical_contact(contact, None)
                 .unwrap_or_else(|_| contact.to_string());
             let c2 = contact.clone();
-            match app.store.blocking(move |s| s.conversation_messages(&c2, limit)).await {
-                Ok(Some(messages)) => json(
-                    StatusCode::OK,
-                    &serde_json::json!({ "contact": contact, "messages": messages }),
-                ),
-                Ok(None) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
+            let read = app
+                .store
+                .blocking(move |s| Ok((s.conversation_messages(&c2, limit)?, s.conversation(&c2)?)))
+                .await;
+            match read {
+                Ok((Some(messages), conv)) => {
+                    let now = crate::store::now_ms();
+                    let conv = conv.map(|c| handover::conversation_json(&c, now));
+                    let field = |name: &str| conv.as_ref().map_or(serde_json::Value::Null, |c| c[name].clone());
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "contact": contact,
+                            "handover": field("handover"),
+                            "help": field("help"),
+                            "messages": messages,
+                        }),
+                    )
+                }
+                Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
                 Err(e) => store_error(e),
             }
         }
+        (&Method::POST, ["conversations", contact, "handover"]) => {
+            let contact = contact.to_string();
+            take_over(app, &contact, req).await
+        }
+        (&Method::DELETE, ["conversations", contact, "handover"]) => match handover::give_back(app, contact).await {
+            Ok(held) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "contact": contact, "released": held, "handover": null }),
+            ),
+            Err(e) => handover_error(e),
+        },
+        (&Method::DELETE, ["conversations", contact, "help"]) => match handover::dismiss_help(app, contact).await {
+            Ok(had) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "contact": contact, "dismissed": had, "help": null }),
+            ),
+            Err(e) => handover_error(e),
+        },
         (&Method::GET, ["messages", id]) => {
             let Ok(id) = id.parse::<u64>() else {
                 return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
@@ -204,6 +237,49 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             respond(result.map(|e| serde_json::json!({ "events": e })))
         }
         _ => error(StatusCode::NOT_FOUND, format!("no route for {} {path}", req.method())),
+    }
+}
+
+/// `POST /api/conversations/{contact}/handover` `{"by": "agent", "reason"?: "…"}`: the agent
+/// takes the conversation over; answers `{"contact", "handover"}`.
+async fn take_over(app: &App, contact: &str, req: Request<Incoming>) -> HttpResponse {
+    #[derive(serde::Deserialize)]
+    struct TakeOver {
+        by: String,
+        #[serde(default)]
+        reason: Option<String>,
+    }
+    let body = match super::read_body(app, req, MAX_HANDOVER_BODY).await {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e),
+    };
+    let asked: TakeOver = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"by\": \"agent name\", \"reason\"?: \"…\"}}: {e}"),
+            );
+        }
+    };
+    match handover::take_over(app, contact, &asked.by, asked.reason).await {
+        Ok(h) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "contact": contact, "handover": h }),
+        ),
+        Err(e) => handover_error(e),
+    }
+}
+
+/// Largest `POST /api/conversations/{contact}/handover` body: a name and a reason.
+const MAX_HANDOVER_BODY: usize = 16 * 1024;
+
+fn handover_error(e: handover::HandoverError) -> HttpResponse {
+    use handover::HandoverError;
+    match e {
+        HandoverError::UnknownContact(_) => error(StatusCode::NOT_FOUND, e),
+        HandoverError::NoAgent => error(StatusCode::BAD_REQUEST, e),
+        HandoverError::Store(e) => store_error(e),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The Rust functions behind a run's `env` and `logger`: one `register_*` per API area
-//! (`env.whatsapp`, `env.store`, `env.scenario`, `env.notify`, `env.odoo`, `env.phone`,
-//! `logger`).
+//! (`env.whatsapp`, `env.store`, `env.scenario`, `env.notify`, `env.handover`, `env.odoo`,
+//! `env.phone`, `logger`).
 //!
 //! They are built once per Lua worker into one table (`api`); each run sees it through
 //! per-run read-through tables (see `runtime::ENV_BUILDER`), so a script that overwrites
@@ -27,6 +27,7 @@ pub(super) fn build_api(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> 
     api.set("store", register_store(lua, shared)?)?;
     api.set("scenario", register_scenario(lua, shared)?)?;
     register_notify(lua, &api, shared)?;
+    register_handover(lua, &api, shared)?;
     api.set("odoo", register_odoo(lua, shared)?)?;
     api.set("phone", register_phone(lua, shared)?)?;
     api.set("templates", register_templates(lua, shared)?)?;
@@ -393,6 +394,44 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
             send(lua, s, req)
         },
     )
+}
+
+/// The longest reason `env.handover` takes, in bytes: a line for the agents, not a transcript.
+pub const MAX_HANDOVER_REASON: usize = 1000;
+
+/// `env.handover(reason)`: flags the conversation of the run's contact as needing a human
+/// (a [`crate::store::HelpRequest`], shown by the console until an agent takes it over or
+/// dismisses it). Buffered with the run's other effects: a failing run asks for no one. Only
+/// runs about a customer's message have a conversation; hook and cron runs get an error.
+fn register_handover(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result<()> {
+    add(lua, api, "handover", shared, |_, s, reason: String| {
+        let Some(contact) = s.run_contact.lock().expect("not poisoned").clone() else {
+            return Err(lua_err(
+                "env.handover: only a run about a customer's message (on_message, a button action, a scenario step) has a conversation to hand to an agent; hook and cron runs have none",
+            ));
+        };
+        let reason = reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(lua_err(
+                "env.handover: give the agents a reason (\"le client demande un humain\")",
+            ));
+        }
+        if reason.len() > MAX_HANDOVER_REASON {
+            return Err(lua_err(format!(
+                "env.handover: the reason is {} bytes long, the limit is {MAX_HANDOVER_REASON}",
+                reason.len()
+            )));
+        }
+        let script = s.label.lock().expect("not poisoned").clone();
+        tracing::info!(target: "walua::lua", %script, contact = %contact, reason = %reason, "a script asks for a human agent");
+        let request = crate::store::HelpRequest {
+            reason,
+            at_ms: now_ms(),
+            by_script: script,
+        };
+        s.effects.lock().expect("not poisoned").help.push((contact, request));
+        Ok(())
+    })
 }
 
 /// `env.phone`: phone numbers with libphonenumber's rules ([`crate::phone`]).

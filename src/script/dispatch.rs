@@ -288,6 +288,7 @@ impl Dispatcher {
                     effects.scenarios.extend(e.scenarios);
                     effects.state.extend(e.state);
                     effects.failed.extend(e.failed);
+                    effects.help.extend(e.help);
                     let mut held = false;
                     let done: HashSet<u64> = o.iter().filter(|(_, o)| !o.transient).map(|(id, _)| *id).collect();
                     for (id, outcome) in o {
@@ -354,6 +355,7 @@ impl Dispatcher {
                 || !effects.sends.is_empty()
                 || !effects.state.is_empty()
                 || !effects.failed.is_empty()
+                || !effects.help.is_empty()
             {
                 let commit = effects.into_commit(outcomes);
                 let recorded = self

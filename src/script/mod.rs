@@ -100,6 +100,7 @@ impl Scripts {
             odoo,
             metrics,
             held: runtime::HeldPolicy::from_config(&config.scripts),
+            handover_buttons: config.console.handover_buttons,
         });
         let runtime = Arc::new(ScriptRuntime::start(config.scripts.workers, ctx)?);
         Ok(Scripts {

@@ -64,6 +64,9 @@ pub struct RuntimeContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What happens to a customer's message whose scripts met a transient failure.
     pub held: HeldPolicy,
+    /// Whether button actions run while an agent holds the conversation
+    /// (`[console] handover_buttons`).
+    pub handover_buttons: crate::config::HandoverButtons,
 }
 
 /// What happens to a customer's message whose scripts failed on a transient error (Odoo
@@ -120,6 +123,8 @@ pub struct Effects {
     pub state: Vec<(String, Value)>,
     /// Failed runs written with the effects (a parked message).
     pub failed: Vec<(String, Option<crate::store::parked::FailedRun>)>,
+    /// Conversations a script flagged as needing a human (`env.handover`), by key.
+    pub help: Vec<(String, crate::store::HelpRequest)>,
 }
 
 impl Effects {
@@ -132,6 +137,7 @@ impl Effects {
             outcomes,
             state: self.state,
             failed: self.failed,
+            help: self.help,
         }
     }
 }
@@ -514,6 +520,9 @@ pub(super) struct Shared {
     /// The first transient failure (Odoo unreachable, a media upload answered 5xx…) an API
     /// call met during the current run: a run that then fails is worth trying again later.
     pub(super) transient: Mutex<Option<String>>,
+    /// While an inbound message is dispatched: its contact's conversation key, which
+    /// `env.handover` flags. `None` in hook and cron runs, which have no contact.
+    pub(super) run_contact: Mutex<Option<String>>,
 }
 
 /// Why a hook or cron run failed, and whether trying again later may succeed.
@@ -654,6 +663,7 @@ impl LuaWorker {
             label: Mutex::default(),
             reply_from: Mutex::default(),
             transient: Mutex::default(),
+            run_contact: Mutex::default(),
         });
         let api = super::api::build_api(sandbox.lua(), &shared).map_err(|e| RuntimeError::Lua(e.to_string()))?;
         let lua = sandbox.lua();
@@ -756,10 +766,17 @@ impl LuaWorker {
         let record = Arc::new(record);
         // What to roll back to if the run fails: sends and writes are only appended, so their
         // lengths suffice; the scenario map is small (one entry per contact of the batch).
-        let (sends_before, kv_before, scenarios_before, origin_before) = {
+        let (sends_before, kv_before, help_before, scenarios_before, origin_before) = {
             let e = self.shared.effects.lock().expect("not poisoned");
-            (e.sends.len(), e.kv.len(), e.scenarios.clone(), e.origin.clone())
+            (
+                e.sends.len(),
+                e.kv.len(),
+                e.help.len(),
+                e.scenarios.clone(),
+                e.origin.clone(),
+            )
         };
+        *self.shared.run_contact.lock().expect("not poisoned") = Some(record.contact.clone());
         let mut scripts = Vec::new();
         let started = std::time::Instant::now();
         *self.shared.reply_from.lock().expect("not poisoned") =
@@ -786,6 +803,9 @@ impl LuaWorker {
             Ok(()) => {
                 let mut effects = self.shared.effects.lock().expect("not poisoned");
                 outcome.sent = effects.sends[sends_before..].iter().map(|s| s.id).collect();
+                for _ in help_before..effects.help.len() {
+                    self.shared.ctx.metrics.handover_request();
+                }
                 // A message held earlier (a retry runs at least a second after it arrived)
                 // leaves the failed runs; a fresh one cannot be there, and is not looked up.
                 if now_ms() - record.stored_at_ms > 900 {
@@ -800,6 +820,7 @@ impl LuaWorker {
                     let mut effects = self.shared.effects.lock().expect("not poisoned");
                     effects.sends.truncate(sends_before);
                     effects.kv.truncate(kv_before);
+                    effects.help.truncate(help_before);
                     effects.scenarios = scenarios_before;
                     effects.origin = origin_before;
                 }
@@ -813,6 +834,7 @@ impl LuaWorker {
             }
         }
         *self.shared.reply_from.lock().expect("not poisoned") = None;
+        *self.shared.run_contact.lock().expect("not poisoned") = None;
         outcome
     }
 
@@ -969,6 +991,24 @@ impl LuaWorker {
         let button = button_of(record);
         let contact_key = record.contact.clone();
 
+        // An agent holds the conversation: the bot stays quiet (DESIGN.md, "One contact, one
+        // order": the handover comes before the scenario step, the button action and
+        // on_message). Only a tap on a button action may still run, per `handover_buttons`.
+        if let Some(handover) = conv.and_then(|c| c.active_handover(now_ms())) {
+            scripts.push(format!("handover: agent {}", handover.by));
+            let buttons_run = self.shared.ctx.handover_buttons == crate::config::HandoverButtons::Run;
+            return match &button {
+                Some((id, _)) if buttons_run && parse_scenario_button(id).is_none() => {
+                    self.button_action(record, conv, id, scripts).map(|_| ())
+                }
+                _ => {
+                    tracing::info!(message_id = record.id, contact = %record.contact, agent = %handover.by,
+                        "handed over to an agent: the scripts do not answer this message");
+                    Ok(())
+                }
+            };
+        }
+
         if let Some((scenario, step, button_id)) = button.as_ref().and_then(|(id, _)| parse_scenario_button(id)) {
             let id = &button.as_ref().expect("parsed from it").0;
             if !self.button_allowed(record, id)? {
@@ -985,26 +1025,10 @@ impl LuaWorker {
             scripts.push(format!("scenarios/{}:{}", state.scenario, state.step));
             return self.scenario_step_run(record, conv, &file, state);
         }
-        if let Some((id, _)) = &button {
-            let buttons: Vec<ScriptFile> = {
-                let reg = self.shared.ctx.registry.read().expect("not poisoned");
-                reg.buttons().cloned().collect()
-            };
-            for file in buttons {
-                let ScriptMeta::Button { pattern, anyone } = &file.meta else {
-                    continue;
-                };
-                if let Some(captures) = self.pattern_match(id, pattern)? {
-                    if !anyone && !self.button_allowed(record, id)? {
-                        return self.refuse_button(record, id, scripts);
-                    }
-                    scripts.push(format!("buttons/{}", file.name));
-                    let env = self.run_env(record, conv, &file)?;
-                    let table = self.load_table(&file, &env)?;
-                    let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
-                    return self.sandbox.call::<()>(&run, captures).map_err(|e| e.to_string());
-                }
-            }
+        if let Some((id, _)) = &button
+            && self.button_action(record, conv, id, scripts)?
+        {
+            return Ok(());
         }
         let on_message = {
             let reg = self.shared.ctx.registry.read().expect("not poisoned");
@@ -1019,6 +1043,41 @@ impl LuaWorker {
             return self.sandbox.call::<()>(&run, message).map_err(|e| e.to_string());
         }
         Ok(())
+    }
+
+    /// Runs the first button action whose pattern matches `id` (or refuses a button walua
+    /// never sent this contact); `false` when no button action matches.
+    fn button_action(
+        &mut self,
+        record: &Arc<MessageRecord>,
+        conv: Option<&Conversation>,
+        id: &str,
+        scripts: &mut Vec<String>,
+    ) -> Result<bool, String> {
+        let buttons: Vec<ScriptFile> = {
+            let reg = self.shared.ctx.registry.read().expect("not poisoned");
+            reg.buttons().cloned().collect()
+        };
+        for file in buttons {
+            let ScriptMeta::Button { pattern, anyone } = &file.meta else {
+                continue;
+            };
+            if let Some(captures) = self.pattern_match(id, pattern)? {
+                if !anyone && !self.button_allowed(record, id)? {
+                    return self.refuse_button(record, id, scripts).map(|()| true);
+                }
+                scripts.push(format!("buttons/{}", file.name));
+                let env = self.run_env(record, conv, &file)?;
+                let table = self.load_table(&file, &env)?;
+                let run: Function = table.get("run").map_err(|e| format!("{}: run: {e}", file.chunk_name))?;
+                return self
+                    .sandbox
+                    .call::<()>(&run, captures)
+                    .map(|()| true)
+                    .map_err(|e| e.to_string());
+            }
+        }
+        Ok(false)
     }
 
     fn set_label(&self, label: String) {
@@ -1542,6 +1601,7 @@ mod tests {
             odoo: None,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             held: Default::default(),
+            handover_buttons: crate::config::HandoverButtons::Run,
         })
     }
 

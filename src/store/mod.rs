@@ -5,6 +5,7 @@
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
 pub mod console;
+pub mod handover;
 pub mod outbox;
 pub mod parked;
 pub mod records;
@@ -20,6 +21,7 @@ use redb::{
 use serde_json::Value;
 
 use crate::webhook::payload::{Change, ContactInfo, Delivery, InboundMessage, StatusUpdate};
+pub use handover::{Handover, HelpRequest};
 pub use records::{
     Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, ScenarioState, ScriptOutcome, StatusEntry,
 };
@@ -190,6 +192,9 @@ pub struct ScriptCommit {
     pub state: Vec<(String, Value)>,
     /// Failed runs written (`Some`) or cleared (`None`) with the effects (see [`parked`]).
     pub failed: Vec<(String, Option<parked::FailedRun>)>,
+    /// Conversations a script flagged as needing a human (`env.handover`): conversation key →
+    /// the request.
+    pub help: Vec<(String, HelpRequest)>,
 }
 
 /// The META key of [`Store::buttons_indexed_since`].
@@ -949,6 +954,18 @@ impl Store {
             for new in &commit.sends {
                 sent.push(t.insert_outbound(&mut outbox_table, new)?);
             }
+            for (contact, request) in &commit.help {
+                let key = resolve_alias(&t.aliases, contact)?.unwrap_or_else(|| contact.clone());
+                match t.get_conversation(&key)? {
+                    Some(mut conv) => {
+                        conv.help = Some(request.clone());
+                        t.put_conversation(&conv)?;
+                    }
+                    None => {
+                        tracing::warn!(contact = %contact, "help request for a contact with no conversation; dropped")
+                    }
+                }
+            }
             for (key, value) in &commit.kv {
                 match value {
                     Some(v) => kv.insert(key.as_str(), encode(v).as_slice())?,
@@ -1333,6 +1350,7 @@ impl<'txn> Tables<'txn> {
             into.last_message_at = old.last_message_at;
             into.last_summary = old.last_summary.clone();
         }
+        into.merge_handover(&old);
         into.name = into.name.take().or(old.name);
         into.username = into.username.take().or(old.username);
         self.conversations.remove(old_key)?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::handover::{Handover, HelpRequest};
 use crate::webhook::payload::MetaError;
 
 /// Which way a message went.
@@ -191,6 +192,13 @@ pub struct Conversation {
     /// known (kept from before walua recorded numbers), which counts for every number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_inbound_by_number: BTreeMap<String, i64>,
+    /// The agent who took the conversation over, while the scripts stay quiet (kept after it
+    /// lapses, until the next take or hand-back: see [`Conversation::active_handover`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+    /// A script asked for a human (`env.handover`), and no agent has answered yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<HelpRequest>,
 }
 
 impl Conversation {
