@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::App;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// What an account may do in the console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -305,7 +305,19 @@ pub enum SignInError {
 /// The attempt counts as a failure from its start and is cleared when it succeeds, so
 /// attempts sent at once are spaced as if sent one after the other.
 pub async fn sign_in(app: &App, user: &str, password: &str, ip: IpAddr) -> Result<(String, String, Role), SignInError> {
-    let throttle = &app.sign_in_throttle;
+    let ttl = app.config.console.session_ttl;
+    sign_in_with(&app.store, &app.sign_in_throttle, ttl, user, password, ip).await
+}
+
+/// [`sign_in`] with the store, the throttle and the session lifetime given.
+pub async fn sign_in_with(
+    store: &Store,
+    throttle: &SignInThrottle,
+    ttl: Duration,
+    user: &str,
+    password: &str,
+    ip: IpAddr,
+) -> Result<(String, String, Role), SignInError> {
     let wait = throttle.wait(user, ip);
     if wait > MAX_DELAY {
         tracing::warn!(user = %user, client = %ip, "console sign-in refused unchecked: too many attempts at once");
@@ -315,7 +327,7 @@ pub async fn sign_in(app: &App, user: &str, password: &str, ip: IpAddr) -> Resul
     tokio::time::sleep(wait).await;
     let _turn = throttle.checks.acquire().await.map_err(|_| SignInError::Refused)?;
     let name = user.to_string();
-    let account = app.store.blocking(move |s| s.user(&name)).await?;
+    let account = store.blocking(move |s| s.user(&name)).await?;
     let (hash, pw) = (account.as_ref().map(|a| a.password_hash.clone()), password.to_string());
     let matches = tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or(DUMMY_HASH.as_str());
@@ -328,8 +340,8 @@ pub async fn sign_in(app: &App, user: &str, password: &str, ip: IpAddr) -> Resul
         return Err(SignInError::Refused);
     };
     throttle.succeeded(user, ip);
-    let (name, ttl) = (account.name.clone(), app.config.console.session_ttl);
-    let (token, csrf) = app.store.blocking(move |s| s.session_create(&name, ttl)).await?;
+    let name = account.name.clone();
+    let (token, csrf) = store.blocking(move |s| s.session_create(&name, ttl)).await?;
     tracing::info!(user = %account.name, role = %account.role, client = %ip, "console sign-in");
     Ok((token, csrf, account.role))
 }
@@ -595,6 +607,50 @@ mod tests {
             keys("a", v6("2001:db8:1:2:aaaa::1"))[1],
             keys("a", v6("2001:db8:1:2:bbbb::2"))[1],
             "an IPv6 client counts by its /64"
+        );
+    }
+
+    #[tokio::test]
+    async fn signing_in_opens_a_session_and_a_wrong_name_or_password_says_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .user_put(crate::store::users::User {
+                name: "awa".into(),
+                role: Role::Agent,
+                password_hash: hash_password("baobab-2026!"),
+                created_ms: 0,
+                updated_ms: 0,
+            })
+            .unwrap();
+        let throttle = SignInThrottle::new();
+        let ttl = Duration::from_secs(3600);
+        let attempt = |user: &'static str, pw: &'static str| sign_in_with(&store, &throttle, ttl, user, pw, CLIENT);
+        let wrong = attempt("awa", "baobab-2025!").await.unwrap_err().to_string();
+        let unknown = attempt("ibou", "baobab-2026!").await.unwrap_err().to_string();
+        assert_eq!(
+            (wrong.as_str(), unknown.as_str()),
+            ("wrong user name or password", "wrong user name or password")
+        );
+        assert_eq!(
+            throttle
+                .entries
+                .lock()
+                .unwrap()
+                .get(&keys("awa", CLIENT)[1])
+                .unwrap()
+                .count,
+            2
+        );
+        let (token, csrf, role) = attempt("awa", "baobab-2026!").await.unwrap();
+        assert_eq!(role, Role::Agent);
+        let (user, session) = store.session_get(&token).unwrap().unwrap();
+        assert_eq!((user.name.as_str(), session.csrf), ("awa", csrf));
+        let left: Vec<ThrottleKey> = throttle.entries.lock().unwrap().keys().cloned().collect();
+        assert_eq!(
+            left,
+            [ThrottleKey::User("ibou".into())],
+            "a sign-in clears the failures of its name and address"
         );
     }
 
