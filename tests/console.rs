@@ -38,7 +38,9 @@ fn chromedriver() -> Option<Driver> {
         if std::env::var("WALUA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
             panic!("chromedriver is missing (apt-get install chromium chromium-driver) and WALUA_REQUIRE_BROWSER=1");
         }
-        eprintln!("SKIPPED: chromedriver not found (apt-get install chromium chromium-driver); the browser tests did not run");
+        eprintln!(
+            "SKIPPED: chromedriver not found (apt-get install chromium chromium-driver); the browser tests did not run"
+        );
         return None;
     };
     let port = free_port();
@@ -98,8 +100,18 @@ async fn shop() -> (FakeGraph, TestDaemon) {
 
 async fn sign_in(c: &Client, d: &TestDaemon, user: &str) {
     c.goto(&d.url("/login")).await.unwrap();
-    c.find(Locator::Id("user")).await.unwrap().send_keys(user).await.unwrap();
-    c.find(Locator::Id("password")).await.unwrap().send_keys(PASSWORD).await.unwrap();
+    c.find(Locator::Id("user"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
     c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
     wait_for(c, "the inbox", "#inbox").await;
 }
@@ -137,13 +149,29 @@ async fn an_agent_signs_in_sees_a_message_arrive_live_answers_it_and_sees_the_ti
     sign_in(&c, &d, "fatou").await;
 
     // A customer writes: the conversation appears without a reload.
-    d.deliver_ok(&text_delivery(AWA, "wamid.IN1", "Bonjour, ma commande est prête ?", now()))
-        .await;
-    wait_text(&c, "the new conversation", "#inbox", "Bonjour, ma commande est prête ?").await;
+    d.deliver_ok(&text_delivery(
+        AWA,
+        "wamid.IN1",
+        "Bonjour, ma commande est prête ?",
+        now(),
+    ))
+    .await;
+    // (its last message is the bot's answer, which came at once)
+    wait_for(
+        &c,
+        "the new conversation",
+        "#inbox li.conv[data-contact='221771234567']",
+    )
+    .await;
     wait_text(&c, "the unread badge", "#inbox .badge.unread", "1").await;
 
     // Open it: the thread shows the message and what the bot did.
-    c.find(Locator::Css("#inbox li.conv a")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#inbox li.conv a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "the message", "#messages", "ma commande est prête").await;
     wait_text(&c, "the script outcome", "#messages .script", "on_message").await;
 
@@ -180,7 +208,11 @@ async fn taking_over_keeps_the_bot_quiet_and_giving_back_lets_it_answer_again() 
     let c = browser(&driver).await;
     sign_in(&c, &d, "fatou").await;
     c.goto(&d.url(&format!("/c/{AWA}"))).await.unwrap();
-    wait_for(&c, "the take-over button", "#take-over").await.click().await.unwrap();
+    wait_for(&c, "the take-over button", "#take-over")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_text(&c, "the handover notice", "#handover", "fatou").await;
 
     d.deliver_ok(&text_delivery(AWA, "wamid.H2", "Je voudrais parler à quelqu'un", now()))
@@ -189,7 +221,11 @@ async fn taking_over_keeps_the_bot_quiet_and_giving_back_lets_it_answer_again() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(fake.accepted_count(), 1, "the bot stayed quiet during the handover");
 
-    wait_for(&c, "the give-back button", "#give-back").await.click().await.unwrap();
+    wait_for(&c, "the give-back button", "#give-back")
+        .await
+        .click()
+        .await
+        .unwrap();
     wait_for(&c, "the take-over button again", "#take-over").await;
     d.deliver_ok(&text_delivery(AWA, "wamid.H3", "Merci", now())).await;
     let sent = fake.wait_for_accepted(2, Duration::from_secs(10)).await;
@@ -208,7 +244,10 @@ async fn a_viewer_cannot_send_in_the_page_nor_around_it() {
     c.goto(&d.url(&format!("/c/{AWA}"))).await.unwrap();
     wait_text(&c, "the read-only notice", "main", "Lecture seule").await;
     assert!(c.find(Locator::Id("reply")).await.is_err(), "no reply box for a viewer");
-    assert!(c.find(Locator::Id("take-over")).await.is_err(), "no take-over for a viewer");
+    assert!(
+        c.find(Locator::Id("take-over")).await.is_err(),
+        "no take-over for a viewer"
+    );
 
     // Posting the form by hand, with the viewer's own session and CSRF token, is refused.
     let posted: serde_json::Value = c
@@ -237,9 +276,15 @@ async fn a_customers_script_tag_is_shown_as_text() {
     d.settled().await;
     let c = browser(&driver).await;
     sign_in(&c, &d, "fatou").await;
-    wait_text(&c, "the message in the inbox", "#inbox", "<script>").await;
+    wait_for(&c, "the conversation", "#inbox li.conv").await;
     c.goto(&d.url(&format!("/c/{AWA}"))).await.unwrap();
-    wait_text(&c, "the message as text", "#messages", "<script>document.title='pwned'</script>").await;
+    wait_text(
+        &c,
+        "the message as text",
+        "#messages",
+        "<script>document.title='pwned'</script>",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ne!(c.title().await.unwrap(), "pwned");
     assert!(c.find(Locator::Css("#messages script, #messages img")).await.is_err());
@@ -251,11 +296,17 @@ async fn pages_carry_a_content_security_policy_and_need_a_session() {
     let (_fake, d) = shop().await;
     let r = d.http.get(d.url("/")).send().await.unwrap();
     assert_eq!(r.url().path(), "/login", "redirected to sign in");
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
     let r = d
         .http
         .post(d.url(&format!("/c/{AWA}/reply")))
-        .form(&[("text", "hello")])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hello")
         .send()
         .await
         .unwrap();
@@ -263,10 +314,16 @@ async fn pages_carry_a_content_security_policy_and_need_a_session() {
     let r = d
         .http
         .post(d.url("/login"))
-        .form(&[("user", "fatou"), ("password", "wrong password!")])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("user=fatou&password=wrong+password%21")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.text().await.unwrap().contains("Identifiant ou mot de passe incorrect"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Identifiant ou mot de passe incorrect")
+    );
 }

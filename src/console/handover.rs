@@ -63,6 +63,7 @@ pub async fn take_over(app: &App, contact: &str, by: &str, reason: Option<String
             tracing::info!(contact = %conv.contact, agent = %handover.by, until_ms = handover.until_ms, "conversation taken over by an agent: the scripts pause for this contact")
         }
     }
+    app.live.bump();
     Ok(handover)
 }
 
@@ -77,6 +78,7 @@ pub async fn give_back(app: &App, contact: &str) -> Result<bool, HandoverError> 
         .await?
         .ok_or_else(|| HandoverError::UnknownContact(contact.to_string()))?;
     tracing::info!(contact = %contact, held, "conversation given back to the bot");
+    app.live.bump();
     Ok(held)
 }
 
@@ -90,6 +92,7 @@ pub async fn dismiss_help(app: &App, contact: &str) -> Result<bool, HandoverErro
         .await?
         .ok_or_else(|| HandoverError::UnknownContact(contact.to_string()))?;
     tracing::info!(contact = %contact, had, "help request dismissed");
+    app.live.bump();
     Ok(had)
 }
 

@@ -63,13 +63,16 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 .collect();
             let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
             let query = req.uri().query().unwrap_or("").to_string();
+            let secure = accounts::request_is_https(app, peer, &req);
             match (&method, segs.as_slice()) {
-                (&Method::GET, [""]) => inbox_page(app, &session, &query).await,
+                (&Method::GET, [""]) => refreshed(app, &session, secure, inbox_page(app, &session, &query).await),
                 (&Method::GET, ["console", "inbox"]) => fragment(inbox_list(app, &query).await),
                 (&Method::GET, ["console", "events"]) => events(app),
                 (&Method::GET, ["console", "media", id]) => media(app, id).await,
                 (&Method::POST, ["logout"]) => sign_out(app, peer, &session, req).await,
-                (&Method::GET, ["c", contact]) => thread_page(app, &session, contact, &query).await,
+                (&Method::GET, ["c", contact]) => {
+                    refreshed(app, &session, secure, thread_page(app, &session, contact, &query).await)
+                }
                 (&Method::GET, ["c", contact, "messages"]) => fragment(thread_messages(app, contact).await.0),
                 (&Method::POST, ["c", contact, action]) => {
                     let contact = contact.to_string();
@@ -80,6 +83,17 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             }
         }
     }
+}
+
+/// A page load sends the session cookie again: the session slides on the server, and the
+/// browser must keep the cookie as long.
+fn refreshed(app: &App, session: &ConsoleSession, secure: bool, mut r: HttpResponse) -> HttpResponse {
+    if r.status() == StatusCode::OK
+        && let Ok(v) = accounts::session_cookie(&session.token, secure, app.config.console.session_ttl).parse()
+    {
+        r.headers_mut().insert("set-cookie", v);
+    }
+    r
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
@@ -170,7 +184,10 @@ fn layout(t: &Strings, title: &str, session: Option<&ConsoleSession>, body: &str
 }
 
 fn login_page(t: &Strings, error: Option<&str>) -> String {
-    let mut body = format!("<form class=\"login\" method=\"post\" action=\"/login\"><h2>{}</h2>", t.sign_in_title);
+    let mut body = format!(
+        "<form class=\"login\" method=\"post\" action=\"/login\"><h2>{}</h2>",
+        t.sign_in_title
+    );
     if let Some(e) = error {
         let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
     }
@@ -191,7 +208,10 @@ async fn form(req: Request<Incoming>) -> Vec<(String, String)> {
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
-    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
 }
 
 async fn sign_in(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpResponse {
@@ -224,8 +244,12 @@ async fn sign_out(app: &App, peer: SocketAddr, session: &ConsoleSession, req: Re
     let token = session.token.clone();
     let _ = app.store.blocking(move |s| s.session_delete(&token)).await;
     let mut r = redirect("/login");
-    r.headers_mut()
-        .insert("set-cookie", accounts::clear_cookie(secure).parse().expect("cookie is a valid header"));
+    r.headers_mut().insert(
+        "set-cookie",
+        accounts::clear_cookie(secure)
+            .parse()
+            .expect("cookie is a valid header"),
+    );
     r
 }
 
@@ -252,7 +276,13 @@ async fn media(app: &App, id: &str) -> HttpResponse {
     let Some(file) = m.media_file.clone() else {
         return plain(StatusCode::NOT_FOUND, "not downloaded");
     };
-    let base = app.config.store.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let base = app
+        .config
+        .store
+        .path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
     let path = base.join(&file);
     // The stored path is walua's own, but never leave the media folder.
     if file.contains("..") {
@@ -260,15 +290,33 @@ async fn media(app: &App, id: &str) -> HttpResponse {
     }
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mime = crate::media::mime_for(&name);
             // Images, audio and video are shown in the page; anything else only downloads.
-            let shown = ["image/jpeg", "image/png", "image/webp", "audio/ogg", "audio/mpeg", "audio/aac", "video/mp4"];
-            let ct = if shown.contains(&mime) { mime } else { "application/octet-stream" };
+            let shown = [
+                "image/jpeg",
+                "image/png",
+                "image/webp",
+                "audio/ogg",
+                "audio/mpeg",
+                "audio/aac",
+                "video/mp4",
+            ];
+            let ct = if shown.contains(&mime) {
+                mime
+            } else {
+                "application/octet-stream"
+            };
             secured(
                 Response::builder()
                     .header("content-type", ct)
-                    .header("content-disposition", format!("attachment; filename=\"{}\"", name.replace(['"', '\\'], "_")))
+                    .header(
+                        "content-disposition",
+                        format!("attachment; filename=\"{}\"", name.replace(['"', '\\'], "_")),
+                    )
                     .body(full(bytes))
                     .expect("static response parts are valid"),
             )
@@ -304,7 +352,11 @@ fn duration_fr(t: &Strings, secs: i64) -> String {
 
 fn local_time(app: &App, unix_secs: i64) -> String {
     chrono::DateTime::from_timestamp(unix_secs, 0)
-        .map(|t| t.with_timezone(&app.config.scripts.timezone).format("%d/%m %H:%M").to_string())
+        .map(|t| {
+            t.with_timezone(&app.config.scripts.timezone)
+                .format("%d/%m %H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -390,7 +442,11 @@ async fn inbox_list(app: &App, query: &str) -> String {
             out,
             "<li class=\"conv\" data-contact=\"{}\"{}><a href=\"/c/{}\"><div class=\"row1\"><span class=\"name\">{}</span><span class=\"when\">{}</span></div><div class=\"last\">{}</div><div class=\"badges\">",
             attr(&c.contact),
-            if r.help.is_some() { format!(" data-help=\"{}\"", attr(&c.contact)) } else { String::new() },
+            if r.help.is_some() {
+                format!(" data-help=\"{}\"", attr(&c.contact))
+            } else {
+                String::new()
+            },
             url_segment(&c.contact),
             esc(&contact_label(c)),
             local_time(app, c.last_message_at),
@@ -401,7 +457,12 @@ async fn inbox_list(app: &App, query: &str) -> String {
         }
         match window_left(c) {
             Some(left) => {
-                let _ = write!(out, "<span class=\"badge open\">{} · {}</span>", t.window_open, duration_fr(t, left));
+                let _ = write!(
+                    out,
+                    "<span class=\"badge open\">{} · {}</span>",
+                    t.window_open,
+                    duration_fr(t, left)
+                );
             }
             None => {
                 let _ = write!(out, "<span class=\"badge closed\">{}</span>", t.window_closed);
@@ -449,7 +510,11 @@ async fn inbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpRes
         ("failed", t.filter_failed),
         ("handover", t.filter_handover),
     ] {
-        let href = if key.is_empty() { "/".to_string() } else { format!("/?f={key}") };
+        let href = if key.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/?f={key}")
+        };
         let _ = write!(
             body,
             "<a href=\"{href}\"{}>{label}</a>",
@@ -522,7 +587,10 @@ fn render_content(app: &App, t: &Strings, m: &MessageRecord) -> String {
         }
         (_, "location") => {
             let lat = raw.pointer("/location/latitude").and_then(Value::as_f64).unwrap_or(0.0);
-            let lon = raw.pointer("/location/longitude").and_then(Value::as_f64).unwrap_or(0.0);
+            let lon = raw
+                .pointer("/location/longitude")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             format!(
                 "📍 {} {} <a href=\"https://www.openstreetmap.org/?mlat={lat}&amp;mlon={lon}\" rel=\"noopener noreferrer\" target=\"_blank\">{lat:.5}, {lon:.5}</a>",
                 t.location,
@@ -560,7 +628,12 @@ fn render_content(app: &App, t: &Strings, m: &MessageRecord) -> String {
                     text
                 })
                 .unwrap_or_else(|| values.join(" · "));
-            format!("<span class=\"tpl\">{} {}</span>\n{}", t.template, esc(&name), esc(&body))
+            format!(
+                "<span class=\"tpl\">{} {}</span>\n{}",
+                t.template,
+                esc(&name),
+                esc(&body)
+            )
         }
         (Direction::Outbound, "interactive") => {
             let body = text("/interactive/body/text");
@@ -568,7 +641,12 @@ fn render_content(app: &App, t: &Strings, m: &MessageRecord) -> String {
             let buttons: Vec<String> = raw
                 .pointer("/interactive/action/buttons")
                 .and_then(Value::as_array)
-                .map(|b| b.iter().filter_map(|b| b.pointer("/reply/title").and_then(Value::as_str)).map(str::to_string).collect())
+                .map(|b| {
+                    b.iter()
+                        .filter_map(|b| b.pointer("/reply/title").and_then(Value::as_str))
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             let rows: Vec<String> = raw
                 .pointer("/interactive/action/sections")
@@ -697,7 +775,12 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
     );
     match window_left(&conv) {
         Some(left) => {
-            let _ = write!(body, "<span class=\"badge open\">{} · {}</span>", t.window_open, duration_fr(t, left));
+            let _ = write!(
+                body,
+                "<span class=\"badge open\">{} · {}</span>",
+                t.window_open,
+                duration_fr(t, left)
+            );
         }
         None => {
             let _ = write!(body, "<span class=\"badge closed\">{}</span>", t.window_closed);
@@ -725,7 +808,10 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
     }
     body.push_str("</div>");
     if let Some(h) = &handover {
-        let until = h["until_ms"].as_i64().map(|ms| local_time(app, ms / 1000)).unwrap_or_default();
+        let until = h["until_ms"]
+            .as_i64()
+            .map(|ms| local_time(app, ms / 1000))
+            .unwrap_or_default();
         let _ = write!(
             body,
             "<p class=\"notice\" id=\"handover\">{} {} — {} {}</p>",
@@ -735,8 +821,16 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
             esc(&until)
         );
     }
-    if let Some(err) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "err").map(|(_, v)| v.into_owned()) {
-        let _ = write!(body, "<p class=\"notice error\" role=\"alert\">{} : {}</p>", t.reply_failed, esc(&err));
+    if let Some(err) = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "err")
+        .map(|(_, v)| v.into_owned())
+    {
+        let _ = write!(
+            body,
+            "<p class=\"notice error\" role=\"alert\">{} : {}</p>",
+            t.reply_failed,
+            esc(&err)
+        );
     }
     let _ = write!(
         body,
@@ -753,7 +847,11 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
             t.send
         );
     } else {
-        let _ = write!(body, "<p class=\"notice\" id=\"window-closed\">{}</p>", t.window_closed_help);
+        let _ = write!(
+            body,
+            "<p class=\"notice\" id=\"window-closed\">{}</p>",
+            t.window_closed_help
+        );
     }
     page(StatusCode::OK, &layout(t, &contact_label(&conv), Some(session), &body))
 }
@@ -790,17 +888,11 @@ async fn act(app: &App, session: &ConsoleSession, contact: &str, action: &str, r
             }
         }
         "handover" => match super::handover::take_over(app, contact, &session.user, None).await {
-            Ok(_) => {
-                app.live.bump();
-                redirect(&back)
-            }
+            Ok(_) => redirect(&back),
             Err(e) => redirect(&format!("{back}?err={}", url_segment(&e.to_string()))),
         },
         "release" => match super::handover::give_back(app, contact).await {
-            Ok(_) => {
-                app.live.bump();
-                redirect(&back)
-            }
+            Ok(_) => redirect(&back),
             Err(e) => redirect(&format!("{back}?err={}", url_segment(&e.to_string()))),
         },
         _ => plain(StatusCode::NOT_FOUND, "not found"),

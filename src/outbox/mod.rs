@@ -188,6 +188,13 @@ impl Outbox {
         self
     }
 
+    /// Tells the console's open pages that something they show changed.
+    pub fn changed(&self) {
+        if let Some(live) = &self.live {
+            live.bump();
+        }
+    }
+
     /// Wakes the worker (after a job was queued by another path, e.g. a resend).
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -365,6 +365,8 @@ impl Dispatcher {
                 for m in &recorded {
                     self.outbox.recorded(m, m.origin.as_deref().unwrap_or("script"));
                 }
+                // The scripts' outcomes (and a request for a person) show in the console.
+                self.outbox.changed();
             }
             if !quarantined.is_empty() || !retry.is_empty() {
                 self.store

@@ -1,6 +1,6 @@
 //! What the console keeps of its own: how far the team has read each conversation.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Result, Store};
 
