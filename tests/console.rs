@@ -196,6 +196,10 @@ async fn an_agent_signs_in_sees_a_message_arrive_live_answers_it_and_sees_the_ti
     wait_for(&c, "the delivered tick", ".msg.out [data-status=\"delivered\"]").await;
     d.deliver_ok(&status_delivery(&wamid, "read", now())).await;
     wait_for(&c, "the read tick", ".msg.out [data-status=\"read\"]").await;
+    // What it looks like on a phone (412 px wide), for whoever changes the pages.
+    if let Ok(png) = c.screenshot().await {
+        let _ = std::fs::write(std::env::temp_dir().join("walua-console-thread.png"), png);
+    }
     c.close().await.unwrap();
 }
 
