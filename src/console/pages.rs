@@ -415,12 +415,17 @@ async fn rows(app: &App) -> Vec<Row> {
         .unwrap_or_default()
 }
 
-async fn inbox_list(app: &App, query: &str) -> String {
-    let t = &FR;
-    let filter = form_urlencoded::parse(query.as_bytes())
+/// The inbox filter a query asks for (`?f=unread`…), empty for all.
+fn inbox_filter(query: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "f")
         .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+async fn inbox_list(app: &App, query: &str) -> String {
+    let t = &FR;
+    let filter = inbox_filter(query);
     let all = rows(app).await;
     let shown: Vec<&Row> = all
         .iter()
@@ -498,10 +503,7 @@ async fn inbox_list(app: &App, query: &str) -> String {
 
 async fn inbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpResponse {
     let t = &FR;
-    let filter = form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "f")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let filter = inbox_filter(query);
     let mut body = format!("<h2>{}</h2><nav class=\"filters\">", t.inbox);
     for (key, label) in [
         ("", t.filter_all),

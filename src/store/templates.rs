@@ -86,6 +86,22 @@ pub struct TemplateChange {
     pub reason: Option<String>,
 }
 
+impl TemplateChange {
+    /// A change of `what` in template `t`, from `from` to `to`.
+    fn of(t: &TemplateRecord, what: &'static str, from: &str, to: &str, reason: Option<String>) -> TemplateChange {
+        TemplateChange {
+            id: t.id.clone(),
+            waba_id: t.waba_id.clone(),
+            name: t.name.clone(),
+            language: t.language.clone(),
+            what,
+            from: from.to_string(),
+            to: to.to_string(),
+            reason,
+        }
+    }
+}
+
 /// Meta's language codes compare without case and with `-` or `_`: `en-US` is `en_US`.
 pub use crate::templates::definition::normalize_language;
 
@@ -164,16 +180,7 @@ impl<'txn> TemplateTables<'txn> {
         });
         let mut changes = Vec::new();
         let mut change = |t: &TemplateRecord, what: &'static str, from: String, to: String, reason: Option<String>| {
-            changes.push(TemplateChange {
-                id: t.id.clone(),
-                waba_id: t.waba_id.clone(),
-                name: t.name.clone(),
-                language: t.language.clone(),
-                what,
-                from,
-                to,
-                reason,
-            })
+            changes.push(TemplateChange::of(t, what, &from, &to, reason))
         };
         if is_new {
             change(&t, "new", String::new(), t.status.clone(), None);
@@ -359,16 +366,7 @@ impl Store {
             for mut t in listed {
                 let before = known.iter().position(|k| k.id == t.id).map(|i| known.swap_remove(i));
                 let mut note = |what: &'static str, from: &str, to: &str| {
-                    changes.push(TemplateChange {
-                        id: t.id.clone(),
-                        waba_id: t.waba_id.clone(),
-                        name: t.name.clone(),
-                        language: t.language.clone(),
-                        what,
-                        from: from.to_string(),
-                        to: to.to_string(),
-                        reason: t.reason.clone(),
-                    })
+                    changes.push(TemplateChange::of(&t, what, from, to, t.reason.clone()))
                 };
                 match &before {
                     None => note("new", "", &t.status),
@@ -405,16 +403,13 @@ impl Store {
             }
             for mut gone in known {
                 if gone.status != "DELETED" {
-                    changes.push(TemplateChange {
-                        id: gone.id.clone(),
-                        waba_id: gone.waba_id.clone(),
-                        name: gone.name.clone(),
-                        language: gone.language.clone(),
-                        what: "deleted",
-                        from: gone.status.clone(),
-                        to: "DELETED".into(),
-                        reason: Some("no longer listed by Meta".into()),
-                    });
+                    changes.push(TemplateChange::of(
+                        &gone,
+                        "deleted",
+                        &gone.status,
+                        "DELETED",
+                        Some("no longer listed by Meta".into()),
+                    ));
                     gone.status = "DELETED".into();
                     gone.deleted_at_ms.get_or_insert(now);
                     gone.updated_at_ms = now;

@@ -347,24 +347,30 @@ impl TemplateSync {
         Ok(format!("id {id}, {status}"))
     }
 
-    async fn edit(&self, waba: &Waba, d: &Definition, row: &DiffRow) -> Result<String, String> {
-        let (name, language, waba_id) = (d.name.clone(), d.language.clone(), waba.id.clone());
+    /// The registry's record of `name` in `language` of `waba` (push found it there).
+    async fn registered(&self, waba: &Waba, name: &str, language: &str) -> Result<TemplateRecord, String> {
+        let (name, language, waba_id) = (name.to_string(), language.to_string(), waba.id.clone());
         let record = self
             .store
             .blocking(move |s| s.template(&waba_id, &name, &language))
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the template vanished from the registry")?;
+        Ok(record)
+    }
+
+    async fn edit(&self, waba: &Waba, d: &Definition, row: &DiffRow) -> Result<String, String> {
+        let record = self.registered(waba, &d.name, &d.language).await?;
         let handle = self.header_handle(waba, d).await?;
-        let body = json!({ "components": d.components(handle.as_deref()) });
+        let components = d.components(handle.as_deref());
         waba.client
-            .edit_template(&record.id, &body)
+            .edit_template(&record.id, &json!({ "components": components }))
             .await
             .map_err(|f| f.to_string())?;
         let was_approved = record.status == "APPROVED";
         let updated = TemplateRecord {
             status: "PENDING".into(),
-            components: Some(d.components(handle.as_deref())),
+            components: Some(components),
             ..record.clone()
         };
         self.store
@@ -379,13 +385,7 @@ impl TemplateSync {
     }
 
     async fn delete(&self, waba: &Waba, row: &DiffRow) -> Result<String, String> {
-        let (name, language, waba_id) = (row.name.clone(), row.language.clone(), waba.id.clone());
-        let record = self
-            .store
-            .blocking(move |s| s.template(&waba_id, &name, &language))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the template vanished from the registry")?;
+        let record = self.registered(waba, &row.name, &row.language).await?;
         waba.client
             .delete_template(&waba.id, &record.name, Some(&record.id))
             .await

@@ -849,23 +849,22 @@ impl FakeGraph {
         status: &str,
         components: Value,
     ) -> String {
-        let mut st = self.inner.lock();
-        st.next_template += 1;
-        let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
-        st.templates.push(FakeTemplate {
-            id: id.clone(),
-            waba: waba.to_string(),
-            name: name.to_string(),
-            language: language.to_string(),
-            category: category.to_string(),
-            status: status.to_string(),
-            quality: "UNKNOWN".into(),
-            components,
-            parameter_format: "POSITIONAL".into(),
-            edits: Vec::new(),
-            deleted: None,
-        });
-        id
+        insert_template(
+            &mut self.inner.lock(),
+            FakeTemplate {
+                id: String::new(),
+                waba: waba.to_string(),
+                name: name.to_string(),
+                language: language.to_string(),
+                category: category.to_string(),
+                status: status.to_string(),
+                quality: "UNKNOWN".into(),
+                components,
+                parameter_format: "POSITIONAL".into(),
+                edits: Vec::new(),
+                deleted: None,
+            },
+        )
     }
 
     /// Meta's review (or pause) decides: the template's status becomes `status`.
@@ -889,6 +888,15 @@ impl FakeGraph {
     pub fn handles(&self) -> Vec<String> {
         self.inner.lock().handles.clone()
     }
+}
+
+/// Adds `t` under a new Meta-like id; returns the id.
+fn insert_template(st: &mut State, mut t: FakeTemplate) -> String {
+    st.next_template += 1;
+    t.id = format!("{}", 1_000_000_000_000u64 + st.next_template);
+    let id = t.id.clone();
+    st.templates.push(t);
+    id
 }
 
 fn template_json(t: &FakeTemplate) -> Value {
@@ -1045,25 +1053,26 @@ fn create_template(inner: &Inner, waba: &str, body: &Value) -> Outcome {
             "The WhatsApp Business Account reached its maximum number of message templates (250).",
         );
     }
-    st.next_template += 1;
-    let id = format!("{}", 1_000_000_000_000u64 + st.next_template);
-    st.templates.push(FakeTemplate {
-        id: id.clone(),
-        waba: waba.to_string(),
-        name: name.to_string(),
-        language: language.to_string(),
-        category: category.to_string(),
-        status: "PENDING".into(),
-        quality: "UNKNOWN".into(),
-        components: Value::Array(components.clone()),
-        parameter_format: body
-            .get("parameter_format")
-            .and_then(Value::as_str)
-            .unwrap_or("POSITIONAL")
-            .to_string(),
-        edits: Vec::new(),
-        deleted: None,
-    });
+    let id = insert_template(
+        &mut st,
+        FakeTemplate {
+            id: String::new(),
+            waba: waba.to_string(),
+            name: name.to_string(),
+            language: language.to_string(),
+            category: category.to_string(),
+            status: "PENDING".into(),
+            quality: "UNKNOWN".into(),
+            components: Value::Array(components.clone()),
+            parameter_format: body
+                .get("parameter_format")
+                .and_then(Value::as_str)
+                .unwrap_or("POSITIONAL")
+                .to_string(),
+            edits: Vec::new(),
+            deleted: None,
+        },
+    );
     Outcome::Answer(200, json!({ "id": id, "status": "PENDING", "category": category }))
 }
 
