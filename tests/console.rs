@@ -5,78 +5,18 @@
 //! `.ci/run`), which makes them fail.
 
 mod support;
+#[path = "support/browser.rs"]
+mod browser;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use browser::*;
+use fantoccini::Locator;
 use serde_json::json;
 use support::fake_graph::FakeGraph;
 use support::*;
 
 const AWA: &str = "221771234567";
-const PASSWORD: &str = "correct horse battery";
-
-/// A chromedriver on a free port; killed on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn chromedriver() -> Option<Driver> {
-    let binary = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let Some(binary) = binary else {
-        if std::env::var("WALUA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
-            panic!("chromedriver is missing (apt-get install chromium chromium-driver) and WALUA_REQUIRE_BROWSER=1");
-        }
-        eprintln!(
-            "SKIPPED: chromedriver not found (apt-get install chromium chromium-driver); the browser tests did not run"
-        );
-        return None;
-    };
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    Some(Driver { child, port })
-}
-
-async fn browser(driver: &Driver) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=412,900"],
-               "binary": "/usr/bin/chromium"}),
-    );
-    let start = Instant::now();
-    loop {
-        match ClientBuilder::rustls()
-            .expect("rustls")
-            .capabilities(caps.clone())
-            .connect(&format!("http://127.0.0.1:{}", driver.port))
-            .await
-        {
-            Ok(c) => return c,
-            Err(e) if start.elapsed() < Duration::from_secs(20) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("cannot start a browser session: {e}"),
-        }
-    }
-}
 
 /// A live shop: the fake Graph API, a bot that answers every text, and two accounts.
 async fn shop() -> (FakeGraph, TestDaemon) {
@@ -96,49 +36,6 @@ async fn shop() -> (FakeGraph, TestDaemon) {
         assert_eq!(status, 201, "{body}");
     }
     (fake, d)
-}
-
-async fn sign_in(c: &Client, d: &TestDaemon, user: &str) {
-    c.goto(&d.url("/login")).await.unwrap();
-    c.find(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys(user)
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Id("sign-in")).await.unwrap().click().await.unwrap();
-    wait_for(c, "the inbox", "#inbox").await;
-}
-
-async fn wait_for(c: &Client, what: &str, css: &str) -> fantoccini::elements::Element {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("waiting for {what} ({css}): {e}"))
-}
-
-async fn wait_text(c: &Client, what: &str, css: &str, needle: &str) {
-    let start = Instant::now();
-    loop {
-        if let Ok(el) = c.find(Locator::Css(css)).await
-            && let Ok(text) = el.text().await
-            && text.contains(needle)
-        {
-            return;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let html = c.source().await.unwrap_or_default();
-            panic!("waiting for {what}: `{needle}` in {css}\n{html}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -8,11 +8,16 @@
 //!   route checks the session and the role.
 //! - [`live`]: the change counter the pages listen to (Server-Sent Events).
 //! - [`strings`]: every text the console shows (French).
+//! - [`compose`]: answers beyond text: the template picker of a closed window, attachments,
+//!   resend and cancel.
+//! - [`ops`]: the operations pages (outbox, scripts, parked runs, health); admins act.
 //! - [`handover`]: "Prendre la main" / "Rendre au bot": an agent takes a conversation over
 //!   and the scripts stay quiet for that contact until it is given back or lapses.
 
 pub mod accounts;
+pub mod compose;
 pub mod handover;
 pub mod live;
+pub mod ops;
 pub mod pages;
 pub mod strings;

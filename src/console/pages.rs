@@ -73,11 +73,20 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 (&Method::GET, ["c", contact]) => {
                     refreshed(app, &session, secure, thread_page(app, &session, contact, &query).await)
                 }
-                (&Method::GET, ["c", contact, "messages"]) => fragment(thread_messages(app, contact).await.0),
+                (&Method::GET, ["c", contact, "messages"]) => fragment(thread_messages(app, Some(&session), contact).await.0),
+                (&Method::POST, ["c", contact, action @ ("attach" | "template")]) => {
+                    let contact = contact.to_string();
+                    let action = action.to_string();
+                    super::compose::post_multipart(app, &session, &contact, &action, req).await
+                }
                 (&Method::POST, ["c", contact, action]) => {
                     let contact = contact.to_string();
                     let action = action.to_string();
                     act(app, &session, &contact, &action, req).await
+                }
+                (_, s) if super::ops::is_ops(s) => {
+                    let segs: Vec<&str> = s.to_vec();
+                    super::ops::route(app, &session, &method, &segs, &query, req).await
                 }
                 _ => plain(StatusCode::NOT_FOUND, "not found"),
             }
@@ -96,15 +105,15 @@ fn refreshed(app: &App, session: &ConsoleSession, secure: bool, mut r: HttpRespo
     r
 }
 
-fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_text(s)
 }
 
-fn attr(s: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn attr(s: &str) -> std::borrow::Cow<'_, str> {
     html_escape::encode_double_quoted_attribute(s)
 }
 
-fn url_segment(s: &str) -> String {
+pub(super) fn url_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -118,7 +127,7 @@ fn secured(mut r: HttpResponse) -> HttpResponse {
     r
 }
 
-fn page(status: StatusCode, html: &str) -> HttpResponse {
+pub(super) fn page(status: StatusCode, html: &str) -> HttpResponse {
     secured(
         Response::builder()
             .status(status)
@@ -132,7 +141,7 @@ fn fragment(html: String) -> HttpResponse {
     page(StatusCode::OK, &html)
 }
 
-fn plain(status: StatusCode, text: &str) -> HttpResponse {
+pub(super) fn plain(status: StatusCode, text: &str) -> HttpResponse {
     secured(crate::http::text(status, text.to_string()))
 }
 
@@ -145,7 +154,7 @@ fn asset(body: &'static str, content_type: &'static str) -> HttpResponse {
     )
 }
 
-fn redirect(to: &str) -> HttpResponse {
+pub(super) fn redirect(to: &str) -> HttpResponse {
     secured(
         Response::builder()
             .status(StatusCode::SEE_OTHER)
@@ -156,7 +165,7 @@ fn redirect(to: &str) -> HttpResponse {
 }
 
 /// The page frame: header with the user and sign-out, the body, the script.
-fn layout(t: &Strings, title: &str, session: Option<&ConsoleSession>, body: &str) -> String {
+pub(super) fn layout(t: &Strings, title: &str, session: Option<&ConsoleSession>, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 1024);
     let _ = write!(
         out,
@@ -167,6 +176,11 @@ fn layout(t: &Strings, title: &str, session: Option<&ConsoleSession>, body: &str
         t.app
     );
     if let Some(s) = session {
+        let _ = write!(
+            out,
+            "<nav class=\"main\"><a href=\"/\">{}</a><a href=\"/console/outbox\" id=\"nav-ops\">{}</a></nav>",
+            t.inbox, t.operations
+        );
         let _ = write!(
             out,
             "<span id=\"live\" data-off=\"{}\"></span><span class=\"who\">{} · {}</span><form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>{}</button></form>",
@@ -199,7 +213,7 @@ fn login_page(t: &Strings, error: Option<&str>) -> String {
     layout(t, t.sign_in_title, None, &body)
 }
 
-async fn form(req: Request<Incoming>) -> Vec<(String, String)> {
+pub(super) async fn form(req: Request<Incoming>) -> Vec<(String, String)> {
     let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -207,7 +221,7 @@ async fn form(req: Request<Incoming>) -> Vec<(String, String)> {
     form_urlencoded::parse(&body).into_owned().collect()
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
     form.iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
@@ -341,7 +355,7 @@ fn window_left(conv: &Conversation) -> Option<i64> {
     (left > 0).then_some(left)
 }
 
-fn duration_fr(t: &Strings, secs: i64) -> String {
+pub(super) fn duration_fr(t: &Strings, secs: i64) -> String {
     let (h, m) = (secs / 3600, (secs % 3600) / 60);
     if h > 0 {
         format!("{h} {} {m:02}", t.hours)
@@ -350,7 +364,7 @@ fn duration_fr(t: &Strings, secs: i64) -> String {
     }
 }
 
-fn local_time(app: &App, unix_secs: i64) -> String {
+pub(super) fn local_time(app: &App, unix_secs: i64) -> String {
     chrono::DateTime::from_timestamp(unix_secs, 0)
         .map(|t| {
             t.with_timezone(&app.config.scripts.timezone)
@@ -540,7 +554,9 @@ async fn inbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpRes
 
 fn status_tick(t: &Strings, m: &MessageRecord) -> String {
     let (mark, class, title) = match m.status.as_str() {
-        "queued" | "sending" | "retry" => ("🕓", "", t.status_queued),
+        "queued" | "retry" => ("🕓", "", t.status_queued),
+        "sending" => ("🕓", "", t.status_sending),
+        "cancelled" => ("⊘", " failed", t.status_cancelled),
         "sent" => ("✓", "", t.status_sent),
         "delivered" => ("✓✓", "", t.status_delivered),
         "read" | "played" => ("✓✓", " read", t.status_read),
@@ -679,7 +695,7 @@ fn render_content(app: &App, t: &Strings, m: &MessageRecord) -> String {
 }
 
 /// The thread's messages (HTML) and the last message id.
-async fn thread_messages(app: &App, contact: &str) -> (String, u64) {
+async fn thread_messages(app: &App, session: Option<&ConsoleSession>, contact: &str) -> (String, u64) {
     let t = &FR;
     let c = contact.to_string();
     let messages = app
@@ -704,6 +720,9 @@ async fn thread_messages(app: &App, contact: &str) -> (String, u64) {
         );
         if m.direction == Direction::Outbound {
             let _ = write!(out, " {}", status_tick(t, m));
+            if let Some(session) = session {
+                out.push_str(&super::compose::message_actions(t, session, &url_segment(contact), m));
+            }
             if let Some(e) = &m.error {
                 let _ = write!(
                     out,
@@ -763,7 +782,7 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
     let Ok((Some(conv), handover)) = found else {
         return plain(StatusCode::NOT_FOUND, "no such conversation");
     };
-    let (messages, last) = thread_messages(app, &conv.contact).await;
+    let (messages, last) = thread_messages(app, Some(session), &conv.contact).await;
     if last > 0 {
         let key = conv.contact.clone();
         let _ = app.store.blocking(move |s| s.console_mark_read(&key, last)).await;
@@ -848,12 +867,14 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
             attr(t.reply_placeholder),
             t.send
         );
+        body.push_str(&super::compose::attach_form(t, session, &seg));
     } else {
         let _ = write!(
             body,
             "<p class=\"notice\" id=\"window-closed\">{}</p>",
             t.window_closed_help
         );
+        body.push_str(&super::compose::template_picker(app, session, &conv, query));
     }
     page(StatusCode::OK, &layout(t, &contact_label(&conv), Some(session), &body))
 }
@@ -893,6 +914,7 @@ async fn act(app: &App, session: &ConsoleSession, contact: &str, action: &str, r
             Ok(_) => redirect(&back),
             Err(e) => redirect(&format!("{back}?err={}", url_segment(&e.to_string()))),
         },
+        "resend" | "cancel" => super::compose::resend_or_cancel(app, session, contact, action, field(&f, "id")).await,
         "release" => match super::handover::give_back(app, contact).await {
             Ok(_) => redirect(&back),
             Err(e) => redirect(&format!("{back}?err={}", url_segment(&e.to_string()))),

@@ -101,6 +101,158 @@ pub struct Strings {
     pub hours: &'static str,
     /// Minutes.
     pub minutes: &'static str,
+    /// Link to the operations pages.
+    pub operations: &'static str,
+    /// A send on its way to Meta.
+    pub status_sending: &'static str,
+    /// A send cancelled before it left.
+    pub status_cancelled: &'static str,
+    /// A send held while Meta pauses its template.
+    pub status_held: &'static str,
+    /// Button: queue a failed or cancelled send again.
+    pub resend: &'static str,
+    /// Button: cancel a queued send.
+    pub cancel_send: &'static str,
+    /// A form named a message that is not this conversation's.
+    pub no_such_message: &'static str,
+    /// Label of the file field.
+    pub attach_label: &'static str,
+    /// Placeholder of an attachment's caption.
+    pub caption_placeholder: &'static str,
+    /// Button: send the file.
+    pub attach_send: &'static str,
+    /// The attachment form came without a file.
+    pub attach_missing: &'static str,
+    /// Prefix of a refused file name.
+    pub attach_name: &'static str,
+    /// The template form came without a template.
+    pub template_missing: &'static str,
+    /// Title of the template picker.
+    pub picker_title: &'static str,
+    /// No template can be sent from this number.
+    pub picker_none: &'static str,
+    /// Button: show the chosen template's form.
+    pub picker_choose: &'static str,
+    /// Label: the header's file.
+    pub picker_header_file: &'static str,
+    /// Label: the header's file by link.
+    pub picker_header_link: &'static str,
+    /// Label: a header parameter.
+    pub picker_header_param: &'static str,
+    /// Label: a URL button's suffix.
+    pub picker_url_suffix: &'static str,
+    /// Button: send the template.
+    pub picker_send: &'static str,
+    /// Operations: the outbox page.
+    pub ops_outbox: &'static str,
+    /// Operations: the scripts page.
+    pub ops_scripts: &'static str,
+    /// Operations: the parked runs page.
+    pub ops_parked: &'static str,
+    /// Operations: the health page.
+    pub ops_health: &'static str,
+    /// Operations, for a role that may not act.
+    pub ops_read_only: &'static str,
+    /// Outbox: the jobs.
+    pub outbox_queue: &'static str,
+    /// Outbox: no job.
+    pub outbox_empty: &'static str,
+    /// Outbox: sends in trouble.
+    pub outbox_troubles: &'static str,
+    /// Outbox: nothing in trouble.
+    pub outbox_no_trouble: &'static str,
+    /// Link to the next, older page.
+    pub older: &'static str,
+    /// Column: recipient.
+    pub col_to: &'static str,
+    /// Column: sender.
+    pub col_from: &'static str,
+    /// Column: kind.
+    pub col_kind: &'static str,
+    /// Column: the message.
+    pub col_message: &'static str,
+    /// Column: state.
+    pub col_state: &'static str,
+    /// Column: attempts.
+    pub col_attempts: &'static str,
+    /// Column: reason.
+    pub col_reason: &'static str,
+    /// Column: script.
+    pub col_script: &'static str,
+    /// Column: version.
+    pub col_version: &'static str,
+    /// Column: loaded at.
+    pub col_loaded: &'static str,
+    /// Column: error.
+    pub col_error: &'static str,
+    /// Column: run.
+    pub col_run: &'static str,
+    /// Column: when.
+    pub col_when: &'static str,
+    /// After a resend.
+    pub resent: &'static str,
+    /// After a cancel.
+    pub cancelled: &'static str,
+    /// Button: reload every script.
+    pub reload: &'static str,
+    /// After a reload.
+    pub reloaded: &'static str,
+    /// Counted after a reload.
+    pub scripts_loaded: &'static str,
+    /// A date that never was.
+    pub never: &'static str,
+    /// Scripts: quarantined messages.
+    pub quarantined: &'static str,
+    /// Scripts: no quarantined message.
+    pub quarantined_none: &'static str,
+    /// Button: run a quarantined message's scripts again.
+    pub run_again: &'static str,
+    /// After a quarantined message is put back.
+    pub dispatched: &'static str,
+    /// Parked runs: what they are.
+    pub parked_help: &'static str,
+    /// Parked runs: none.
+    pub parked_none: &'static str,
+    /// A parked run.
+    pub parked_state: &'static str,
+    /// A run being retried.
+    pub retrying_state: &'static str,
+    /// A parked message too old to replay.
+    pub parked_expired: &'static str,
+    /// Button: replay a parked run.
+    pub replay: &'static str,
+    /// After a replay.
+    pub replayed: &'static str,
+    /// An operations form walua does not know.
+    pub unknown_action: &'static str,
+    /// Health: ok.
+    pub health_ok: &'static str,
+    /// Health: degraded.
+    pub health_degraded: &'static str,
+    /// Health: failing.
+    pub health_failing: &'static str,
+    /// Health: the store.
+    pub health_store: &'static str,
+    /// Health: the journal.
+    pub health_journal: &'static str,
+    /// Health: journal backlog.
+    pub health_backlog: &'static str,
+    /// Health: outbox depth.
+    pub health_outbox: &'static str,
+    /// Health: scripts loaded / failing.
+    pub health_scripts: &'static str,
+    /// Health: Odoo.
+    pub health_odoo: &'static str,
+    /// Odoo answers.
+    pub odoo_reachable: &'static str,
+    /// Odoo does not answer.
+    pub odoo_unreachable: &'static str,
+    /// No Odoo configured.
+    pub odoo_not_configured: &'static str,
+    /// Health: age of the template sync of a WABA.
+    pub health_templates: &'static str,
+    /// After a duration: in the past.
+    pub ago: &'static str,
 }
 
 /// French, the console's language.
@@ -129,7 +281,7 @@ pub const FR: Strings = Strings {
     back: "← Conversations",
     reply_placeholder: "Votre réponse…",
     send: "Envoyer",
-    window_closed_help: "Le client n'a pas écrit depuis plus de 24 heures : WhatsApp n'accepte plus de message libre. Envoyez un modèle approuvé (walua send --template) ou attendez qu'il vous écrive.",
+    window_closed_help: "Le client n'a pas écrit depuis plus de 24 heures : WhatsApp n'accepte plus de message libre. Envoyez un modèle approuvé ci-dessous, ou attendez qu'il vous écrive.",
     read_only: "Lecture seule : votre rôle ne permet pas de répondre.",
     take_over: "Prendre la main",
     give_back: "Rendre au bot",
@@ -154,4 +306,80 @@ pub const FR: Strings = Strings {
     offline: "Connexion perdue, reconnexion…",
     hours: "h",
     minutes: "min",
+    operations: "Exploitation",
+    status_sending: "Envoi en cours",
+    status_cancelled: "Annulé",
+    status_held: "Retenu (modèle en pause chez Meta)",
+    resend: "Renvoyer",
+    cancel_send: "Annuler l'envoi",
+    no_such_message: "Message introuvable dans cette conversation.",
+    attach_label: "Fichier",
+    caption_placeholder: "Légende (facultative)",
+    attach_send: "Envoyer le fichier",
+    attach_missing: "Choisissez un fichier.",
+    attach_name: "Nom de fichier refusé :",
+    template_missing: "Choisissez un modèle.",
+    picker_title: "Envoyer un modèle approuvé",
+    picker_none: "Aucun modèle approuvé pour ce numéro : définissez-en un dans templates/ puis walua templates push.",
+    picker_choose: "Choisir",
+    picker_header_file: "Fichier d'en-tête",
+    picker_header_link: "ou lien du fichier",
+    picker_header_param: "En-tête",
+    picker_url_suffix: "Fin du lien du bouton",
+    picker_send: "Envoyer le modèle",
+    ops_outbox: "File d'envoi",
+    ops_scripts: "Scripts",
+    ops_parked: "Exécutions en échec",
+    ops_health: "Santé",
+    ops_read_only: "Lecture seule : seul un administrateur peut agir ici.",
+    outbox_queue: "En file",
+    outbox_empty: "Rien en attente d'envoi.",
+    outbox_troubles: "Envois en échec, annulés ou à l'issue inconnue",
+    outbox_no_trouble: "Aucun envoi en difficulté.",
+    older: "Plus anciens →",
+    col_to: "Destinataire",
+    col_from: "Client",
+    col_kind: "Type",
+    col_message: "Message",
+    col_state: "État",
+    col_attempts: "Essais",
+    col_reason: "Raison",
+    col_script: "Script",
+    col_version: "Version",
+    col_loaded: "Chargé le",
+    col_error: "Erreur",
+    col_run: "Exécution",
+    col_when: "Dernier échec",
+    resent: "Remis en file : message",
+    cancelled: "Envoi annulé : message",
+    reload: "Recharger les scripts",
+    reloaded: "Scripts rechargés",
+    scripts_loaded: "chargé(s)",
+    never: "jamais",
+    quarantined: "Messages mis en quarantaine",
+    quarantined_none: "Aucun message en quarantaine.",
+    run_again: "Relancer les scripts",
+    dispatched: "Scripts relancés pour le message",
+    parked_help: "Les exécutions de hooks Odoo, de tâches planifiées et de messages qui ont échoué. En attente : walua réessaie. Garées : walua a abandonné, rejouez-les une fois la cause corrigée.",
+    parked_none: "Aucune exécution en échec.",
+    parked_state: "Garée",
+    retrying_state: "En attente de nouvel essai",
+    parked_expired: "Expirée (trop tard pour répondre)",
+    replay: "Rejouer",
+    replayed: "Rejouée :",
+    unknown_action: "Action inconnue.",
+    health_ok: "Tout fonctionne",
+    health_degraded: "Dégradé : walua fonctionne, mais un service dont il dépend non",
+    health_failing: "En panne : walua ne peut plus faire son travail",
+    health_store: "Base de données",
+    health_journal: "Journal des webhooks",
+    health_backlog: "Webhooks à traiter",
+    health_outbox: "Messages en file d'envoi",
+    health_scripts: "Scripts chargés / en erreur",
+    health_odoo: "Odoo",
+    odoo_reachable: "joignable",
+    odoo_unreachable: "injoignable",
+    odoo_not_configured: "non configuré",
+    health_templates: "Synchronisation des modèles, WABA",
+    ago: "passées",
 };

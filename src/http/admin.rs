@@ -108,24 +108,42 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             let Ok(id) = id.parse::<u64>() else {
                 return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
             };
-            match app.store.blocking(move |s| s.outbox_resend(id)).await {
-                Ok(Some(m)) if !app.config.whatsapp.dry_run => {
-                    app.outbox.wake();
-                    json(
-                        StatusCode::ACCEPTED,
-                        &serde_json::json!({ "id": m.id, "status": m.status }),
-                    )
-                }
-                Ok(Some(m)) => json(
+            match resend(app, id).await {
+                Ok(m) => json(
                     StatusCode::ACCEPTED,
                     &serde_json::json!({ "id": m.id, "status": m.status }),
                 ),
-                Ok(None) => error(
-                    StatusCode::CONFLICT,
-                    format!("message {id} is not an outbound message in status failed or unknown without a wamid"),
-                ),
-                Err(e) => store_error(e),
+                Err(r) => r,
             }
+        }
+        (&Method::POST, ["messages", id, "cancel"]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a message id"));
+            };
+            match cancel_send(app, id, "the operator (API)").await {
+                Ok(m) => json(StatusCode::OK, &serde_json::json!({ "id": m.id, "status": m.status })),
+                Err(r) => r,
+            }
+        }
+        (&Method::GET, ["outbox"]) => {
+            let before = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .find(|(k, _)| k == "before")
+                .and_then(|(_, v)| v.parse::<u64>().ok());
+            let result = app
+                .store
+                .blocking(move |s| {
+                    let jobs = s.outbox_jobs(limit)?;
+                    let troubles = s.outbound_troubles(before, TROUBLE_SCAN, limit)?;
+                    Ok((jobs, troubles))
+                })
+                .await;
+            respond(result.map(|(jobs, troubles)| {
+                serde_json::json!({
+                    "jobs": jobs.iter().map(|(j, m)| crate::store::ops::job_json(j, m.as_ref())).collect::<Vec<_>>(),
+                    "troubles": troubles.messages,
+                    "next_before": troubles.next_before,
+                })
+            }))
         }
         (&Method::POST, ["messages", id, "dispatch"]) => {
             // Runs a quarantined inbound message's scripts again, once (the operator fixed
@@ -363,37 +381,114 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
         Ok(_) => return error(StatusCode::BAD_REQUEST, "empty file"),
         Err(r) => return r,
     };
+    match keep_media(app, body.to_vec(), &filename, &mime, from, to, ttl_minutes).await {
+        Ok(KeptMedia { id, from, dry_run: false }) => {
+            json(StatusCode::OK, &serde_json::json!({ "id": id, "from": from }))
+        }
+        Ok(KeptMedia { id, .. }) => json(StatusCode::OK, &serde_json::json!({ "id": id, "dry_run": true })),
+        Err(r) => r,
+    }
+}
+
+/// A file uploaded as media, ready to send by id.
+pub(crate) struct KeptMedia {
+    /// The media id (Meta's, or a local one in dry run).
+    pub id: String,
+    /// The business number the media belongs to (send it from there).
+    pub from: Option<String>,
+    /// Kept beside the store, not uploaded (dry run or no Graph client).
+    pub dry_run: bool,
+}
+
+/// Uploads `body` as media of the number a message to `to` goes out from (or `from`), or keeps
+/// it beside the store in dry run: the admin API's and the console's upload.
+pub(crate) async fn keep_media(
+    app: &App,
+    body: Vec<u8>,
+    filename: &str,
+    mime: &str,
+    from: Option<String>,
+    to: Option<String>,
+    ttl_minutes: Option<u32>,
+) -> Result<KeptMedia, HttpResponse> {
     let outbox = app.outbox.clone();
     let number = tokio::task::spawn_blocking(move || outbox.sender(from.as_deref(), to.as_deref().unwrap_or("")))
         .await
         .map_err(|e| e.to_string());
     let number = match number {
         Ok(Ok(n)) => n,
-        Ok(Err(invalid)) => return error(StatusCode::UNPROCESSABLE_ENTITY, invalid),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Err(invalid)) => return Err(error(StatusCode::UNPROCESSABLE_ENTITY, invalid)),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
     };
     let client = app.graph.as_ref().and_then(|c| c.for_number(number.as_deref()));
     match (client, app.config.whatsapp.dry_run) {
-        (Some(client), false) => match client
-            .upload_media_for(body.to_vec(), &mime, &filename, ttl_minutes)
-            .await
-        {
+        (Some(client), false) => match client.upload_media_for(body.clone(), mime, filename, ttl_minutes).await {
             Ok(id) => {
                 tracing::info!(media = %id, %filename, bytes = body.len(), from = ?number, "media uploaded");
-                json(StatusCode::OK, &serde_json::json!({ "id": id, "from": number }))
+                Ok(KeptMedia {
+                    id,
+                    from: number,
+                    dry_run: false,
+                })
             }
             Err(f) => {
                 let info = crate::outbox::error_info(&f);
-                json(
+                Err(json(
                     StatusCode::BAD_GATEWAY,
                     &serde_json::json!({ "error": info.title, "code": info.code, "explanation": info.explanation }),
-                )
+                ))
             }
         },
-        _ => match crate::media::save_local(&app.config.store.path, &filename, &body) {
-            Ok(id) => json(StatusCode::OK, &serde_json::json!({ "id": id, "dry_run": true })),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot keep the file: {e}")),
+        _ => match crate::media::save_local(&app.config.store.path, filename, &body) {
+            Ok(id) => Ok(KeptMedia {
+                id,
+                from: number,
+                dry_run: true,
+            }),
+            Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot keep the file: {e}"))),
         },
+    }
+}
+
+/// Messages read back per outbox page looking for failed, unknown and cancelled sends: the
+/// page's cost stays fixed on a long history (`next_before` goes on from where it stopped).
+pub const TROUBLE_SCAN: usize = 20_000;
+
+/// Queues again outbound message `id` (failed, unknown without a wamid, or cancelled): 409
+/// otherwise.
+pub(crate) async fn resend(app: &App, id: u64) -> Result<crate::store::MessageRecord, HttpResponse> {
+    match app.store.blocking(move |s| s.outbox_resend(id)).await {
+        Ok(Some(m)) => {
+            if !app.config.whatsapp.dry_run {
+                app.outbox.wake();
+            }
+            app.live.bump();
+            Ok(m)
+        }
+        Ok(None) => Err(error(
+            StatusCode::CONFLICT,
+            format!("message {id} is not an outbound message in status failed, cancelled or unknown without a wamid"),
+        )),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Cancels queued send `id` for `by`: 409 when it is no longer waiting, 404 when unknown.
+pub(crate) async fn cancel_send(app: &App, id: u64, by: &str) -> Result<crate::store::MessageRecord, HttpResponse> {
+    use crate::store::ops::Cancel;
+    let who = by.to_string();
+    match app.store.blocking(move |s| s.outbox_cancel(id, &who)).await {
+        Ok(Cancel::Cancelled(m)) => {
+            tracing::info!(message = id, by, "queued send cancelled");
+            app.live.bump();
+            Ok(*m)
+        }
+        Ok(Cancel::NotQueued(status)) => Err(error(
+            StatusCode::CONFLICT,
+            format!("message {id} is not waiting in the queue (it is {status}): only a queued send can be cancelled"),
+        )),
+        Ok(Cancel::Missing) => Err(error(StatusCode::NOT_FOUND, format!("no message {id}"))),
+        Err(e) => Err(store_error(e)),
     }
 }
 
@@ -402,7 +497,7 @@ pub const MAX_FILENAME_BYTES: usize = 255;
 
 /// A media file name must be a plain name: not empty, no path, no control characters, at
 /// most [`MAX_FILENAME_BYTES`] bytes.
-fn check_filename(name: &str) -> Result<(), String> {
+pub(crate) fn check_filename(name: &str) -> Result<(), String> {
     if name.is_empty() {
         Err("is empty".into())
     } else if name.len() > MAX_FILENAME_BYTES {
@@ -420,7 +515,7 @@ fn check_filename(name: &str) -> Result<(), String> {
 }
 
 /// `type/subtype[; parameters]` with RFC 7230 token characters.
-fn is_mime_type(mime: &str) -> bool {
+pub(crate) fn is_mime_type(mime: &str) -> bool {
     let token = |t: &str| {
         !t.is_empty()
             && t.bytes()
@@ -435,7 +530,7 @@ fn is_mime_type(mime: &str) -> bool {
 /// `POST /api/parked/{id}/replay`: runs a failed hook or cron run again now (200 when it
 /// succeeded, 422 with the new error when not, the entry kept), or puts a parked customer
 /// message back in the dispatch queue (202; 410 once its reply expired).
-async fn replay_parked(app: &App, id: &str) -> HttpResponse {
+pub(crate) async fn replay_parked(app: &App, id: &str) -> HttpResponse {
     use crate::store::parked::RunKind;
     let key = id.to_string();
     let entry = match app.store.blocking(move |s| s.failed_run(&key)).await {

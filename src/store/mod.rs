@@ -6,6 +6,7 @@
 
 pub mod console;
 pub mod handover;
+pub mod ops;
 pub mod outbox;
 pub mod parked;
 pub mod records;
@@ -421,6 +422,7 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(templates::TEMPLATE_KEYS)?;
             txn.open_table(users::USERS)?;
             txn.open_table(users::SESSIONS)?;
+            ops::index_quarantined(&txn)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(BUTTONS_SINCE)?.is_none() {
                 meta.insert(BUTTONS_SINCE, now_ms().to_be_bytes().as_slice())?;
@@ -843,7 +845,9 @@ impl Store {
             let mut dispatch = txn.open_table(DISPATCH)?;
             let mut started = txn.open_table(DISPATCH_STARTED)?;
             let mut outcomes = txn.open_table(SCRIPT_OUTCOMES)?;
+            let mut index = txn.open_table(ops::QUARANTINED)?;
             for (id, reason) in quarantined {
+                index.insert(*id, ())?;
                 dispatch.remove(*id)?;
                 started.remove(*id)?;
                 let outcome = ScriptOutcome {
@@ -882,6 +886,7 @@ impl Store {
                 txn.open_table(DISPATCH)?.insert(id, ())?;
                 txn.open_table(DISPATCH_STARTED)?.remove(id)?;
                 txn.open_table(SCRIPT_OUTCOMES)?.remove(id)?;
+                txn.open_table(ops::QUARANTINED)?.remove(id)?;
             }
             found
         };

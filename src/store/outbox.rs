@@ -410,7 +410,8 @@ impl Store {
         Ok(ids)
     }
 
-    /// Queues again a message that failed or whose send outcome is unknown (operator action).
+    /// Queues again a message that failed, was cancelled, or whose send outcome is unknown
+    /// (operator action).
     pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
         let txn = self.db()?.begin_write()?;
         let out = {
@@ -419,7 +420,7 @@ impl Store {
             match t.get_message(id)? {
                 Some(mut m)
                     if m.direction == Direction::Outbound
-                        && matches!(m.status.as_str(), "failed" | "unknown")
+                        && matches!(m.status.as_str(), "failed" | "unknown" | "cancelled")
                         && m.wamid.is_none() =>
                 {
                     let now = now_ms();

@@ -239,6 +239,38 @@ impl TemplateCatalog {
         })
     }
 
+    /// The templates an agent may pick for a send from business number `phone_number_id`,
+    /// each as [`TemplateCatalog::describe`] gives it, by name then language: the sendable
+    /// ones of the number's WABA once synced (AUTHENTICATION left out: their codes are not
+    /// typed by hand), else the definitions on disk.
+    pub fn choices(&self, phone_number_id: Option<&str>) -> Vec<Value> {
+        let waba = self.waba_of(phone_number_id);
+        let synced = waba
+            .as_deref()
+            .is_some_and(|w| self.store.templates_synced_at(w).ok().flatten().is_some());
+        let mut keys: Vec<(String, String)> = if synced {
+            let waba = waba.unwrap_or_default();
+            self.store
+                .templates()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t.waba_id == waba && SENDABLE.contains(&t.status.as_str()) && t.category != "AUTHENTICATION")
+                .map(|t| (t.name, t.language))
+                .collect()
+        } else {
+            self.definitions()
+                .definitions
+                .iter()
+                .map(|d| (d.name.clone(), d.language.clone()))
+                .collect()
+        };
+        keys.sort();
+        keys.dedup();
+        keys.iter()
+            .filter_map(|(name, lang)| self.describe(phone_number_id, name, lang))
+            .collect()
+    }
+
     /// What `env.templates.get` returns: status, quality, category, texts and parameter
     /// names of template `name` in `lang` for the default account, or `None`.
     pub fn describe(&self, phone_number_id: Option<&str>, name: &str, lang: &str) -> Option<Value> {
@@ -280,6 +312,19 @@ impl TemplateCatalog {
             "footer": text_of("FOOTER"),
             "buttons": part("BUTTONS").and_then(|b| b.get("buttons")).cloned().unwrap_or(json!([])),
             "parameters": s.body,
+            "header_parameters": match &s.header {
+                super::params::HeaderShape::Text(p) => json!(p),
+                _ => json!([]),
+            },
+            "header_media": match &s.header {
+                super::params::HeaderShape::Media(k) => json!(k.as_str()),
+                _ => Value::Null,
+            },
+            "url_buttons": s.buttons.iter()
+                .filter(|b| b.kind == (super::params::ButtonKind::Url { dynamic: true }))
+                .map(|b| b.index)
+                .collect::<Vec<_>>(),
+            "named": s.named,
         }))
     }
 }

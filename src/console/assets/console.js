@@ -55,3 +55,29 @@
   events.onopen = function () { if (status) status.classList.remove("off"); };
   events.onerror = function () { if (status) status.classList.add("off"); };
 })();
+
+// The template picker: choosing a template shows its form at once, and the preview follows
+// what is typed in each parameter field. Without script, the "Choisir" button and the
+// server-side preview do the same.
+(function () {
+  "use strict";
+  var select = document.querySelector("select[data-autosubmit]");
+  if (select) {
+    select.addEventListener("change", function () { select.form.submit(); });
+  }
+  var preview = document.getElementById("tpl-preview");
+  if (!preview) return;
+  var text = preview.getAttribute("data-text") || "";
+  var first = preview.firstChild;
+  function render() {
+    var out = text;
+    document.querySelectorAll("[data-param]").forEach(function (input) {
+      if (input.value) out = out.split("{{" + input.getAttribute("data-param") + "}}").join(input.value);
+    });
+    if (first && first.nodeType === 3) first.nodeValue = out;
+  }
+  document.querySelectorAll("[data-param]").forEach(function (input) {
+    input.addEventListener("input", render);
+  });
+  render();
+})();
