@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`console`]: the agents' web console at `/`: sign-in and roles, the inbox and threads
-//!   with live updates, replies, human handover; French, embedded assets.
+//!   with live updates, replies, files and templates, resend and cancel, human handover, and
+//!   the operations pages (outbox, scripts, parked runs, health); French, embedded assets.
 //! - [`config`]: `conf/walua.toml` → typed [`Config`], secrets from `env:` / `file:`.
 //! - [`store`]: the redb tables and the only code that opens transactions.
 //! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group

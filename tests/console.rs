@@ -4,9 +4,9 @@
 //! Without chromedriver the tests say so and pass, unless `WALUA_REQUIRE_BROWSER=1` (set by
 //! `.ci/run`), which makes them fail.
 
-mod support;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::time::Duration;
 

@@ -6,9 +6,9 @@
 //! Without chromedriver the browser tests say so and pass, unless `WALUA_REQUIRE_BROWSER=1`
 //! (set by `.ci/run`), which makes them fail.
 
-mod support;
 #[path = "support/browser.rs"]
 mod browser;
+mod support;
 
 use std::time::Duration;
 
@@ -83,8 +83,13 @@ async fn a_closed_window_offers_the_approved_templates_and_the_picker_sends_one_
     let Some(driver) = chromedriver() else { return };
     let (fake, d) = shop(&[]).await;
     // Awa wrote two days ago: free text is no longer allowed.
-    d.deliver_ok(&text_delivery(AWA, "wamid.OLD", "Merci pour la livraison", now() - 2 * 86_400))
-        .await;
+    d.deliver_ok(&text_delivery(
+        AWA,
+        "wamid.OLD",
+        "Merci pour la livraison",
+        now() - 2 * 86_400,
+    ))
+    .await;
     d.settled().await;
     let c = browser(&driver).await;
     sign_in(&c, &d, "fatou").await;
@@ -97,10 +102,7 @@ async fn a_closed_window_offers_the_approved_templates_and_the_picker_sends_one_
     let options = select.text().await.unwrap();
     assert!(options.contains("order_created (fr)"), "{options}");
     assert!(options.contains("invoice_posted (fr)"), "{options}");
-    select
-        .select_by_value("order_created|fr")
-        .await
-        .unwrap();
+    select.select_by_value("order_created|fr").await.unwrap();
     wait_for(&c, "the parameter form", "#template-form #p-1").await;
     wait_text(&c, "the preview before typing", "#tpl-preview", "Bonjour {{1}}").await;
     for (id, value) in [("p-1", "Awa Diop"), ("p-2", "S00042"), ("p-3", "15 000 CFA")] {
@@ -108,7 +110,13 @@ async fn a_closed_window_offers_the_approved_templates_and_the_picker_sends_one_
     }
     // The preview follows the typing, with the footer and the buttons.
     wait_text(&c, "the filled preview", "#tpl-preview", "Bonjour Awa Diop,").await;
-    wait_text(&c, "the order in the preview", "#tpl-preview", "Votre commande S00042 d'un montant de 15 000 CFA").await;
+    wait_text(
+        &c,
+        "the order in the preview",
+        "#tpl-preview",
+        "Votre commande S00042 d'un montant de 15 000 CFA",
+    )
+    .await;
     wait_text(&c, "the buttons in the preview", "#tpl-preview .buttons", "Voir détail").await;
     screenshots(&c, "template-picker").await;
 
@@ -166,8 +174,13 @@ async fn a_wrong_template_form_is_refused_with_the_reason_and_nothing_is_sent() 
 async fn an_agent_attaches_a_pdf_it_goes_up_as_media_then_out_as_a_document() {
     let Some(driver) = chromedriver() else { return };
     let (fake, d) = shop(&[]).await;
-    d.deliver_ok(&text_delivery(AWA, "wamid.IN", "Vous pouvez m'envoyer la facture ?", now()))
-        .await;
+    d.deliver_ok(&text_delivery(
+        AWA,
+        "wamid.IN",
+        "Vous pouvez m'envoyer la facture ?",
+        now(),
+    ))
+    .await;
     d.settled().await;
     let file = d.dir.path().join("F2026-0042.pdf");
     let pdf = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n".to_vec();
@@ -233,7 +246,8 @@ async fn a_failed_send_is_resent_and_a_queued_one_cancelled_from_the_thread() {
     click(&c, "the resend button", &format!("button.resend[data-id='{failed}']")).await;
     let sent = fake.wait_for_accepted(3, Duration::from_secs(10)).await;
     assert!(
-        sent.iter().any(|(_, b)| b["text"]["body"] == "Votre colis part demain."),
+        sent.iter()
+            .any(|(_, b)| b["text"]["body"] == "Votre colis part demain."),
         "resent: {sent:?}"
     );
     d.wait_status(&failed, "sent").await;
@@ -243,7 +257,10 @@ async fn a_failed_send_is_resent_and_a_queued_one_cancelled_from_the_thread() {
     wait_for(&c, "the cancelled tick", ".msg.out [data-status='cancelled']").await;
     let (_, m) = d.api(&format!("/api/messages/{queued}")).await;
     assert_eq!(m["status"], "cancelled");
-    assert!(m["error"]["explanation"].as_str().unwrap().contains("console:fatou"), "{m}");
+    assert!(
+        m["error"]["explanation"].as_str().unwrap().contains("console:fatou"),
+        "{m}"
+    );
     let (_, outbox) = d.api("/api/outbox").await;
     assert_eq!(outbox["jobs"], json!([]), "the job is gone: {outbox}");
     assert_eq!(fake.accepted_count(), 3, "the cancelled message never left");
@@ -297,7 +314,10 @@ async fn the_operations_pages_show_the_outbox_scripts_parked_runs_and_health_and
     open(&c, &d, "/console/outbox").await;
     wait_for(&c, "the queued job", &format!("#jobs tr[data-id='{queued}']")).await;
     wait_text(&c, "the read-only notice", "main", "seul un administrateur").await;
-    assert!(c.find(Locator::Css("#jobs button")).await.is_err(), "no button for a viewer");
+    assert!(
+        c.find(Locator::Css("#jobs button")).await.is_err(),
+        "no button for a viewer"
+    );
     let posted: Value = c
         .execute_async(
             &format!(
@@ -319,12 +339,33 @@ async fn the_operations_pages_show_the_outbox_scripts_parked_runs_and_health_and
     // Outbox: the queued job and the failed send with Meta's reason.
     click(&c, "the operations link", "#nav-ops").await;
     wait_for(&c, "the queued job", &format!("#jobs tr[data-id='{queued}']")).await;
-    wait_text(&c, "the failed send", &format!("#troubles tr[data-id='{failed}']"), "131026").await;
+    wait_text(
+        &c,
+        "the failed send",
+        &format!("#troubles tr[data-id='{failed}']"),
+        "131026",
+    )
+    .await;
     screenshots(&c, "outbox").await;
-    click(&c, "the cancel button", &format!("#jobs tr[data-id='{queued}'] button.cancel")).await;
+    click(
+        &c,
+        "the cancel button",
+        &format!("#jobs tr[data-id='{queued}'] button.cancel"),
+    )
+    .await;
     wait_text(&c, "the cancel notice", ".notice.ok", "annulé").await;
-    wait_for(&c, "the cancelled send", &format!("#troubles tr[data-id='{queued}'][data-status='cancelled']")).await;
-    click(&c, "the resend button", &format!("#troubles tr[data-id='{failed}'] button.resend")).await;
+    wait_for(
+        &c,
+        "the cancelled send",
+        &format!("#troubles tr[data-id='{queued}'][data-status='cancelled']"),
+    )
+    .await;
+    click(
+        &c,
+        "the resend button",
+        &format!("#troubles tr[data-id='{failed}'] button.resend"),
+    )
+    .await;
     wait_text(&c, "the resend notice", ".notice.ok", "Remis en file").await;
     d.wait_status(&failed, "sent").await;
 
@@ -359,10 +400,18 @@ async fn the_operations_pages_show_the_outbox_scripts_parked_runs_and_health_and
     let id = row.attr("data-id").await.unwrap().unwrap();
     wait_text(&c, "the run's error", "#parked", "introuvable dans Odoo").await;
     screenshots(&c, "parked").await;
-    click(&c, "the replay button", &format!("#parked tr[data-id='{id}'] button.replay")).await;
+    click(
+        &c,
+        "the replay button",
+        &format!("#parked tr[data-id='{id}'] button.replay"),
+    )
+    .await;
     wait_text(&c, "the replay notice", ".notice.ok", "Rejouée").await;
     let (_, v) = d.api("/api/parked?all=1").await;
-    assert!(!v.to_string().contains(&format!("\"{id}\"")), "the replayed run is cleared: {v}");
+    assert!(
+        !v.to_string().contains(&format!("\"{id}\"")),
+        "the replayed run is cleared: {v}"
+    );
 
     // Health: the state with its reasons and the figures.
     click(&c, "the health tab", "#tab-health").await;
@@ -390,19 +439,25 @@ async fn the_api_lists_the_outbox_and_cancels_only_a_queued_send() {
     assert_eq!(outbox["jobs"].as_array().unwrap().len(), 1, "{outbox}");
     assert_eq!(outbox["jobs"][0]["job"]["message_id"], ids[2]);
 
-    let (status, body) = d.api_post(&format!("/api/messages/{}/cancel", ids[1]), &json!({})).await;
+    let (status, body) = d
+        .api_post(&format!("/api/messages/{}/cancel", ids[1]), &json!({}))
+        .await;
     assert_eq!(status, 409, "a sent message cannot be cancelled: {body}");
     assert!(body["error"].as_str().unwrap().contains("sent"), "{body}");
     let (status, _) = d.api_post("/api/messages/999999/cancel", &json!({})).await;
     assert_eq!(status, 404);
-    let (status, body) = d.api_post(&format!("/api/messages/{}/cancel", ids[2]), &json!({})).await;
+    let (status, body) = d
+        .api_post(&format!("/api/messages/{}/cancel", ids[2]), &json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled");
     let (_, outbox) = d.api("/api/outbox").await;
     assert_eq!(outbox["jobs"], json!([]));
     assert_eq!(outbox["troubles"][0]["id"], ids[2], "{outbox}");
     // Cancelled, it can be queued again (it goes once the pacing allows).
-    let (status, body) = d.api_post(&format!("/api/messages/{}/resend", ids[2]), &json!({})).await;
+    let (status, body) = d
+        .api_post(&format!("/api/messages/{}/resend", ids[2]), &json!({}))
+        .await;
     assert_eq!(status, 202, "{body}");
     let (_, outbox) = d.api("/api/outbox").await;
     assert_eq!(outbox["jobs"][0]["job"]["message_id"], ids[2]);

@@ -118,7 +118,10 @@ async fn queue(app: &App, session: &ConsoleSession, contact: &str, request: Valu
     };
     match app.outbox.enqueue(request, format!("console:{}", session.user)).await {
         Ok(m) if m.status == "failed" => {
-            let why = m.error.map(|e| format!("{} — {}", e.title, e.explanation)).unwrap_or_default();
+            let why = m
+                .error
+                .map(|e| format!("{} — {}", e.title, e.explanation))
+                .unwrap_or_default();
             back(contact, Some(&why))
         }
         Ok(_) => back(contact, None),
@@ -372,7 +375,13 @@ pub fn template_picker(app: &App, session: &ConsoleSession, conv: &Conversation,
         .find(|(k, _)| k == "tpl")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    let key = |d: &Value| format!("{}|{}", d["name"].as_str().unwrap_or(""), d["language"].as_str().unwrap_or(""));
+    let key = |d: &Value| {
+        format!(
+            "{}|{}",
+            d["name"].as_str().unwrap_or(""),
+            d["language"].as_str().unwrap_or("")
+        )
+    };
     let _ = write!(
         out,
         "<form class=\"choose\" method=\"get\" action=\"/c/{seg}\"><select id=\"tpl\" name=\"tpl\" data-autosubmit>"
@@ -389,7 +398,11 @@ pub fn template_picker(app: &App, session: &ConsoleSession, conv: &Conversation,
             esc(d["category"].as_str().unwrap_or(""))
         );
     }
-    let _ = write!(out, "</select><button id=\"choose\" class=\"secondary\">{}</button></form>", t.picker_choose);
+    let _ = write!(
+        out,
+        "</select><button id=\"choose\" class=\"secondary\">{}</button></form>",
+        t.picker_choose
+    );
     let Some(d) = choices.iter().find(|d| key(d) == chosen) else {
         out.push_str("</section>");
         return out;
@@ -406,8 +419,7 @@ pub fn template_picker(app: &App, session: &ConsoleSession, conv: &Conversation,
         let _ = write!(
             out,
             "<label for=\"hfile\">{} ({kind})</label><input id=\"hfile\" name=\"hfile\" type=\"file\"><label for=\"hlink\">{}</label><input id=\"hlink\" name=\"hlink\" type=\"url\" placeholder=\"https://…\">",
-            t.picker_header_file,
-            t.picker_header_link
+            t.picker_header_file, t.picker_header_link
         );
     }
     for p in d["header_parameters"].as_array().into_iter().flatten() {

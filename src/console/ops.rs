@@ -62,12 +62,10 @@ async fn act(app: &App, session: &ConsoleSession, page: &str, rest: &[&str]) -> 
     let t = &FR;
     let id = |s: &str| s.parse::<u64>().map_err(|_| t.no_such_message.to_string());
     match (page, rest) {
-        ("outbox", [m, "resend"]) => {
-            match crate::http::admin::resend(app, id(m)?).await {
-                Ok(m) => Ok(format!("{} {}", t.resent, m.id)),
-                Err(r) => Err(answer_text(r).await),
-            }
-        }
+        ("outbox", [m, "resend"]) => match crate::http::admin::resend(app, id(m)?).await {
+            Ok(m) => Ok(format!("{} {}", t.resent, m.id)),
+            Err(r) => Err(answer_text(r).await),
+        },
         ("outbox", [m, "cancel"]) => {
             let by = format!("console:{}", session.user);
             match crate::http::admin::cancel_send(app, id(m)?, &by).await {
@@ -269,7 +267,12 @@ async fn outbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpRe
                 local_time(app, m.timestamp),
                 error_cell(m),
                 if resendable {
-                    button(session, &format!("/console/outbox/{}/resend", m.id), t.resend, "secondary resend")
+                    button(
+                        session,
+                        &format!("/console/outbox/{}/resend", m.id),
+                        t.resend,
+                        "secondary resend",
+                    )
                 } else {
                     String::new()
                 }
@@ -342,7 +345,12 @@ async fn scripts_page(app: &App, session: &ConsoleSession, query: &str) -> HttpR
                 esc(&m.summary),
                 local_time(app, m.timestamp),
                 esc(&error),
-                button(session, &format!("/console/scripts/{}/dispatch", m.id), t.run_again, "secondary")
+                button(
+                    session,
+                    &format!("/console/scripts/{}/dispatch", m.id),
+                    t.run_again,
+                    "secondary"
+                )
             );
         }
         body.push_str("</tbody></table></div>");
@@ -430,9 +438,13 @@ async fn health_page(app: &App, session: &ConsoleSession) -> HttpResponse {
         body,
         "<dl class=\"facts\"><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd>{}</dd><dt>{}</dt><dd id=\"journal-backlog\">{}</dd><dt>{}</dt><dd id=\"outbox-depth\">{}</dd><dt>{}</dt><dd>{} / {}</dd><dt>{}</dt><dd id=\"odoo\">{}</dd>",
         t.health_store,
-        esc(&h.store),
+        esc(if h.store == "writable" { t.writable } else { &h.store }),
         t.health_journal,
-        esc(&h.journal),
+        esc(if h.journal == "writable" {
+            t.writable
+        } else {
+            &h.journal
+        }),
         t.health_backlog,
         count(h.journal_backlog),
         t.health_outbox,
@@ -444,6 +456,13 @@ async fn health_page(app: &App, session: &ConsoleSession) -> HttpResponse {
         esc(&odoo)
     );
     let now = crate::store::now_ms();
+    if app.config.whatsapp.wabas().is_empty() {
+        let _ = write!(
+            body,
+            "<dt>{}</dt><dd class=\"sync\">{}</dd>",
+            t.health_templates_none_title, t.health_templates_none
+        );
+    }
     for (waba, _) in app.config.whatsapp.wabas() {
         let w = waba.to_string();
         let synced = app
@@ -453,11 +472,7 @@ async fn health_page(app: &App, session: &ConsoleSession) -> HttpResponse {
             .ok()
             .flatten();
         let age = match synced {
-            Some(at) => format!(
-                "{} {}",
-                super::pages::duration_fr(t, (now - at).max(0) / 1000),
-                t.ago
-            ),
+            Some(at) => format!("{} {}", super::pages::duration_fr(t, (now - at).max(0) / 1000), t.ago),
             None => t.never.to_string(),
         };
         let _ = write!(

@@ -73,7 +73,9 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 (&Method::GET, ["c", contact]) => {
                     refreshed(app, &session, secure, thread_page(app, &session, contact, &query).await)
                 }
-                (&Method::GET, ["c", contact, "messages"]) => fragment(thread_messages(app, Some(&session), contact).await.0),
+                (&Method::GET, ["c", contact, "messages"]) => {
+                    fragment(thread_messages(app, Some(&session), contact).await.0)
+                }
                 (&Method::POST, ["c", contact, action @ ("attach" | "template")]) => {
                     let contact = contact.to_string();
                     let action = action.to_string();

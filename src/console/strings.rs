@@ -171,6 +171,12 @@ pub struct Strings {
     pub col_kind: &'static str,
     /// Column: the message.
     pub col_message: &'static str,
+    /// The store or the journal can write.
+    pub writable: &'static str,
+    /// Health: template sync, title when no WABA is configured.
+    pub health_templates_none_title: &'static str,
+    /// Health: no WABA configured.
+    pub health_templates_none: &'static str,
     /// Column: state.
     pub col_state: &'static str,
     /// Column: attempts.
@@ -341,6 +347,9 @@ pub const FR: Strings = Strings {
     col_from: "Client",
     col_kind: "Type",
     col_message: "Message",
+    writable: "accessible en écriture",
+    health_templates_none_title: "Synchronisation des modèles",
+    health_templates_none: "aucun waba_id configuré : les modèles ne sont pas synchronisés avec Meta",
     col_state: "État",
     col_attempts: "Essais",
     col_reason: "Raison",

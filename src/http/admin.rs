@@ -382,9 +382,11 @@ async fn upload_media(app: &App, req: Request<Incoming>) -> HttpResponse {
         Err(r) => return r,
     };
     match keep_media(app, body.to_vec(), &filename, &mime, from, to, ttl_minutes).await {
-        Ok(KeptMedia { id, from, dry_run: false }) => {
-            json(StatusCode::OK, &serde_json::json!({ "id": id, "from": from }))
-        }
+        Ok(KeptMedia {
+            id,
+            from,
+            dry_run: false,
+        }) => json(StatusCode::OK, &serde_json::json!({ "id": id, "from": from })),
         Ok(KeptMedia { id, .. }) => json(StatusCode::OK, &serde_json::json!({ "id": id, "dry_run": true })),
         Err(r) => r,
     }
@@ -445,7 +447,10 @@ pub(crate) async fn keep_media(
                 from: number,
                 dry_run: true,
             }),
-            Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot keep the file: {e}"))),
+            Err(e) => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot keep the file: {e}"),
+            )),
         },
     }
 }

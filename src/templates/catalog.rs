@@ -254,7 +254,9 @@ impl TemplateCatalog {
                 .templates()
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|t| t.waba_id == waba && SENDABLE.contains(&t.status.as_str()) && t.category != "AUTHENTICATION")
+                .filter(|t| {
+                    t.waba_id == waba && SENDABLE.contains(&t.status.as_str()) && t.category != "AUTHENTICATION"
+                })
                 .map(|t| (t.name, t.language))
                 .collect()
         } else {
