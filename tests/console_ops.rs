@@ -139,6 +139,60 @@ async fn a_closed_window_offers_the_approved_templates_and_the_picker_sends_one_
 }
 
 #[tokio::test]
+async fn the_picker_sends_a_template_with_a_document_header_uploaded_from_the_form() {
+    let Some(driver) = chromedriver() else { return };
+    let (fake, d) = shop(&[]).await;
+    d.deliver_ok(&text_delivery(AWA, "wamid.OLD3", "Bonjour", now() - 3 * 86_400))
+        .await;
+    d.settled().await;
+    let file = d.dir.path().join("INV-2026-00042.pdf");
+    let pdf = b"%PDF-1.4\n% facture\n%%EOF\n".to_vec();
+    std::fs::write(&file, &pdf).unwrap();
+    let c = browser(&driver).await;
+    sign_in(&c, &d, "fatou").await;
+    open(&c, &d, &format!("/c/{AWA}")).await;
+    wait_for(&c, "the picker", "#picker select#tpl")
+        .await
+        .select_by_value("invoice_posted|fr")
+        .await
+        .unwrap();
+    wait_for(&c, "the header file field", "#template-form #hfile")
+        .await
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    for (id, value) in [("p-1", "INV/2026/00042"), ("p-2", "25 000 CFA")] {
+        c.find(Locator::Id(id)).await.unwrap().send_keys(value).await.unwrap();
+    }
+    wait_text(
+        &c,
+        "the preview",
+        "#tpl-preview",
+        "votre facture INV/2026/00042 d'un montant de 25 000 CFA",
+    )
+    .await;
+    click(&c, "the send button", "#send-template").await;
+    let sent = fake.wait_for_accepted(1, Duration::from_secs(10)).await;
+    let uploads = fake.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].bytes, pdf);
+    let components = sent[0].1["template"]["components"].as_array().unwrap().clone();
+    let header = components
+        .iter()
+        .find(|c| c["type"] == "header")
+        .expect("a header component");
+    assert_eq!(header["parameters"][0]["type"], "document");
+    assert_eq!(header["parameters"][0]["document"]["id"], uploads[0].id.as_str());
+    assert_eq!(header["parameters"][0]["document"]["filename"], "INV-2026-00042.pdf");
+    let body = components
+        .iter()
+        .find(|c| c["type"] == "body")
+        .expect("a body component");
+    assert_eq!(body["parameters"][0]["text"], "INV/2026/00042");
+    c.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_wrong_template_form_is_refused_with_the_reason_and_nothing_is_sent() {
     let Some(driver) = chromedriver() else { return };
     let (fake, d) = shop(&[]).await;

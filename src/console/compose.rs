@@ -384,7 +384,9 @@ pub fn template_picker(app: &App, session: &ConsoleSession, conv: &Conversation,
     };
     let _ = write!(
         out,
-        "<form class=\"choose\" method=\"get\" action=\"/c/{seg}\"><select id=\"tpl\" name=\"tpl\" data-autosubmit>"
+        "<form class=\"choose\" method=\"get\" action=\"/c/{seg}\"><select id=\"tpl\" name=\"tpl\" data-autosubmit required><option value=\"\" disabled{}>{}</option>",
+        if chosen.is_empty() { " selected" } else { "" },
+        t.picker_placeholder
     );
     for d in &choices {
         let k = key(d);

@@ -171,6 +171,8 @@ pub struct Strings {
     pub col_kind: &'static str,
     /// Column: the message.
     pub col_message: &'static str,
+    /// The picker's first, empty choice.
+    pub picker_placeholder: &'static str,
     /// The store or the journal can write.
     pub writable: &'static str,
     /// Health: template sync, title when no WABA is configured.
@@ -347,6 +349,7 @@ pub const FR: Strings = Strings {
     col_from: "Client",
     col_kind: "Type",
     col_message: "Message",
+    picker_placeholder: "— Choisir un modèle —",
     writable: "accessible en écriture",
     health_templates_none_title: "Synchronisation des modèles",
     health_templates_none: "aucun waba_id configuré : les modèles ne sont pas synchronisés avec Meta",
