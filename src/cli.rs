@@ -168,6 +168,21 @@ fn time(v: &Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A contact's Odoo partner: `42 Awa Diop`, with `(+2 more)` when the number is shared.
+fn partner(c: &Value) -> String {
+    match c.get("partner_id").and_then(Value::as_i64) {
+        None => "-".into(),
+        Some(id) => {
+            let mut out = format!("{id} {}", c["partner_name"].as_str().unwrap_or(""));
+            let others = c["partner_ambiguous"].as_array().map_or(0, Vec::len);
+            if others > 0 {
+                out.push_str(&format!(" (+{others} more)"));
+            }
+            out
+        }
+    }
+}
+
 /// Renders `GET /api/conversations` as a table.
 pub fn render_conversations(answer: &Value) -> String {
     let rows: Vec<Vec<String>> = answer["conversations"]
@@ -180,6 +195,7 @@ pub fn render_conversations(answer: &Value) -> String {
                 s(c, "contact"),
                 s(c, "wa_id"),
                 s(c, "name"),
+                partner(c),
                 s(c, "message_count"),
                 time(c, "last_message_at"),
                 s(c, "last_summary"),
@@ -187,7 +203,15 @@ pub fn render_conversations(answer: &Value) -> String {
         })
         .collect();
     table(
-        &["CONTACT", "PHONE", "NAME", "MESSAGES", "LAST (UTC)", "LAST MESSAGE"],
+        &[
+            "CONTACT",
+            "PHONE",
+            "NAME",
+            "ODOO PARTNER",
+            "MESSAGES",
+            "LAST (UTC)",
+            "LAST MESSAGE",
+        ],
         &rows,
     )
 }

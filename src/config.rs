@@ -301,6 +301,15 @@ pub struct OdooConfig {
     /// `write_date` with the start of the transaction, which may commit up to Odoo's
     /// `limit_time_real` (120 s by default) later. Default 180 s; at least 30 s.
     pub rescan_window: Duration,
+    /// Sends about an Odoo record (`opts.record`, `record` in the API) and their failures are
+    /// noted on the record's chatter, and `env.odoo.log` works (default true).
+    pub chatter: bool,
+    /// Inbound WhatsApp messages of a contact linked to a partner are noted on the partner's
+    /// chatter (default false).
+    pub chatter_inbound: bool,
+    /// Keep walua's index of the partners' phone numbers (contacts get `partner_id`;
+    /// default true).
+    pub partners: bool,
 }
 
 /// `[scripts]`.
@@ -492,6 +501,9 @@ struct RawOdoo {
     hook_token: Option<String>,
     timeout: Option<String>,
     rescan_window: Option<String>,
+    chatter: Option<bool>,
+    chatter_inbound: Option<bool>,
+    partners: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -801,6 +813,9 @@ impl Config {
                         }
                         d => d,
                     },
+                    chatter: o.chatter.unwrap_or(true),
+                    chatter_inbound: o.chatter_inbound.unwrap_or(false),
+                    partners: o.partners.unwrap_or(true),
                 })
             }
         };

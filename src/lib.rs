@@ -128,6 +128,10 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Wakes the script dispatcher (a message put back in its queue).
     pub dispatch_wake: Arc<Notify>,
+    /// Wakes the chatter writer (a note queued or replayed).
+    pub chatter_wake: Arc<Notify>,
+    /// The partner sync's last failure, when `[odoo] partners` is on (for `/healthz`).
+    pub partner_sync_failure: Option<Arc<std::sync::Mutex<Option<String>>>>,
     /// Templates: the registry's sync with Meta, push and diff (`/api/templates`).
     pub templates: Arc<templates::sync::TemplateSync>,
     /// What the console's open pages listen to (`/console/events`).
@@ -324,7 +328,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .with_senders(outbox::Sender::of(&config.whatsapp))
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
     .with_metrics(metrics.clone())
-    .with_live(live.clone());
+    .with_live(live.clone())
+    .with_chatter(config.odoo.as_ref().is_some_and(|o| o.chatter));
     let catalog = {
         let (store, whatsapp, dir) = (store.clone(), config.whatsapp.clone(), config.templates.dir.clone());
         Arc::new(
@@ -452,6 +457,34 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         _ => None,
     };
+    // The chatter writer and the partner sync, when Odoo is configured.
+    let chatter_wake = Arc::new(Notify::new());
+    let mut partner_sync_failure = None;
+    if let (Some(client), Some(o)) = (&odoo, &config.odoo) {
+        if o.chatter {
+            tasks.spawn(
+                odoo::chatter::ChatterWriter {
+                    store: store.clone(),
+                    odoo: client.clone(),
+                    wake: chatter_wake.clone(),
+                    retry: config.scripts.retry_policy(),
+                }
+                .run(stop_tasks.clone()),
+            );
+        }
+        store.set_chatter_inbound(o.chatter && o.chatter_inbound);
+        if o.partners {
+            let sync = odoo::partners::PartnerSync {
+                store: store.clone(),
+                odoo: client.clone(),
+                default_country: config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()),
+                rescan: o.rescan_window,
+                failure: Default::default(),
+            };
+            partner_sync_failure = Some(sync.failure.clone());
+            tasks.spawn(sync.run(o.poll_interval, stop_tasks.clone()));
+        }
+    }
     let cron = Arc::new(scheduler::Scheduler {
         store: store.clone(),
         runtime: scripts.runtime.clone(),
@@ -532,6 +565,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         cron,
         metrics: metrics.clone(),
         dispatch_wake: dispatch_wake.clone(),
+        chatter_wake,
+        partner_sync_failure,
         templates: template_sync,
         live,
         shutdown: stop_http.clone(),

@@ -198,6 +198,8 @@ fn cost_of_the_sent_buttons_index() {
                     origin: "hook".into(),
                     reply_to: None,
                     phone_number_id: None,
+                    record: None,
+                    chatter_file: None,
                 })
                 .unwrap();
         }

@@ -23,6 +23,9 @@ fn config(odoo: &FakeOdoo, key: Option<&str>, password: Option<&str>) -> OdooCon
         hook_token: None,
         timeout: Duration::from_secs(5),
         rescan_window: Duration::from_secs(180),
+        chatter: true,
+        chatter_inbound: false,
+        partners: true,
     }
 }
 

@@ -149,6 +149,8 @@ async fn contacts_an_older_walua_keyed_badly_are_merged_at_start() {
                     origin: "api".into(),
                     reply_to: None,
                     phone_number_id: None,
+                    record: None,
+                    chatter_file: None,
                 })
                 .unwrap();
         }

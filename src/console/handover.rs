@@ -106,6 +106,15 @@ pub fn conversation_json(conv: &Conversation, now_ms: i64) -> Value {
     v
 }
 
+/// Adds the contact's Odoo partner to its JSON (DESIGN.md, contacts as JSON): `partner_id`,
+/// `partner_name` (null when no partner matches) and `partner_ambiguous` (the other partners
+/// with the same number).
+pub fn add_partner(v: &mut Value, partner: Option<&crate::store::partners::PartnerMatch>) {
+    v["partner_id"] = json!(partner.map(|p| p.id));
+    v["partner_name"] = json!(partner.map(|p| p.name.clone()));
+    v["partner_ambiguous"] = json!(partner.map(|p| p.ambiguous.clone()).unwrap_or_default());
+}
+
 /// [`conversation_json`] for every conversation of a list, at the current time.
 pub fn conversations_json(convs: &[Conversation]) -> Vec<Value> {
     let now = now_ms();

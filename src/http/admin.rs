@@ -42,8 +42,24 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["conversations"]) => {
-            let result = app.store.blocking(move |s| s.conversations(limit)).await;
-            respond(result.map(|c| serde_json::json!({ "conversations": handover::conversations_json(&c) })))
+            let result = app
+                .store
+                .blocking(move |s| {
+                    let convs = s.conversations(limit)?;
+                    let partners = convs
+                        .iter()
+                        .map(|c| s.partner_for_contact(c))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((convs, partners))
+                })
+                .await;
+            respond(result.map(|(c, partners)| {
+                let mut list = handover::conversations_json(&c);
+                for (v, p) in list.iter_mut().zip(&partners) {
+                    handover::add_partner(v, p.as_ref());
+                }
+                serde_json::json!({ "conversations": list })
+            }))
         }
         (&Method::GET, ["conversations", contact, "messages"]) => {
             // "77 123 45 67" finds 221771234567 (read in [whatsapp] default_country).
@@ -54,12 +70,23 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             let c2 = contact.clone();
             let read = app
                 .store
-                .blocking(move |s| Ok((s.conversation_messages(&c2, limit)?, s.conversation(&c2)?)))
+                .blocking(move |s| {
+                    let conv = s.conversation(&c2)?;
+                    let partner = match &conv {
+                        Some(c) => s.partner_for_contact(c)?,
+                        None => None,
+                    };
+                    Ok((s.conversation_messages(&c2, limit)?, conv, partner))
+                })
                 .await;
             match read {
-                Ok((Some(messages), conv)) => {
+                Ok((Some(messages), conv, partner)) => {
                     let now = crate::store::now_ms();
-                    let conv = conv.map(|c| handover::conversation_json(&c, now));
+                    let conv = conv.map(|c| {
+                        let mut v = handover::conversation_json(&c, now);
+                        handover::add_partner(&mut v, partner.as_ref());
+                        v
+                    });
                     let field = |name: &str| conv.as_ref().map_or(serde_json::Value::Null, |c| c[name].clone());
                     json(
                         StatusCode::OK,
@@ -67,11 +94,14 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                             "contact": contact,
                             "handover": field("handover"),
                             "help": field("help"),
+                            "partner_id": field("partner_id"),
+                            "partner_name": field("partner_name"),
+                            "partner_ambiguous": field("partner_ambiguous"),
                             "messages": messages,
                         }),
                     )
                 }
-                Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
+                Ok((None, _, _)) => error(StatusCode::NOT_FOUND, format!("no conversation with {contact}")),
                 Err(e) => store_error(e),
             }
         }
@@ -580,6 +610,22 @@ pub(crate) async fn replay_parked(app: &App, id: &str) -> HttpResponse {
             Err(e @ crate::scheduler::CronError::Busy(_)) => error(StatusCode::CONFLICT, e),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         },
+        RunKind::Chatter => {
+            let Some(note) = entry.id.strip_prefix("chatter:").and_then(|n| n.parse::<u64>().ok()) else {
+                return error(StatusCode::CONFLICT, format!("`{id}` names no chatter note"));
+            };
+            match app.store.blocking(move |s| s.chatter_replay(note)).await {
+                Ok(true) => {
+                    app.chatter_wake.notify_one();
+                    json(
+                        StatusCode::ACCEPTED,
+                        &serde_json::json!({ "id": entry.id, "replayed": true, "queued": true }),
+                    )
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("no chatter note `{id}`")),
+                Err(e) => store_error(e),
+            }
+        }
         RunKind::Message => {
             let now = crate::store::now_ms();
             if entry.expires_ms.is_some_and(|t| t <= now) {

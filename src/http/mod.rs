@@ -287,6 +287,13 @@ pub async fn check_health(app: &App) -> Health {
             degraded.push(e);
         }
     }
+    if let Some(e) = app
+        .partner_sync_failure
+        .as_ref()
+        .and_then(|f| f.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    {
+        degraded.push(e);
+    }
     if let Some(w) = crate::whatsapp::version::check(&app.config.whatsapp.api_base, chrono::Utc::now().date_naive()) {
         degraded.push(w);
     }

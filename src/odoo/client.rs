@@ -901,6 +901,9 @@ mod tests {
             hook_token: None,
             timeout: Duration::from_secs(1),
             rescan_window: Duration::from_secs(180),
+            chatter: true,
+            chatter_inbound: false,
+            partners: true,
         }
     }
 

@@ -21,6 +21,8 @@
 
 mod client;
 
+pub mod chatter;
 pub mod hooks;
+pub mod partners;
 
 pub use client::{OdooClient, OdooError, READ_ONLY_METHODS};

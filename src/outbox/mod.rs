@@ -51,6 +51,10 @@ pub struct SendRequest {
     /// The content, tagged by `type`.
     #[serde(flatten)]
     pub content: OutboundContent,
+    /// The Odoo record the message is about (`{"model": "sale.order", "id": 42}`): with
+    /// `[odoo] chatter` on, its send and a later failure are noted on the record's chatter.
+    #[serde(default)]
+    pub record: Option<crate::store::chatter::RecordRef>,
 }
 
 /// Why a send request was refused before being queued.
@@ -82,6 +86,8 @@ pub struct Outbox {
     templates: Option<Arc<crate::templates::catalog::TemplateCatalog>>,
     /// Tells the console that a message was recorded.
     live: Option<crate::console::live::LiveChanges>,
+    /// Sends about an Odoo record are noted on its chatter (`[odoo] chatter`).
+    chatter: bool,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -125,7 +131,19 @@ impl Outbox {
             default_country: None,
             templates: None,
             live: None,
+            chatter: false,
         }
+    }
+
+    /// Whether sends about an Odoo record are noted on its chatter (`[odoo] chatter`).
+    pub fn chatter_on(&self) -> bool {
+        self.chatter
+    }
+
+    /// Notes sends that carry a `record` on that Odoo record's chatter.
+    pub fn with_chatter(mut self, on: bool) -> Outbox {
+        self.chatter = on;
+        self
     }
 
     /// Bumps `live` whenever a message is recorded (the console's live updates).
@@ -210,6 +228,9 @@ impl Outbox {
         let sent = checked.as_ref().unwrap_or(&req.content);
         let body = sent.graph_body(&recipient, req.reply_to.as_deref())?;
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
+        if let Some(r) = &req.record {
+            r.check().map_err(|e| ValidationError::new("record", e))?;
+        }
         Ok(NewOutbound {
             id: self.store.allocate_message_id(),
             recipient: recipient.as_str().to_string(),
@@ -223,6 +244,8 @@ impl Outbox {
             origin: origin.to_string(),
             reply_to: req.reply_to.clone(),
             phone_number_id,
+            record: req.record.clone().filter(|_| self.chatter),
+            chatter_file: None,
         })
     }
 

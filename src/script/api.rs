@@ -14,8 +14,9 @@ use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, LuaSerdeExt, Table, Value 
 use serde_json::{Value, json};
 
 use super::registry::ScriptKind;
-use super::runtime::{Shared, compiled, contact_key, default_from, lua_err, queue, start_scenario};
+use super::runtime::{Shared, compiled, contact_key, default_from, lua_err, queue, queue_with_file, start_scenario};
 use super::sandbox::charge_written;
+use crate::store::chatter::{ChatterFile, ChatterNote, MAX_CHATTER_FILE, RecordRef};
 use crate::store::now_ms;
 use crate::whatsapp::message::{check_audio_size, check_voice_bytes};
 
@@ -98,6 +99,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             {
                 req["preview_url"] = json!(p);
             }
+            record_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, &["reply_to", "from"])?;
             send(lua, s, req)
         },
@@ -159,6 +161,15 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     if kind == "document" {
                         req["filename"] = json!(filename);
                     }
+                    // A file sent about an Odoo record is attached to its chatter note.
+                    if req.get("record").is_some() && bytes.as_bytes().len() <= MAX_CHATTER_FILE {
+                        let mime = crate::media::mime_for(&filename);
+                        let file = ChatterFile::new(&filename, mime, &bytes.as_bytes());
+                        req["to"] = json!(to);
+                        req["type"] = json!(kind);
+                        charge_written(lua, json_size(&req))?;
+                        return queue_with_file(s, req, Some(file)).map_err(lua_err);
+                    }
                 }
                 req["to"] = json!(to);
                 req["type"] = json!(kind);
@@ -183,6 +194,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     .is_some_and(|a| !a.is_empty() && a.iter().all(|c| c.get("type").is_some_and(Value::is_string)));
                 req[if is_components { "components" } else { "params" }] = v;
             }
+            record_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, &["from"])?;
             send(lua, s, req)
         },
@@ -196,6 +208,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             let mut req =
                 json!({ "to": to, "type": "buttons", "body": body, "buttons": lua.from_value::<Value>(buttons)? });
             header_opt(lua, &mut req, opts.as_ref())?;
+            record_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             send(lua, s, req)
         },
@@ -208,6 +221,7 @@ fn register_whatsapp(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         |lua, s, (to, body, button, sections, opts): (String, String, String, LuaValue, Option<Table>)| {
             let mut req = json!({ "to": to, "type": "list", "body": body, "button": button, "sections": lua.from_value::<Value>(sections)? });
             header_opt(lua, &mut req, opts.as_ref())?;
+            record_opt(lua, &mut req, opts.as_ref())?;
             string_opts(&mut req, opts, INTERACTIVE_OPTS)?;
             send(lua, s, req)
         },
@@ -509,6 +523,55 @@ fn register_templates(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
 /// run's buffered effects) and not charged to the CPU budget.
 fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     let odoo = lua.create_table()?;
+    // A note on a record's chatter, posted after the run commits (never blocks the run).
+    add(
+        lua,
+        &odoo,
+        "log",
+        shared,
+        |lua, s, (model, id, body, attachment): (String, i64, String, Option<Table>)| {
+            if !s.ctx.outbox.chatter_on() {
+                return Err(lua_err(
+                    "log: Odoo's chatter is off (no [odoo] section, or [odoo] chatter = false)",
+                ));
+            }
+            let record = RecordRef { model, id };
+            record.check().map_err(|e| lua_err(format!("log: {e}")))?;
+            if body.trim().is_empty() {
+                return Err(lua_err("log: the note's text is empty"));
+            }
+            let file = match attachment {
+                None => None,
+                Some(t) => {
+                    let name: Option<String> = t.get("name")?;
+                    let data: Option<mlua::LuaString> = t.get("data")?;
+                    let (Some(name), Some(data)) = (name, data) else {
+                        return Err(lua_err(
+                            "log: the attachment needs `name` and `data` (the file's bytes)",
+                        ));
+                    };
+                    crate::http::admin::check_filename(&name)
+                        .map_err(|e| lua_err(format!("log: attachment name {e}")))?;
+                    if data.as_bytes().len() > MAX_CHATTER_FILE {
+                        return Err(lua_err(format!(
+                            "log: the attachment is {} bytes; at most {MAX_CHATTER_FILE} are attached to a note",
+                            data.as_bytes().len()
+                        )));
+                    }
+                    let mime: Option<String> = t.get("mimetype")?;
+                    let mime = mime.unwrap_or_else(|| crate::media::mime_for(&name).to_string());
+                    Some(ChatterFile::new(&name, &mime, &data.as_bytes()))
+                }
+            };
+            charge_written(lua, body.len() + file.as_ref().map_or(0, |f| f.data_b64.len()))?;
+            s.effects
+                .lock()
+                .expect("not poisoned")
+                .chatter
+                .push(ChatterNote::new(record, body, file));
+            Ok(())
+        },
+    )?;
     add_odoo(
         lua,
         &odoo,
@@ -791,6 +854,23 @@ fn read_receipt(s: &Shared, kind: &str, wamid: &str) -> mlua::Result<Value> {
         req["from"] = json!(n);
     }
     Ok(req)
+}
+
+/// `opts.record` of a send: the Odoo record it is about (`{ model = "sale.order", id = 42 }`).
+fn record_opt(lua: &Lua, req: &mut Value, opts: Option<&Table>) -> mlua::Result<()> {
+    if let Some(o) = opts {
+        match o.get::<LuaValue>("record")? {
+            LuaValue::Nil => {}
+            v @ LuaValue::Table(_) => req["record"] = lua.from_value(v)?,
+            other => {
+                return Err(lua_err(format!(
+                    "record: expected a table {{ model = \"sale.order\", id = 42 }}, got {}",
+                    other.type_name()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies the string options `keys` of a send's `opts` table into its request.

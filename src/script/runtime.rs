@@ -125,6 +125,8 @@ pub struct Effects {
     pub failed: Vec<(String, Option<crate::store::parked::FailedRun>)>,
     /// Conversations a script flagged as needing a human (`env.handover`), by key.
     pub help: Vec<(String, crate::store::HelpRequest)>,
+    /// Notes for Odoo records' chatter (`env.odoo.log`).
+    pub chatter: Vec<crate::store::chatter::ChatterNote>,
 }
 
 impl Effects {
@@ -138,6 +140,7 @@ impl Effects {
             state: self.state,
             failed: self.failed,
             help: self.help,
+            chatter: self.chatter,
         }
     }
 }
@@ -633,11 +636,12 @@ local function message(lazy_raw, id, db_id, from, kind, timestamp, text, part, f
   if part then m[part] = parts[part](f1, f2, f3, f4) end
   return setmetatable(m, { __index = lazy_raw, __pairs = pairs_with_raw })
 end
-local function contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at, window_open)
+local function contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at, window_open,
+                       partner_id, partner_name)
   if not known then return { id = id, window_open = window_open } end
   return { id = id, wa_id = wa_id, user_id = user_id, name = name, username = username,
            conversation = { message_count = message_count, last_inbound_at = last_inbound_at },
-           window_open = window_open }
+           window_open = window_open, partner_id = partner_id, partner_name = partner_name }
 end
 local function run(make_globals, api, vars, message, contact, button_id)
   local g = make_globals()
@@ -1168,6 +1172,8 @@ impl LuaWorker {
     /// The `contact` table of a run.
     fn contact_table(&self, key: &str, conv: Option<&Conversation>) -> mlua::Result<Table> {
         let window_open = crate::store::outbox::window_open(conv, None, now_ms() / 1000);
+        // The partner linked through the contact's phone number (`[odoo] partners`).
+        let partner = conv.and_then(|c| self.shared.ctx.store.partner_for_contact(c).ok().flatten());
         let c = conv;
         self.contact_builder.call((
             key,
@@ -1179,6 +1185,8 @@ impl LuaWorker {
             c.map(|c| c.message_count),
             c.and_then(|c| c.last_inbound_at),
             window_open,
+            partner.as_ref().map(|p| p.id),
+            partner.map(|p| p.name),
         ))
     }
 
@@ -1452,12 +1460,25 @@ pub(super) fn default_from(shared: &Shared, to: &str) -> Option<String> {
 
 /// Validates a send (a JSON request like `POST /api/messages`) and buffers it.
 pub(super) fn queue(shared: &Shared, request: Value) -> Result<u64, String> {
+    queue_with_file(shared, request, None)
+}
+
+/// [`queue`] with the file the message carries, attached to the chatter note of a send about
+/// an Odoo record.
+pub(super) fn queue_with_file(
+    shared: &Shared,
+    request: Value,
+    file: Option<crate::store::chatter::ChatterFile>,
+) -> Result<u64, String> {
     let mut req: SendRequest = serde_json::from_value(request).map_err(|e| format!("invalid message: {e}"))?;
     if req.from.is_none() {
         req.from = default_from(shared, &req.to);
     }
     let origin = shared.effects.lock().expect("not poisoned").origin.clone();
-    let new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;
+    let mut new = shared.ctx.outbox.prepare(&req, &origin).map_err(|e| e.to_string())?;
+    if new.record.is_some() {
+        new.chatter_file = file;
+    }
     let id = new.id;
     shared.effects.lock().expect("not poisoned").sends.push(new);
     Ok(id)

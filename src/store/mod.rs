@@ -4,11 +4,13 @@
 //! strings. Every method is synchronous and short: callers on the async runtime run them
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
+pub mod chatter;
 pub mod console;
 pub mod handover;
 pub mod ops;
 pub mod outbox;
 pub mod parked;
+pub mod partners;
 pub mod records;
 pub mod templates;
 pub mod users;
@@ -153,6 +155,9 @@ pub struct Store {
     /// a script run can know the ids of the messages it queues before they are committed
     /// with its outcome; a crash leaves harmless gaps.
     message_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// `[odoo] chatter_inbound`: inbound messages of a contact linked to a partner queue a
+    /// note for the partner's chatter, in the transaction that stores them.
+    chatter_inbound: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The open database, replaced by [`Store::recover`].
@@ -196,6 +201,8 @@ pub struct ScriptCommit {
     /// Conversations a script flagged as needing a human (`env.handover`): conversation key →
     /// the request.
     pub help: Vec<(String, HelpRequest)>,
+    /// Notes for Odoo records' chatter (`env.odoo.log`).
+    pub chatter: Vec<chatter::ChatterNote>,
 }
 
 /// The META key of [`Store::buttons_indexed_since`].
@@ -321,6 +328,7 @@ impl Store {
                 reopened: Default::default(),
             }),
             message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
+            chatter_inbound: Default::default(),
         })
     }
 
@@ -332,6 +340,11 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(StoreError::Closed)
+    }
+
+    /// Notes inbound messages from linked partners on their chatter (`[odoo] chatter_inbound`).
+    pub fn set_chatter_inbound(&self, on: bool) {
+        self.chatter_inbound.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Times the store was opened again after an I/O error since start.
@@ -423,6 +436,9 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(users::USERS)?;
             txn.open_table(users::SESSIONS)?;
             ops::index_quarantined(&txn)?;
+            txn.open_table(chatter::CHATTER)?;
+            txn.open_table(partners::PARTNERS)?;
+            txn.open_table(partners::PARTNER_NUMBERS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get(BUTTONS_SINCE)?.is_none() {
                 meta.insert(BUTTONS_SINCE, now_ms().to_be_bytes().as_slice())?;
@@ -686,6 +702,9 @@ impl Store {
                                 )?;
                                 if let Some(&id) = report.new_messages.get(before) {
                                     dispatch.insert(id, ())?;
+                                    if self.chatter_inbound.load(std::sync::atomic::Ordering::Relaxed) {
+                                        t.note_inbound_for_partner(&txn, id)?;
+                                    }
                                 }
                                 if let (true, Some(&id), crate::webhook::payload::Content::Media(media)) =
                                     (queue_media, report.new_messages.get(before), &m.content)
@@ -959,6 +978,9 @@ impl Store {
             for new in &commit.sends {
                 sent.push(t.insert_outbound(&mut outbox_table, new)?);
             }
+            for note in &commit.chatter {
+                t.queue_chatter(note.clone())?;
+            }
             for (contact, request) in &commit.help {
                 let key = resolve_alias(&t.aliases, contact)?.unwrap_or_else(|| contact.clone());
                 match t.get_conversation(&key)? {
@@ -1188,6 +1210,33 @@ impl MessageReader {
     }
 }
 
+/// A stored message's status alone.
+#[derive(serde::Deserialize)]
+struct StatusOnly {
+    status: String,
+}
+
+/// The chatter note of a send about a record that failed (French, as Odoo's users read it).
+fn chatter_failure_text(m: &MessageRecord) -> String {
+    let to = m.to.as_deref().map(readable_contact).unwrap_or_default();
+    match &m.error {
+        Some(e) => format!(
+            "Échec de l'envoi WhatsApp à {to} ({}) : {} {} — {}",
+            m.summary, e.code, e.title, e.explanation
+        ),
+        None => format!("Échec de l'envoi WhatsApp à {to} ({})", m.summary),
+    }
+}
+
+/// A phone number with its `+`, a BSUID as is.
+pub fn readable_contact(c: &str) -> String {
+    if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) {
+        format!("+{c}")
+    } else {
+        c.to_string()
+    }
+}
+
 /// The journal checkpoint as stored in `META` (0 before the first batch).
 fn read_journal_applied(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64> {
     Ok(meta
@@ -1227,6 +1276,7 @@ struct Tables<'txn> {
     events: Table<'txn, u64, &'static [u8]>,
     sequences: Table<'txn, &'static str, u64>,
     sent_buttons: Table<'txn, (&'static str, &'static str), i64>,
+    chatter: Table<'txn, u64, &'static [u8]>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -1242,6 +1292,7 @@ impl<'txn> Tables<'txn> {
             events: txn.open_table(EVENTS)?,
             sequences: txn.open_table(SEQUENCES)?,
             sent_buttons: txn.open_table(SENT_BUTTONS)?,
+            chatter: txn.open_table(chatter::CHATTER)?,
             message_ids: message_ids.clone(),
         })
     }
@@ -1266,6 +1317,17 @@ impl<'txn> Tables<'txn> {
     }
 
     fn put_message(&mut self, m: &MessageRecord) -> Result<()> {
+        // A send about an Odoo record that just failed: its failure goes on the chatter.
+        if let Some(record) = m.record.as_ref().filter(|_| m.status == "failed") {
+            let was_failed = match self.messages.get(m.id)? {
+                Some(v) => decode::<StatusOnly>("messages", v.value())?.status == "failed",
+                None => false,
+            };
+            if !was_failed {
+                let text = chatter_failure_text(m);
+                self.queue_chatter(chatter::ChatterNote::new(record.clone(), text, None))?;
+            }
+        }
         self.messages.insert(m.id, encode(m).as_slice())?;
         Ok(())
     }
@@ -1424,6 +1486,7 @@ impl<'txn> Tables<'txn> {
             origin: None,
             script: None,
             phone_number_id: phone_number_id.map(str::to_string),
+            record: None,
         };
         self.take_orphans(&mut record, explain)?;
         self.put_message(&record)?;

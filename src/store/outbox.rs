@@ -123,6 +123,11 @@ pub struct NewOutbound {
     pub reply_to: Option<String>,
     /// The business number to send from (phone number id); `None`: the default account.
     pub phone_number_id: Option<String>,
+    /// The Odoo record it is about: the send is noted on the record's chatter (set only when
+    /// Odoo's chatter is on).
+    pub record: Option<super::chatter::RecordRef>,
+    /// The file it carries, attached to that note.
+    pub chatter_file: Option<super::chatter::ChatterFile>,
 }
 
 /// The start of a job's `last_error` while Meta keeps its template paused: such jobs are
@@ -521,6 +526,7 @@ impl Tables<'_> {
             origin: Some(new.origin.clone()),
             script: None,
             phone_number_id: new.phone_number_id.clone(),
+            record: new.record.clone(),
         };
         let local = |status: &str| StatusEntry::local(status, now / 1000);
         let from = new.phone_number_id.as_deref();
@@ -537,6 +543,11 @@ impl Tables<'_> {
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;
+        if let Some(r) = new.record.as_ref().filter(|_| record.status != "failed") {
+            let note =
+                super::chatter::ChatterNote::new(r.clone(), chatter_sent_text(&record, new), new.chatter_file.clone());
+            self.queue_chatter(note)?;
+        }
         if record.status != "failed" {
             for button in super::button_ids(&record.raw) {
                 self.sent_buttons
@@ -551,6 +562,26 @@ impl Tables<'_> {
         self.aliases.insert(alias.as_str(), conv.contact.as_str())?;
         Ok(record)
     }
+}
+
+/// The chatter note of a send about a record: what went, to whom, from which number.
+fn chatter_sent_text(m: &MessageRecord, new: &NewOutbound) -> String {
+    let to = super::readable_contact(&new.recipient);
+    let from = new
+        .phone_number_id
+        .as_deref()
+        .map(|n| format!(" depuis le numéro {n}"))
+        .unwrap_or_default();
+    let dry = if new.dry_run {
+        " (simulation : rien n'a été envoyé)"
+    } else {
+        ""
+    };
+    let what = match m.content.get("text").and_then(Value::as_str) {
+        Some(text) if m.kind == "text" => text.to_string(),
+        _ => m.summary.clone(),
+    };
+    format!("Message WhatsApp envoyé à {to}{from}{dry} :\n{what}")
 }
 
 /// The outcome of one send, recorded by [`Store::outbox_record`].
@@ -701,6 +732,8 @@ mod tests {
                 origin: "test".into(),
                 reply_to: None,
                 phone_number_id: Some(number.into()),
+                record: None,
+                chatter_file: None,
             })
             .unwrap();
     }

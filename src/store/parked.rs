@@ -26,6 +26,8 @@ pub enum RunKind {
     Cron,
     /// The scripts of a customer's inbound message (a tap, a text…).
     Message,
+    /// A note for an Odoo record's chatter that could not be posted.
+    Chatter,
 }
 
 /// A run that failed: being retried (`next_attempt_ms` set) or parked (`None`).

@@ -76,6 +76,10 @@ pub struct MessageRecord {
     /// it (outbound), when known: walua may serve several (`[[whatsapp.accounts]]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_id: Option<String>,
+    /// The Odoo record an outbound message is about: its send and its failure are noted on
+    /// the record's chatter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<super::chatter::RecordRef>,
 }
 
 /// The outcome of dispatching an inbound message to the scripts.
@@ -351,6 +355,7 @@ mod tests {
             origin: None,
             script: None,
             phone_number_id: None,
+            record: None,
         }
     }
 
