@@ -21,6 +21,7 @@ return {
       env.whatsapp.send_text(message.from, b.refused_by_odoo(order, "annulée"))
       return
     end
+    env.odoo.log("sale.order", order.id, "Le client a annulé la commande par WhatsApp (" .. message.from .. ").")
     env.whatsapp.send_text(message.from, "Commande " .. order.name .. " annulée.")
     logger.info("order", order.name, "cancelled via WhatsApp")
   end,

@@ -19,6 +19,7 @@ return {
       env.whatsapp.send_text(message.from, b.refused_by_odoo(order, "validée"))
       return
     end
+    env.odoo.log("sale.order", order.id, "Le client a validé la commande par WhatsApp (" .. message.from .. ").")
     env.whatsapp.send_text(message.from, "Commande " .. order.name .. " validée avec succès !")
     env.scenario.start("payment_method", message.from, { order_id = order.id, order_name = order.name })
     logger.info("order", order.name, "confirmed via WhatsApp")

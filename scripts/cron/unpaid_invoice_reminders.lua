@@ -26,7 +26,8 @@ return {
         local phone, _, lang = b.partner_phone(inv.partner_id)
         if phone then
           env.whatsapp.send_template(phone, env.vars.unpaid_invoice_template or "unpaid_invoice_reminder", "fr",
-            { inv.name, b.money(inv.amount_residual, inv.currency_id, lang), tostring(inv.invoice_date_due) })
+            { inv.name, b.money(inv.amount_residual, inv.currency_id, lang), tostring(inv.invoice_date_due) },
+            { record = { model = "account.move", id = inv.id } })
           env.store.set(key, true)
           logger.info("unpaid invoice reminder", inv.name, "period", period)
         end

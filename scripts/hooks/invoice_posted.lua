@@ -23,13 +23,15 @@ return {
     local amount = b.money(invoice.amount_total, invoice.currency_id, lang)
     local filename = tostring(invoice.name):gsub("[^%w%-_]", "_") .. ".pdf"
     local caption = string.format("Votre facture %s — %s", invoice.name, amount)
+    -- Noted on the invoice's chatter, with the PDF that was sent.
+    local about = { model = "account.move", id = invoice.id }
     if env.whatsapp.window_open(phone) then
-      env.whatsapp.send_document(phone, { bytes = pdf, filename = filename, caption = caption })
+      env.whatsapp.send_document(phone, { bytes = pdf, filename = filename, caption = caption, record = about })
     else
       local media = env.whatsapp.upload(pdf, filename)
       -- The document header, then the body's two values.
       env.whatsapp.send_template(phone, env.vars.invoice_template or "invoice_posted", "fr",
-        { { id = media, filename = filename }, invoice.name, amount })
+        { { id = media, filename = filename }, invoice.name, amount }, { record = about })
     end
   end,
 }

@@ -22,10 +22,11 @@ return {
     else
       text = string.format("Paiement reçu pour la facture %s. Reste à payer : %s.", invoice.name, residual)
     end
+    local about = { record = { model = "account.move", id = invoice.id } }
     if env.whatsapp.window_open(phone) then
-      env.whatsapp.send_text(phone, text)
+      env.whatsapp.send_text(phone, text, about)
     elseif env.vars.invoice_residual_template then
-      env.whatsapp.send_template(phone, env.vars.invoice_residual_template, "fr", { invoice.name, residual })
+      env.whatsapp.send_template(phone, env.vars.invoice_residual_template, "fr", { invoice.name, residual }, about)
     end
   end,
 }

@@ -22,8 +22,10 @@ return {
     end
     order.partner_name = partner_name
     order.amount_text = b.money(order.amount_total, order.currency_id, lang)
+    -- Noted on the order's chatter (and a later delivery failure too).
+    local about = { record = { model = "sale.order", id = order.id } }
     if env.whatsapp.window_open(phone) then
-      env.notify(phone, "order_created", order)
+      env.notify(phone, "order_created", order, about)
     else
       -- The body's three values, then the payloads of its three quick replies (the same
       -- ids as the interactive buttons, so the button scripts answer both).
@@ -32,7 +34,7 @@ return {
         "btn_validate_order_" .. order.id,
         "btn_cancel_order_" .. order.id,
         "btn_order_details_" .. order.id,
-      })
+      }, about)
     end
   end,
 }

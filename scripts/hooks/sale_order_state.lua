@@ -18,11 +18,12 @@ return {
     if not phone then return end
     local text = string.format("Votre commande %s est maintenant : %s (%s).",
       order.name, b.states[order.state] or order.state, b.money(order.amount_total, order.currency_id, lang))
+    local about = { record = { model = "sale.order", id = order.id } }
     if env.whatsapp.window_open(phone) then
-      env.whatsapp.send_text(phone, text)
+      env.whatsapp.send_text(phone, text, about)
     elseif env.vars.order_state_template then
       env.whatsapp.send_template(phone, env.vars.order_state_template, "fr",
-        { order.name, b.states[order.state] or order.state })
+        { order.name, b.states[order.state] or order.state }, about)
     else
       logger.info("24 h window closed and no order_state_template: no notification for", order.name)
     end

@@ -324,4 +324,14 @@ M.states = {
   cancel = "Annulée",
 }
 
+--- The payment method a customer chose for an order (scenario payment_method): kept in
+--- env.store and noted on the order's chatter in Odoo.
+function M.payment_chosen(vars, method)
+  env.store.set("payment_method:" .. tostring(vars.order_id), method)
+  if vars.order_id then
+    env.odoo.log("sale.order", tonumber(vars.order_id),
+      "Moyen de paiement choisi par le client sur WhatsApp : " .. method .. ".")
+  end
+end
+
 return M

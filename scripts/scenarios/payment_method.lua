@@ -1,4 +1,6 @@
--- Second step of the seed's scenario: the payment method, after validation.
+-- Second step of the seed's scenario: the payment method, after validation. The choice is
+-- kept (env.store) and noted on the order's chatter in Odoo.
+local b = require "boutique"
 return {
   start = "choose",
   steps = {
@@ -6,9 +8,9 @@ return {
       body = "Choisissez votre méthode de paiement",
       buttons = {
         { id = "wave", title = "Wave", reply = "Merci ! Paiement par Wave noté.",
-          run = function(vars) env.store.set("payment_method:" .. tostring(vars.order_id), "Wave") end },
+          run = function(vars) b.payment_chosen(vars, "Wave") end },
         { id = "orange_money", title = "Orange Money", reply = "Merci ! Paiement par Orange Money noté.",
-          run = function(vars) env.store.set("payment_method:" .. tostring(vars.order_id), "Orange Money") end },
+          run = function(vars) b.payment_chosen(vars, "Orange Money") end },
       },
     },
   },

@@ -68,6 +68,14 @@
 ---@field filename? string document only
 ---@field voice? boolean   audio only: a voice note; `bytes` must be OGG/OPUS (checked before the upload), 16 MB at most
 ---@field from? string     the account to send (and upload) from
+---@field record? WaluaRecord the Odoo record it is about: noted on its chatter, with the file when `bytes` are given
+
+---The Odoo record a send is about (`opts.record`): with `[odoo] chatter` on (the default), the
+---send, a later delivery failure with Meta's explanation, and the file sent are noted on the
+---record's chatter as an internal note.
+---@class WaluaRecord
+---@field model string  e.g. "sale.order", "account.move", "res.partner"
+---@field id integer
 
 -------------------------------------------------------------------------------------------
 -- env: the daemon's API
@@ -79,14 +87,14 @@
 ---the customer wrote to; other sends from the number the contact last wrote to, else the first
 ---account.
 ---@class WaluaWhatsApp
----@field send_text fun(to: string, body: string, opts?: { reply_to?: string, preview_url?: boolean, from?: string }): integer
+---@field send_text fun(to: string, body: string, opts?: { reply_to?: string, preview_url?: boolean, from?: string, record?: WaluaRecord }): integer
 ---@field send_image fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_document fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_video fun(to: string, spec: WaluaMediaSpec): integer
 ---@field send_audio fun(to: string, spec: WaluaMediaSpec): integer
----@field send_template fun(to: string, name: string, lang?: string, params?: any[]|table<string, any>|table[], opts?: { from?: string }): integer an approved template; `params` is a plain list (header, body, then button values in order: URL suffixes, quick-reply payloads), or a table keyed by parameter name (plus `header`, `buttons`), from which walua builds Meta's components after checking them against the template; a list of tables with `type` is Meta's components, passed through
----@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string|WaluaHeader, footer?: string, reply_to?: string, from?: string }): integer
----@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string }): integer
+---@field send_template fun(to: string, name: string, lang?: string, params?: any[]|table<string, any>|table[], opts?: { from?: string, record?: WaluaRecord }): integer an approved template; `params` is a plain list (header, body, then button values in order: URL suffixes, quick-reply payloads), or a table keyed by parameter name (plus `header`, `buttons`), from which walua builds Meta's components after checking them against the template; a list of tables with `type` is Meta's components, passed through
+---@field send_buttons fun(to: string, body: string, buttons: WaluaButton[], opts?: { header?: string|WaluaHeader, footer?: string, reply_to?: string, from?: string, record?: WaluaRecord }): integer
+---@field send_list fun(to: string, body: string, button_label: string, sections: WaluaListSection[], opts?: { header?: string, footer?: string, reply_to?: string, from?: string, record?: WaluaRecord }): integer
 ---@field send fun(to: string, message: WaluaOutMessage): integer
 ---@field mark_read fun(wamid: string): integer
 ---@field typing fun(message: WaluaMessage|string): integer marks the inbound message (the run's `message` or a wamid) read and shows the typing indicator until the next message or 25 s
@@ -118,6 +126,7 @@
 ---@field create fun(model: string, values: table): integer
 ---@field report_pdf fun(report_name: string, id: integer): string PDF bytes
 ---@field invoice_pdf fun(invoice_id: integer): string PDF bytes
+---@field log fun(model: string, id: integer, body: string, attachment?: { name: string, data: string, mimetype?: string }): boolean an internal note on the record's chatter (Odoo e-mails nobody), posted after the run commits, retried while Odoo is down; false (nothing done) when `[odoo] chatter = false`
 
 ---Phone numbers, with libphonenumber's rules.
 ---@class WaluaPhone
@@ -145,7 +154,7 @@
 ---@field whatsapp WaluaWhatsApp
 ---@field store WaluaStore
 ---@field scenario WaluaScenario
----@field notify fun(to: string, template_name: string, record: table): integer renders `templates/<template_name>.lua` with `record` and sends it
+---@field notify fun(to: string, template_name: string, record: table, opts?: { record?: WaluaRecord }): integer renders `templates/<template_name>.lua` with `record` and sends it
 ---@field handover fun(reason: string) asks for a human agent: flags this run's conversation (with `reason`) in the console until an agent takes it over; committed with the run; message runs only (an error in hook and cron runs)
 ---@field vars table<string, any> the `[vars]` table of walua.toml, read-only
 ---@field odoo WaluaOdoo
@@ -188,6 +197,8 @@ message = {}
 ---@field username? string    WhatsApp username
 ---@field conversation? { message_count: integer, last_inbound_at: integer }
 ---@field window_open boolean whether the 24 h customer-service window is open (free-form sends allowed)
+---@field partner_id? integer  the Odoo res.partner of the contact's phone number (`[odoo] partners`), nil when none
+---@field partner_name? string that partner's name
 
 ---@type WaluaContact
 contact = {}

@@ -386,7 +386,7 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
         api,
         "notify",
         shared,
-        |lua, s, (to, template, record): (String, String, LuaValue)| {
+        |lua, s, (to, template, record, opts): (String, String, LuaValue, Option<Table>)| {
             let file = {
                 let reg = s.ctx.registry.read().expect("not poisoned");
                 reg.get(ScriptKind::Template, &template).cloned()
@@ -405,6 +405,7 @@ fn register_notify(lua: &Lua, api: &Table, shared: &Arc<Shared>) -> mlua::Result
                 )));
             }
             req["to"] = json!(to);
+            record_opt(lua, &mut req, opts.as_ref())?;
             send(lua, s, req)
         },
     )
@@ -530,10 +531,10 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
         "log",
         shared,
         |lua, s, (model, id, body, attachment): (String, i64, String, Option<Table>)| {
+            // Off (no [odoo], or `[odoo] chatter = false`): nothing to do, and the shipped
+            // scripts need not check.
             if !s.ctx.outbox.chatter_on() {
-                return Err(lua_err(
-                    "log: Odoo's chatter is off (no [odoo] section, or [odoo] chatter = false)",
-                ));
+                return Ok(false);
             }
             let record = RecordRef { model, id };
             record.check().map_err(|e| lua_err(format!("log: {e}")))?;
@@ -569,7 +570,7 @@ fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 .expect("not poisoned")
                 .chatter
                 .push(ChatterNote::new(record, body, file));
-            Ok(())
+            Ok(true)
         },
     )?;
     add_odoo(
