@@ -29,7 +29,7 @@ async fn an_unreachable_odoo_degrades_health_and_shows_in_the_metrics() {
     let dir = tempfile::tempdir().unwrap();
     put_script(dir.path(), "on_message.lua", LOOKUP);
     let section = format!(
-        "[odoo]\nurl = \"{down}\"\ndb = \"db\"\nlogin = \"bot\"\napi_key = \"{KEY}\"\ntimeout = \"2s\"\npoll_interval = \"1h\"\n"
+        "[odoo]\nurl = \"{down}\"\ndb = \"db\"\nlogin = \"bot\"\napi_key = \"{KEY}\"\ntimeout = \"2s\"\npoll_interval = \"1h\"\npartners = false\n"
     );
     let text = config_text(dir.path(), DRY_RUN, &section);
     let d = TestDaemon::start_in(dir, text).await;
@@ -54,7 +54,7 @@ async fn an_odoo_that_answers_is_ok_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     put_script(dir.path(), "on_message.lua", LOOKUP);
     let section = format!(
-        "[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"1h\"\n",
+        "[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"1h\"\npartners = false\n",
         odoo.url(),
         odoo.db(),
         odoo.login()

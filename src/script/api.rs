@@ -525,7 +525,8 @@ fn register_templates(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
 fn register_odoo(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
     let odoo = lua.create_table()?;
     // A note on a record's chatter, posted after the run commits (never blocks the run).
-    add(
+    // Through `add_odoo` like its neighbours: ODOO_WRAP expects `(ok, value)`.
+    add_odoo(
         lua,
         &odoo,
         "log",

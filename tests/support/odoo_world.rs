@@ -49,7 +49,16 @@ pub async fn world(window_open: bool, tweak: impl FnOnce(&Path)) -> World {
 }
 
 /// [`world`] with more configuration (e.g. a `[scripts]` key, added under the section).
+///
+/// The partner sync and the chatter writer are off: their Odoo calls would take the failures
+/// and fill the call counts these tests script. `tests/odoo_chatter.rs` turns them on
+/// ([`world_odoo`]).
 pub async fn world_with(window_open: bool, tweak: impl FnOnce(&Path), scripts_extra: &str) -> World {
+    world_odoo(window_open, tweak, scripts_extra, "partners = false\nchatter = false\n").await
+}
+
+/// [`world_with`] with more `[odoo]` keys (`odoo_extra`).
+pub async fn world_odoo(window_open: bool, tweak: impl FnOnce(&Path), scripts_extra: &str, odoo_extra: &str) -> World {
     let odoo = FakeOdoo::start(KEY, "unused-password").await;
     let graph = FakeGraph::start(ACCESS_TOKEN).await;
     // A shop in Dakar: XOF and French activated in Odoo (both ship inactive), a customer
@@ -80,7 +89,7 @@ unpaid_invoice_template = "unpaid_invoice_reminder"
 invoice_template = "invoice_posted"
 "#;
     let odoo_section = format!(
-        "{scripts_extra}\n[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"150ms\"\nhook_token = \"{HOOK_TOKEN}\"\n\n{vars}",
+        "{scripts_extra}\n[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"150ms\"\nhook_token = \"{HOOK_TOKEN}\"\n{odoo_extra}\n{vars}",
         odoo.url(),
         odoo.db(),
         odoo.login()
