@@ -778,10 +778,14 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
                 let json = super::handover::conversation_json(conv, crate::store::now_ms());
                 json.get("handover").filter(|h| !h.is_null()).cloned()
             });
-            Ok((conv, handover))
+            let partner = match &conv {
+                Some(conv) => s.partner_for_contact(conv)?,
+                None => None,
+            };
+            Ok((conv, handover, partner))
         })
         .await;
-    let Ok((Some(conv), handover)) = found else {
+    let Ok((Some(conv), handover, partner)) = found else {
         return plain(StatusCode::NOT_FOUND, "no such conversation");
     };
     let (messages, last) = thread_messages(app, Some(session), &conv.contact).await;
@@ -808,6 +812,28 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
         None => {
             let _ = write!(body, "<span class=\"badge closed\">{}</span>", t.window_closed);
         }
+    }
+    if let Some(p) = &partner {
+        let _ = write!(
+            body,
+            "<span class=\"badge partner\" id=\"partner\" data-partner=\"{}\" title=\"{}\">Odoo : {} (#{})</span>",
+            p.id,
+            attr(&if p.ambiguous.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} {}",
+                    t.partner_ambiguous,
+                    p.ambiguous
+                        .iter()
+                        .map(|i| format!("#{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+            esc(&p.name),
+            p.id
+        );
     }
     if session.role.can_reply() {
         match &handover {

@@ -173,6 +173,8 @@ pub struct Strings {
     pub col_message: &'static str,
     /// The picker's first, empty choice.
     pub picker_placeholder: &'static str,
+    /// Other Odoo partners share the contact's number.
+    pub partner_ambiguous: &'static str,
     /// The store or the journal can write.
     pub writable: &'static str,
     /// Health: template sync, title when no WABA is configured.
@@ -350,6 +352,7 @@ pub const FR: Strings = Strings {
     col_kind: "Type",
     col_message: "Message",
     picker_placeholder: "— Choisir un modèle —",
+    partner_ambiguous: "Même numéro chez d'autres partenaires Odoo :",
     writable: "accessible en écriture",
     health_templates_none_title: "Synchronisation des modèles",
     health_templates_none: "aucun waba_id configuré : les modèles ne sont pas synchronisés avec Meta",
