@@ -181,7 +181,7 @@ mod tests {
     fn a_note_is_escaped_html_with_its_line_breaks() {
         assert_eq!(
             note_html("Commande <S00042> validée\r\npar Awa & co"),
-            "Commande &lt;S00042&gt; validée<br>par Awa &amp; co"
+            "<p>Commande &lt;S00042&gt; validée<br>par Awa &amp; co</p>"
         );
     }
 }
