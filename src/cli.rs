@@ -196,6 +196,7 @@ pub fn render_conversations(answer: &Value) -> String {
                 s(c, "wa_id"),
                 s(c, "name"),
                 partner(c),
+                c["opted_out"]["scope"].as_str().unwrap_or("-").to_string(),
                 s(c, "message_count"),
                 time(c, "last_message_at"),
                 s(c, "last_summary"),

@@ -98,6 +98,44 @@ pub struct Config {
     pub templates: TemplatesConfig,
     /// `[console]`: the agents' web console (sessions, handover).
     pub console: ConsoleConfig,
+    /// `[optout]`: the keywords customers stop and resume with, the confirmations, the
+    /// exceptions (see [`crate::optout`]).
+    pub optout: OptOutConfig,
+}
+
+/// `[optout]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptOutConfig {
+    /// Whole messages that stop every message the business starts.
+    pub keywords: Vec<String>,
+    /// Whole messages that stop marketing only.
+    pub marketing_keywords: Vec<String>,
+    /// Whole messages that opt back in.
+    pub resume_keywords: Vec<String>,
+    /// Template names and script names (`hooks/invoice_posted`) sent despite an opt-out of
+    /// everything (e.g. invoices), chosen by the operator.
+    pub exceptions: Vec<String>,
+    /// The confirmation of a marketing opt-out.
+    pub confirm_marketing: String,
+    /// The confirmation of an opt-out of everything.
+    pub confirm_all: String,
+    /// The confirmation of an opt-in.
+    pub confirm_resume: String,
+}
+
+impl Default for OptOutConfig {
+    fn default() -> Self {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        OptOutConfig {
+            keywords: list(&["STOP", "ARRET", "ARRÊT", "DESABONNER"]),
+            marketing_keywords: list(&["STOP PROMOTIONS"]),
+            resume_keywords: list(&["START", "ARRET FIN"]),
+            exceptions: Vec::new(),
+            confirm_marketing: crate::optout::CONFIRM_MARKETING.into(),
+            confirm_all: crate::optout::CONFIRM_ALL.into(),
+            confirm_resume: crate::optout::CONFIRM_RESUME.into(),
+        }
+    }
 }
 
 /// What button actions do while an agent has taken a conversation over
@@ -408,6 +446,20 @@ struct RawConfig {
     templates: RawTemplates,
     #[serde(default)]
     console: RawConsole,
+    #[serde(default)]
+    optout: RawOptOut,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOptOut {
+    keywords: Option<Vec<String>>,
+    marketing_keywords: Option<Vec<String>>,
+    resume_keywords: Option<Vec<String>>,
+    exceptions: Option<Vec<String>>,
+    confirm_marketing: Option<String>,
+    confirm_all: Option<String>,
+    confirm_resume: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -888,7 +940,50 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let optout = {
+            let d = OptOutConfig::default();
+            let o = raw.optout;
+            let cfg = OptOutConfig {
+                keywords: o.keywords.unwrap_or(d.keywords),
+                marketing_keywords: o.marketing_keywords.unwrap_or(d.marketing_keywords),
+                resume_keywords: o.resume_keywords.unwrap_or(d.resume_keywords),
+                exceptions: o.exceptions.unwrap_or_default(),
+                confirm_marketing: o.confirm_marketing.unwrap_or(d.confirm_marketing),
+                confirm_all: o.confirm_all.unwrap_or(d.confirm_all),
+                confirm_resume: o.confirm_resume.unwrap_or(d.confirm_resume),
+            };
+            // A keyword in two lists would be ambiguous; an empty one would match nothing.
+            let mut seen = std::collections::HashMap::new();
+            for (list, words) in [
+                ("optout.keywords", &cfg.keywords),
+                ("optout.marketing_keywords", &cfg.marketing_keywords),
+                ("optout.resume_keywords", &cfg.resume_keywords),
+            ] {
+                for w in words {
+                    let f = crate::optout::fold(w);
+                    if f.is_empty() {
+                        return Err(cx.invalid(list, format!("`{w}` is empty once folded; give words")));
+                    }
+                    if let Some(other) = seen.insert(f.clone(), list)
+                        && other != list
+                    {
+                        return Err(cx.invalid(list, format!("`{w}` is also in {other}")));
+                    }
+                }
+            }
+            for (key, text) in [
+                ("optout.confirm_marketing", &cfg.confirm_marketing),
+                ("optout.confirm_all", &cfg.confirm_all),
+                ("optout.confirm_resume", &cfg.confirm_resume),
+            ] {
+                if text.trim().is_empty() || text.chars().count() > 4096 {
+                    return Err(cx.invalid(key, "must be a text of 1 to 4096 characters"));
+                }
+            }
+            cfg
+        };
         Ok(Config {
+            optout,
             file: file.to_path_buf(),
             server,
             store,

@@ -49,6 +49,7 @@ pub mod init;
 pub mod media;
 pub mod metrics;
 pub mod odoo;
+pub mod optout;
 pub mod outbox;
 pub mod pace;
 pub mod phone;
@@ -329,7 +330,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
     .with_metrics(metrics.clone())
     .with_live(live.clone())
-    .with_chatter(config.odoo.as_ref().is_some_and(|o| o.chatter));
+    .with_chatter(config.odoo.as_ref().is_some_and(|o| o.chatter))
+    .with_optout(optout::OptOutRules::new(&config.optout));
     let catalog = {
         let (store, whatsapp, dir) = (store.clone(), config.whatsapp.clone(), config.templates.dir.clone());
         Arc::new(

@@ -125,7 +125,8 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
         config.whatsapp.allow_outside_window,
     )
     .with_senders(crate::outbox::Sender::of(&config.whatsapp))
-    .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()));
+    .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
+    .with_optout(crate::optout::OptOutRules::new(&config.optout));
     crate::phone::warm_up(outbox.region(None).as_deref());
     let ctx = Arc::new(RuntimeContext {
         store: store.clone(),

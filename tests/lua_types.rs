@@ -26,9 +26,14 @@ const CLASSES: [(&str, &str); 8] = [
     ("WaluaLogger", "logger"),
 ];
 
-/// Fields set only when Odoo links the contact to a partner (this daemon has no Odoo):
-/// `tests/odoo_chatter.rs` checks them on a daemon that has one.
-const ODOO_ONLY: [(&str, &str); 2] = [("WaluaContact", "partner_id"), ("WaluaContact", "partner_name")];
+/// Fields set only in some runs: the partner when Odoo links the contact to one (this daemon
+/// has no Odoo; `tests/odoo_chatter.rs` checks them), `opted_out` when the contact asked to
+/// stop (`tests/optout.rs`).
+const ODOO_ONLY: [(&str, &str); 3] = [
+    ("WaluaContact", "partner_id"),
+    ("WaluaContact", "partner_name"),
+    ("WaluaContact", "opted_out"),
+];
 
 /// `---@class Name` → its `---@field` names, in the order written.
 fn declared_fields(meta: &str) -> BTreeMap<String, BTreeSet<String>> {

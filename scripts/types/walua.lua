@@ -199,6 +199,7 @@ message = {}
 ---@field window_open boolean whether the 24 h customer-service window is open (free-form sends allowed)
 ---@field partner_id? integer  the Odoo res.partner of the contact's phone number (`[odoo] partners`), nil when none
 ---@field partner_name? string that partner's name
+---@field opted_out? { scope: "marketing"|"all", since_ms: integer, source: string } set when the contact asked to stop ("STOP", "STOP PROMOTIONS", Meta's preferences): sends they opted out of fail
 
 ---@type WaluaContact
 contact = {}

@@ -115,6 +115,12 @@ pub fn add_partner(v: &mut Value, partner: Option<&crate::store::partners::Partn
     v["partner_ambiguous"] = json!(partner.map(|p| p.ambiguous.clone()).unwrap_or_default());
 }
 
+/// Adds the contact's opt-out to its JSON (DESIGN.md, contacts as JSON): `opted_out` is
+/// `{scope, since_ms, source}` or null.
+pub fn add_optout(v: &mut Value, optout: Option<&crate::optout::OptOut>) {
+    v["opted_out"] = json!(optout);
+}
+
 /// [`conversation_json`] for every conversation of a list, at the current time.
 pub fn conversations_json(convs: &[Conversation]) -> Vec<Value> {
     let now = now_ms();

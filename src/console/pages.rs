@@ -782,10 +782,11 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
                 Some(conv) => s.partner_for_contact(conv)?,
                 None => None,
             };
-            Ok((conv, handover, partner))
+            let optout = s.optout_of(&c)?;
+            Ok((conv, handover, (partner, optout)))
         })
         .await;
-    let Ok((Some(conv), handover, partner)) = found else {
+    let Ok((Some(conv), handover, (partner, optout))) = found else {
         return plain(StatusCode::NOT_FOUND, "no such conversation");
     };
     let (messages, last) = thread_messages(app, Some(session), &conv.contact).await;
@@ -812,6 +813,18 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
         None => {
             let _ = write!(body, "<span class=\"badge closed\">{}</span>", t.window_closed);
         }
+    }
+    if let Some(o) = &optout {
+        let _ = write!(
+            body,
+            "<span class=\"badge failed\" id=\"opted-out\" data-scope=\"{}\" title=\"{}\">{}</span>",
+            o.scope.as_str(),
+            attr(&format!("{} — {}", local_time(app, o.since_ms / 1000), o.source)),
+            match o.scope {
+                crate::optout::Scope::All => t.opted_out_all,
+                crate::optout::Scope::Marketing => t.opted_out_marketing,
+            }
+        );
     }
     if let Some(p) = &partner {
         let _ = write!(

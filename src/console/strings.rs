@@ -175,6 +175,10 @@ pub struct Strings {
     pub picker_placeholder: &'static str,
     /// Other Odoo partners share the contact's number.
     pub partner_ambiguous: &'static str,
+    /// The contact opted out of everything the business starts.
+    pub opted_out_all: &'static str,
+    /// The contact opted out of marketing.
+    pub opted_out_marketing: &'static str,
     /// The store or the journal can write.
     pub writable: &'static str,
     /// Health: template sync, title when no WABA is configured.
@@ -353,6 +357,8 @@ pub const FR: Strings = Strings {
     col_message: "Message",
     picker_placeholder: "— Choisir un modèle —",
     partner_ambiguous: "Même numéro chez d'autres partenaires Odoo :",
+    opted_out_all: "Désabonné : plus aucun message de notre part",
+    opted_out_marketing: "Désabonné des promotions",
     writable: "accessible en écriture",
     health_templates_none_title: "Synchronisation des modèles",
     health_templates_none: "aucun waba_id configuré : les modèles ne sont pas synchronisés avec Meta",

@@ -48,15 +48,16 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                     let convs = s.conversations(limit)?;
                     let partners = convs
                         .iter()
-                        .map(|c| s.partner_for_contact(c))
-                        .collect::<Result<Vec<_>, _>>()?;
+                        .map(|c| Ok((s.partner_for_contact(c)?, s.optout_of(&c.contact)?)))
+                        .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
                     Ok((convs, partners))
                 })
                 .await;
             respond(result.map(|(c, partners)| {
                 let mut list = handover::conversations_json(&c);
-                for (v, p) in list.iter_mut().zip(&partners) {
+                for (v, (p, o)) in list.iter_mut().zip(&partners) {
                     handover::add_partner(v, p.as_ref());
+                    handover::add_optout(v, o.as_ref());
                 }
                 serde_json::json!({ "conversations": list })
             }))
@@ -76,15 +77,17 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                         Some(c) => s.partner_for_contact(c)?,
                         None => None,
                     };
-                    Ok((s.conversation_messages(&c2, limit)?, conv, partner))
+                    let optout = s.optout_of(&c2)?;
+                    Ok((s.conversation_messages(&c2, limit)?, conv, (partner, optout)))
                 })
                 .await;
             match read {
-                Ok((Some(messages), conv, partner)) => {
+                Ok((Some(messages), conv, (partner, optout))) => {
                     let now = crate::store::now_ms();
                     let conv = conv.map(|c| {
                         let mut v = handover::conversation_json(&c, now);
                         handover::add_partner(&mut v, partner.as_ref());
+                        handover::add_optout(&mut v, optout.as_ref());
                         v
                     });
                     let field = |name: &str| conv.as_ref().map_or(serde_json::Value::Null, |c| c[name].clone());
@@ -97,6 +100,7 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                             "partner_id": field("partner_id"),
                             "partner_name": field("partner_name"),
                             "partner_ambiguous": field("partner_ambiguous"),
+                            "opted_out": field("opted_out"),
                             "messages": messages,
                         }),
                     )

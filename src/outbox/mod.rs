@@ -88,6 +88,8 @@ pub struct Outbox {
     live: Option<crate::console::live::LiveChanges>,
     /// Sends about an Odoo record are noted on its chatter (`[odoo] chatter`).
     chatter: bool,
+    /// Who may not be sent what (`[optout]`).
+    optout: Arc<crate::optout::OptOutRules>,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -132,7 +134,19 @@ impl Outbox {
             templates: None,
             live: None,
             chatter: false,
+            optout: Arc::default(),
         }
+    }
+
+    /// The opt-out keywords, texts and exceptions.
+    pub fn with_optout(mut self, rules: crate::optout::OptOutRules) -> Outbox {
+        self.optout = Arc::new(rules);
+        self
+    }
+
+    /// The opt-out rules (the dispatcher reads the keywords here).
+    pub fn optout_rules(&self) -> &crate::optout::OptOutRules {
+        &self.optout
     }
 
     /// Whether sends about an Odoo record are noted on its chatter (`[odoo] chatter`).
@@ -224,6 +238,7 @@ impl Outbox {
         let to = self.canonical_contact(&req.to, req.from.as_deref())?;
         let recipient = self.resolve_recipient(&to)?;
         let phone_number_id = self.sender(req.from.as_deref(), &to)?;
+        self.check_optout(&to, &req.content, phone_number_id.as_deref(), origin)?;
         let checked = self.check_template(&req.content, phone_number_id.as_deref(), origin)?;
         let sent = checked.as_ref().unwrap_or(&req.content);
         let body = sent.graph_body(&recipient, req.reply_to.as_deref())?;
@@ -247,6 +262,67 @@ impl Outbox {
             record: req.record.clone().filter(|_| self.chatter),
             chatter_file: None,
         })
+    }
+
+    /// Refuses what a contact opted out of (see [`crate::optout`]): with `all`, templates and
+    /// the sends of hook and cron scripts (not replies to the customer), unless
+    /// `[optout] exceptions` names the template or the script; with `marketing`, MARKETING
+    /// templates.
+    fn check_optout(
+        &self,
+        to: &str,
+        content: &OutboundContent,
+        phone_number_id: Option<&str>,
+        origin: &str,
+    ) -> Result<(), SendError> {
+        let Some(opt) = self.store.optout_of(to)? else {
+            return Ok(());
+        };
+        let template = match content {
+            OutboundContent::Template { name, lang, .. } => Some((name.as_str(), lang.as_str())),
+            _ => None,
+        };
+        let script = origin.strip_prefix("script:");
+        let since = chrono::DateTime::from_timestamp_millis(opt.since_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        let refuse = |what: &str| -> Result<(), SendError> {
+            Err(SendError::Invalid(ValidationError::new(
+                "to",
+                format!(
+                    "{to} opted out of {} messages on {since} ({}): {what} is not sent (WhatsApp Business Policy). They opt back in by writing START; [optout] exceptions lists what goes anyway",
+                    opt.scope.as_str(),
+                    opt.source
+                ),
+            )))
+        };
+        match opt.scope {
+            crate::optout::Scope::All => {
+                let business =
+                    template.is_some() || script.is_some_and(|s| s.starts_with("hooks/") || s.starts_with("cron/"));
+                let excepted = template.is_some_and(|(n, _)| self.optout.excepted(n))
+                    || script.is_some_and(|s| self.optout.excepted(s));
+                if business && !excepted {
+                    return refuse(&match template {
+                        Some((n, _)) => format!("template `{n}`"),
+                        None => format!("a notification from {}", script.unwrap_or(origin)),
+                    });
+                }
+            }
+            crate::optout::Scope::Marketing => {
+                if let Some((name, lang)) = template {
+                    let category = self
+                        .templates
+                        .as_ref()
+                        .and_then(|c| c.describe(phone_number_id, name, lang))
+                        .and_then(|d| d["category"].as_str().map(str::to_string));
+                    if category.as_deref() == Some("MARKETING") {
+                        return refuse(&format!("the MARKETING template `{name}`"));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A template send checked against the registry or its definition, with its components

@@ -283,12 +283,7 @@ impl Dispatcher {
         for f in finished {
             match f.result {
                 Ok((e, o)) => {
-                    effects.sends.extend(e.sends);
-                    effects.kv.extend(e.kv);
-                    effects.scenarios.extend(e.scenarios);
-                    effects.state.extend(e.state);
-                    effects.failed.extend(e.failed);
-                    effects.help.extend(e.help);
+                    effects.absorb(e);
                     let mut held = false;
                     let done: HashSet<u64> = o.iter().filter(|(_, o)| !o.transient).map(|(id, _)| *id).collect();
                     for (id, outcome) in o {

@@ -127,9 +127,35 @@ pub struct Effects {
     pub help: Vec<(String, crate::store::HelpRequest)>,
     /// Notes for Odoo records' chatter (`env.odoo.log`).
     pub chatter: Vec<crate::store::chatter::ChatterNote>,
+    /// Opt-outs set (`Some`) or cleared (`None`) by a customer's keyword, by contact.
+    pub optouts: Vec<(String, Option<crate::optout::OptOut>)>,
 }
 
 impl Effects {
+    /// Appends another batch's effects (the dispatcher commits several together). Every
+    /// field is named, so that a new kind of effect cannot be forgotten here.
+    pub fn absorb(&mut self, other: Effects) {
+        let Effects {
+            origin: _,
+            sends,
+            kv,
+            scenarios,
+            state,
+            failed,
+            help,
+            chatter,
+            optouts,
+        } = other;
+        self.sends.extend(sends);
+        self.kv.extend(kv);
+        self.scenarios.extend(scenarios);
+        self.state.extend(state);
+        self.failed.extend(failed);
+        self.help.extend(help);
+        self.chatter.extend(chatter);
+        self.optouts.extend(optouts);
+    }
+
     /// Turns the effects into a commit, with the dispatch outcomes.
     pub fn into_commit(self, outcomes: Vec<(u64, ScriptOutcome)>) -> ScriptCommit {
         ScriptCommit {
@@ -141,6 +167,7 @@ impl Effects {
             failed: self.failed,
             help: self.help,
             chatter: self.chatter,
+            optouts: self.optouts,
         }
     }
 }
@@ -637,11 +664,12 @@ local function message(lazy_raw, id, db_id, from, kind, timestamp, text, part, f
   return setmetatable(m, { __index = lazy_raw, __pairs = pairs_with_raw })
 end
 local function contact(id, known, wa_id, user_id, name, username, message_count, last_inbound_at, window_open,
-                       partner_id, partner_name)
-  if not known then return { id = id, window_open = window_open } end
+                       partner_id, partner_name, opted_out)
+  if not known then return { id = id, window_open = window_open, opted_out = opted_out } end
   return { id = id, wa_id = wa_id, user_id = user_id, name = name, username = username,
            conversation = { message_count = message_count, last_inbound_at = last_inbound_at },
-           window_open = window_open, partner_id = partner_id, partner_name = partner_name }
+           window_open = window_open, partner_id = partner_id, partner_name = partner_name,
+           opted_out = opted_out }
 end
 local function run(make_globals, api, vars, message, contact, button_id)
   local g = make_globals()
@@ -770,12 +798,13 @@ impl LuaWorker {
         let record = Arc::new(record);
         // What to roll back to if the run fails: sends and writes are only appended, so their
         // lengths suffice; the scenario map is small (one entry per contact of the batch).
-        let (sends_before, kv_before, help_before, scenarios_before, origin_before) = {
+        let (sends_before, kv_before, help_before, chatter_before, scenarios_before, origin_before) = {
             let e = self.shared.effects.lock().expect("not poisoned");
             (
                 e.sends.len(),
                 e.kv.len(),
                 e.help.len(),
+                e.chatter.len(),
                 e.scenarios.clone(),
                 e.origin.clone(),
             )
@@ -825,6 +854,7 @@ impl LuaWorker {
                     effects.sends.truncate(sends_before);
                     effects.kv.truncate(kv_before);
                     effects.help.truncate(help_before);
+                    effects.chatter.truncate(chatter_before);
                     effects.scenarios = scenarios_before;
                     effects.origin = origin_before;
                 }
@@ -914,6 +944,62 @@ impl LuaWorker {
         }
     }
 
+    /// A customer's opt-out or opt-in keyword: the blocklist entry and the confirmation, in
+    /// the run's commit. `templates/optout_confirmation.lua`, when loaded, shapes the
+    /// confirmation (given `{ request = "stop"|"resume", scope, keyword, text }`).
+    fn opt_out(
+        &mut self,
+        record: &MessageRecord,
+        request: crate::optout::Request,
+        scripts: &mut Vec<String>,
+    ) -> Result<(), String> {
+        use crate::optout::{OptOut, Request};
+        let rules = self.shared.ctx.outbox.optout_rules();
+        let (entry, kind, scope, keyword, text) = match &request {
+            Request::Stop(scope, k) => (
+                Some(OptOut {
+                    scope: *scope,
+                    since_ms: now_ms(),
+                    source: format!("keyword:{k}"),
+                }),
+                "stop",
+                Some(scope.as_str()),
+                k.clone(),
+                match scope {
+                    crate::optout::Scope::Marketing => rules.confirm_marketing.clone(),
+                    crate::optout::Scope::All => rules.confirm_all.clone(),
+                },
+            ),
+            Request::Resume(k) => (None, "resume", None, k.clone(), rules.confirm_resume.clone()),
+        };
+        scripts.push(format!("optout: {kind} ({keyword})"));
+        tracing::info!(contact = %record.contact, request = kind, scope = ?scope, keyword = %keyword, "opt-out keyword");
+        {
+            let mut effects = self.shared.effects.lock().expect("not poisoned");
+            effects.optouts.push((record.contact.clone(), entry));
+            effects.origin = "walua:optout".into();
+        }
+        let to = record.from.clone().unwrap_or_else(|| record.contact.clone());
+        let has_template = {
+            let reg = self.shared.ctx.registry.read().expect("not poisoned");
+            reg.get(ScriptKind::Template, "optout_confirmation").is_some()
+        };
+        if has_template {
+            scripts.push("templates/optout_confirmation".into());
+            let notify: Function = self.api.get("notify").map_err(|e| e.to_string())?;
+            let data = self
+                .sandbox
+                .lua()
+                .to_value(&json!({ "request": kind, "scope": scope, "keyword": keyword, "text": text }))
+                .map_err(|e| e.to_string())?;
+            self.sandbox
+                .call::<u64>(&notify, (to.as_str(), "optout_confirmation", data))
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        queue(&self.shared, json!({ "to": to, "type": "text", "text": text })).map(drop)
+    }
+
     /// Queues the fallback reply: `templates/fallback_reply.lua` when loaded (given
     /// `{ message = summary, kind, contact }`), else `scripts.fallback_reply`.
     fn fallback_reply(&mut self, to: &str, record: &MessageRecord, policy: &HeldPolicy) -> Result<u64, String> {
@@ -994,6 +1080,12 @@ impl LuaWorker {
     ) -> Result<(), String> {
         let button = button_of(record);
         let contact_key = record.contact.clone();
+
+        // "STOP", "START"…: handled before anything else (DESIGN.md, "One contact, one order");
+        // the message's scripts do not run.
+        if let Some(request) = self.shared.ctx.outbox.optout_rules().classify(record) {
+            return self.opt_out(record, request, scripts);
+        }
 
         // An agent holds the conversation: the bot stays quiet (DESIGN.md, "One contact, one
         // order": the handover comes before the scenario step, the button action and
@@ -1174,6 +1266,11 @@ impl LuaWorker {
         let window_open = crate::store::outbox::window_open(conv, None, now_ms() / 1000);
         // The partner linked through the contact's phone number (`[odoo] partners`).
         let partner = conv.and_then(|c| self.shared.ctx.store.partner_for_contact(c).ok().flatten());
+        // `{ scope = "marketing"|"all", since_ms, source }` when the contact opted out.
+        let opted_out = match self.shared.ctx.store.optout_of(key).ok().flatten() {
+            Some(o) => Some(self.sandbox.lua().to_value(&o)?),
+            None => None,
+        };
         let c = conv;
         self.contact_builder.call((
             key,
@@ -1187,6 +1284,7 @@ impl LuaWorker {
             window_open,
             partner.as_ref().map(|p| p.id),
             partner.map(|p| p.name),
+            opted_out,
         ))
     }
 

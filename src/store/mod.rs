@@ -8,6 +8,7 @@ pub mod chatter;
 pub mod console;
 pub mod handover;
 pub mod ops;
+pub mod optout;
 pub mod outbox;
 pub mod parked;
 pub mod partners;
@@ -203,6 +204,8 @@ pub struct ScriptCommit {
     pub help: Vec<(String, HelpRequest)>,
     /// Notes for Odoo records' chatter (`env.odoo.log`).
     pub chatter: Vec<chatter::ChatterNote>,
+    /// Opt-outs set or cleared by customers' keywords: contact → entry (`None`: opted back in).
+    pub optouts: Vec<(String, Option<crate::optout::OptOut>)>,
 }
 
 /// The META key of [`Store::buttons_indexed_since`].
@@ -437,6 +440,7 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(users::SESSIONS)?;
             ops::index_quarantined(&txn)?;
             txn.open_table(chatter::CHATTER)?;
+            txn.open_table(optout::OPTOUTS)?;
             txn.open_table(partners::PARTNERS)?;
             txn.open_table(partners::PARTNER_NUMBERS)?;
             let mut meta = txn.open_table(META)?;
@@ -725,6 +729,9 @@ impl Store {
                         Change::Other { field, value, entry_id } => {
                             t.insert_event(*delivery_id, field, value.clone())?;
                             report.events += 1;
+                            if field == "user_preferences" {
+                                t.apply_user_preferences(value)?;
+                            }
                             if templates::TEMPLATE_FIELDS.contains(&field.as_str()) {
                                 match entry_id {
                                     Some(waba) => {
@@ -980,6 +987,10 @@ impl Store {
             }
             for note in &commit.chatter {
                 t.queue_chatter(note.clone())?;
+            }
+            for (contact, entry) in &commit.optouts {
+                let key = t.key_of(contact)?.unwrap_or_else(|| contact.clone());
+                t.optout_set(&key, entry.clone())?;
             }
             for (contact, request) in &commit.help {
                 let key = resolve_alias(&t.aliases, contact)?.unwrap_or_else(|| contact.clone());
@@ -1277,6 +1288,7 @@ struct Tables<'txn> {
     sequences: Table<'txn, &'static str, u64>,
     sent_buttons: Table<'txn, (&'static str, &'static str), i64>,
     chatter: Table<'txn, u64, &'static [u8]>,
+    optouts: Table<'txn, &'static str, &'static [u8]>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -1293,6 +1305,7 @@ impl<'txn> Tables<'txn> {
             sequences: txn.open_table(SEQUENCES)?,
             sent_buttons: txn.open_table(SENT_BUTTONS)?,
             chatter: txn.open_table(chatter::CHATTER)?,
+            optouts: txn.open_table(optout::OPTOUTS)?,
             message_ids: message_ids.clone(),
         })
     }
@@ -1317,15 +1330,29 @@ impl<'txn> Tables<'txn> {
     }
 
     fn put_message(&mut self, m: &MessageRecord) -> Result<()> {
-        // A send about an Odoo record that just failed: its failure goes on the chatter.
-        if let Some(record) = m.record.as_ref().filter(|_| m.status == "failed") {
+        let meta_stopped = m
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == crate::optout::META_MARKETING_STOPPED);
+        if m.status == "failed" && (m.record.is_some() || meta_stopped) {
             let was_failed = match self.messages.get(m.id)? {
                 Some(v) => decode::<StatusOnly>("messages", v.value())?.status == "failed",
                 None => false,
             };
-            if !was_failed {
+            // A send about an Odoo record that just failed: its failure goes on the chatter.
+            if let Some(record) = m.record.as_ref().filter(|_| !was_failed) {
                 let text = chatter_failure_text(m);
                 self.queue_chatter(chatter::ChatterNote::new(record.clone(), text, None))?;
+            }
+            // Meta says the user stopped marketing messages: walua stops sending them.
+            if meta_stopped && !was_failed {
+                let entry = crate::optout::OptOut {
+                    scope: crate::optout::Scope::Marketing,
+                    since_ms: now_ms(),
+                    source: format!("meta:{}", crate::optout::META_MARKETING_STOPPED),
+                };
+                let key = m.contact.clone();
+                self.optout_set(&key, Some(entry))?;
             }
         }
         self.messages.insert(m.id, encode(m).as_slice())?;
