@@ -15,6 +15,7 @@ recording order and the file names carry the same number, so that replay order =
 Usage (the real Odoo as /work/shared/odoo-dev.md starts it, see README.md beside this file):
 
     python3 dev/odoo/record.py session2 --out tests/fixtures/odoo16/session2
+    python3 dev/odoo/record.py --pg-db walua chatter --out tests/fixtures/odoo16/chatter
     python3 dev/odoo/record.py call sale.order search_read '[[["state","=","draft"]]]' \
         '{"fields": ["name"], "limit": 2}'            # prints one exchange, saves nothing
 
@@ -25,6 +26,7 @@ shows whole seconds and a fake replaying the transcript needs the exact clock.
 """
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -132,7 +134,12 @@ class Recorder:
         """write_date with microseconds, straight from PostgreSQL (None without --pg-db)."""
         if not self.pg_db:
             return None
-        sql = f"SELECT DISTINCT write_date FROM {table} WHERE id IN ({','.join(map(str, ids))}) ORDER BY 1"
+        # to_char: always six digits of microseconds (PostgreSQL's text form drops trailing
+        # zeros, "…17.23943", which the replay test does not read as a time).
+        sql = (
+            "SELECT DISTINCT to_char(write_date, 'YYYY-MM-DD HH24:MI:SS.US') FROM "
+            f"{table} WHERE id IN ({','.join(map(str, ids))}) ORDER BY 1"
+        )
         out = subprocess.run(
             ["psql", "-d", self.pg_db, "-Atc", sql], check=True, capture_output=True, text=True
         ).stdout
@@ -354,6 +361,376 @@ def session2(rec):
     )
 
 
+PDF_BYTES = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+BODY = "<p>Message WhatsApp envoyé … &lt;b&gt;échappé&lt;/b&gt;<br>2e ligne</p>"
+BODY_SCRIPT = (
+    '<p>Facture <b>F2026-0042</b> envoyée<br>sur WhatsApp</p><script>alert("x")</script>'
+    '<p onclick="steal()">fin &amp; suite</p>'
+)
+BODY_PLAIN = "Texte brut : 5 < 6 & 7 > 3\nligne 2"
+MSG_FIELDS = ["body", "message_type", "subtype_id", "attachment_ids", "model", "res_id", "author_id"]
+PARTNER_FIELDS = [
+    "id", "name", "phone", "mobile", "active", "parent_id", "is_company",
+    "commercial_partner_id", "write_date", "phone_sanitized",
+]
+
+
+def chatter(rec):
+    """Chatter (message_post, attachments, mail.message) and partners (phones, archive, companies)."""
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 1))
+
+    # a. What is installed, and the phone fields of this database.
+    rec.execute_kw(
+        "modules-installed",
+        "ir.module.module search_read of phone_validation, mail and sms (installed in the demo "
+        "database: sale_management pulls sale_sms, hence sms and phone_validation)",
+        "ir.module.module",
+        "search_read",
+        [[["name", "in", ["phone_validation", "mail", "sms"]]]],
+        {"fields": ["name", "state"], "order": "name asc"},
+    )
+    rec.execute_kw(
+        "partner-fields-get-phone",
+        "res.partner fields_get of phone_sanitized and phone_mobile_search with attributes type "
+        "and store: phone_sanitized (from phone_validation's mail.thread.phone) is a stored char, "
+        "phone_mobile_search a non-stored char with a search method",
+        "res.partner",
+        "fields_get",
+        [["phone_sanitized", "phone_mobile_search"]],
+        {"attributes": ["type", "store"]},
+    )
+    rec.execute_kw(
+        "partner-read-phone-sanitized",
+        "read phone, mobile and phone_sanitized of demo partners 1, 3 and 10: without the Python "
+        "module phonenumbers (not installed in this Odoo's venv) phone_validation's phone_format "
+        "returns the number as given (stripped), so phone_sanitized is the first of mobile, phone "
+        "that is set, unformatted: not E.164",
+        "res.partner",
+        "read",
+        [[1, 3, 10]],
+        {"fields": ["name", "phone", "mobile", "phone_sanitized"]},
+    )
+    rec.execute_kw(
+        "partner-search-phone-sanitized-e164",
+        "search_read phone_sanitized = '+15555555555' (Mitchell Admin's phone in E.164): nothing, "
+        "phone_sanitized holds '+1 555-555-5555'",
+        "res.partner",
+        "search_read",
+        [[["phone_sanitized", "=", "+15555555555"]]],
+        {"fields": ["id", "name", "phone_sanitized"]},
+    )
+    rec.execute_kw(
+        "partner-search-phone-sanitized-as-stored",
+        "search_read phone_sanitized = '+1 555-555-5555' (as stored): Mitchell Admin",
+        "res.partner",
+        "search_read",
+        [[["phone_sanitized", "=", "+1 555-555-5555"]]],
+        {"fields": ["id", "name", "phone_sanitized"]},
+    )
+    rec.execute_kw(
+        "partner-search-phone-mobile-search",
+        "search_read phone_mobile_search = '+15555555555': the search method strips spaces, dots, "
+        "slashes, parentheses and dashes from phone and mobile in SQL and compares with "
+        "'+15555555555' or '0015555555555': Mitchell Admin, whatever the formatting",
+        "res.partner",
+        "search_read",
+        [[["phone_mobile_search", "=", "+15555555555"]]],
+        {"fields": ["id", "name", "phone"]},
+    )
+
+    # b. message_post on a sale order, an invoice and a partner.
+    post = {"body": BODY, "message_type": "comment", "subtype_xmlid": "mail.mt_note"}
+    m_so = result(
+        rec.execute_kw(
+            "sale-order-message-post",
+            "sale.order message_post on the demo order S00002 (id 2), body HTML with entities, "
+            "a <br> and non-ASCII, message_type comment, subtype_xmlid mail.mt_note: returns the "
+            "new mail.message id (message_post is @api.returns('mail.message'))",
+            "sale.order",
+            "message_post",
+            [[2]],
+            post,
+        )
+    )
+    inv = result(
+        rec.execute_kw(
+            "invoice-search-posted",
+            "helper: the first posted customer invoice",
+            "account.move",
+            "search_read",
+            [[["move_type", "=", "out_invoice"], ["state", "=", "posted"]]],
+            {"fields": ["name", "state"], "order": "id asc", "limit": 1},
+        )
+    )[0]["id"]
+    m_inv = result(
+        rec.execute_kw(
+            "invoice-message-post",
+            f"account.move message_post on the posted invoice id {inv}, same body: the new "
+            "mail.message id",
+            "account.move",
+            "message_post",
+            [[inv]],
+            post,
+        )
+    )
+    m_partner = result(
+        rec.execute_kw(
+            "partner-message-post",
+            "res.partner message_post on the demo partner Deco Addict (id 10), same body",
+            "res.partner",
+            "message_post",
+            [[10]],
+            post,
+        )
+    )
+    m_plain = result(
+        rec.execute_kw(
+            "sale-order-message-post-plain",
+            "sale.order message_post on S00002 with a plain-text body (no tag; '<', '&', '>' "
+            "and a newline in it)",
+            "sale.order",
+            "message_post",
+            [[2]],
+            {"body": BODY_PLAIN, "message_type": "comment", "subtype_xmlid": "mail.mt_note"},
+        )
+    )
+    rec.execute_kw(
+        "message-read-posted",
+        "mail.message read of the three messages just posted: the body as Odoo stored it "
+        "(sanitized HTML), message_type, subtype_id (mail.mt_note is id 2, 'Note'), "
+        "attachment_ids, model, res_id, author_id (the user's partner)",
+        "mail.message",
+        "read",
+        [[m_so, m_inv, m_partner, m_plain]],
+        {"fields": MSG_FIELDS},
+    )
+    rec.execute_kw(
+        "sale-order-read-after-post",
+        "read S00002's message_main_attachment_id before any attachment: false",
+        "sale.order",
+        "read",
+        [[2]],
+        {"fields": ["name", "message_main_attachment_id"]},
+    )
+    rec.execute_kw(
+        "sale-order-count-written-after-post",
+        f"search_count of S00002 with write_date > '{start}' (the start of this recording) "
+        "after the posts without attachment: 0, posting wrote no field of the order",
+        "sale.order",
+        "search_count",
+        [[["id", "=", 2], ["write_date", ">", start]]],
+    )
+
+    # c. An attachment, then a message with it.
+    datas = base64.b64encode(PDF_BYTES).decode()
+    att = result(
+        rec.execute_kw(
+            "attachment-create",
+            "ir.attachment create of F2026-0042.pdf (datas base64 of a small PDF) on S00002, "
+            "mimetype application/pdf: the new id",
+            "ir.attachment",
+            "create",
+            [{"name": "F2026-0042.pdf", "datas": datas, "res_model": "sale.order", "res_id": 2,
+              "mimetype": "application/pdf"}],
+        )
+    )
+    m_att = result(
+        rec.execute_kw(
+            "sale-order-message-post-attachment",
+            f"sale.order message_post on S00002 with attachment_ids [{att}] and a body with "
+            "<b>, a <script> and an onclick attribute: the new mail.message id. Odoo also sets "
+            "the order's message_main_attachment_id to that PDF (it had none), a write: the "
+            "order's write_date moves",
+            "sale.order",
+            "message_post",
+            [[2]],
+            {"body": BODY_SCRIPT, "message_type": "comment", "subtype_xmlid": "mail.mt_note",
+             "attachment_ids": [att]},
+        )
+    )
+    p = rec.pg_write_dates("sale_order", [2])
+    if p:
+        rec.amend(rec.next_id - 1, f"PostgreSQL keeps write_date {p[0]} for S00002 after it")
+    rec.execute_kw(
+        "message-read-with-attachment",
+        "mail.message read of the message with the attachment: <script> and onclick removed "
+        "by the HTML sanitizer",
+        "mail.message",
+        "read",
+        [[m_att]],
+        {"fields": MSG_FIELDS},
+    )
+    rec.execute_kw(
+        "attachment-read",
+        "ir.attachment read of the attachment after the post: still on S00002; file_size is "
+        "the decoded size, datas the base64 again",
+        "ir.attachment",
+        "read",
+        [[att]],
+        {"fields": ["name", "res_model", "res_id", "mimetype", "file_size", "datas"]},
+    )
+    rec.execute_kw(
+        "sale-order-read-after-post-attachment",
+        "read S00002 after the post with a PDF: message_main_attachment_id is the PDF and "
+        "write_date moved to the post's time",
+        "sale.order",
+        "read",
+        [[2]],
+        {"fields": ["name", "write_date", "message_main_attachment_id"]},
+    )
+    rec.execute_kw(
+        "message-search-read-order",
+        f"mail.message search_read of S00002's messages (model sale.order, res_id 2) from id "
+        f"{m_so} on (the demo's own messages left out), newest first (mail.message _order "
+        "'id desc')",
+        "mail.message",
+        "search_read",
+        [[["model", "=", "sale.order"], ["res_id", "=", 2], ["id", ">=", m_so]]],
+        {"fields": ["body", "attachment_ids"]},
+    )
+
+    # d. Errors.
+    rec.execute_kw(
+        "error-message-post-missing",
+        "sale.order message_post on id 999999, which does not exist",
+        "sale.order",
+        "message_post",
+        [[999999]],
+        post,
+    )
+    rec.execute_kw(
+        "error-message-post-no-chatter",
+        "res.country message_post: res.country has no chatter (no mail.thread)",
+        "res.country",
+        "message_post",
+        [[204]],
+        post,
+    )
+    rec.execute_kw(
+        "error-message-post-bad-type",
+        "sale.order message_post with message_type 'whatsapp' (not a value of the selection)",
+        "sale.order",
+        "message_post",
+        [[2]],
+        {"body": BODY, "message_type": "whatsapp", "subtype_xmlid": "mail.mt_note"},
+    )
+    rec.execute_kw(
+        "error-attachment-bad-base64",
+        "ir.attachment create with datas 'not base64!' (Python's non-strict b64decode drops "
+        "the space and '!', 9 data characters are left)",
+        "ir.attachment",
+        "create",
+        [{"name": "bad.pdf", "datas": "not base64!", "res_model": "sale.order", "res_id": 2,
+          "mimetype": "application/pdf"}],
+    )
+    rec.execute_kw(
+        "error-attachment-bad-padding",
+        "ir.attachment create with datas 'AAA' (3 characters, no padding)",
+        "ir.attachment",
+        "create",
+        [{"name": "bad2.pdf", "datas": "AAA", "res_model": "sale.order", "res_id": 2,
+          "mimetype": "application/pdf"}],
+    )
+
+    # e. Partners: a company and its contact sharing one phone, an archived partner.
+    def created(name, description, values):
+        pid = result(rec.execute_kw(name, description, "res.partner", "create", [values]))
+        p = rec.pg_write_dates("res_partner", [pid])
+        if p:
+            rec.amend(rec.next_id - 1, f"PostgreSQL keeps write_date {p[0]}")
+        return pid
+
+    company = created(
+        "partner-create-company",
+        "res.partner create of a company with a phone: the new id",
+        {"name": "Walua Test SARL", "is_company": True, "phone": "+221 33 800 00 01"},
+    )
+    contact = created(
+        "partner-create-contact",
+        f"res.partner create of a contact of that company (parent_id {company}) with the same "
+        "phone and a mobile",
+        {"name": "Awa Diop", "parent_id": company, "phone": "+221 33 800 00 01",
+         "mobile": "+221 77 555 00 42"},
+    )
+    archived = created(
+        "partner-create-to-archive",
+        "res.partner create of a person with a mobile only",
+        {"name": "Client Archivé", "mobile": "+221 70 000 00 99"},
+    )
+    rec.execute_kw(
+        "partner-archive",
+        f"res.partner write active False on {archived}: True",
+        "res.partner",
+        "write",
+        [[archived], {"active": False}],
+    )
+    p = rec.pg_write_dates("res_partner", [archived])
+    if p:
+        rec.amend(rec.next_id - 1, f"PostgreSQL keeps write_date {p[0]}")
+    rec.execute_kw(
+        "partner-creation-messages",
+        "mail.message search_read of the messages on the three new partners: each create "
+        "logged one ('Contact created', a notification with subtype Note)",
+        "mail.message",
+        "search_read",
+        [[["model", "=", "res.partner"], ["res_id", "in", [company, contact, archived]]]],
+        {"fields": MSG_FIELDS},
+    )
+    rec.execute_kw(
+        "partner-search-write-date",
+        f"res.partner search_read write_date > '{start}' (the start of this recording), order "
+        "'write_date, id', limit 200: the company and its contact; the archived partner is left "
+        "out (the domain does not name active). The message posted on Deco Addict did not "
+        "change its write_date",
+        "res.partner",
+        "search_read",
+        [[["write_date", ">", start]]],
+        {"fields": PARTNER_FIELDS, "order": "write_date, id", "limit": 200},
+    )
+    rec.execute_kw(
+        "partner-search-write-date-with-archived",
+        "the same with ['active', 'in', [True, False]] first: the archived partner too",
+        "res.partner",
+        "search_read",
+        [[["active", "in", [True, False]], ["write_date", ">", start]]],
+        {"fields": PARTNER_FIELDS, "order": "write_date, id", "limit": 200},
+    )
+    rec.execute_kw(
+        "partner-search-shared-phone",
+        "search_read phone_mobile_search = '+221338000001' (the shared phone without spaces): "
+        "the company and its contact, in res.partner's order (complete_name, id desc)",
+        "res.partner",
+        "search_read",
+        [[["phone_mobile_search", "=", "+221338000001"]]],
+        {"fields": ["id", "name", "parent_id", "commercial_partner_id"]},
+    )
+    rec.execute_kw(
+        "partner-search-archived-mobile",
+        "search_read phone_mobile_search = '+221700000099' (the archived partner's mobile): "
+        "nothing, archived partners are left out",
+        "res.partner",
+        "search_read",
+        [[["phone_mobile_search", "=", "+221700000099"]]],
+        {"fields": ["id", "name"]},
+    )
+    rec.execute_kw(
+        "partner-search-archived-mobile-active-any",
+        "the same with ['active', 'in', [True, False]]: the archived partner",
+        "res.partner",
+        "search_read",
+        [[["active", "in", [True, False]], ["phone_mobile_search", "=", "+221700000099"]]],
+        {"fields": ["id", "name", "active", "phone_sanitized"]},
+    )
+    rec.execute_kw(
+        "partner-search-phone-sanitized-contact",
+        "search_read phone_sanitized = '+221 77 555 00 42': the contact (mobile first, as given)",
+        "res.partner",
+        "search_read",
+        [[["phone_sanitized", "=", "+221 77 555 00 42"]]],
+        {"fields": ["id", "name", "phone_sanitized"]},
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8069")
@@ -363,6 +740,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     s2 = sub.add_parser("session2", help="record tests/fixtures/odoo16/session2 (on a fresh database)")
     s2.add_argument("--out", required=True)
+    ch = sub.add_parser("chatter", help="record tests/fixtures/odoo16/chatter (on a fresh database)")
+    ch.add_argument("--out", required=True)
     one = sub.add_parser("call", help="one execute_kw call, printed, not saved")
     one.add_argument("model")
     one.add_argument("method")
@@ -371,10 +750,11 @@ def main():
     a = p.parse_args()
     with open(a.key_file, encoding="utf-8") as f:
         key = f.read().strip()
-    if a.cmd == "session2":
+    if a.cmd in ("session2", "chatter"):
         if os.path.isdir(a.out) and os.listdir(a.out):
             raise SystemExit(f"{a.out} is not empty: record into an empty folder")
-        session2(Recorder(a.url, a.db, key, out=a.out, pg_db=a.pg_db))
+        scenario = session2 if a.cmd == "session2" else chatter
+        scenario(Recorder(a.url, a.db, key, out=a.out, pg_db=a.pg_db))
     else:
         rec = Recorder(a.url, a.db, key)
         kwargs = json.loads(a.kwargs) if a.kwargs else None
