@@ -204,7 +204,9 @@ async fn a_contact_is_linked_to_its_partner_by_number_and_a_shared_number_is_rep
   env.whatsapp.send_text(message.from, tostring(contact.partner_id) .. " " .. tostring(contact.partner_name))
 end }"#,
     );
-    // The partner sync found Awa Diop (mobile "+221 77 123 45 67").
+    // Two people have this mobile in the fake's demo data: Brandon Freeman (15, the older
+    // record) and Awa Diop (the world's partner). The oldest individual is chosen, the other
+    // reported.
     let c = w
         .daemon
         .eventually("the partner link", || async {
@@ -212,7 +214,18 @@ end }"#,
             c["partner_id"].as_i64().map(|_| c)
         })
         .await;
-    assert_eq!(c["partner_id"], w.partner);
+    assert_eq!(c["partner_id"], 15, "{c}");
+    assert_eq!(c["partner_ambiguous"], json!([w.partner]));
+    // Brandon is archived in Odoo: Awa is the one.
+    w.odoo.advance(Duration::from_secs(1));
+    w.odoo.archive("res.partner", 15);
+    let c = w
+        .daemon
+        .eventually("the archived partner dropped", || async {
+            let c = conversation(&w).await;
+            (c["partner_id"] == json!(w.partner)).then_some(c)
+        })
+        .await;
     assert_eq!(c["partner_name"], "Awa Diop");
     assert_eq!(c["partner_ambiguous"], json!([]));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,16 +266,23 @@ end }"#,
 #[tokio::test]
 async fn with_chatter_inbound_a_linked_partners_messages_go_on_the_partners_chatter() {
     let w = shop(false, "chatter_inbound = true\n").await;
+    // The fake's demo data gives Awa's mobile to Brandon Freeman too: archived here.
+    w.odoo.advance(Duration::from_secs(1));
+    w.odoo.archive("res.partner", 15);
+    // Two partner polls after the archive: the index has it.
+    let polls = |w: &World| {
+        w.odoo
+            .calls()
+            .iter()
+            .filter(|c| c.model.as_deref() == Some("res.partner") && c.method == "search_read")
+            .count()
+    };
+    let before = polls(&w);
     w.daemon
-        .eventually("the partner index", || async {
-            w.odoo
-                .calls()
-                .iter()
-                .any(|c| c.model == "res.partner" && c.method == "search_read")
-                .then_some(())
+        .eventually("two partner polls", || async {
+            (polls(&w) >= before + 2).then_some(())
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     w.daemon
         .deliver_ok(&text_delivery(
             PHONE,
