@@ -12,6 +12,7 @@
 //!   the operations pages (outbox, scripts, parked runs, health); French, embedded assets.
 //! - [`config`]: `conf/walua.toml` → typed [`Config`], secrets from `env:` / `file:`.
 //! - [`store`]: the redb tables and the only code that opens transactions.
+//! - [`optout`]: customers' STOP: keywords, scopes, the rules sends are checked against.
 //! - [`webhook`]: Meta payload types, signature check, the durable delivery journal (group
 //!   commit) and the processor that turns journaled deliveries into stored messages.
 //! - [`whatsapp`]: the Graph API clients (one per business number), outbound message
