@@ -262,6 +262,9 @@ pub struct WhatsAppConfig {
     pub dry_run: bool,
     /// Send free-form messages even when the 24 h customer-service window is closed.
     pub allow_outside_window: bool,
+    /// Accept media `link`s to localhost or private addresses (local setups, tests): Meta's
+    /// servers cannot fetch them, so by default such sends are refused before queueing.
+    pub allow_private_links: bool,
     /// How long a message keeps being retried on 429 / 5xx / timeouts before it fails.
     pub retry_horizon: Duration,
     /// Timeout of one Graph API request.
@@ -528,6 +531,7 @@ struct RawWhatsApp {
     dry_run: Option<bool>,
     max_per_second: Option<u32>,
     allow_outside_window: Option<bool>,
+    allow_private_links: Option<bool>,
     retry_horizon: Option<String>,
     request_timeout: Option<String>,
     media_max_bytes: Option<u64>,
@@ -790,6 +794,7 @@ impl Config {
                 .to_string(),
             dry_run,
             allow_outside_window: w.allow_outside_window.unwrap_or(false),
+            allow_private_links: w.allow_private_links.unwrap_or(false),
             retry_horizon: cx.duration("whatsapp.retry_horizon", w.retry_horizon, "1h")?,
             request_timeout: cx.duration("whatsapp.request_timeout", w.request_timeout, "30s")?,
             media_max_bytes: w.media_max_bytes.unwrap_or(16 * 1024 * 1024),

@@ -332,7 +332,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .with_metrics(metrics.clone())
     .with_live(live.clone())
     .with_chatter(config.odoo.as_ref().is_some_and(|o| o.chatter))
-    .with_optout(optout::OptOutRules::new(&config.optout));
+    .with_optout(optout::OptOutRules::new(&config.optout))
+    .with_private_links(config.whatsapp.allow_private_links);
     let catalog = {
         let (store, whatsapp, dir) = (store.clone(), config.whatsapp.clone(), config.templates.dir.clone());
         Arc::new(

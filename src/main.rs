@@ -79,6 +79,25 @@ enum Command {
     /// (one line), else prompted for twice.
     #[command(subcommand)]
     User(UserCommand),
+    /// Scenarios of a running daemon.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Start scenario NAME for a contact: its first step is sent (the Odoo module's "send
+    /// test scenario").
+    Start {
+        /// The scenario (scripts/scenarios/NAME.lua).
+        name: String,
+        /// The contact: phone number, BSUID or username.
+        #[arg(long)]
+        to: String,
+        /// A scenario variable, `KEY=VALUE` (repeat).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,8 +174,16 @@ enum CronCommand {
 #[command(group(clap::ArgGroup::new("content").required(true).args(["text", "template", "image", "document", "audio", "buttons", "typing"])))]
 struct SendArgs {
     /// Recipient: phone number, BSUID or a known contact's username.
-    #[arg(long)]
+    #[arg(
+        long,
+        required_unless_present = "partner",
+        conflicts_with = "partner",
+        default_value = ""
+    )]
     to: String,
+    /// An Odoo partner id instead of --to: their mobile, else phone, from walua's partner index.
+    #[arg(long, value_name = "ID")]
+    partner: Option<i64>,
     /// A text message.
     #[arg(long)]
     text: Option<String>,
@@ -185,8 +212,9 @@ struct SendArgs {
     /// Send the audio as a voice note (an .ogg file with the OPUS codec, 16 MB at most).
     #[arg(long, requires = "audio")]
     voice: bool,
-    /// Reply buttons, `ID=TITLE` (1 to 3, repeat the option), with `--body`.
-    #[arg(long = "button", id = "buttons", requires = "body")]
+    /// Reply buttons, `ID=TITLE` or `ID:TITLE` (1 to 3, repeat the option; also
+    /// `--buttons`), with `--body`.
+    #[arg(long = "button", visible_alias = "buttons", id = "buttons", requires = "body")]
     buttons: Vec<String>,
     /// The body text of a buttons message.
     #[arg(long, requires = "buttons")]
@@ -465,6 +493,34 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }),
+        Command::Scenario(ScenarioCommand::Start { name, to, vars }) => runtime.block_on(async {
+            let mut map = serde_json::Map::new();
+            for pair in &vars {
+                let Some((k, v)) = pair.split_once('=') else {
+                    anyhow::bail!("--var `{pair}`: expected KEY=VALUE");
+                };
+                // Numbers stay numbers (an order id), the rest is text.
+                let value = v
+                    .parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_else(|_| v.into());
+                map.insert(k.trim().to_string(), value);
+            }
+            let client = walua::cli::AdminClient::new(&config);
+            let path = format!("/api/scenarios/{}/start", walua::cli::path_segment(&name));
+            let answer = client
+                .request(
+                    reqwest::Method::POST,
+                    &path,
+                    Some(&serde_json::json!({ "to": to, "vars": map })),
+                )
+                .await?;
+            println!(
+                "scenario {name} started for {}: message(s) {}",
+                answer["to"], answer["sent"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::User(cmd) => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             match cmd {
@@ -589,9 +645,9 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
         let buttons = a
             .buttons
             .iter()
-            .map(|b| match b.split_once('=') {
-                Some((id, title)) => Ok(json!({ "id": id, "title": title })),
-                None => Err(anyhow::anyhow!("--button {b:?}: expected ID=TITLE")),
+            .map(|b| match b.split_once(['=', ':']) {
+                Some((id, title)) => Ok(json!({ "id": id.trim(), "title": title.trim() })),
+                None => Err(anyhow::anyhow!("--button {b:?}: expected ID=TITLE or ID:TITLE")),
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let header = match (a.header, a.header_image) {
@@ -605,7 +661,10 @@ async fn build_send_request(client: &walua::cli::AdminClient, a: SendArgs) -> an
     } else {
         unreachable!("clap requires one content argument")
     };
-    req["to"] = json!(a.to);
+    match a.partner {
+        Some(p) => req["partner_id"] = json!(p),
+        None => req["to"] = json!(a.to),
+    }
     if let Some(r) = a.reply_to {
         req["reply_to"] = json!(r);
     }

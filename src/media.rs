@@ -175,3 +175,94 @@ impl MediaDownloader {
         }
     }
 }
+
+/// Why Meta's servers could not fetch `url`: its host is `localhost`, a loopback, private,
+/// link-local or unspecified address, or a name that resolves only to such addresses (the
+/// Odoo module's advice: upload the file instead). `None` when it looks public, or when the
+/// name does not resolve within 2 s (Meta will try, and say so).
+pub fn private_link(url: &str) -> Option<String> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let parsed = url::Url::parse(url).ok()?;
+    let private = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+    };
+    match parsed.host()? {
+        url::Host::Ipv4(ip) => private(IpAddr::V4(ip)).then(|| ip.to_string()),
+        url::Host::Ipv6(ip) => private(IpAddr::V6(ip)).then(|| ip.to_string()),
+        url::Host::Domain(name) => {
+            let lower = name.to_ascii_lowercase();
+            if lower == "localhost" || lower.ends_with(".localhost") {
+                return Some(lower);
+            }
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            let target = format!("{lower}:{port}");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(target.to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>()));
+            });
+            match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+                Ok(Ok(ips)) if !ips.is_empty() && ips.iter().all(|ip| private(*ip)) => {
+                    Some(format!("{lower} ({})", ips[0]))
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Every `link` string of a Graph API message body (media, headers, template parameters).
+pub fn links_of(body: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("link", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(body, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn links_meta_cannot_fetch_are_found() {
+        for url in [
+            "http://localhost:8069/web/content/42",
+            "https://odoo.localhost/f.pdf",
+            "http://127.0.0.1/x.jpg",
+            "http://10.0.0.5/x.jpg",
+            "http://192.168.1.20:8069/report.pdf",
+            "http://[::1]/x",
+            "http://169.254.1.1/x",
+        ] {
+            assert!(private_link(url).is_some(), "{url}");
+        }
+        assert!(private_link("https://8.8.8.8/x.jpg").is_none());
+        let body = serde_json::json!({"type": "template", "template": {"components": [{"parameters": [{"document": {"link": "http://127.0.0.1/f.pdf"}}]}]}, "image": {"link": "https://x.sn/a.jpg"}});
+        let mut links = links_of(&body);
+        links.sort();
+        assert_eq!(links, ["http://127.0.0.1/f.pdf", "https://x.sn/a.jpg"]);
+    }
+}

@@ -126,7 +126,8 @@ pub fn replay(config: &Config, payload_path: &Path) -> Result<ReplayReport, Repl
     )
     .with_senders(crate::outbox::Sender::of(&config.whatsapp))
     .with_default_country(config.whatsapp.accounts.first().and_then(|a| a.default_country.clone()))
-    .with_optout(crate::optout::OptOutRules::new(&config.optout));
+    .with_optout(crate::optout::OptOutRules::new(&config.optout))
+    .with_private_links(config.whatsapp.allow_private_links);
     crate::phone::warm_up(outbox.region(None).as_deref());
     let ctx = Arc::new(RuntimeContext {
         store: store.clone(),

@@ -41,35 +41,7 @@ fn only_hooks(scripts: &Path, hooks: &[(&str, &str)]) {
 
 /// Runs the `walua` command against the world's daemon; returns (success, stdout).
 async fn walua_cli(w: &World, args: &[&str]) -> (bool, String) {
-    let addr = w
-        .daemon
-        .url("")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("walua.toml");
-    std::fs::write(
-        &conf,
-        format!("[server]\nlisten = \"{addr}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n[whatsapp]\ndry_run = true\n"),
-    )
-    .unwrap();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    // Off the test's runtime, which runs the daemon the command talks to.
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_walua"))
-            .arg("--config")
-            .arg(&conf)
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    drop(dir);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), format!("{stdout}{stderr}"))
+    w.daemon.cli(args).await
 }
 
 fn texts(sent: &[Value]) -> Vec<String> {

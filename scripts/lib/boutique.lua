@@ -250,6 +250,29 @@ function M.order_or_say(order_id)
   return order
 end
 
+--- A customer invoice, or nil when it does not exist (or is not a customer invoice).
+function M.invoice(invoice_id)
+  local ok, rows = pcall(env.odoo.read, "account.move", { tonumber(invoice_id) },
+    { "name", "state", "move_type", "partner_id", "amount_total", "amount_residual", "currency_id",
+      "invoice_date", "invoice_date_due", "payment_state" })
+  if not ok then
+    if type(rows) == "table" and rows.exception == "odoo.exceptions.MissingError" then return nil end
+    error(rows, 0)
+  end
+  local inv = rows[1]
+  if not inv or inv.move_type ~= "out_invoice" or inv.state ~= "posted" then return nil end
+  return inv
+end
+
+--- The invoice a button is about; when there is none to show, tells the customer.
+function M.invoice_or_say(invoice_id)
+  local inv = M.invoice(invoice_id)
+  if not inv then
+    env.whatsapp.send_text(message.from, "Facture introuvable.")
+  end
+  return inv
+end
+
 --- The product lines of an order, in Odoo's order: section and note lines (display_type
 --- "line_section" / "line_note", no product, no amount) are left out.
 function M.order_lines(order)
@@ -326,11 +349,23 @@ M.states = {
 
 --- The payment method a customer chose for an order (scenario payment_method): kept in
 --- env.store and noted on the order's chatter in Odoo.
+--- A payment link per method, from [vars] (`payment_link_wave`, `payment_link_orange_money`):
+--- sent to the customer after their choice and written in the chatter note.
+local LINK_VARS = { ["Wave"] = "payment_link_wave", ["Orange Money"] = "payment_link_orange_money" }
+
 function M.payment_chosen(vars, method)
   env.store.set("payment_method:" .. tostring(vars.order_id), method)
+  local link = env.vars[LINK_VARS[method] or ""]
+  if link and vars.order_id then
+    link = tostring(link):gsub("{order}", tostring(vars.order_name or vars.order_id))
+  end
   if vars.order_id then
-    env.odoo.log("sale.order", tonumber(vars.order_id),
-      "Moyen de paiement choisi par le client sur WhatsApp : " .. method .. ".")
+    local note = "Moyen de paiement choisi par le client sur WhatsApp : " .. method .. "."
+    if link then note = note .. "\nLien de paiement envoyé : " .. link end
+    env.odoo.log("sale.order", tonumber(vars.order_id), note)
+  end
+  if link and message and message.from then
+    env.whatsapp.send_text(message.from, "Pour payer par " .. method .. " : " .. link)
   end
 end
 

@@ -220,6 +220,10 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
             }
         }
         (&Method::POST, ["parked", id, "replay"]) => replay_parked(app, id).await,
+        (&Method::POST, ["scenarios", name, "start"]) => {
+            let name = name.to_string();
+            start_scenario(app, &name, req).await
+        }
         (&Method::GET, ["cron"]) => match app.cron.jobs().await {
             Ok(jobs) => json(StatusCode::OK, &serde_json::json!({ "jobs": jobs })),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -486,6 +490,64 @@ pub(crate) async fn keep_media(
                 format!("cannot keep the file: {e}"),
             )),
         },
+    }
+}
+
+/// `POST /api/scenarios/{name}/start` with `{"to", "vars"}`: the scenario's first step is
+/// sent and the contact's state set (202 with the message ids; 422 when the scenario is not
+/// loaded or the step cannot be sent).
+async fn start_scenario(app: &App, name: &str, req: Request<Incoming>) -> HttpResponse {
+    #[derive(serde::Deserialize)]
+    struct Start {
+        to: String,
+        #[serde(default)]
+        vars: Option<serde_json::Value>,
+    }
+    let body = match read_body(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let start: Start = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"to\", \"vars\"}}: {e}")),
+    };
+    let vars = start.vars.unwrap_or_else(|| serde_json::json!({}));
+    if !vars.is_object() {
+        return error(StatusCode::BAD_REQUEST, "`vars` must be a JSON object");
+    }
+    let to = app
+        .outbox
+        .canonical_contact(&start.to, None)
+        .unwrap_or(start.to.clone());
+    let (n, t) = (name.to_string(), to.clone());
+    let effects = match app
+        .scripts
+        .runtime
+        .exec(move |w| w.start_scenario_for(&n, &t, vars, "api:scenario"))
+        .await
+    {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("scenario `{name}`: {e}")),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let commit = effects.into_commit(Vec::new());
+    match app.store.blocking(move |s| s.commit_script_runs(&commit)).await {
+        Ok(sent) => {
+            app.outbox.wake();
+            app.live.bump();
+            let failed: Vec<_> = sent.iter().filter(|m| m.status == "failed").collect();
+            if let Some(m) = failed.first() {
+                return json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({ "scenario": name, "to": to, "error": m.error, "id": m.id }),
+                );
+            }
+            json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "scenario": name, "to": to, "sent": sent.iter().map(|m| m.id).collect::<Vec<_>>() }),
+            )
+        }
+        Err(e) => store_error(e),
     }
 }
 

@@ -89,11 +89,12 @@ async fn dispatch(app: Arc<App>, peer: SocketAddr, req: Request<Incoming>) -> Ht
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {
-        (&Method::GET, "/webhook") => webhook::verify(&app, &req),
-        (&Method::POST, "/webhook") => webhook::receive(&app, req).await,
+        // `/whatsapp/webhook` is the Odoo module's callback URL: a migration changes nothing at Meta.
+        (&Method::GET, "/webhook" | "/whatsapp/webhook") => webhook::verify(&app, &req),
+        (&Method::POST, "/webhook" | "/whatsapp/webhook") => webhook::receive(&app, req).await,
         (&Method::GET, "/healthz") => health(&app).await,
         (&Method::GET, "/metrics") => metrics(&app).await,
-        (_, "/webhook") => method_not_allowed("GET, HEAD, POST"),
+        (_, "/webhook" | "/whatsapp/webhook") => method_not_allowed("GET, HEAD, POST"),
         (_, "/healthz") | (_, "/metrics") => method_not_allowed("GET, HEAD"),
         (_, p) if p.starts_with("/api/") => admin::route(&app, peer, req).await,
         (&Method::POST, p) if p.starts_with("/hooks/odoo/") => admin::odoo_push(&app, peer, req).await,

@@ -39,8 +39,14 @@ use crate::whatsapp::message::{OutboundContent, Recipient, ValidationError};
 /// A send request: the body of `POST /api/messages` and what the Lua send calls build.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SendRequest {
-    /// Phone number, BSUID or username of a known contact.
+    /// Phone number, BSUID or username of a known contact, or `partner:ID` (an Odoo partner,
+    /// by walua's index of their numbers).
+    #[serde(default)]
     pub to: String,
+    /// An Odoo partner to send to instead of `to` (DESIGN.md): their mobile, else their
+    /// phone, from walua's partner index (`[odoo] partners`).
+    #[serde(default)]
+    pub partner_id: Option<i64>,
     /// Reply to this wamid (`context.message_id`).
     #[serde(default)]
     pub reply_to: Option<String>,
@@ -90,6 +96,8 @@ pub struct Outbox {
     chatter: bool,
     /// Who may not be sent what (`[optout]`).
     optout: Arc<crate::optout::OptOutRules>,
+    /// `[whatsapp] allow_private_links`.
+    allow_private_links: bool,
 }
 
 /// A business number messages may go out from: `[whatsapp]` or one `[[whatsapp.accounts]]`.
@@ -135,7 +143,14 @@ impl Outbox {
             live: None,
             chatter: false,
             optout: Arc::default(),
+            allow_private_links: false,
         }
+    }
+
+    /// Accepts media links to localhost and private addresses (local setups, tests).
+    pub fn with_private_links(mut self, allowed: bool) -> Outbox {
+        self.allow_private_links = allowed;
+        self
     }
 
     /// The opt-out keywords, texts and exceptions.
@@ -235,13 +250,46 @@ impl Outbox {
     /// Validates a request and gives it an id, without recording anything yet (scripts
     /// commit their sends together with their outcome).
     pub fn prepare(&self, req: &SendRequest, origin: &str) -> Result<NewOutbound, SendError> {
-        let to = self.canonical_contact(&req.to, req.from.as_deref())?;
+        let partner = match (req.partner_id, req.to.strip_prefix("partner:")) {
+            (Some(id), _) => Some(id),
+            (None, Some(id)) => Some(id.trim().parse::<i64>().map_err(|_| {
+                ValidationError::new("to", format!("`{}` is not partner:ID with a numeric id", req.to))
+            })?),
+            (None, None) => None,
+        };
+        let given = match partner {
+            Some(id) => self.store.partner_number(id)?.ok_or_else(|| {
+                ValidationError::new(
+                    "partner_id",
+                    format!(
+                        "Odoo partner {id} has no number walua can send to: it is unknown to walua's partner index, archived, or has neither a mobile nor a phone that reads as a number ([odoo] partners must be on)"
+                    ),
+                )
+            })?,
+            None if req.to.trim().is_empty() => {
+                return Err(ValidationError::new("to", "give `to` (a phone, BSUID or username) or `partner_id`").into());
+            }
+            None => req.to.clone(),
+        };
+        let to = self.canonical_contact(&given, req.from.as_deref())?;
         let recipient = self.resolve_recipient(&to)?;
         let phone_number_id = self.sender(req.from.as_deref(), &to)?;
         self.check_optout(&to, &req.content, phone_number_id.as_deref(), origin)?;
         let checked = self.check_template(&req.content, phone_number_id.as_deref(), origin)?;
         let sent = checked.as_ref().unwrap_or(&req.content);
         let body = sent.graph_body(&recipient, req.reply_to.as_deref())?;
+        if !self.allow_private_links {
+            for link in crate::media::links_of(&body) {
+                if let Some(host) = crate::media::private_link(&link) {
+                    return Err(SendError::Invalid(ValidationError::new(
+                        "link",
+                        format!(
+                            "{link} points to {host}, which Meta's servers cannot reach: upload the file instead (POST /api/media, env.whatsapp.upload or `bytes`), or set [whatsapp] allow_private_links = true for a local setup"
+                        ),
+                    )));
+                }
+            }
+        }
         let content = serde_json::to_value(&req.content).unwrap_or(Value::Null);
         if let Some(r) = &req.record {
             r.check().map_err(|e| ValidationError::new("record", e))?;

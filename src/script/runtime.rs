@@ -740,6 +740,22 @@ impl LuaWorker {
         self.env_builder.call((&self.api, &self.vars))
     }
 
+    /// Starts scenario `name` for `to` outside any run (`POST /api/scenarios/{name}/start`,
+    /// `walua scenario start`, the Odoo module's "send test scenario"): its first step is
+    /// queued and the contact's state set; returns the effects to commit.
+    pub fn start_scenario_for(&mut self, name: &str, to: &str, vars: Value, origin: &str) -> Result<Effects, String> {
+        self.take_effects();
+        self.shared.effects.lock().expect("not poisoned").origin = origin.to_string();
+        let key = contact_key(&self.shared, to);
+        match start_scenario(&self.shared, &key, to, name, vars) {
+            Ok(()) => Ok(self.take_effects()),
+            Err(e) => {
+                self.take_effects();
+                Err(e)
+            }
+        }
+    }
+
     /// Takes the effects buffered so far (and starts a new buffer).
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut *self.shared.effects.lock().expect("not poisoned"))

@@ -99,6 +99,16 @@ impl Store {
         Ok(txn.open_table(PARTNERS)?.len()?)
     }
 
+    /// The number to send to Odoo partner `id`: its mobile, else its phone (`None` when the
+    /// partner is unknown, archived or has no number).
+    pub fn partner_number(&self, id: i64) -> Result<Option<String>> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(PARTNERS)?;
+        let row = table.get(id)?;
+        let p: Option<PartnerRecord> = row.map(|v| decode("partners", v.value())).transpose()?;
+        Ok(p.filter(|p| p.active).and_then(|p| p.mobile.or(p.phone)))
+    }
+
     /// The partner of phone number `number` (`wa_id` digits) by the rule of this module.
     pub fn partner_for_number(&self, number: &str) -> Result<Option<PartnerMatch>> {
         let txn = self.db()?.begin_read()?;

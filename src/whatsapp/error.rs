@@ -201,6 +201,12 @@ pub fn explain(code: i64) -> &'static str {
         131026 => {
             "Message undeliverable: the recipient is not on WhatsApp, has not accepted the latest terms, uses an old app version, blocked you, or cannot receive this message now (e.g. outside the 24-hour window). Confirm the number is on WhatsApp, or send an approved template instead."
         }
+        131030 => {
+            "The recipient is not in the allowed list of a test number (the Odoo module's \"mode test\"): while the business number is a test number, Meta only delivers to up to 5 numbers added in the app's WhatsApp > API Setup. Add this number there, or send from a production number."
+        }
+        131050 => {
+            "The recipient chose to stop receiving marketing messages from your business on WhatsApp. walua records it as an opt-out of marketing (see `opted_out`); send them utility messages only. They can opt back in from WhatsApp."
+        }
         131031 => {
             "The WhatsApp Business Account is locked or restricted (policy or integrity issue, or the phone number PIN check failed). Check WhatsApp Manager and account quality; messages cannot be sent until resolved."
         }
@@ -373,6 +379,12 @@ mod tests {
         assert!(explain(131047).contains("template"));
         assert!(explain(190).contains("system-user token"));
         assert!(explain(131053).contains("localhost") && explain(131053).contains("Upload"));
+        assert!(explain(131030).contains("test number") && explain(131030).contains("allowed list"));
+        assert!(explain(131050).contains("marketing") && explain(131050).contains("opt-out"));
+        assert!(
+            explain(131031).contains("locked"),
+            "131031 is a locked account, whatever the seed says"
+        );
         assert!(explain(132001).contains("language"));
         assert!(explain(132000).contains("parameter"));
     }

@@ -115,6 +115,38 @@ impl TestDaemon {
     }
 
     /// Stops the daemon gracefully and waits for it; returns the temp dir for a restart.
+    /// Runs the `walua` binary against this daemon's admin API (its address and token in a
+    /// configuration of its own), off the test's runtime; returns success and stdout+stderr.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let addr = self
+            .url("")
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("walua.toml");
+        std::fs::write(
+            &conf,
+            format!("[server]\nlisten = \"{addr}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n[whatsapp]\ndry_run = true\n"),
+        )
+        .unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_walua"))
+                .arg("--config")
+                .arg(&conf)
+                .args(&args)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        drop(dir);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), format!("{stdout}{stderr}"))
+    }
+
     pub async fn stop(mut self) -> (tempfile::TempDir, String) {
         self.shutdown().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());

@@ -59,6 +59,17 @@ pub async fn world_with(window_open: bool, tweak: impl FnOnce(&Path), scripts_ex
 
 /// [`world_with`] with more `[odoo]` keys (`odoo_extra`).
 pub async fn world_odoo(window_open: bool, tweak: impl FnOnce(&Path), scripts_extra: &str, odoo_extra: &str) -> World {
+    world_full(window_open, tweak, scripts_extra, odoo_extra, "").await
+}
+
+/// [`world_odoo`] with more `[vars]` (`vars_extra`).
+pub async fn world_full(
+    window_open: bool,
+    tweak: impl FnOnce(&Path),
+    scripts_extra: &str,
+    odoo_extra: &str,
+    vars_extra: &str,
+) -> World {
     let odoo = FakeOdoo::start(KEY, "unused-password").await;
     let graph = FakeGraph::start(ACCESS_TOKEN).await;
     // A shop in Dakar: XOF and French activated in Odoo (both ship inactive), a customer
@@ -87,9 +98,11 @@ unpaid_invoice_days = 7
 order_created_template = "order_created"
 unpaid_invoice_template = "unpaid_invoice_reminder"
 invoice_template = "invoice_posted"
-"#;
+"#
+    .to_string()
+        + vars_extra;
     let odoo_section = format!(
-        "{scripts_extra}\n[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"150ms\"\nhook_token = \"{HOOK_TOKEN}\"\n{odoo_extra}\n{vars}",
+        "{scripts_extra}\n[odoo]\nurl = \"{}\"\ndb = \"{}\"\nlogin = \"{}\"\napi_key = \"{KEY}\"\npoll_interval = \"150ms\"\nhook_token = \"{HOOK_TOKEN}\"\n{odoo_extra}\n{vars}\n",
         odoo.url(),
         odoo.db(),
         odoo.login()
