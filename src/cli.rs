@@ -209,6 +209,7 @@ pub fn render_conversations(answer: &Value) -> String {
             "PHONE",
             "NAME",
             "ODOO PARTNER",
+            "OPTED OUT",
             "MESSAGES",
             "LAST (UTC)",
             "LAST MESSAGE",
