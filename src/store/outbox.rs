@@ -167,7 +167,7 @@ impl Store {
     pub fn enqueue_outbound(&self, new: NewOutbound) -> Result<MessageRecord> {
         let txn = self.db()?.begin_write()?;
         let record = {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut t = Tables::open(&txn, self)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             t.insert_outbound(&mut outbox, &new)?
         };
@@ -301,7 +301,7 @@ impl Store {
         }
         let mut out = Vec::with_capacity(ids.len());
         {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut t = Tables::open(&txn, self)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             for outcome in outcomes {
                 t.record_outcome(&mut outbox, outcome, explain)?;
@@ -379,7 +379,7 @@ impl Store {
         let txn = self.db()?.begin_write()?;
         let mut ids = Vec::new();
         {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut t = Tables::open(&txn, self)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut interrupted = Vec::new();
             for row in outbox.iter()? {
@@ -414,7 +414,7 @@ impl Store {
     pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
         let txn = self.db()?.begin_write()?;
         let out = {
-            let mut t = Tables::open(&txn, &self.message_ids)?;
+            let mut t = Tables::open(&txn, self)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             match t.get_message(id)? {
                 Some(mut m)
@@ -536,6 +536,7 @@ impl Tables<'_> {
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;
+        super::inbox::index_message(&mut self.idx, &record)?;
         if record.status != "failed" {
             for button in super::button_ids(&record.raw) {
                 self.sent_buttons
@@ -544,6 +545,7 @@ impl Tables<'_> {
         }
         self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
         conv.message_count += 1;
+        conv.last_outbound = Some(id);
         conv.last_message_at = conv.last_message_at.max(now / 1000);
         conv.last_summary = new.summary.clone();
         self.put_conversation(&conv)?;
