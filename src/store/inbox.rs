@@ -120,7 +120,9 @@ impl Indexed {
         }
         for id in [&self.user_id, &Some(self.contact.clone())].into_iter().flatten() {
             if !id.bytes().all(|b| b.is_ascii_digit()) {
+                // Whole (`sn.9988…`) and in parts (`sn`, `9988…`), so `SN.9988` finds it.
                 out.push(cut(&fold(id)).to_string());
+                out.extend(words(id));
             }
         }
         out.retain(|w| !w.is_empty());
@@ -817,6 +819,76 @@ impl Store {
         size!("console_seen", CONSOLE_SEEN);
         txn.abort()?;
         Ok(out)
+    }
+}
+
+/// One item of a generated history ([`Store::import_history`], the bench's store).
+#[doc(hidden)]
+pub enum HistoryItem {
+    /// A delivery from Meta (messages and statuses), applied as the processor does, without
+    /// queueing script runs or media downloads.
+    Delivery(u64, crate::webhook::payload::Delivery),
+    /// An outbound message sent at `at_ms`, accepted by Meta as `wamid`.
+    Outbound {
+        /// The message.
+        new: super::outbox::NewOutbound,
+        /// When it was queued (unix ms).
+        at_ms: i64,
+        /// Meta's id for it.
+        wamid: String,
+    },
+}
+
+impl Store {
+    /// Writes a generated history through the store's own write paths (inbound apply, outbound
+    /// insert, Meta's acceptance, statuses), in ONE transaction without fsync (bench only).
+    #[doc(hidden)]
+    pub fn import_history(&self, items: &[HistoryItem]) -> Result<()> {
+        use crate::webhook::payload::Change;
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
+        {
+            let mut t = super::Tables::open(&txn, self)?;
+            let mut outbox = txn.open_table(super::outbox::OUTBOX)?;
+            let mut report = super::ApplyReport::default();
+            let explain = crate::explain_error;
+            for item in items {
+                match item {
+                    HistoryItem::Delivery(id, d) => {
+                        for change in &d.changes {
+                            if let Change::Messages(v) = change {
+                                for m in &v.messages {
+                                    let sender = v.sender_of(m);
+                                    t.insert_inbound(
+                                        *id,
+                                        m,
+                                        sender.as_ref(),
+                                        v.phone_number_id.as_deref(),
+                                        &explain,
+                                        &mut report,
+                                    )?;
+                                }
+                                for s in &v.statuses {
+                                    t.apply_status(s, &explain, &mut report)?;
+                                }
+                            }
+                        }
+                    }
+                    HistoryItem::Outbound { new, at_ms, wamid } => {
+                        t.insert_outbound_at(&mut outbox, new, *at_ms)?;
+                        let accepted = super::outbox::SendOutcome::Accepted {
+                            id: new.id,
+                            wamid: wamid.clone(),
+                            response: serde_json::json!({"messages": [{"id": wamid}]}),
+                        };
+                        t.record_outcome(&mut outbox, &accepted, &explain)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 }
 

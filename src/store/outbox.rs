@@ -472,7 +472,16 @@ impl Tables<'_> {
         outbox: &mut redb::Table<'_, u64, &'static [u8]>,
         new: &NewOutbound,
     ) -> Result<MessageRecord> {
-        let now = now_ms();
+        self.insert_outbound_at(outbox, new, now_ms())
+    }
+
+    /// [`Tables::insert_outbound`] at time `now` (unix ms): a generated history's past sends.
+    pub(super) fn insert_outbound_at(
+        &mut self,
+        outbox: &mut redb::Table<'_, u64, &'static [u8]>,
+        new: &NewOutbound,
+        now: i64,
+    ) -> Result<MessageRecord> {
         let alias = normalize_contact(&new.recipient);
         let key = self.aliases.get(alias.as_str())?.map(|v| v.value().to_string());
         let existing = match &key {
@@ -587,7 +596,7 @@ pub enum SendOutcome {
 }
 
 impl Tables<'_> {
-    fn record_outcome(
+    pub(super) fn record_outcome(
         &mut self,
         outbox: &mut redb::Table<'_, u64, &'static [u8]>,
         outcome: &SendOutcome,
