@@ -9,7 +9,9 @@
 //! inbox, its filters, its second page, threads and their older pages, and searches; prints
 //! p50/p95/p99/max per route, the store's size and each index's bytes per message.
 //!
-//! `WALUA_HISTORY_CONVERSATIONS` / `WALUA_HISTORY_MESSAGES` shrink the history for a quick try.
+//! `WALUA_HISTORY_CONVERSATIONS` / `WALUA_HISTORY_MESSAGES` shrink the history for a quick try;
+//! `WALUA_HISTORY_MIGRATION=1` also times the migration of such a store written before the
+//! console indexes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -632,4 +634,19 @@ dir = "{scripts}"
     );
     let _ = stop.send(());
     let _ = daemon.await;
+
+    // With WALUA_HISTORY_MIGRATION=1: how long a store of that size written before the
+    // indexes takes to migrate at open (on a copy).
+    if std::env::var("WALUA_HISTORY_MIGRATION").is_ok_and(|v| v == "1") {
+        let tmp = tempfile::tempdir_in(&dir).unwrap();
+        let copy = tmp.path().join("old.redb");
+        std::fs::copy(&store_path, &copy).unwrap();
+        Store::open(&copy).unwrap().strip_console_indexes().unwrap();
+        let t = Instant::now();
+        drop(Store::open(&copy).unwrap());
+        println!(
+            "migration at open of {messages} messages, {conversations} conversations: {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
 }

@@ -46,8 +46,16 @@ impl Store {
     /// Marks `contact`'s conversation read up to message `id` (never backwards): its seen
     /// count becomes its inbound total less the inbound messages after `id` (those that
     /// arrived after the page was read; usually none, so the walk is short).
+    ///
+    /// Written without its own fsync (it becomes durable with the next durable commit): a
+    /// read mark lost in a crash only shows a message as unread again.
     pub fn console_mark_read(&self, contact: &str, id: u64) -> Result<()> {
-        let txn = self.db()?.begin_write()?;
+        if self.console_read_upto(contact)? >= id {
+            return Ok(());
+        }
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
         {
             let mut table = txn.open_table(CONSOLE_READ)?;
             let current = table.get(contact)?.map(|v| v.value()).unwrap_or(0);

@@ -630,7 +630,7 @@ impl Store {
                     });
                 }
             }
-            if page.rows.len() >= limit || scanned >= INBOX_SCAN {
+            if page.rows.len() >= limit || (filter != InboxFilter::All && scanned >= INBOX_SCAN) {
                 let more = match iter.peek() {
                     Some(Ok(next)) => {
                         !(filter == InboxFilter::Open && now_s - next.0.value().0 >= super::outbox::WINDOW_SECS)
@@ -733,23 +733,27 @@ impl Store {
         }
         sets.sort_by_key(|(s, _, _)| s.len());
         if let Some(((first, _, _), rest)) = sets.split_first() {
-            let mut convs = Vec::new();
+            // Ranked on the fields the index needs (a partial decode), fully read for the page.
+            let mut ranked: Vec<(i64, &String)> = Vec::new();
             for key in first {
-                let conv = match get_conv(key)? {
-                    Some(c) => c,
-                    None => continue,
+                let indexed: Option<Indexed> = {
+                    let row = conversations.get(key.as_str())?;
+                    row.and_then(|v| serde_json::from_slice(v.value()).ok())
                 };
-                let mine = Indexed::of(&conv).words();
+                let Some(indexed) = indexed else { continue };
                 let ok = rest.iter().all(|(set, complete, t)| {
-                    set.contains(key) || (!complete && mine.iter().any(|w| w.starts_with(t.as_str())))
+                    set.contains(key) || (!complete && indexed.words().iter().any(|w| w.starts_with(t.as_str())))
                 });
                 if ok {
-                    convs.push(conv);
+                    ranked.push((indexed.last_message_at, key));
                 }
             }
-            convs.sort_by_key(|c| std::cmp::Reverse(c.last_message_at));
-            convs.truncate(limit);
-            hits.conversations = convs;
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            for (_, key) in ranked.into_iter().take(limit) {
+                if let Some(c) = get_conv(key)? {
+                    hits.conversations.push(c);
+                }
+            }
         }
 
         // Messages: candidates from the rarest term, newest first; the others checked.
