@@ -94,8 +94,7 @@ impl Store {
                 None => None,
                 Some(mut conv) => {
                     let out = change(&mut conv);
-                    let mut idx =
-                        super::inbox::ConvIndex::open(&txn, self.indexing.load(std::sync::atomic::Ordering::Relaxed))?;
+                    let mut idx = super::inbox::ConvIndex::open(&txn)?;
                     super::inbox::write_conversation(&mut conversations, &mut idx, &conv)?;
                     Some((conv, out))
                 }

@@ -155,9 +155,6 @@ pub struct Store {
     /// a script run can know the ids of the messages it queues before they are committed
     /// with its outcome; a crash leaves harmless gaps.
     message_ids: Arc<std::sync::atomic::AtomicU64>,
-    /// Whether writes maintain the console indexes ([`Store::set_indexing`]; always, but in
-    /// the bench's "without indexes" run).
-    indexing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The open database, replaced by [`Store::recover`].
@@ -326,7 +323,6 @@ impl Store {
                 reopened: Default::default(),
             }),
             message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
-            indexing: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         inbox::migrate(&store)?;
         Ok(store)
@@ -492,7 +488,7 @@ impl Store {
             meta.insert(DONE, marker.as_bytes())?;
         }
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             // Only conversations walua keyed itself (outbound only): a key from a webhook is
             // Meta's wa_id, which wins even where libphonenumber writes the number otherwise.
             let mut keys: Vec<String> = Vec::new();
@@ -677,7 +673,7 @@ impl Store {
         }
         let mut report = ApplyReport::default();
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut downloads = txn.open_table(MEDIA_DOWNLOADS)?;
             let mut dispatch = txn.open_table(DISPATCH)?;
             for (delivery_id, delivery) in batch {
@@ -776,7 +772,7 @@ impl Store {
     pub fn media_done(&self, message_id: u64, file: Option<String>) -> Result<()> {
         let txn = self.db()?.begin_write()?;
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             txn.open_table(MEDIA_DOWNLOADS)?.remove(message_id)?;
             if let (Some(file), Some(mut m)) = (file, t.get_message(message_id)?) {
                 m.media_file = Some(file);
@@ -959,7 +955,7 @@ impl Store {
             .map_err(|e| StoreError::Redb(redb::Error::from(e)))?;
         let mut sent = Vec::new();
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox_table = txn.open_table(outbox::OUTBOX)?;
             let mut dispatch = txn.open_table(DISPATCH)?;
             let mut kv = txn.open_table(SCRIPT_KV)?;
@@ -1239,10 +1235,9 @@ struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn WriteTransaction, store: &Store) -> Result<Self> {
-        let message_ids = &store.message_ids;
+    fn open(txn: &'txn WriteTransaction, message_ids: &Arc<std::sync::atomic::AtomicU64>) -> Result<Self> {
         Ok(Tables {
-            idx: inbox::ConvIndex::open(txn, store.indexing.load(std::sync::atomic::Ordering::Relaxed))?,
+            idx: inbox::ConvIndex::open(txn)?,
             messages: txn.open_table(MESSAGES)?,
             wamids: txn.open_table(WAMIDS)?,
             conversations: txn.open_table(CONVERSATIONS)?,

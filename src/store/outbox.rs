@@ -167,7 +167,7 @@ impl Store {
     pub fn enqueue_outbound(&self, new: NewOutbound) -> Result<MessageRecord> {
         let txn = self.db()?.begin_write()?;
         let record = {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             t.insert_outbound(&mut outbox, &new)?
         };
@@ -301,7 +301,7 @@ impl Store {
         }
         let mut out = Vec::with_capacity(ids.len());
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             for outcome in outcomes {
                 t.record_outcome(&mut outbox, outcome, explain)?;
@@ -379,7 +379,7 @@ impl Store {
         let txn = self.db()?.begin_write()?;
         let mut ids = Vec::new();
         {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             let mut interrupted = Vec::new();
             for row in outbox.iter()? {
@@ -414,7 +414,7 @@ impl Store {
     pub fn outbox_resend(&self, id: u64) -> Result<Option<MessageRecord>> {
         let txn = self.db()?.begin_write()?;
         let out = {
-            let mut t = Tables::open(&txn, self)?;
+            let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
             match t.get_message(id)? {
                 Some(mut m)
