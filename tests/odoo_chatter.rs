@@ -229,7 +229,10 @@ end }"#,
     assert_eq!(c["partner_name"], "Awa Diop");
     assert_eq!(c["partner_ambiguous"], json!([]));
     let (ok, out) = w.daemon.cli(&["conversations"]).await;
-    assert!(ok && out.contains("ODOO PARTNER") && out.contains(&format!("{} Awa Diop", w.partner)), "{out}");
+    assert!(
+        ok && out.contains("ODOO PARTNER") && out.contains(&format!("{} Awa Diop", w.partner)),
+        "{out}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.click("wamid.QUI", "qui").await;
     let sent = w.sent(1).await;

@@ -124,7 +124,10 @@ async fn arret_stops_everything_the_business_starts_but_replies_to_the_customer_
     assert_eq!(c["opted_out"]["source"], "keyword:ARRET");
     assert!(c["opted_out"]["since_ms"].as_i64().unwrap() > 0);
     let (ok, out) = d.cli(&["conversations"]).await;
-    assert!(ok && out.contains("OPTED OUT") && out.lines().any(|l| l.contains(AWA) && l.contains(" all ")), "{out}");
+    assert!(
+        ok && out.contains("OPTED OUT") && out.lines().any(|l| l.contains(AWA) && l.contains(" all ")),
+        "{out}"
+    );
 
     // A template, even a utility one, is refused before queueing, with the reason.
     let (status, body) = template(&d, "order_state", order_state()).await;

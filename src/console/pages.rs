@@ -17,7 +17,7 @@ use super::accounts::{self, ConsoleSession};
 use super::strings::{FR, Strings};
 use crate::App;
 use crate::http::{HttpResponse, full};
-use crate::store::{Conversation, Direction, MessageRecord};
+use crate::store::{Conversation, Direction, InboxFilter, MessageRecord, ThreadAnchor};
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
@@ -26,12 +26,12 @@ const JS: &str = include_str!("assets/console.js");
 /// inline script, no framing.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Conversations shown in the inbox.
-const INBOX_LIMIT: usize = 200;
-/// Messages shown in a thread (the latest).
-const THREAD_LIMIT: usize = 200;
-/// Messages of each conversation read for its unread count and failed sends.
-const RECENT: usize = 50;
+/// Conversations on one inbox page (older ones: "Plus anciennes", by cursor).
+const INBOX_LIMIT: usize = 100;
+/// Messages on one thread page (older ones: "Messages plus anciens", by cursor).
+const THREAD_LIMIT: usize = 100;
+/// Conversations and messages a search shows, each.
+const SEARCH_LIMIT: usize = 30;
 
 /// Whether `path` is one of the console's.
 pub fn is_console_path(path: &str) -> bool {
@@ -73,9 +73,11 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 (&Method::GET, ["c", contact]) => {
                     refreshed(app, &session, secure, thread_page(app, &session, contact, &query).await)
                 }
-                (&Method::GET, ["c", contact, "messages"]) => {
-                    fragment(thread_messages(app, Some(&session), contact).await.0)
-                }
+                (&Method::GET, ["c", contact, "messages"]) => fragment(
+                    thread_messages(app, Some(&session), contact, ThreadAnchor::Latest)
+                        .await
+                        .0,
+                ),
                 (&Method::POST, ["c", contact, action @ ("attach" | "template")]) => {
                     let contact = contact.to_string();
                     let action = action.to_string();
@@ -341,16 +343,6 @@ async fn media(app: &App, id: &str) -> HttpResponse {
     }
 }
 
-/// One conversation's row facts.
-struct Row {
-    conv: Conversation,
-    unread: usize,
-    failed: bool,
-    scenario: Option<String>,
-    handover: Option<Value>,
-    help: Option<Value>,
-}
-
 fn window_left(conv: &Conversation) -> Option<i64> {
     let last = conv.last_inbound_to(None)?;
     let left = last + crate::store::outbox::WINDOW_SECS - chrono::Utc::now().timestamp();
@@ -392,135 +384,210 @@ fn contact_label(conv: &Conversation) -> String {
     parts.join(" · ")
 }
 
-async fn rows(app: &App) -> Vec<Row> {
-    let store = app.store.clone();
-    store
-        .blocking(move |s| {
-            let mut out = Vec::new();
-            for conv in s.conversations(INBOX_LIMIT)? {
-                let read = s.console_read_upto(&conv.contact)?;
-                let recent = s.conversation_messages(&conv.contact, RECENT)?.unwrap_or_default();
-                let unread = recent
-                    .iter()
-                    .filter(|m| m.direction == Direction::Inbound && m.id > read)
-                    .count();
-                let failed = recent
-                    .iter()
-                    .rev()
-                    .find(|m| m.direction == Direction::Outbound)
-                    .is_some_and(|m| m.status == "failed");
-                let scenario = s
-                    .scenario_get(&conv.contact)?
-                    .filter(|sc| sc.expires_ms > crate::store::now_ms())
-                    .map(|sc| format!("{} · {}", sc.scenario, sc.step));
-                let json = super::handover::conversation_json(&conv, crate::store::now_ms());
-                let handover = json.get("handover").filter(|h| !h.is_null()).cloned();
-                let help = json.get("help").filter(|h| !h.is_null()).cloned();
-                out.push(Row {
-                    conv,
-                    unread,
-                    failed,
-                    scenario,
-                    handover,
-                    help,
-                });
-            }
-            Ok(out)
-        })
-        .await
+/// A query parameter's value (`""` when absent).
+fn query_param(query: &str, name: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
 }
 
 /// The inbox filter a query asks for (`?f=unread`…), empty for all.
 fn inbox_filter(query: &str) -> String {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "f")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    query_param(query, "f")
 }
 
+/// One page of the inbox (`?after=CURSOR` for the older ones), read from the store's recency
+/// index: no message is read but each row's last send.
 async fn inbox_list(app: &App, query: &str) -> String {
     let t = &FR;
     let filter = inbox_filter(query);
-    let all = rows(app).await;
-    let shown: Vec<&Row> = all
-        .iter()
-        .filter(|r| match filter.as_str() {
-            "unread" => r.unread > 0,
-            "open" => window_left(&r.conv).is_some(),
-            "failed" => r.failed,
-            "handover" => r.handover.is_some(),
-            _ => true,
+    let after = query_param(query, "after");
+    let f = InboxFilter::parse(&filter);
+    let page = app
+        .store
+        .blocking(move |s| {
+            let cursor = (!after.is_empty()).then_some(after.as_str());
+            s.inbox_page(f, cursor, INBOX_LIMIT, crate::store::now_ms())
         })
-        .collect();
-    if shown.is_empty() {
-        return format!("<p class=\"empty\">{}</p>", t.no_conversation);
+        .await
+        .unwrap_or_default();
+    let mut out = String::new();
+    if page.rows.is_empty() {
+        let _ = write!(out, "<p class=\"empty\">{}</p>", t.no_conversation);
+    } else {
+        out.push_str("<ul class=\"inbox\">");
+        let now = crate::store::now_ms();
+        for r in &page.rows {
+            let json = super::handover::conversation_json(&r.conv, now);
+            let handover = json.get("handover").filter(|h| !h.is_null()).cloned();
+            let help = json.get("help").filter(|h| !h.is_null()).cloned();
+            let scenario = r.scenario.as_ref().map(|sc| format!("{} · {}", sc.scenario, sc.step));
+            conversation_row(app, t, &mut out, &r.conv, r.unread, r.failed, scenario, handover, help);
+        }
+        out.push_str("</ul>");
     }
-    let mut out = String::from("<ul class=\"inbox\">");
-    for r in shown {
-        let c = &r.conv;
+    if let Some(next) = &page.next {
+        let mut href = format!("/?after={}", url_segment(next));
+        if !filter.is_empty() {
+            let _ = write!(href, "&f={}", url_segment(&filter));
+        }
         let _ = write!(
             out,
-            "<li class=\"conv\" data-contact=\"{}\"{}><a href=\"/c/{}\"><div class=\"row1\"><span class=\"name\">{}</span><span class=\"when\">{}</span></div><div class=\"last\">{}</div><div class=\"badges\">",
-            attr(&c.contact),
-            if r.help.is_some() {
-                format!(" data-help=\"{}\"", attr(&c.contact))
-            } else {
-                String::new()
-            },
-            url_segment(&c.contact),
-            esc(&contact_label(c)),
-            local_time(app, c.last_message_at),
-            esc(&c.last_summary),
+            "<p class=\"more\"><a id=\"older\" href=\"{}\">{}</a></p>",
+            attr(&href),
+            t.older_conversations
         );
-        if r.unread > 0 {
-            let _ = write!(out, "<span class=\"badge unread\">{} {}</span>", r.unread, t.unread);
-        }
-        match window_left(c) {
-            Some(left) => {
-                let _ = write!(
-                    out,
-                    "<span class=\"badge open\">{} · {}</span>",
-                    t.window_open,
-                    duration_fr(t, left)
-                );
-            }
-            None => {
-                let _ = write!(out, "<span class=\"badge closed\">{}</span>", t.window_closed);
-            }
-        }
-        if r.failed {
-            let _ = write!(out, "<span class=\"badge failed\">{}</span>", t.failed_send);
-        }
-        if let Some(s) = &r.scenario {
-            let _ = write!(out, "<span class=\"badge\">{} {}</span>", t.scenario, esc(s));
-        }
-        if let Some(h) = &r.handover {
-            let _ = write!(
-                out,
-                "<span class=\"badge handover\">{} {}</span>",
-                t.taken_by,
-                esc(h["by"].as_str().unwrap_or("?"))
-            );
-        }
-        if let Some(h) = &r.help {
-            let _ = write!(
-                out,
-                "<span class=\"badge help\">{} : {}</span>",
-                t.help_requested,
-                esc(h["reason"].as_str().unwrap_or(""))
-            );
-        }
-        out.push_str("</div></a></li>");
     }
-    out.push_str("</ul>");
+    out
+}
+
+/// One conversation's `<li>` in the inbox.
+#[allow(clippy::too_many_arguments)]
+fn conversation_row(
+    app: &App,
+    t: &Strings,
+    out: &mut String,
+    c: &Conversation,
+    unread: u64,
+    failed: bool,
+    scenario: Option<String>,
+    handover: Option<Value>,
+    help: Option<Value>,
+) {
+    let _ = write!(
+        out,
+        "<li class=\"conv\" data-contact=\"{}\"{}><a href=\"/c/{}\"><div class=\"row1\"><span class=\"name\">{}</span><span class=\"when\">{}</span></div><div class=\"last\">{}</div><div class=\"badges\">",
+        attr(&c.contact),
+        if help.is_some() {
+            format!(" data-help=\"{}\"", attr(&c.contact))
+        } else {
+            String::new()
+        },
+        url_segment(&c.contact),
+        esc(&contact_label(c)),
+        local_time(app, c.last_message_at),
+        esc(&c.last_summary),
+    );
+    if unread > 0 {
+        let _ = write!(out, "<span class=\"badge unread\">{} {}</span>", unread, t.unread);
+    }
+    match window_left(c) {
+        Some(left) => {
+            let _ = write!(
+                out,
+                "<span class=\"badge open\">{} · {}</span>",
+                t.window_open,
+                duration_fr(t, left)
+            );
+        }
+        None => {
+            let _ = write!(out, "<span class=\"badge closed\">{}</span>", t.window_closed);
+        }
+    }
+    if failed {
+        let _ = write!(out, "<span class=\"badge failed\">{}</span>", t.failed_send);
+    }
+    if let Some(s) = &scenario {
+        let _ = write!(out, "<span class=\"badge\">{} {}</span>", t.scenario, esc(s));
+    }
+    if let Some(h) = &handover {
+        let _ = write!(
+            out,
+            "<span class=\"badge handover\">{} {}</span>",
+            t.taken_by,
+            esc(h["by"].as_str().unwrap_or("?"))
+        );
+    }
+    if let Some(h) = &help {
+        let _ = write!(
+            out,
+            "<span class=\"badge help\">{} : {}</span>",
+            t.help_requested,
+            esc(h["reason"].as_str().unwrap_or(""))
+        );
+    }
+    out.push_str("</div></a></li>");
+}
+
+/// Search results (`/?q=`): matching contacts, then matching messages, each linking to its
+/// conversation (a message at its place in the thread).
+async fn search_results(app: &App, q: &str) -> String {
+    let t = &FR;
+    let query = q.to_string();
+    let hits = app
+        .store
+        .blocking(move |s| s.search(&query, SEARCH_LIMIT))
+        .await
+        .unwrap_or_default();
+    let mut out = String::from("<div id=\"search-results\">");
+    if hits.conversations.is_empty() && hits.messages.is_empty() {
+        let _ = write!(out, "<p class=\"empty\">{}</p>", t.search_none);
+    }
+    if !hits.conversations.is_empty() {
+        let _ = write!(
+            out,
+            "<h3>{}</h3><ul class=\"inbox\" id=\"found-contacts\">",
+            t.search_contacts
+        );
+        for c in &hits.conversations {
+            let _ = write!(
+                out,
+                "<li class=\"conv found\" data-contact=\"{}\"><a href=\"/c/{}\"><div class=\"row1\"><span class=\"name\">{}</span><span class=\"when\">{}</span></div><div class=\"last\">{}</div></a></li>",
+                attr(&c.contact),
+                url_segment(&c.contact),
+                esc(&contact_label(c)),
+                local_time(app, c.last_message_at),
+                esc(&c.last_summary)
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !hits.messages.is_empty() {
+        let _ = write!(
+            out,
+            "<h3>{}</h3><ul class=\"inbox\" id=\"found-messages\">",
+            t.search_messages
+        );
+        for m in &hits.messages {
+            let label = m
+                .conversation
+                .as_ref()
+                .map(contact_label)
+                .unwrap_or_else(|| m.contact.clone());
+            let _ = write!(
+                out,
+                "<li class=\"hit\" data-contact=\"{}\" data-id=\"{}\"><a href=\"/c/{}?around={}#m{}\"><div class=\"row1\"><span class=\"name\">{}{}</span><span class=\"when\">{}</span></div><div class=\"last\">{}</div></a></li>",
+                attr(&m.contact),
+                m.id,
+                url_segment(&m.contact),
+                m.id,
+                m.id,
+                if m.direction == Direction::Outbound { "→ " } else { "" },
+                esc(&label),
+                local_time(app, m.timestamp),
+                esc(&m.snippet)
+            );
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</div>");
     out
 }
 
 async fn inbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpResponse {
     let t = &FR;
     let filter = inbox_filter(query);
-    let mut body = format!("<h2>{}</h2><nav class=\"filters\">", t.inbox);
+    let q = query_param(query, "q");
+    let after = query_param(query, "after");
+    let mut body = format!(
+        "<h2>{}</h2><form class=\"search\" method=\"get\" action=\"/\" role=\"search\"><input id=\"q\" name=\"q\" type=\"search\" value=\"{}\" placeholder=\"{}\" aria-label=\"{}\"><button id=\"search\">{}</button></form><nav class=\"filters\">",
+        t.inbox,
+        attr(&q),
+        attr(t.search_placeholder),
+        attr(t.search_placeholder),
+        t.search_button
+    );
     for (key, label) in [
         ("", t.filter_all),
         ("unread", t.filter_unread),
@@ -540,17 +607,22 @@ async fn inbox_page(app: &App, session: &ConsoleSession, query: &str) -> HttpRes
         );
     }
     body.push_str("</nav>");
+    if !q.trim().is_empty() {
+        let _ = write!(body, "{}", search_results(app, &q).await);
+        return page(StatusCode::OK, &layout(t, t.inbox, Some(session), &body));
+    }
     let list_url = if filter.is_empty() {
         "/console/inbox".to_string()
     } else {
         format!("/console/inbox?f={}", url_segment(&filter))
     };
-    let _ = write!(
-        body,
-        "<div id=\"inbox\" data-live=\"{}\">{}</div>",
-        attr(&list_url),
-        inbox_list(app, query).await
-    );
+    // Only the first page refreshes live: an older page stays where the agent is.
+    let live = if after.is_empty() {
+        format!(" data-live=\"{}\"", attr(&list_url))
+    } else {
+        String::new()
+    };
+    let _ = write!(body, "<div id=\"inbox\"{live}>{}</div>", inbox_list(app, query).await);
     page(StatusCode::OK, &layout(t, t.inbox, Some(session), &body))
 }
 
@@ -696,25 +768,57 @@ fn render_content(app: &App, t: &Strings, m: &MessageRecord) -> String {
     }
 }
 
-/// The thread's messages (HTML) and the last message id.
-async fn thread_messages(app: &App, session: Option<&ConsoleSession>, contact: &str) -> (String, u64) {
+/// Which messages a thread page shows: `?before=ID` (older page), `?around=ID` (a search
+/// result), else the latest.
+fn thread_anchor(query: &str) -> ThreadAnchor {
+    let id = |name: &str| query_param(query, name).parse::<u64>().ok();
+    match (id("before"), id("around")) {
+        (Some(b), _) => ThreadAnchor::Before(b),
+        (None, Some(a)) => ThreadAnchor::Around(a),
+        _ => ThreadAnchor::Latest,
+    }
+}
+
+/// The thread's messages (HTML) — one page, with links to older and newer ones — and the
+/// last message id shown.
+async fn thread_messages(
+    app: &App,
+    session: Option<&ConsoleSession>,
+    contact: &str,
+    anchor: ThreadAnchor,
+) -> (String, u64) {
     let t = &FR;
     let c = contact.to_string();
-    let messages = app
+    let window = app
         .store
-        .blocking(move |s| s.conversation_messages(&c, THREAD_LIMIT))
+        .blocking(move |s| s.conversation_window(&c, anchor, THREAD_LIMIT))
         .await
         .ok()
         .flatten()
         .unwrap_or_default();
+    let messages = &window.messages;
+    let seg = url_segment(contact);
     let mut out = String::from("<div class=\"thread\">");
+    if let Some(older) = window.older {
+        let _ = write!(
+            out,
+            "<p class=\"more\"><a id=\"older-messages\" href=\"/c/{seg}?before={older}\">{}</a></p>",
+            t.older_messages
+        );
+    }
     let mut last = 0;
-    for m in &messages {
+    let focus = match anchor {
+        ThreadAnchor::Around(id) => id,
+        _ => 0,
+    };
+    for m in messages {
         last = last.max(m.id);
         let dir = if m.direction == Direction::Inbound { "in" } else { "out" };
         let _ = write!(
             out,
-            "<div class=\"msg {dir}\" data-id=\"{}\" data-kind=\"{}\">{}<span class=\"meta\">{}",
+            "<div class=\"msg {dir}{}\" id=\"m{}\" data-id=\"{}\" data-kind=\"{}\">{}<span class=\"meta\">{}",
+            if m.id == focus { " found" } else { "" },
+            m.id,
             m.id,
             attr(&m.kind),
             render_content(app, t, m),
@@ -763,6 +867,13 @@ async fn thread_messages(app: &App, session: Option<&ConsoleSession>, contact: &
         }
         out.push_str("</div>");
     }
+    if window.newer {
+        let _ = write!(
+            out,
+            "<p class=\"more\"><a id=\"newer-messages\" href=\"/c/{seg}\">{}</a></p>",
+            t.newer_messages
+        );
+    }
     out.push_str("</div>");
     (out, last)
 }
@@ -789,7 +900,8 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
     let Ok((Some(conv), handover, (partner, optout))) = found else {
         return plain(StatusCode::NOT_FOUND, "no such conversation");
     };
-    let (messages, last) = thread_messages(app, Some(session), &conv.contact).await;
+    let anchor = thread_anchor(query);
+    let (messages, last) = thread_messages(app, Some(session), &conv.contact, anchor).await;
     if last > 0 {
         let key = conv.contact.clone();
         let _ = app.store.blocking(move |s| s.console_mark_read(&key, last)).await;
@@ -894,10 +1006,13 @@ async fn thread_page(app: &App, session: &ConsoleSession, contact: &str, query: 
             esc(&err)
         );
     }
-    let _ = write!(
-        body,
-        "<div id=\"messages\" data-live=\"/c/{seg}/messages\" data-scroll>{messages}</div>"
-    );
+    // An older page, or a search result's place, does not refresh to the latest.
+    let live = if anchor == ThreadAnchor::Latest {
+        format!(" data-live=\"/c/{seg}/messages\" data-scroll")
+    } else {
+        String::new()
+    };
+    let _ = write!(body, "<div id=\"messages\"{live}>{messages}</div>");
     if !session.role.can_reply() {
         let _ = write!(body, "<p class=\"notice\">{}</p>", t.read_only);
     } else if window_left(&conv).is_some() {

@@ -267,6 +267,24 @@ pub struct Strings {
     pub health_templates: &'static str,
     /// After a duration: in the past.
     pub ago: &'static str,
+
+    // Search and pages (issue 20, points 4 and 5).
+    /// The link to the inbox's next (older) page.
+    pub older_conversations: &'static str,
+    /// The link to a thread's older messages.
+    pub older_messages: &'static str,
+    /// The link back to a thread's latest messages.
+    pub newer_messages: &'static str,
+    /// The search box's placeholder and label.
+    pub search_placeholder: &'static str,
+    /// The search button.
+    pub search_button: &'static str,
+    /// Search results: the contacts found.
+    pub search_contacts: &'static str,
+    /// Search results: the messages found.
+    pub search_messages: &'static str,
+    /// Nothing found.
+    pub search_none: &'static str,
 }
 
 /// French, the console's language.
@@ -403,4 +421,13 @@ pub const FR: Strings = Strings {
     odoo_not_configured: "non configuré",
     health_templates: "Synchronisation des modèles, WABA",
     ago: "passées",
+
+    older_conversations: "Plus anciennes",
+    older_messages: "Messages plus anciens",
+    newer_messages: "Messages plus récents",
+    search_placeholder: "Nom, numéro, @pseudo ou mot du message",
+    search_button: "Rechercher",
+    search_contacts: "Contacts",
+    search_messages: "Messages",
+    search_none: "Aucun résultat.",
 };

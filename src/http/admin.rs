@@ -42,24 +42,51 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (req.method(), segs.as_slice()) {
         (&Method::GET, ["conversations"]) => {
+            let after = query_param(req.uri().query(), "after");
             let result = app
                 .store
                 .blocking(move |s| {
-                    let convs = s.conversations(limit)?;
-                    let partners = convs
+                    let (convs, next) = s.conversations_after(after.as_deref(), limit)?;
+                    let extra = convs
                         .iter()
                         .map(|c| Ok((s.partner_for_contact(c)?, s.optout_of(&c.contact)?)))
                         .collect::<Result<Vec<_>, crate::store::StoreError>>()?;
-                    Ok((convs, partners))
+                    Ok((convs, next, extra))
                 })
                 .await;
-            respond(result.map(|(c, partners)| {
+            respond(result.map(|(c, next, extra)| {
                 let mut list = handover::conversations_json(&c);
-                for (v, (p, o)) in list.iter_mut().zip(&partners) {
+                for (v, (p, o)) in list.iter_mut().zip(&extra) {
                     handover::add_partner(v, p.as_ref());
                     handover::add_optout(v, o.as_ref());
                 }
-                serde_json::json!({ "conversations": list })
+                serde_json::json!({ "conversations": list, "next": next })
+            }))
+        }
+        (&Method::GET, ["search"]) => {
+            let q = query_param(req.uri().query(), "q").unwrap_or_default();
+            let result = app.store.blocking(move |s| s.search(&q, limit)).await;
+            respond(result.map(|hits| {
+                let now = crate::store::now_ms();
+                let messages: Vec<serde_json::Value> = hits
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "id": m.id,
+                            "contact": m.contact,
+                            "direction": m.direction,
+                            "timestamp": m.timestamp,
+                            "snippet": m.snippet,
+                        })
+                    })
+                    .collect();
+                let conversations: Vec<serde_json::Value> = hits
+                    .conversations
+                    .iter()
+                    .map(|c| handover::conversation_json(c, now))
+                    .collect();
+                serde_json::json!({ "conversations": conversations, "messages": messages })
             }))
         }
         (&Method::GET, ["conversations", contact, "messages"]) => {
@@ -855,6 +882,14 @@ fn respond(result: Result<serde_json::Value, crate::store::StoreError>) -> HttpR
 fn store_error(e: crate::store::StoreError) -> HttpResponse {
     tracing::error!(error = %e, "admin API store error");
     error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+/// A query parameter's value, if present.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
 }
 
 fn query_limit(query: Option<&str>) -> usize {

@@ -13,8 +13,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CONTACT_ALIASES, CONVERSATIONS, Conversation, Result, Store, decode, encode, normalize_contact, now_ms,
-    resolve_alias,
+    CONTACT_ALIASES, CONVERSATIONS, Conversation, Result, Store, decode, normalize_contact, now_ms, resolve_alias,
 };
 
 /// An agent holds the conversation: scripts do not answer the contact's messages (button
@@ -95,7 +94,8 @@ impl Store {
                 None => None,
                 Some(mut conv) => {
                     let out = change(&mut conv);
-                    conversations.insert(conv.contact.as_str(), encode(&conv).as_slice())?;
+                    let mut idx = super::inbox::ConvIndex::open(&txn)?;
+                    super::inbox::write_conversation(&mut conversations, &mut idx, &conv)?;
                     Some((conv, out))
                 }
             }

@@ -7,6 +7,7 @@
 pub mod chatter;
 pub mod console;
 pub mod handover;
+pub mod inbox;
 pub mod ops;
 pub mod optout;
 pub mod outbox;
@@ -25,7 +26,9 @@ use redb::{
 use serde_json::Value;
 
 use crate::webhook::payload::{Change, ContactInfo, Delivery, InboundMessage, StatusUpdate};
+use console::CONSOLE_SEEN;
 pub use handover::{Handover, HelpRequest};
+pub use inbox::{InboxFilter, InboxPage, InboxRow, MessageHit, SearchHits, ThreadAnchor, ThreadPage};
 pub use records::{
     Conversation, Direction, ErrorInfo, EventRecord, MessageRecord, ScenarioState, ScriptOutcome, StatusEntry,
 };
@@ -324,7 +327,7 @@ impl Store {
             let seq = read.open_table(SEQUENCES)?;
             seq.get("message")?.map(|v| v.value()).unwrap_or(0)
         };
-        Ok(Store {
+        let store = Store {
             db: Arc::new(DbSlot {
                 path: path.to_path_buf(),
                 current: std::sync::RwLock::new(Some(Arc::new(db))),
@@ -332,7 +335,9 @@ impl Store {
             }),
             message_ids: Arc::new(std::sync::atomic::AtomicU64::new(last)),
             chatter_inbound: Default::default(),
-        })
+        };
+        inbox::migrate(&store)?;
+        Ok(store)
     }
 
     /// The database to run a transaction on (the current one, after any reopen).
@@ -435,6 +440,10 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(SENT_BUTTONS)?;
             txn.open_table(templates::TEMPLATES)?;
             txn.open_table(console::CONSOLE_READ)?;
+            txn.open_table(CONSOLE_SEEN)?;
+            txn.open_table(inbox::CONVERSATIONS_BY_RECENCY)?;
+            txn.open_table(inbox::SEARCH_CONTACTS)?;
+            txn.open_table(inbox::SEARCH_MESSAGES)?;
             txn.open_table(templates::TEMPLATE_KEYS)?;
             txn.open_table(users::USERS)?;
             txn.open_table(users::SESSIONS)?;
@@ -1045,20 +1054,18 @@ impl Store {
 
     /// Conversations, most recent first.
     pub fn conversations(&self, limit: usize) -> Result<Vec<Conversation>> {
-        let txn = self.db()?.begin_read()?;
-        let table = txn.open_table(CONVERSATIONS)?;
-        let mut out: Vec<Conversation> = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            out.push(decode("conversations", v.value())?);
-        }
-        out.sort_by(|a, b| {
-            b.last_message_at
-                .cmp(&a.last_message_at)
-                .then(a.contact.cmp(&b.contact))
-        });
-        out.truncate(limit);
-        Ok(out)
+        self.conversations_after(None, limit).map(|(c, _)| c)
+    }
+
+    /// Conversations, most recent first, after `cursor` (a previous page's next cursor, see
+    /// [`inbox::inbox_cursor`]), read from the recency index; with the next page's cursor.
+    pub fn conversations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Conversation>, Option<String>)> {
+        let page = self.inbox_page(InboxFilter::All, cursor, limit, now_ms())?;
+        Ok((page.rows.into_iter().map(|r| r.conv).collect(), page.next))
     }
 
     /// The conversation of a contact given by phone (any format) or BSUID.
@@ -1289,12 +1296,15 @@ struct Tables<'txn> {
     sent_buttons: Table<'txn, (&'static str, &'static str), i64>,
     chatter: Table<'txn, u64, &'static [u8]>,
     optouts: Table<'txn, &'static str, &'static [u8]>,
+    /// The console's indexes, kept with every conversation and message write.
+    idx: inbox::ConvIndex<'txn>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction, message_ids: &Arc<std::sync::atomic::AtomicU64>) -> Result<Self> {
         Ok(Tables {
+            idx: inbox::ConvIndex::open(txn)?,
             messages: txn.open_table(MESSAGES)?,
             wamids: txn.open_table(WAMIDS)?,
             conversations: txn.open_table(CONVERSATIONS)?,
@@ -1364,9 +1374,9 @@ impl<'txn> Tables<'txn> {
         row.map(|v| decode("conversations", v.value())).transpose()
     }
 
+    /// Writes a conversation and its index rows (see [`inbox::write_conversation`]).
     fn put_conversation(&mut self, c: &Conversation) -> Result<()> {
-        self.conversations.insert(c.contact.as_str(), encode(c).as_slice())?;
-        Ok(())
+        inbox::write_conversation(&mut self.conversations, &mut self.idx, c)
     }
 
     /// Finds or creates the conversation of a contact, merging a phone-keyed conversation
@@ -1439,6 +1449,8 @@ impl<'txn> Tables<'txn> {
                 .insert((into.contact.as_str(), button.as_str()), *at)?;
         }
         into.message_count += old.message_count;
+        into.inbound_total += old.inbound_total;
+        into.last_outbound = into.last_outbound.max(old.last_outbound);
         into.merge_inbound(&old);
         if old.last_message_at > into.last_message_at {
             into.last_message_at = old.last_message_at;
@@ -1447,7 +1459,7 @@ impl<'txn> Tables<'txn> {
         into.merge_handover(&old);
         into.name = into.name.take().or(old.name);
         into.username = into.username.take().or(old.username);
-        self.conversations.remove(old_key)?;
+        inbox::remove_conversation(&mut self.conversations, &mut self.idx, old_key)?;
         // Every alias that pointed at the old key now points at the merged conversation.
         let stale: Vec<String> = self
             .aliases
@@ -1517,6 +1529,7 @@ impl<'txn> Tables<'txn> {
         };
         self.take_orphans(&mut record, explain)?;
         self.put_message(&record)?;
+        inbox::index_message(&mut self.idx, &record)?;
         self.wamids.insert(m.id.as_str(), id)?;
         self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
         if let crate::webhook::payload::Content::System {
@@ -1531,6 +1544,7 @@ impl<'txn> Tables<'txn> {
             conv.wa_id = Some(new_phone.clone());
         }
         conv.message_count += 1;
+        conv.inbound_total += 1;
         conv.inbound(phone_number_id, m.timestamp);
         if m.timestamp >= conv.last_message_at {
             conv.last_message_at = m.timestamp;

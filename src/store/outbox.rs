@@ -478,7 +478,16 @@ impl Tables<'_> {
         outbox: &mut redb::Table<'_, u64, &'static [u8]>,
         new: &NewOutbound,
     ) -> Result<MessageRecord> {
-        let now = now_ms();
+        self.insert_outbound_at(outbox, new, now_ms())
+    }
+
+    /// [`Tables::insert_outbound`] at time `now` (unix ms): a generated history's past sends.
+    pub(super) fn insert_outbound_at(
+        &mut self,
+        outbox: &mut redb::Table<'_, u64, &'static [u8]>,
+        new: &NewOutbound,
+        now: i64,
+    ) -> Result<MessageRecord> {
         let alias = normalize_contact(&new.recipient);
         let key = self.aliases.get(alias.as_str())?.map(|v| v.value().to_string());
         let existing = match &key {
@@ -543,6 +552,7 @@ impl Tables<'_> {
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;
+        super::inbox::index_message(&mut self.idx, &record)?;
         if let Some(r) = new.record.as_ref().filter(|_| record.status != "failed") {
             let note =
                 super::chatter::ChatterNote::new(r.clone(), chatter_sent_text(&record, new), new.chatter_file.clone());
@@ -556,6 +566,7 @@ impl Tables<'_> {
         }
         self.conversation_messages.insert((conv.contact.as_str(), id), ())?;
         conv.message_count += 1;
+        conv.last_outbound = Some(id);
         conv.last_message_at = conv.last_message_at.max(now / 1000);
         conv.last_summary = new.summary.clone();
         self.put_conversation(&conv)?;
@@ -617,7 +628,7 @@ pub enum SendOutcome {
 }
 
 impl Tables<'_> {
-    fn record_outcome(
+    pub(super) fn record_outcome(
         &mut self,
         outbox: &mut redb::Table<'_, u64, &'static [u8]>,
         outcome: &SendOutcome,

@@ -203,6 +203,18 @@ pub struct Conversation {
     /// A script asked for a human (`env.handover`), and no agent has answered yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<HelpRequest>,
+    /// Inbound messages ever stored in this conversation: with the team's seen count
+    /// (`console_seen`) it gives the unread count without reading messages. Absent from
+    /// records written before the console indexes; the migration at open fills it in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inbound_total: u64,
+    /// The id of the latest outbound message: "the last send failed" is one message read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_outbound: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Conversation {
