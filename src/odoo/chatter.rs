@@ -27,13 +27,14 @@ use crate::store::parked::{FailedRun, RetryPolicy, RunKind};
 /// Notes posted per pass.
 const BATCH: usize = 20;
 /// How often the queue is looked at when nothing wakes the writer.
-const IDLE: Duration = Duration::from_secs(5);
+const IDLE: Duration = Duration::from_secs(2);
 
-/// The note's HTML: the text escaped, newlines as `<br>`.
+/// The note's HTML: the text escaped, newlines as `<br>`, in one paragraph. A real Odoo 16
+/// keeps such a body as sent (its sanitizer parses it as HTML); a newline left as is would show
+/// as a space (`tests/fixtures/odoo16/chatter/FINDINGS.md`).
 pub fn note_html(text: &str) -> String {
-    html_escape::encode_text(text)
-        .replace("\r\n", "\n")
-        .replace('\n', "<br>")
+    let body = html_escape::encode_text(text).replace("\r\n", "\n").replace('\n', "<br>");
+    format!("<p>{body}</p>")
 }
 
 /// Posts the queued notes until shutdown.
