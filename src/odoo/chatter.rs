@@ -33,7 +33,9 @@ const IDLE: Duration = Duration::from_secs(2);
 /// keeps such a body as sent (its sanitizer parses it as HTML); a newline left as is would show
 /// as a space (`tests/fixtures/odoo16/chatter/FINDINGS.md`).
 pub fn note_html(text: &str) -> String {
-    let body = html_escape::encode_text(text).replace("\r\n", "\n").replace('\n', "<br>");
+    let body = html_escape::encode_text(text)
+        .replace("\r\n", "\n")
+        .replace('\n', "<br>");
     format!("<p>{body}</p>")
 }
 
