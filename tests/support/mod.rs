@@ -211,7 +211,16 @@ impl TestDaemon {
     }
 
     /// Waits until `probe` returns Some, polling; panics after 10 s.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    pub async fn eventually<T, F, Fut>(&self, what: &str, probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        self.eventually_within(what, Duration::from_secs(10), probe).await
+    }
+
+    /// [`TestDaemon::eventually`] with its own limit (e.g. two periods of a cron schedule).
+    pub async fn eventually_within<T, F, Fut>(&self, what: &str, limit: Duration, mut probe: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -221,7 +230,7 @@ impl TestDaemon {
             if let Some(v) = probe().await {
                 return v;
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > limit {
                 panic!("timed out waiting for {what}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
