@@ -349,6 +349,8 @@ async fn a_link_meta_cannot_reach_is_refused_with_the_modules_advice_unless_allo
     let d = TestDaemon::start_in(dir, text).await;
     d.deliver_ok(&text_delivery("221770000002", "wamid.L2", "Bonjour", now()))
         .await;
+    // Stored before the send: its window is open.
+    d.dispatched("221770000002", "wamid.L2").await;
     let (status, body) = d
         .api_post(
             "/api/messages",
