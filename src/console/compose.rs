@@ -168,16 +168,9 @@ pub async fn post_multipart(
     }
 }
 
-/// Uploads the file as media of the number the contact is answered from, then queues it.
-async fn attach(app: &App, session: &ConsoleSession, contact: &str, form: Multipart) -> HttpResponse {
-    let caption = form.get("caption").trim().to_string();
-    let Some(file) = form.file else {
-        return back(contact, Some(FR.attach_missing));
-    };
-    if let Err(why) = crate::http::admin::check_filename(&file.filename) {
-        return back(contact, Some(&format!("{} {why}", FR.attach_name)));
-    }
-    let kind = kind_of(&file.mime);
+/// Uploads a form's file as media of the number that answers `contact` (the admin API's
+/// upload); a refusal comes back as the text the thread shows.
+async fn upload(app: &App, contact: &str, file: &Upload) -> Result<crate::http::admin::KeptMedia, String> {
     let kept = crate::http::admin::keep_media(
         app,
         file.bytes.to_vec(),
@@ -188,9 +181,25 @@ async fn attach(app: &App, session: &ConsoleSession, contact: &str, form: Multip
         None,
     )
     .await;
-    let media = match kept {
+    match kept {
+        Ok(m) => Ok(m),
+        Err(r) => Err(answer_text(r).await),
+    }
+}
+
+/// Uploads the file as media of the number the contact is answered from, then queues it.
+async fn attach(app: &App, session: &ConsoleSession, contact: &str, form: Multipart) -> HttpResponse {
+    let caption = form.get("caption").trim().to_string();
+    let Some(file) = form.file else {
+        return back(contact, Some(FR.attach_missing));
+    };
+    if let Err(why) = crate::http::admin::check_filename(&file.filename) {
+        return back(contact, Some(&format!("{} {why}", FR.attach_name)));
+    }
+    let kind = kind_of(&file.mime);
+    let media = match upload(app, contact, &file).await {
         Ok(m) => m,
-        Err(r) => return back(contact, Some(&answer_text(r).await)),
+        Err(why) => return back(contact, Some(&why)),
     };
     tracing::info!(user = %session.user, contact, file = %file.filename, kind, "console attachment uploaded");
     let mut request = json!({ "to": contact, "type": kind, "media": media.id });
@@ -228,17 +237,7 @@ async fn send_template(app: &App, session: &ConsoleSession, contact: &str, form:
     }
     let mut from = None;
     if let Some(file) = form.file {
-        let kept = crate::http::admin::keep_media(
-            app,
-            file.bytes.to_vec(),
-            &file.filename,
-            &file.mime,
-            None,
-            Some(contact.to_string()),
-            None,
-        )
-        .await;
-        match kept {
+        match upload(app, contact, &file).await {
             Ok(m) => {
                 let mut media = json!({ "id": m.id });
                 if kind_of(&file.mime) == "document" {
@@ -247,7 +246,7 @@ async fn send_template(app: &App, session: &ConsoleSession, contact: &str, form:
                 params.insert("header".into(), media);
                 from = m.from;
             }
-            Err(r) => return back(contact, Some(&answer_text(r).await)),
+            Err(why) => return back(contact, Some(&why)),
         }
     } else if !form.get("hlink").trim().is_empty() {
         params.insert("header".into(), json!(form.get("hlink").trim()));
