@@ -10,6 +10,8 @@
 //! - [`console`]: the agents' web console at `/`: sign-in and roles, the inbox and threads
 //!   with live updates, replies, files and templates, resend and cancel, human handover, and
 //!   the operations pages (outbox, scripts, parked runs, health); French, embedded assets.
+//! - [`campaign`]: campaigns: a template sent to an audience (list, CSV, Odoo domain),
+//!   scheduled, paced by the outbox behind answers to customers, paused, resumed, reported.
 //! - [`config`]: `conf/walua.toml` → typed [`Config`], secrets from `env:` / `file:`.
 //! - [`store`]: the redb tables and the only code that opens transactions.
 //! - [`optout`]: customers' STOP: keywords, scopes, the rules sends are checked against.
@@ -42,6 +44,7 @@
 //! (dispatch, exactly once) → outbox → Graph API, whose answers and status webhooks come back
 //! into the store.
 
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -138,6 +141,8 @@ pub struct App {
     pub templates: Arc<templates::sync::TemplateSync>,
     /// What the console's open pages listen to (`/console/events`).
     pub live: console::live::LiveChanges,
+    /// Wakes the campaign runner (a campaign created, started or resumed).
+    pub campaign_wake: Arc<Notify>,
     /// Cancelled when the daemon stops: long-lived responses (event streams) end with it.
     pub shutdown: CancellationToken,
     /// Slows down password guessing on the console's sign-in (see
@@ -555,6 +560,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         started_ms: store::now_ms(),
     });
     tasks.spawn(template_sync.clone().run(stop_tasks.clone()));
+    let campaign_wake = Arc::new(Notify::new());
+    tasks.spawn(
+        campaign::CampaignRunner {
+            store: store.clone(),
+            outbox: outbox.clone(),
+            rates: config
+                .whatsapp
+                .accounts
+                .iter()
+                .map(|a| (a.phone_number_id.clone(), a.max_per_second))
+                .collect(),
+            wake: campaign_wake.clone(),
+            shutdown: stop_tasks.clone(),
+        }
+        .run(),
+    );
     // Stops the HTTP server; event streams end with it, so the drain does not wait for them.
     let stop_http = CancellationToken::new();
     let app = Arc::new(App {
@@ -573,6 +594,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         partner_sync_failure,
         templates: template_sync,
         live,
+        campaign_wake,
         shutdown: stop_http.clone(),
         sign_in_throttle: console::accounts::SignInThrottle::new(),
     });

@@ -82,6 +82,9 @@ enum Command {
     /// Scenarios of a running daemon.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Campaigns: an approved template sent to an audience (CSV, Odoo domain, list).
+    #[command(subcommand)]
+    Campaign(walua::campaign::cli::CampaignCommand),
 }
 
 #[derive(Subcommand)]
@@ -491,6 +494,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             print!("{text}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }),
+        Command::Campaign(cmd) => runtime.block_on(async {
+            let client = walua::cli::AdminClient::new(&config);
+            let ok = walua::campaign::cli::run(&client, cmd).await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }),
         Command::Scenario(ScenarioCommand::Start { name, to, vars }) => runtime.block_on(async {

@@ -6,6 +6,7 @@
 //! example works out of the box and neither a public listener nor a same-host proxy opens it.
 //! `/api/users` also answers a signed-in console admin (`console::accounts::console_admin`).
 
+mod campaigns;
 mod users;
 
 use std::net::SocketAddr;
@@ -311,6 +312,10 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                 Err(e) => template_error(e),
             }
         }
+        (_, ["campaigns", ..]) => match campaigns::route(app, req, &segs).await {
+            Some(response) => response,
+            None => error(StatusCode::NOT_FOUND, format!("no route for {path}")),
+        },
         (&Method::GET, ["users"]) => users::list(app).await,
         (&Method::POST, ["users"]) => users::create(app, req).await,
         (&Method::POST, ["users", name, "password"]) => users::set_password(app, name, req).await,

@@ -400,7 +400,8 @@ impl Outbox {
                 warning: None,
             },
         };
-        if let Some(w) = &checked.warning {
+        // A campaign says it once for all its recipients.
+        if let Some(w) = checked.warning.as_ref().filter(|_| !origin.starts_with("campaign:")) {
             tracing::warn!(template = %name, language = %lang, origin, "{w}");
         }
         Ok(Some(OutboundContent::Template {
@@ -410,6 +411,16 @@ impl Outbox {
             components: checked.components,
             params: None,
         }))
+    }
+
+    /// The store it records in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The number messages go out from when nothing says which: the first account's.
+    pub fn default_sender(&self) -> Option<String> {
+        self.senders.first().map(|s| s.phone_number_id.clone())
     }
 
     /// Whether `phone_number_id` is one of the configured numbers.
@@ -621,6 +632,10 @@ impl OutboxWorker {
         let clock = DefaultClock::default();
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let permits = Arc::new(Semaphore::new(s.max_in_flight.max(1)));
+        // Campaigns get at most three quarters of the sends in flight: an answer to a customer
+        // always finds a free one, however slow the Graph API is under a campaign.
+        let campaign_cap = (s.max_in_flight * 3 / 4).max(1);
+        let campaign_in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks = tokio_util::task::TaskTracker::new();
         let (outcomes, outcome_rx) = tokio::sync::mpsc::channel::<WriteRequest>(4096);
         let writer = tokio::spawn(outbox_writer(self.store.clone(), outcome_rx));
@@ -658,10 +673,17 @@ impl OutboxWorker {
             // Numbers whose bucket ran out in this pass: their other jobs wait for the next one
             // (checked before the recipient's bucket, so that no recipient token is wasted).
             let mut full: HashSet<&str> = HashSet::new();
+            let mut campaign_batch = 0;
             for job in due {
                 let number = job.phone_number_id.as_deref().unwrap_or(&default_number);
                 if full.contains(number) {
                     continue;
+                }
+                if job.campaign.is_some() {
+                    if campaign_in_flight.load(std::sync::atomic::Ordering::Relaxed) + campaign_batch >= campaign_cap {
+                        continue;
+                    }
+                    campaign_batch += 1;
                 }
                 let permit = match permits.clone().try_acquire_owned() {
                     Ok(p) => p,
@@ -712,6 +734,10 @@ impl OutboxWorker {
                         continue;
                     };
                     in_flight.lock().expect("not poisoned").insert(job.recipient.clone());
+                    let campaign_slot = job.campaign.map(|_| {
+                        campaign_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        CampaignSlot(campaign_in_flight.clone())
+                    });
                     let ctx = SendContext {
                         client: self.clients.for_number(job.phone_number_id.as_deref()).cloned(),
                         settings: self.settings.clone(),
@@ -725,6 +751,7 @@ impl OutboxWorker {
                     tasks.spawn(async move {
                         ctx.send(job, body).await;
                         drop(permit);
+                        drop(campaign_slot);
                     });
                 }
             }
@@ -739,6 +766,15 @@ impl OutboxWorker {
         drop(outcomes);
         let _ = writer.await;
         tracing::debug!("outbox worker stopped");
+    }
+}
+
+/// A campaign send in flight: counted until dropped.
+struct CampaignSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CampaignSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

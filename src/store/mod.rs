@@ -4,6 +4,7 @@
 //! strings. Every method is synchronous and short: callers on the async runtime run them
 //! through `tokio::task::spawn_blocking` (see [`Store::blocking`]).
 
+pub mod campaigns;
 pub mod chatter;
 pub mod console;
 pub mod handover;
@@ -450,6 +451,10 @@ fn open_database(path: &Path) -> Result<Database> {
             ops::index_quarantined(&txn)?;
             txn.open_table(chatter::CHATTER)?;
             txn.open_table(optout::OPTOUTS)?;
+            txn.open_table(campaigns::CAMPAIGNS)?;
+            txn.open_table(campaigns::CAMPAIGN_RECIPIENTS)?;
+            txn.open_table(campaigns::CAMPAIGN_COUNTS)?;
+            txn.open_table(campaigns::CAMPAIGN_RECENT)?;
             txn.open_table(partners::PARTNERS)?;
             txn.open_table(partners::PARTNER_NUMBERS)?;
             let mut meta = txn.open_table(META)?;
@@ -1296,6 +1301,10 @@ struct Tables<'txn> {
     sent_buttons: Table<'txn, (&'static str, &'static str), i64>,
     chatter: Table<'txn, u64, &'static [u8]>,
     optouts: Table<'txn, &'static str, &'static [u8]>,
+    /// Campaign counters, kept with every change of a campaign message.
+    campaign_counts: Table<'txn, u64, &'static [u8]>,
+    /// The last campaign that reached each contact (replies and opt-outs).
+    campaign_recent: Table<'txn, &'static str, &'static [u8]>,
     /// The console's indexes, kept with every conversation and message write.
     idx: inbox::ConvIndex<'txn>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
@@ -1316,6 +1325,8 @@ impl<'txn> Tables<'txn> {
             sent_buttons: txn.open_table(SENT_BUTTONS)?,
             chatter: txn.open_table(chatter::CHATTER)?,
             optouts: txn.open_table(optout::OPTOUTS)?,
+            campaign_counts: txn.open_table(campaigns::CAMPAIGN_COUNTS)?,
+            campaign_recent: txn.open_table(campaigns::CAMPAIGN_RECENT)?,
             message_ids: message_ids.clone(),
         })
     }
@@ -1364,6 +1375,9 @@ impl<'txn> Tables<'txn> {
                 let key = m.contact.clone();
                 self.optout_set(&key, Some(entry))?;
             }
+        }
+        if let Some(campaign) = m.origin.as_deref().and_then(campaigns::campaign_of) {
+            self.campaign_tally(campaign, m)?;
         }
         self.messages.insert(m.id, encode(m).as_slice())?;
         Ok(())
@@ -1545,6 +1559,7 @@ impl<'txn> Tables<'txn> {
         }
         conv.message_count += 1;
         conv.inbound_total += 1;
+        self.campaign_replied(&conv.contact, m.timestamp)?;
         conv.inbound(phone_number_id, m.timestamp);
         if m.timestamp >= conv.last_message_at {
             conv.last_message_at = m.timestamp;

@@ -134,39 +134,51 @@ impl Store {
         let outcome = {
             let mut t = Tables::open(&txn, &self.message_ids)?;
             let mut outbox = txn.open_table(OUTBOX)?;
-            let job = match outbox.get(id)? {
-                Some(v) => Some(decode::<OutboxJob>("outbox", v.value())?),
-                None => None,
-            };
-            match (t.get_message(id)?, job) {
-                (None, _) => Cancel::Missing,
-                (Some(mut m), Some(job)) if job.state == JobState::Queued => {
-                    outbox.remove(id)?;
-                    let now = now_ms();
-                    m.status = "cancelled".into();
-                    m.attempts = job.attempts;
-                    m.statuses.push(StatusEntry::local("cancelled", now / 1000));
-                    m.error = Some(ErrorInfo {
-                        code: 0,
-                        title: "Cancelled".into(),
-                        details: job.last_error.clone(),
-                        explanation: format!(
-                            "{by} cancelled this message before it was sent; it can be queued again with resend."
-                        ),
-                    });
-                    t.put_message(&m)?;
-                    Cancel::Cancelled(Box::new(m))
-                }
-                (Some(_), Some(_)) => Cancel::NotQueued("sending".into()),
-                (Some(m), None) => Cancel::NotQueued(if m.direction == Direction::Outbound {
-                    m.status
-                } else {
-                    "inbound".into()
-                }),
-            }
+            t.cancel_job(&mut outbox, id, by)?
         };
         txn.commit()?;
         Ok(outcome)
+    }
+}
+
+impl Tables<'_> {
+    /// [`Store::outbox_cancel`] inside a transaction (a campaign's cancel takes many).
+    pub(super) fn cancel_job(
+        &mut self,
+        outbox: &mut redb::Table<'_, u64, &'static [u8]>,
+        id: u64,
+        by: &str,
+    ) -> Result<Cancel> {
+        let job = match outbox.get(id)? {
+            Some(v) => Some(decode::<OutboxJob>("outbox", v.value())?),
+            None => None,
+        };
+        Ok(match (self.get_message(id)?, job) {
+            (None, _) => Cancel::Missing,
+            (Some(mut m), Some(job)) if job.state == JobState::Queued => {
+                outbox.remove(id)?;
+                let now = now_ms();
+                m.status = "cancelled".into();
+                m.attempts = job.attempts;
+                m.statuses.push(StatusEntry::local("cancelled", now / 1000));
+                m.error = Some(ErrorInfo {
+                    code: 0,
+                    title: "Cancelled".into(),
+                    details: job.last_error.clone(),
+                    explanation: format!(
+                        "{by} cancelled this message before it was sent; it can be queued again with resend."
+                    ),
+                });
+                self.put_message(&m)?;
+                Cancel::Cancelled(Box::new(m))
+            }
+            (Some(_), Some(_)) => Cancel::NotQueued("sending".into()),
+            (Some(m), None) => Cancel::NotQueued(if m.direction == Direction::Outbound {
+                m.status
+            } else {
+                "inbound".into()
+            }),
+        })
     }
 }
 

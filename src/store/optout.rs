@@ -49,6 +49,7 @@ impl Tables<'_> {
                     return Ok(());
                 }
                 table.insert(key, encode(&e).as_slice())?;
+                self.campaign_opted_out(key)?;
             }
             None => {
                 table.remove(key)?;

@@ -48,6 +48,10 @@ pub struct OutboxJob {
     /// The business number it is sent from (phone number id); `None`: the default account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone_number_id: Option<String>,
+    /// The campaign it belongs to: the worker sends replies first, and gives campaigns at
+    /// most part of the sends in flight, so that a campaign never delays an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<u64>,
 }
 
 impl OutboxJob {
@@ -62,6 +66,7 @@ impl OutboxJob {
             queued_at_ms: now_ms,
             last_error: None,
             phone_number_id,
+            campaign: None,
         }
     }
 }
@@ -182,7 +187,7 @@ impl Store {
 
     /// Jobs due at `now_ms`, oldest first, at most one per recipient (a recipient's later
     /// messages wait for its earlier ones, so order is kept), skipping recipients in `busy`,
-    /// within `limits`.
+    /// within `limits`. Campaign jobs come after all the others: replies go first.
     pub fn outbox_due(
         &self,
         now_ms: i64,
@@ -199,12 +204,15 @@ impl Store {
             next_attempt_ms: i64,
             #[serde(default, borrow)]
             phone_number_id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            campaign: Option<u64>,
         }
         let txn = self.db()?.begin_read()?;
         let table = txn.open_table(OUTBOX)?;
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut per_number: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut due = Vec::new();
+        let mut bulk = Vec::new();
         let mut next_wakeup: Option<i64> = None;
         for (scanned, row) in table.iter()?.enumerate() {
             if scanned >= limits.max_rows {
@@ -226,8 +234,9 @@ impl Store {
             seen.insert(head.recipient.into_owned());
             if head.state == JobState::Queued {
                 if head.next_attempt_ms <= now_ms {
-                    due.push(decode("outbox", bytes)?);
-                    if due.len() >= limits.total {
+                    let job = decode("outbox", bytes)?;
+                    if head.campaign.is_some() { bulk.push(job) } else { due.push(job) }
+                    if due.len() + bulk.len() >= limits.total {
                         break;
                     }
                 } else {
@@ -235,6 +244,7 @@ impl Store {
                 }
             }
         }
+        due.append(&mut bulk);
         Ok((due, next_wakeup))
     }
 
@@ -548,7 +558,8 @@ impl Tables<'_> {
             record.statuses.push(local("dry_run"));
         } else {
             record.statuses.push(local("queued"));
-            let job = OutboxJob::queued(id, new.recipient.clone(), new.phone_number_id.clone(), now);
+            let mut job = OutboxJob::queued(id, new.recipient.clone(), new.phone_number_id.clone(), now);
+            job.campaign = super::campaigns::campaign_of(&new.origin);
             outbox.insert(id, encode(&job).as_slice())?;
         }
         self.put_message(&record)?;
