@@ -197,7 +197,9 @@ fn odoo_value(v: &Value) -> Value {
 /// Reads an Odoo audience: the partners of the domain, with their parameters.
 pub async fn from_odoo(odoo: &crate::odoo::OdooClient, audience: &OdooAudience) -> Result<Vec<Raw>, AudienceError> {
     if !audience.domain.is_array() {
-        return Err(AudienceError::Invalid("odoo.domain must be a list (an Odoo domain)".into()));
+        return Err(AudienceError::Invalid(
+            "odoo.domain must be a list (an Odoo domain)".into(),
+        ));
     }
     let fields = odoo_fields(&audience.params).map_err(AudienceError::Invalid)?;
     let field_refs: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -220,11 +222,7 @@ pub async fn from_odoo(odoo: &crate::odoo::OdooClient, audience: &OdooAudience) 
                 .unwrap_or("")
                 .to_string();
             let params = match &audience.params {
-                Value::Array(a) => Value::Array(
-                    a.iter()
-                        .map(|f| odoo_value(&p[f.as_str().unwrap_or("")]))
-                        .collect(),
-                ),
+                Value::Array(a) => Value::Array(a.iter().map(|f| odoo_value(&p[f.as_str().unwrap_or("")])).collect()),
                 Value::Object(o) => Value::Object(
                     o.iter()
                         .map(|(k, f)| (k.clone(), odoo_value(&p[f.as_str().unwrap_or("")])))
@@ -314,7 +312,12 @@ pub fn parse_at(at: &str, tz: chrono_tz::Tz) -> Result<i64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) {
         return Ok(t.timestamp_millis());
     }
-    let formats = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"];
+    let formats = [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ];
     let local = formats
         .iter()
         .find_map(|f| chrono::NaiveDateTime::parse_from_str(at, f).ok())
@@ -366,6 +369,9 @@ mod tests {
         assert_eq!(odoo_value(&json!([7, "Dakar"])), json!("Dakar"));
         assert_eq!(odoo_value(&json!(12.5)), json!("12.5"));
         assert!(odoo_fields(&json!(["name; drop"])).is_err());
-        assert_eq!(odoo_fields(&json!({"1": "ref"})).unwrap(), ["name", "mobile", "phone", "ref"]);
+        assert_eq!(
+            odoo_fields(&json!({"1": "ref"})).unwrap(),
+            ["name", "mobile", "phone", "ref"]
+        );
     }
 }

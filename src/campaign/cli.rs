@@ -137,14 +137,20 @@ pub async fn run(client: &AdminClient, cmd: CampaignCommand) -> Result<bool, Cli
             } else {
                 body["recipients"] = to.iter().map(|t| json!({ "to": t })).collect();
             }
-            let answer = client.request(reqwest::Method::POST, "/api/campaigns", Some(&body)).await?;
+            let answer = client
+                .request(reqwest::Method::POST, "/api/campaigns", Some(&body))
+                .await?;
             print!("{}", render(&answer));
             Ok(true)
         }
         CampaignCommand::Start { id, at, follow } => {
             let body = at.map(|at| json!({ "at": at })).unwrap_or(json!({}));
             let answer = client
-                .request(reqwest::Method::POST, &format!("/api/campaigns/{id}/start"), Some(&body))
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/campaigns/{id}/start"),
+                    Some(&body),
+                )
                 .await?;
             if follow {
                 return follow_progress(client, id).await;
@@ -188,15 +194,14 @@ async fn follow_progress(client: &AdminClient, id: u64) -> Result<bool, CliError
     let total = report["total"].as_u64().unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
     );
     bar.set_prefix(format!("campaign {id}"));
     loop {
-        let handled = total.saturating_sub(report["pending"].as_u64().unwrap_or(0) + report["queued"].as_u64().unwrap_or(0));
+        let handled =
+            total.saturating_sub(report["pending"].as_u64().unwrap_or(0) + report["queued"].as_u64().unwrap_or(0));
         bar.set_position(handled);
         bar.set_message(format!(
             "{} — sent {}, failed {}, skipped {}",
@@ -237,14 +242,27 @@ pub fn render(r: &Value) -> String {
         }
     );
     let rows = [
-        "total", "pending", "queued", "sent", "delivered", "read", "failed", "unknown", "cancelled", "skipped",
-        "replied", "opted_out",
+        "total",
+        "pending",
+        "queued",
+        "sent",
+        "delivered",
+        "read",
+        "failed",
+        "unknown",
+        "cancelled",
+        "skipped",
+        "replied",
+        "opted_out",
     ]
     .iter()
     .map(|k| vec![k.to_string(), n(&r[*k])])
     .collect::<Vec<_>>();
     out.push_str(&table(&["", "recipients"], &rows));
-    for (title, key) in [("failed, by Meta code", "failed_by_code"), ("skipped, by reason", "skipped_by_reason")] {
+    for (title, key) in [
+        ("failed, by Meta code", "failed_by_code"),
+        ("skipped, by reason", "skipped_by_reason"),
+    ] {
         if let Some(m) = r[key].as_object().filter(|m| !m.is_empty()) {
             out.push_str(&format!("{title}: "));
             let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -284,7 +302,17 @@ pub fn render_list(answer: &Value) -> String {
         .collect();
     table(
         &[
-            "ID", "NAME", "TEMPLATE", "STATUS", "DONE", "TOTAL", "SENT", "DELIVERED", "READ", "FAILED", "SKIPPED",
+            "ID",
+            "NAME",
+            "TEMPLATE",
+            "STATUS",
+            "DONE",
+            "TOTAL",
+            "SENT",
+            "DELIVERED",
+            "READ",
+            "FAILED",
+            "SKIPPED",
             "REPLIED",
         ],
         &rows,

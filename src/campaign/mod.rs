@@ -72,7 +72,12 @@ pub fn request(campaign: &Campaign, r: &CampaignRecipient) -> SendRequest {
             name: campaign.template.clone(),
             lang: campaign.lang.clone(),
             components: None,
-            params: (!r.params.is_null()).then(|| r.params.clone()),
+            // No value at all is checked as an empty list: "expected 1 value, got 0".
+            params: Some(if r.params.is_null() {
+                Value::Array(Vec::new())
+            } else {
+                r.params.clone()
+            }),
         },
         record: None,
     }
@@ -119,7 +124,9 @@ pub async fn create(
             if at < now - 60_000 {
                 return Err(Invalid(format!(
                     "at: {} is in the past",
-                    chrono::DateTime::from_timestamp_millis(at).map(|t| t.to_rfc3339()).unwrap_or_default()
+                    chrono::DateTime::from_timestamp_millis(at)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
                 )));
             }
             Some(at)
@@ -131,7 +138,11 @@ pub async fn create(
             .into_iter()
             .enumerate()
             .map(|(i, r)| audience::Raw {
-                problem: r.to.trim().is_empty().then(|| format!("recipient {}: no phone number nor BSUID", i + 1)),
+                problem: r
+                    .to
+                    .trim()
+                    .is_empty()
+                    .then(|| format!("recipient {}: no phone number nor BSUID", i + 1)),
                 to: r.to,
                 params: r.params,
                 source: None,
@@ -245,9 +256,21 @@ pub fn change(store: &Store, id: u64, action: Action, by: &str) -> Result<Campai
                     c.started_at_ms.get_or_insert(now);
                 }
             }
-            (Action::Start(_), _) => return Err(format!("campaign {id} is {state}: only a draft or a scheduled campaign can be started")),
-            (Action::Pause, _) => return Err(format!("campaign {id} is {state}: only a running, held or scheduled campaign can be paused")),
-            (Action::Resume, _) => return Err(format!("campaign {id} is {state}: only a paused campaign can be resumed")),
+            (Action::Start(_), _) => {
+                return Err(format!(
+                    "campaign {id} is {state}: only a draft or a scheduled campaign can be started"
+                ));
+            }
+            (Action::Pause, _) => {
+                return Err(format!(
+                    "campaign {id} is {state}: only a running, held or scheduled campaign can be paused"
+                ));
+            }
+            (Action::Resume, _) => {
+                return Err(format!(
+                    "campaign {id} is {state}: only a paused campaign can be resumed"
+                ));
+            }
         }
         Ok(())
     })?;
@@ -258,7 +281,13 @@ pub fn change(store: &Store, id: u64, action: Action, by: &str) -> Result<Campai
         }
         Action::Resume => {
             let released = store.campaign_hold_jobs(id, false)?;
-            tracing::info!(campaign = id, by, released, status = campaign.status.as_str(), "campaign resumed");
+            tracing::info!(
+                campaign = id,
+                by,
+                released,
+                status = campaign.status.as_str(),
+                "campaign resumed"
+            );
         }
         Action::Start(_) => {
             tracing::info!(campaign = id, by, status = campaign.status.as_str(), at_ms = ?campaign.at_ms, "campaign started")
@@ -398,7 +427,9 @@ impl CampaignRunner {
                     }
                     c.status = to;
                     c.reason = match to {
-                        CampaignStatus::Held => paused.clone().map(|p| format!("{p}: the campaign waits until Meta unpauses it")),
+                        CampaignStatus::Held => paused
+                            .clone()
+                            .map(|p| format!("{p}: the campaign waits until Meta unpauses it")),
                         _ => None,
                     };
                     if to == CampaignStatus::Running {
@@ -408,7 +439,9 @@ impl CampaignRunner {
                 }) {
                     Ok(c) => {
                         match to {
-                            CampaignStatus::Held => tracing::warn!(campaign = id, reason = ?c.reason, "campaign held: Meta paused its template"),
+                            CampaignStatus::Held => {
+                                tracing::warn!(campaign = id, reason = ?c.reason, "campaign held: Meta paused its template")
+                            }
                             _ => tracing::info!(campaign = id, name = %c.name, "campaign running"),
                         }
                         c
@@ -478,7 +511,13 @@ impl CampaignRunner {
         }
         if fed.queued + fed.skipped > 0 {
             self.outbox.changed();
-            tracing::debug!(campaign = c.id, queued = fed.queued, skipped = fed.skipped, cursor, "campaign fed");
+            tracing::debug!(
+                campaign = c.id,
+                queued = fed.queued,
+                skipped = fed.skipped,
+                cursor,
+                "campaign fed"
+            );
         }
         Ok(true)
     }

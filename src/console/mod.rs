@@ -15,6 +15,7 @@
 //!   and the scripts stay quiet for that contact until it is given back or lapses.
 
 pub mod accounts;
+pub mod campaigns;
 pub mod compose;
 pub mod handover;
 pub mod live;

@@ -20,7 +20,10 @@ const ROWS: usize = 100;
 
 /// Whether `segs` is an operations route (`/console/outbox`, …).
 pub fn is_ops(segs: &[&str]) -> bool {
-    matches!(segs, ["console", "outbox" | "scripts" | "parked" | "health", ..])
+    matches!(
+        segs,
+        ["console", "outbox" | "scripts" | "parked" | "health" | "campaigns", ..]
+    )
 }
 
 /// Routes an operations request (the session is checked by the caller).
@@ -37,6 +40,8 @@ pub async fn route(
         (&Method::GET, ["console", "scripts"]) => scripts_page(app, session, query).await,
         (&Method::GET, ["console", "parked"]) => parked_page(app, session, query).await,
         (&Method::GET, ["console", "health"]) => health_page(app, session).await,
+        (&Method::GET, ["console", "campaigns"]) => super::campaigns::list_page(app, session, query).await,
+        (&Method::GET, ["console", "campaigns", id]) => super::campaigns::report_page(app, session, id, query).await,
         (&Method::POST, ["console", page, rest @ ..]) => {
             let f = form(req).await;
             if !accounts::csrf_ok(session, field(&f, "csrf")) {
@@ -45,7 +50,10 @@ pub async fn route(
             if !session.role.can_administer() {
                 return plain(StatusCode::FORBIDDEN, FR.forbidden);
             }
-            let back = format!("/console/{page}");
+            let back = match (*page, rest) {
+                ("campaigns", [id, _]) => format!("/console/campaigns/{id}"),
+                _ => format!("/console/{page}"),
+            };
             let outcome = act(app, session, page, rest).await;
             tracing::info!(user = %session.user, page, action = ?rest, ok = outcome.is_ok(), "console operation");
             match outcome {
@@ -97,6 +105,7 @@ async fn act(app: &App, session: &ConsoleSession, page: &str, rest: &[&str]) -> 
                 Err(e) => Err(e.to_string()),
             }
         }
+        ("campaigns", [c, action]) => super::campaigns::act(app, session, c, action).await,
         ("parked", [run, "replay"]) => {
             let r = crate::http::admin::replay_parked(app, run).await;
             if r.status() == StatusCode::OK {
@@ -110,13 +119,14 @@ async fn act(app: &App, session: &ConsoleSession, page: &str, rest: &[&str]) -> 
 }
 
 /// The operations pages' title bar: the tabs, and the outcome of the last action.
-fn header(t: &Strings, current: &str, query: &str) -> String {
+pub(super) fn header(t: &Strings, current: &str, query: &str) -> String {
     let mut out = String::from("<nav class=\"tabs\">");
     for (key, label) in [
         ("outbox", t.ops_outbox),
         ("scripts", t.ops_scripts),
         ("parked", t.ops_parked),
         ("health", t.ops_health),
+        ("campaigns", t.ops_campaigns),
     ] {
         let _ = write!(
             out,
@@ -140,7 +150,7 @@ fn header(t: &Strings, current: &str, query: &str) -> String {
 }
 
 /// A POST button of an admin action (absent for other roles).
-fn button(session: &ConsoleSession, action: &str, label: &str, class: &str) -> String {
+pub(super) fn button(session: &ConsoleSession, action: &str, label: &str, class: &str) -> String {
     if !session.role.can_administer() {
         return String::new();
     }
@@ -151,7 +161,7 @@ fn button(session: &ConsoleSession, action: &str, label: &str, class: &str) -> S
     )
 }
 
-fn read_only_notice(t: &Strings, session: &ConsoleSession) -> String {
+pub(super) fn read_only_notice(t: &Strings, session: &ConsoleSession) -> String {
     if session.role.can_administer() {
         String::new()
     } else {
@@ -159,7 +169,7 @@ fn read_only_notice(t: &Strings, session: &ConsoleSession) -> String {
     }
 }
 
-fn contact_link(contact: &str) -> String {
+pub(super) fn contact_link(contact: &str) -> String {
     format!("<a href=\"/c/{}\">{}</a>", url_segment(contact), esc(contact))
 }
 

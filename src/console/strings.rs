@@ -151,6 +151,72 @@ pub struct Strings {
     pub ops_parked: &'static str,
     /// Operations: the health page.
     pub ops_health: &'static str,
+    /// Operations: the campaigns page.
+    pub ops_campaigns: &'static str,
+    /// Campaigns: none yet.
+    pub campaigns_none: &'static str,
+    /// Column: a name.
+    pub col_name: &'static str,
+    /// Column: a template.
+    pub col_template: &'static str,
+    /// Column: progress.
+    pub col_progress: &'static str,
+    /// Report: recipients.
+    pub campaign_total: &'static str,
+    /// Report: not handed to the outbox yet.
+    pub campaign_pending: &'static str,
+    /// Report: queued.
+    pub campaign_queued: &'static str,
+    /// Report: accepted by Meta.
+    pub campaign_sent: &'static str,
+    /// Report: delivered.
+    pub campaign_delivered: &'static str,
+    /// Report: read.
+    pub campaign_read: &'static str,
+    /// Report: failed.
+    pub campaign_failed: &'static str,
+    /// Report: skipped.
+    pub campaign_skipped: &'static str,
+    /// Report: replied.
+    pub campaign_replied: &'static str,
+    /// Report: opted out.
+    pub campaign_opted_out: &'static str,
+    /// Report: cancelled.
+    pub campaign_cancelled: &'static str,
+    /// Report: failures by Meta code.
+    pub campaign_failed_by_code: &'static str,
+    /// Report: skipped, by reason.
+    pub campaign_skipped_by_reason: &'static str,
+    /// Report: the skipped recipients.
+    pub campaign_skipped_list: &'static str,
+    /// Report: time left.
+    pub campaign_eta: &'static str,
+    /// Action: start.
+    pub campaign_start: &'static str,
+    /// Action: pause.
+    pub campaign_pause: &'static str,
+    /// Action: resume.
+    pub campaign_resume: &'static str,
+    /// Action: cancel.
+    pub campaign_cancel: &'static str,
+    /// After an action.
+    pub campaign_done_action: &'static str,
+    /// Status: draft.
+    pub campaign_status_draft: &'static str,
+    /// Status: scheduled.
+    pub campaign_status_scheduled: &'static str,
+    /// Status: running.
+    pub campaign_status_running: &'static str,
+    /// Status: paused.
+    pub campaign_status_paused: &'static str,
+    /// Status: held by Meta's pause of the template.
+    pub campaign_status_held: &'static str,
+    /// Status: cancelled.
+    pub campaign_status_cancelled: &'static str,
+    /// Status: done.
+    pub campaign_status_done: &'static str,
+    /// A scheduled campaign's time.
+    pub campaign_starts_at: &'static str,
     /// Operations, for a role that may not act.
     pub ops_read_only: &'static str,
     /// Outbox: the jobs.
@@ -363,6 +429,39 @@ pub const FR: Strings = Strings {
     ops_scripts: "Scripts",
     ops_parked: "Exécutions en échec",
     ops_health: "Santé",
+    ops_campaigns: "Campagnes",
+    campaigns_none: "Aucune campagne. Créez-en une avec walua campaign create ou POST /api/campaigns.",
+    col_name: "Nom",
+    col_template: "Modèle",
+    col_progress: "Avancement",
+    campaign_total: "Destinataires",
+    campaign_pending: "À envoyer",
+    campaign_queued: "En file",
+    campaign_sent: "Envoyés",
+    campaign_delivered: "Distribués",
+    campaign_read: "Lus",
+    campaign_failed: "Échecs",
+    campaign_skipped: "Écartés",
+    campaign_replied: "Ont répondu",
+    campaign_opted_out: "Se sont désabonnés",
+    campaign_cancelled: "Annulés",
+    campaign_failed_by_code: "Échecs par code Meta",
+    campaign_skipped_by_reason: "Écartés, par motif",
+    campaign_skipped_list: "Destinataires écartés",
+    campaign_eta: "Reste environ",
+    campaign_start: "Démarrer",
+    campaign_pause: "Mettre en pause",
+    campaign_resume: "Reprendre",
+    campaign_cancel: "Annuler la campagne",
+    campaign_done_action: "C'est fait :",
+    campaign_status_draft: "Brouillon",
+    campaign_status_scheduled: "Programmée",
+    campaign_status_running: "En cours",
+    campaign_status_paused: "En pause",
+    campaign_status_held: "Retenue (modèle en pause chez Meta)",
+    campaign_status_cancelled: "Annulée",
+    campaign_status_done: "Terminée",
+    campaign_starts_at: "Démarre le",
     ops_read_only: "Lecture seule : seul un administrateur peut agir ici.",
     outbox_queue: "En file",
     outbox_empty: "Rien en attente d'envoi.",

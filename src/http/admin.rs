@@ -7,6 +7,7 @@
 //! `/api/users` also answers a signed-in console admin (`console::accounts::console_admin`).
 
 mod campaigns;
+pub use campaigns::rate_of as campaign_rate;
 mod users;
 
 use std::net::SocketAddr;

@@ -235,7 +235,11 @@ impl Store {
             if head.state == JobState::Queued {
                 if head.next_attempt_ms <= now_ms {
                     let job = decode("outbox", bytes)?;
-                    if head.campaign.is_some() { bulk.push(job) } else { due.push(job) }
+                    if head.campaign.is_some() {
+                        bulk.push(job)
+                    } else {
+                        due.push(job)
+                    }
                     if due.len() + bulk.len() >= limits.total {
                         break;
                     }

@@ -245,6 +245,13 @@ impl FakeGraph {
         self.inner.lock().accepted.clone()
     }
 
+    /// The requests received after the first `n`, in arrival order (a bench reads only what
+    /// is new).
+    pub fn requests_since(&self, n: usize) -> Vec<Recorded> {
+        let st = self.inner.lock();
+        st.requests.get(n..).map(<[Recorded]>::to_vec).unwrap_or_default()
+    }
+
     /// How many sends were accepted so far.
     pub fn accepted_count(&self) -> usize {
         self.inner.lock().accepted.len()

@@ -16,7 +16,7 @@ use crate::store::campaigns::{Campaign, CampaignChangeError, CampaignCounts, Rec
 const BY: &str = "api";
 
 /// The rate of the number a campaign sends from (for its ETA).
-pub(crate) fn rate_of(app: &App, c: &Campaign) -> Option<u32> {
+pub fn rate_of(app: &App, c: &Campaign) -> Option<u32> {
     let accounts = &app.config.whatsapp.accounts;
     accounts
         .iter()
@@ -43,7 +43,12 @@ pub(super) async fn route(app: &App, req: Request<Incoming>, segs: &[&str]) -> O
     let id = match segs.get(1).map(|s| s.parse::<u64>()) {
         None => None,
         Some(Ok(id)) => Some(id),
-        Some(Err(_)) => return Some(error(StatusCode::NOT_FOUND, format!("`{}` is not a campaign id", segs[1]))),
+        Some(Err(_)) => {
+            return Some(error(
+                StatusCode::NOT_FOUND,
+                format!("`{}` is not a campaign id", segs[1]),
+            ));
+        }
     };
     Some(match (&method, id, segs.get(2).copied(), segs.len()) {
         (&Method::GET, None, None, 1) => list(app).await,

@@ -1,0 +1,248 @@
+//! The campaigns page of the console: every campaign with its progress, and one campaign's
+//! report (the figures of `GET /api/campaigns/{id}`, failures by Meta code, skipped
+//! recipients with their reasons). An admin starts, pauses, resumes and cancels from here;
+//! campaigns are created with `walua campaign create` or the API.
+
+use std::fmt::Write as _;
+
+use hyper::StatusCode;
+use serde_json::Value;
+
+use super::accounts::ConsoleSession;
+use super::ops::{button, header, read_only_notice};
+use super::pages::{esc, layout, page, plain};
+use super::strings::{FR, Strings};
+use crate::App;
+use crate::campaign::Action;
+use crate::http::HttpResponse;
+use crate::store::campaigns::{CampaignStatus, RecipientState};
+
+/// Skipped recipients listed on a report.
+const SKIPPED_ROWS: usize = 50;
+
+fn status_label(t: &Strings, status: &str) -> &'static str {
+    match status {
+        "draft" => t.campaign_status_draft,
+        "scheduled" => t.campaign_status_scheduled,
+        "running" => t.campaign_status_running,
+        "paused" => t.campaign_status_paused,
+        "held" => t.campaign_status_held,
+        "cancelled" => t.campaign_status_cancelled,
+        _ => t.campaign_status_done,
+    }
+}
+
+fn progress(r: &Value) -> String {
+    let p = (r["progress"].as_f64().unwrap_or(0.0) * 100.0).clamp(0.0, 100.0);
+    format!("<progress max=\"100\" value=\"{p:.0}\">{p:.0} %</progress> {p:.0} %")
+}
+
+/// `GET /console/campaigns`.
+pub(super) async fn list_page(app: &App, session: &ConsoleSession, query: &str) -> HttpResponse {
+    let t = &FR;
+    let Ok(all) = app.store.blocking(|s| s.campaigns()).await else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "store unavailable");
+    };
+    let mut body = format!("<h2>{}</h2>{}", t.ops_campaigns, header(t, "campaigns", query));
+    if all.is_empty() {
+        let _ = write!(body, "<p class=\"empty\">{}</p>", t.campaigns_none);
+    } else {
+        let _ = write!(
+            body,
+            "<div class=\"scroll\"><table id=\"campaigns\"><thead><tr><th>#</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            t.col_name,
+            t.col_template,
+            t.col_state,
+            t.col_progress,
+            t.campaign_sent,
+            t.campaign_read,
+            t.campaign_failed,
+            t.campaign_replied
+        );
+        for (c, counts) in &all {
+            let r = crate::campaign::report(c, counts, crate::http::admin::campaign_rate(app, c));
+            let _ = write!(
+                body,
+                "<tr data-id=\"{}\"><td>{}</td><td><a href=\"/console/campaigns/{}\">{}</a></td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c.id,
+                c.id,
+                c.id,
+                esc(&c.name),
+                esc(&c.template),
+                esc(&c.lang),
+                status_label(t, c.status.as_str()),
+                progress(&r),
+                r["sent"],
+                r["read"],
+                r["failed"],
+                r["replied"]
+            );
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    page(StatusCode::OK, &layout(t, t.ops_campaigns, Some(session), &body))
+}
+
+/// `GET /console/campaigns/{id}`.
+pub(super) async fn report_page(app: &App, session: &ConsoleSession, id: &str, query: &str) -> HttpResponse {
+    let t = &FR;
+    let Ok(id) = id.parse::<u64>() else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let found = app
+        .store
+        .blocking(move |s| {
+            Ok((
+                s.campaign(id)?,
+                s.campaign_recipients(id, 0, Some(RecipientState::Skipped), SKIPPED_ROWS)?,
+            ))
+        })
+        .await;
+    let (Some((c, counts)), skipped) = (match found {
+        Ok(f) => f,
+        Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "store unavailable"),
+    }) else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let r = crate::campaign::report(&c, &counts, crate::http::admin::campaign_rate(app, &c));
+    let mut body = format!(
+        "<h2>{} — {}</h2>{}",
+        t.ops_campaigns,
+        esc(&c.name),
+        header(t, "campaigns", query)
+    );
+    body.push_str(&read_only_notice(t, session));
+    let _ = write!(
+        body,
+        "<p id=\"campaign-status\" data-status=\"{}\"><strong>{}</strong> · {} ({}) · {}</p>",
+        c.status.as_str(),
+        status_label(t, c.status.as_str()),
+        esc(&c.template),
+        esc(&c.lang),
+        progress(&r)
+    );
+    if let Some(reason) = &c.reason {
+        let _ = write!(body, "<p class=\"notice\">{}</p>", esc(reason));
+    }
+    if let (CampaignStatus::Scheduled, Some(at)) = (c.status, c.at_ms) {
+        let _ = write!(
+            body,
+            "<p>{} {}</p>",
+            t.campaign_starts_at,
+            super::pages::local_time(app, at / 1000)
+        );
+    }
+    if let Some(eta) = r["eta_seconds"].as_u64() {
+        let _ = write!(body, "<p>{} {} min {} s</p>", t.campaign_eta, eta / 60, eta % 60);
+    }
+    let mut actions = String::new();
+    let act = |name: &str, label: &str, class: &str| {
+        button(session, &format!("/console/campaigns/{id}/{name}"), label, class)
+    };
+    match c.status {
+        CampaignStatus::Draft | CampaignStatus::Scheduled => actions.push_str(&act("start", t.campaign_start, "start")),
+        CampaignStatus::Paused => actions.push_str(&act("resume", t.campaign_resume, "resume")),
+        _ => {}
+    }
+    if matches!(
+        c.status,
+        CampaignStatus::Running | CampaignStatus::Held | CampaignStatus::Scheduled
+    ) {
+        actions.push_str(&act("pause", t.campaign_pause, "secondary pause"));
+    }
+    if !c.status.is_final() {
+        actions.push_str(&act("cancel", t.campaign_cancel, "secondary cancel"));
+    }
+    if !actions.is_empty() {
+        let _ = write!(body, "<div class=\"bar\">{actions}</div>");
+    }
+    body.push_str("<div class=\"scroll\"><table id=\"report\"><tbody>");
+    for (label, key) in [
+        (t.campaign_total, "total"),
+        (t.campaign_pending, "pending"),
+        (t.campaign_queued, "queued"),
+        (t.campaign_sent, "sent"),
+        (t.campaign_delivered, "delivered"),
+        (t.campaign_read, "read"),
+        (t.campaign_failed, "failed"),
+        (t.campaign_cancelled, "cancelled"),
+        (t.campaign_skipped, "skipped"),
+        (t.campaign_replied, "replied"),
+        (t.campaign_opted_out, "opted_out"),
+    ] {
+        let _ = write!(body, "<tr data-key=\"{key}\"><th>{label}</th><td>{}</td></tr>", r[key]);
+    }
+    body.push_str("</tbody></table></div>");
+    for (title, key) in [
+        (t.campaign_failed_by_code, "failed_by_code"),
+        (t.campaign_skipped_by_reason, "skipped_by_reason"),
+    ] {
+        if let Some(m) = r[key].as_object().filter(|m| !m.is_empty()) {
+            let _ = write!(body, "<h3>{title}</h3><ul id=\"{key}\">");
+            for (k, v) in m {
+                let what = k
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|code| *code != 0)
+                    .map(|code| format!(" — {}", crate::whatsapp::error::explain(code)))
+                    .unwrap_or_default();
+                let _ = write!(body, "<li><strong>{}</strong> : {v}{}</li>", esc(k), esc(&what));
+            }
+            body.push_str("</ul>");
+        }
+    }
+    if !skipped.is_empty() {
+        let _ = write!(
+            body,
+            "<h3>{}</h3><div class=\"scroll\"><table id=\"skipped\"><tbody>",
+            t.campaign_skipped_list
+        );
+        for (_, s) in &skipped {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(s.source.as_deref().unwrap_or("")),
+                esc(&s.to),
+                esc(s.reason.as_deref().unwrap_or(""))
+            );
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    page(StatusCode::OK, &layout(t, &c.name, Some(session), &body))
+}
+
+/// An admin's action on a campaign (start, pause, resume, cancel).
+pub(super) async fn act(app: &App, session: &ConsoleSession, id: &str, action: &str) -> Result<String, String> {
+    let t = &FR;
+    let id = id.parse::<u64>().map_err(|_| t.unknown_action.to_string())?;
+    let by = format!("console:{}", session.user);
+    let action = match action {
+        "start" => Some(Action::Start(None)),
+        "pause" => Some(Action::Pause),
+        "resume" => Some(Action::Resume),
+        "cancel" => None,
+        _ => return Err(t.unknown_action.to_string()),
+    };
+    let changed = app
+        .store
+        .blocking(move |s| {
+            Ok(match action {
+                Some(a) => crate::campaign::change(s, id, a, &by),
+                None => s.campaign_cancel(id, &by),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match changed {
+        Ok(c) => {
+            app.campaign_wake.notify_one();
+            app.outbox.changed();
+            Ok(format!(
+                "{} {}",
+                t.campaign_done_action,
+                status_label(t, c.status.as_str())
+            ))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
