@@ -4,6 +4,8 @@
 //! going before a campaign's backlog; the report fed by Meta's status webhooks and the
 //! customers' replies.
 
+#[path = "support/browser.rs"]
+mod browser;
 mod support;
 
 use std::collections::HashMap;
@@ -628,4 +630,78 @@ async fn an_odoo_domain_audience_sends_to_each_partners_mobile_with_its_fields_a
             ("221772000002".to_string(), "Moussa Ndiaye".to_string())
         ]
     );
+}
+
+#[tokio::test]
+async fn the_console_shows_a_campaigns_progress_and_report_and_an_admin_pauses_it() {
+    let Some(driver) = browser::chromedriver() else { return };
+    let (_fake, d) = shop("max_per_second = 4", "").await;
+    for (name, role) in [("aminata", "admin"), ("moussa", "viewer")] {
+        let (status, body) = d
+            .api_post(
+                "/api/users",
+                &json!({"name": name, "role": role, "password": browser::PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut recipients: Vec<Value> = (1..=200)
+        .map(|i| json!({"to": number(i), "params": [format!("Client {i}")]}))
+        .collect();
+    recipients.push(json!({"to": "12", "params": ["Personne"]}));
+    let c = create(
+        &d,
+        json!({"name": "Tabaski 2026", "template": "promo_tabaski", "lang": "fr", "start": true, "recipients": recipients}),
+    )
+    .await;
+    let id = c["id"].clone();
+    d.eventually("some sent", || async {
+        (report(&d, &id).await["sent"].as_u64() >= Some(4)).then_some(())
+    })
+    .await;
+
+    let b = browser::browser(&driver).await;
+    browser::sign_in(&b, &d, "moussa").await;
+    b.goto(&d.url(&format!("/console/campaigns/{id}"))).await.unwrap();
+    browser::wait_text(&b, "the report", "#report", "Envoyés").await;
+    assert!(
+        b.find(fantoccini::Locator::Css("button.pause")).await.is_err(),
+        "no button for a viewer"
+    );
+    b.close().await.unwrap();
+
+    let b = browser::browser(&driver).await;
+    browser::sign_in(&b, &d, "aminata").await;
+    b.goto(&d.url("/console/campaigns")).await.unwrap();
+    browser::wait_text(
+        &b,
+        "the campaign row",
+        &format!("#campaigns tr[data-id='{id}']"),
+        "Tabaski 2026",
+    )
+    .await;
+    browser::wait_text(&b, "its state", &format!("#campaigns tr[data-id='{id}']"), "En cours").await;
+    browser::wait_for(&b, "the link", &format!("#campaigns tr[data-id='{id}'] a"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser::wait_text(&b, "the skipped recipient", "#skipped", "12").await;
+    browser::wait_text(&b, "the skip reasons", "#skipped_by_reason", "Numéro invalide").await;
+    browser::screenshots(&b, "campaign").await;
+    browser::wait_for(&b, "the pause button", "button.pause")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser::wait_text(&b, "the pause notice", ".notice.ok", "En pause").await;
+    browser::wait_for(&b, "the paused state", "#campaign-status[data-status='paused']").await;
+    assert_eq!(report(&d, &id).await["status"], "paused");
+    browser::wait_for(&b, "the resume button", "button.resume")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser::wait_for(&b, "the running state", "#campaign-status[data-status='running']").await;
+    b.close().await.unwrap();
 }

@@ -186,7 +186,14 @@ pub(super) async fn report_page(app: &App, session: &ConsoleSession, id: &str, q
                     .filter(|code| *code != 0)
                     .map(|code| format!(" — {}", crate::whatsapp::error::explain(code)))
                     .unwrap_or_default();
-                let _ = write!(body, "<li><strong>{}</strong> : {v}{}</li>", esc(k), esc(&what));
+                let name = match k.as_str() {
+                    "invalid" => t.skip_invalid,
+                    "duplicate" => t.skip_duplicate,
+                    "opted_out" => t.skip_opted_out,
+                    "refused" => t.skip_refused,
+                    code => code,
+                };
+                let _ = write!(body, "<li><strong>{}</strong> : {v}{}</li>", esc(name), esc(&what));
             }
             body.push_str("</ul>");
         }

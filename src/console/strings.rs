@@ -217,6 +217,14 @@ pub struct Strings {
     pub campaign_status_done: &'static str,
     /// A scheduled campaign's time.
     pub campaign_starts_at: &'static str,
+    /// Skipped: an invalid number.
+    pub skip_invalid: &'static str,
+    /// Skipped: given twice.
+    pub skip_duplicate: &'static str,
+    /// Skipped: opted out.
+    pub skip_opted_out: &'static str,
+    /// Skipped: refused (parameters, template).
+    pub skip_refused: &'static str,
     /// Operations, for a role that may not act.
     pub ops_read_only: &'static str,
     /// Outbox: the jobs.
@@ -462,6 +470,10 @@ pub const FR: Strings = Strings {
     campaign_status_cancelled: "Annulée",
     campaign_status_done: "Terminée",
     campaign_starts_at: "Démarre le",
+    skip_invalid: "Numéro invalide",
+    skip_duplicate: "Doublon",
+    skip_opted_out: "Désabonné",
+    skip_refused: "Refusé",
     ops_read_only: "Lecture seule : seul un administrateur peut agir ici.",
     outbox_queue: "En file",
     outbox_empty: "Rien en attente d'envoi.",
