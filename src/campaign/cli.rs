@@ -210,9 +210,8 @@ async fn follow_progress(client: &AdminClient, id: u64) -> Result<bool, CliError
             report["failed"],
             report["skipped"]
         ));
-        match report["status"].as_str() {
-            Some("done" | "cancelled" | "paused" | "held" | "draft") => break,
-            _ => {}
+        if let Some("done" | "cancelled" | "paused" | "held" | "draft") = report["status"].as_str() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         report = client.request(reqwest::Method::GET, &path, None).await?;

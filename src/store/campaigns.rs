@@ -266,6 +266,10 @@ impl From<redb::CommitError> for CampaignChangeError {
     }
 }
 
+/// One recipient handed to [`Store::campaign_feed`]: its index, and its prepared message or
+/// why it is skipped (kind, reason).
+pub type FeedItem = (u64, std::result::Result<NewOutbound, (String, String)>);
+
 /// What a feed did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fed {
@@ -405,7 +409,7 @@ impl Store {
     pub fn campaign_feed(
         &self,
         id: u64,
-        items: Vec<(u64, std::result::Result<NewOutbound, (String, String)>)>,
+        items: Vec<FeedItem>,
         cursor: u64,
     ) -> Result<Fed> {
         let txn = self.db()?.begin_write()?;
