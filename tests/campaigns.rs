@@ -252,7 +252,7 @@ async fn a_csv_audience_skips_bad_duplicate_and_opted_out_lines_with_reasons_and
 async fn a_scheduled_campaign_starts_at_its_local_time_in_the_shops_timezone() {
     let (fake, d) = shop("", "scripts.timezone = \"Asia/Tokyo\"").await;
     let tz: chrono_tz::Tz = "Asia/Tokyo".parse().unwrap();
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(3)).with_timezone(&tz);
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(6)).with_timezone(&tz);
     let local = at.format("%Y-%m-%d %H:%M:%S").to_string();
     let c = create(
         &d,
@@ -267,7 +267,7 @@ async fn a_scheduled_campaign_starts_at_its_local_time_in_the_shops_timezone() {
     assert_eq!(c["at"], expected, "Tokyo's local time, stored as UTC: {c}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(fake.accepted().is_empty(), "nothing before its time");
-    let done = wait_campaign(&d, &c["id"], "done", Duration::from_secs(15)).await;
+    let done = wait_campaign(&d, &c["id"], "done", Duration::from_secs(25)).await;
     assert_eq!(done["sent"], 2, "{done}");
     let started = chrono::DateTime::parse_from_rfc3339(done["started_at"].as_str().unwrap()).unwrap();
     assert!(
@@ -293,7 +293,7 @@ async fn pause_stops_even_what_was_queued_resume_goes_on_and_cancel_leaves_the_r
     let (status, paused) = act(&d, &id, "pause").await;
     assert_eq!(status, 200, "{paused}");
     assert_eq!(paused["status"], "paused");
-    tokio::time::sleep(Duration::from_millis(300)).await; // sends in flight end
+    tokio::time::sleep(Duration::from_millis(1000)).await; // sends in flight end
     let at_pause = fake.accepted_count();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -318,7 +318,7 @@ async fn pause_stops_even_what_was_queued_resume_goes_on_and_cancel_leaves_the_r
         (200, json!("cancelled")),
         "{cancelled}"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let at_cancel = fake.accepted_count();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(fake.accepted_count(), at_cancel, "nothing after the cancel");
@@ -355,7 +355,7 @@ async fn a_campaign_is_held_while_meta_pauses_its_template_and_goes_on_when_meta
     d.deliver_ok(&webhook("PAUSED")).await;
     let held = wait_campaign(&d, &id, "held", Duration::from_secs(10)).await;
     assert!(held["reason"].as_str().unwrap().contains("PAUSED"), "{held}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let at_hold = fake.accepted_count();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -376,7 +376,7 @@ async fn a_campaign_is_held_while_meta_pauses_its_template_and_goes_on_when_meta
 
 #[tokio::test]
 async fn answers_to_customers_go_before_a_campaigns_backlog() {
-    let (fake, d) = shop("max_per_second = 10", "").await;
+    let (fake, d) = shop("max_per_second = 2", "").await;
     let recipients: Vec<Value> = (1..=80)
         .map(|i| json!({"to": number(i), "params": ["Client"]}))
         .collect();
@@ -385,7 +385,7 @@ async fn answers_to_customers_go_before_a_campaigns_backlog() {
         json!({"name": "Gros envoi", "template": "promo_tabaski", "lang": "fr", "start": true, "recipients": recipients}),
     )
     .await;
-    fake.wait_for_accepted(15, Duration::from_secs(10)).await;
+    fake.wait_for_accepted(4, Duration::from_secs(10)).await;
     let before = fake.accepted_count();
     d.deliver_ok(&text_delivery(AWA, "wamid.QUESTION", "Vous êtes ouverts ?", now()))
         .await;
@@ -396,9 +396,10 @@ async fn answers_to_customers_go_before_a_campaigns_backlog() {
     let accepted = fake.accepted();
     let answer_at = accepted.iter().position(|(_, b)| b["to"] == AWA).unwrap();
     // The answer waited for the sends already in flight and the number's rate, not for the
-    // campaign's queued window (10 at this rate) nor its 60-odd pending recipients.
+    // campaign's queued window (10 at this rate) nor its 70-odd pending recipients: at 2/s,
+    // a few seconds of the bot's own work under load let only a few campaign sends through.
     assert!(
-        answer_at - before <= 12,
+        answer_at - before <= 10,
         "{} campaign sends went between the question and its answer",
         answer_at - before
     );

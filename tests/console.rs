@@ -63,12 +63,7 @@ async fn an_agent_signs_in_sees_a_message_arrive_live_answers_it_and_sees_the_ti
     wait_text(&c, "the unread badge", "#inbox .badge.unread", "1").await;
 
     // Open it: the thread shows the message and what the bot did.
-    c.find(Locator::Css("#inbox li.conv a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_live(&c, "the conversation", "#inbox li.conv a").await;
     wait_text(&c, "the message", "#messages", "ma commande est prête").await;
     wait_text(&c, "the script outcome", "#messages .script", "on_message").await;
 

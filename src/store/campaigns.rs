@@ -406,12 +406,7 @@ impl Store {
     /// Hands recipients of a running campaign to the outbox: each prepared message is recorded
     /// with its send job, each refusal marks its recipient skipped, and the cursor moves to
     /// `cursor`, all in one transaction. Nothing is done if the campaign stopped running.
-    pub fn campaign_feed(
-        &self,
-        id: u64,
-        items: Vec<FeedItem>,
-        cursor: u64,
-    ) -> Result<Fed> {
+    pub fn campaign_feed(&self, id: u64, items: Vec<FeedItem>, cursor: u64) -> Result<Fed> {
         let txn = self.db()?.begin_write()?;
         let mut fed = Fed::default();
         {

@@ -93,6 +93,22 @@ pub async fn sign_in(c: &Client, d: &TestDaemon, user: &str) {
     wait_for(c, "the inbox", "#inbox").await;
 }
 
+/// Clicks the first element `css` selects, finding it again when the page re-rendered it
+/// between the find and the click (live updates replace the inbox's fragment).
+pub async fn click_live(c: &Client, what: &str, css: &str) {
+    let start = Instant::now();
+    loop {
+        let found = wait_for(c, what, css).await;
+        match found.click().await {
+            Ok(()) => return,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("clicking {what} ({css}): {e}"),
+        }
+    }
+}
+
 pub async fn wait_for(c: &Client, what: &str, css: &str) -> fantoccini::elements::Element {
     c.wait()
         .at_most(Duration::from_secs(10))
