@@ -64,7 +64,7 @@ check "$unit is installed, 0644" mode_is "$unit" "644 root:root"
 check "its ExecStart is /usr/bin/walua" grep -q '^ExecStart=/usr/bin/walua serve --config /etc/walua/walua.toml$' "$unit"
 check "its state directory comes from StateDirectory=walua" grep -q '^StateDirectory=walua$' "$unit"
 check "the unit is not enabled" sh -c '! ls /etc/systemd/system/*.wants/walua.service >/dev/null 2>&1'
-check "the package made no /var/lib/walua (systemd does, StateDirectory=)" [ ! -e /var/lib/walua ]
+check "the package ships no /var/lib/walua (systemd makes it, StateDirectory=)" sh -c '! dpkg -L walua | grep -q "^/var/lib"'
 
 echo "== /etc/walua, from walua init on the first install"
 check "/etc/walua is 0755" mode_is /etc/walua "755 root:root"
