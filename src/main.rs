@@ -364,17 +364,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// The man pages generated from the command definitions: walua.1, then walua-COMMAND.1 for
-/// each visible command.
-fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// The command line as operators see it, for completions and man pages: the hidden
+/// packaging commands left out (clap_complete would offer them).
+fn visible_command() -> clap::Command {
     use clap::CommandFactory;
-    let mut cmd = Cli::command();
+    let cli = Cli::command();
+    let visible: Vec<clap::Command> = cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
+    let root = match cli.get_about() {
+        Some(about) => clap::Command::new("walua").about(about.clone()),
+        None => clap::Command::new("walua"),
+    };
+    root.version(version::SHORT)
+        .long_version(version::LONG)
+        .subcommand_required(cli.is_subcommand_required_set())
+        .args(cli.get_arguments().cloned())
+        .subcommands(visible)
+}
+
+/// The man pages generated from the command definitions: walua.1, then walua-COMMAND.1 for
+/// each command.
+fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = visible_command();
     cmd.build();
     let mut pages = Vec::new();
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
     pages.push(("walua.1".to_string(), page));
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
         let name = format!("walua-{}", sub.get_name());
         let mut page = Vec::new();
         clap_mangen::Man::new(sub.clone().display_name(name.clone())).render(&mut page)?;
@@ -386,8 +402,7 @@ fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(*shell, &mut Cli::command(), "walua", &mut std::io::stdout());
+            clap_complete::generate(*shell, &mut visible_command(), "walua", &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
         Command::Man { dir } => {
