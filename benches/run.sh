@@ -3,7 +3,8 @@
 #
 #   benches/run.sh            # BENCH_SECONDS=10 per phase by default
 #
-# Builds release, then on loopback only, each phase bounded in time:
+# Builds with the `profiling` profile (release with full debug info, for perf), then on
+# loopback only, each phase bounded in time:
 #   1. bare    the bare hyper server (walua-load --bare), as fast as possible: the reference
 #   2. ingest  walua (dry run, signed, durable) as fast as possible
 #   3. 5k/s    walua at an open-loop 5,000 deliveries/s: latency p50 / p99
@@ -24,8 +25,8 @@ TOKEN=bench-access-token
 
 # BENCH_BIN=DIR runs already built binaries (e.g. an older build, for a before/after).
 if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else
-  cargo build --release --quiet --bin walua --bin walua-load --bin walua-fake-graph
-  BIN=target/release
+  cargo build --profile profiling --quiet --bin walua --bin walua-load --bin walua-fake-graph
+  BIN=${CARGO_TARGET_DIR:-target}/profiling
 fi
 TMP=$(mktemp -d "$PWD/target/bench.XXXXXX")
 PIDS=()

@@ -9,9 +9,54 @@ use clap::{Parser, Subcommand};
 use walua::Config;
 use walua::config::LogFormat;
 
+/// What `walua -V` and `walua --version` print after the program's name.
+mod version {
+    /// `-V`: the version and the git commit.
+    pub const SHORT: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WALUA_GIT_COMMIT"), ")");
+    /// `--version`: also the Lua and redb versions built in.
+    pub const LONG: &str = concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\ncommit: ",
+        env!("WALUA_GIT_COMMIT"),
+        "\nLua:    ",
+        env!("WALUA_LUA_VERSION"),
+        " (lua-src ",
+        env!("WALUA_LUA_SRC_VERSION"),
+        ", patched: vendor/lua-src)",
+        "\nredb:   ",
+        env!("WALUA_REDB_VERSION"),
+    );
+
+    #[cfg(test)]
+    mod tests {
+        /// The version of `name` in Cargo.lock, read now (build.rs read it at build time).
+        fn locked(name: &str) -> String {
+            let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+            let entry = lock
+                .split("[[package]]")
+                .find(|p| p.contains(&format!("name = {name:?}\n")))
+                .unwrap();
+            let line = entry.lines().find(|l| l.starts_with("version = ")).unwrap();
+            line.trim_start_matches("version = ").trim_matches('"').to_string()
+        }
+
+        #[test]
+        fn the_versions_are_the_ones_built_in() {
+            assert_eq!(env!("WALUA_REDB_VERSION"), locked("redb"));
+            assert_eq!(env!("WALUA_LUA_SRC_VERSION"), locked("lua-src"));
+            // lua.h's release (5.4.9) against the interpreter linked in ("Lua 5.4").
+            let lua = mlua::Lua::new();
+            let running: String = lua.globals().get("_VERSION").unwrap();
+            let built = format!("Lua {}", env!("WALUA_LUA_VERSION"));
+            assert!(built.starts_with(&format!("{running}.")), "{built} vs {running}");
+            assert_ne!(env!("WALUA_GIT_COMMIT"), "");
+        }
+    }
+}
+
 /// WhatsApp Cloud API automation daemon with Lua scripts.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = version::SHORT, long_version = version::LONG, about)]
 struct Cli {
     /// Configuration file. Defaults to conf/walua.toml, or the embedded dry-run example
     /// when that file does not exist.
@@ -85,6 +130,21 @@ enum Command {
     /// Campaigns: an approved template sent to an audience (CSV, Odoo domain, list).
     #[command(subcommand)]
     Campaign(walua::campaign::cli::CampaignCommand),
+    /// Print the completion script for SHELL (packaging: the .deb ships bash, zsh and fish's).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page walua(1), or with --dir write it and one page per command
+    /// (walua-serve.1, …) into DIR (packaging).
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages (created when missing).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -307,7 +367,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command line as operators see it, for completions and man pages: the hidden
+/// packaging commands left out (clap_complete would offer them).
+fn visible_command() -> clap::Command {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let visible: Vec<clap::Command> = cli.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
+    let root = match cli.get_about() {
+        Some(about) => clap::Command::new("walua").about(about.clone()),
+        None => clap::Command::new("walua"),
+    };
+    root.version(version::SHORT)
+        .long_version(version::LONG)
+        .subcommand_required(cli.is_subcommand_required_set())
+        .args(cli.get_arguments().cloned())
+        .subcommands(visible)
+}
+
+/// The man pages generated from the command definitions: walua.1, then walua-COMMAND.1 for
+/// each command.
+fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = visible_command();
+    cmd.build();
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    pages.push(("walua.1".to_string(), page));
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("walua-{}", sub.get_name());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(sub.clone().display_name(name.clone())).render(&mut page)?;
+        pages.push((format!("{name}.1"), page));
+    }
+    Ok(pages)
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut visible_command(), "walua", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            let pages = man_pages()?;
+            match dir {
+                None => std::io::Write::write_all(&mut std::io::stdout(), &pages[0].1)?,
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    for (name, page) in &pages {
+                        let path = dir.join(name);
+                        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+                        println!("wrote {}", path.display());
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Command::Init { dir, store, force } = &cli.command {
         let report = walua::init::init(dir, store.as_deref(), *force)?;
         for f in &report.written {
@@ -399,7 +516,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Init { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Init { .. } | Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Send(args) => runtime.block_on(async {
             let client = walua::cli::AdminClient::new(&config);
             let request = build_send_request(&client, *args).await?;

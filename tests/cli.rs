@@ -148,3 +148,56 @@ fn replay_shows_what_would_be_stored_and_sent_and_touches_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
 }
+
+#[test]
+fn version_names_the_commit_and_the_lua_and_redb_versions() {
+    let out = Command::new(env!("CARGO_BIN_EXE_walua"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], concat!("walua ", env!("CARGO_PKG_VERSION")), "{text}");
+    assert!(lines[1].starts_with("commit: "), "{text}");
+    assert!(lines[2].starts_with("Lua:    5.4."), "{text}");
+    assert!(lines[3].starts_with("redb:   "), "{text}");
+    // -V: one line, the version and the commit.
+    let short = Command::new(env!("CARGO_BIN_EXE_walua")).arg("-V").output().unwrap();
+    let short = String::from_utf8(short.stdout).unwrap();
+    assert!(
+        short.starts_with(concat!("walua ", env!("CARGO_PKG_VERSION"), " (")),
+        "{short}"
+    );
+    assert_eq!(short.lines().count(), 1, "{short}");
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_definitions_and_hide_the_packaging_commands() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_walua")).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "walua {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _walua"), "{bash}");
+    assert!(bash.contains("templates") && bash.contains("--offline"), "{bash}");
+    assert!(run(&["completions", "zsh"]).starts_with("#compdef walua"));
+    let fish = run(&["completions", "fish"]);
+    assert!(fish.contains("complete -c walua") && fish.contains("serve"), "{fish}");
+    assert!(!fish.contains("completions") && !fish.contains("mangen"), "{fish}");
+
+    let man = run(&["man"]);
+    assert!(man.contains(".TH walua 1"), "{man}");
+    assert!(man.contains("serve") && !man.contains("completions"), "{man}");
+    let dir = tempfile::tempdir().unwrap();
+    run(&["man", "--dir", dir.path().to_str().unwrap()]);
+    let serve = std::fs::read_to_string(dir.path().join("walua-serve.1")).unwrap();
+    assert!(serve.contains(".TH walua-serve 1"), "{serve}");
+    assert!(dir.path().join("walua-templates.1").exists());
+    assert!(!dir.path().join("walua-man.1").exists());
+}
