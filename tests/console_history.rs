@@ -467,7 +467,11 @@ async fn a_message_stored_before_a_crash_is_indexed_at_the_next_start() {
         // text queued, the indexer never run.
         let store = Store::open(&dir.path().join("walua.redb")).unwrap();
         let body = texts(
-            &[(phone(4), "Client 4".into(), "Commande de thiéboudienne pour samedi".into())],
+            &[(
+                phone(4),
+                "Client 4".into(),
+                "Commande de thiéboudienne pour samedi".into(),
+            )],
             now(),
             "crash",
         );
