@@ -299,6 +299,10 @@ fn generate(store: &Store, conversations: usize, messages: usize, seed: u64, log
         if items.len() >= BATCH || n + 1 == picks.len() {
             let t = Instant::now();
             store.import_history(&items).expect("history is written");
+            // The search indexer's work (the daemon does it in the background), counted in.
+            while store.index_pending(walua::store::inbox::INDEX_BATCH).expect("indexed")
+                == walua::store::inbox::INDEX_BATCH
+            {}
             in_store += t.elapsed();
             items.clear();
             if log && (n + 1) % 100_000 < BATCH {

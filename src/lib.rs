@@ -60,6 +60,7 @@ pub mod phone;
 pub mod replay;
 pub mod scheduler;
 pub mod script;
+pub mod search_index;
 pub mod store;
 pub mod systemd;
 pub mod templates;
@@ -323,6 +324,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let tasks = TaskTracker::new();
     let journaled = Arc::new(Notify::new());
     let media_wake = Arc::new(Notify::new());
+    let search_wake = Arc::new(Notify::new());
 
     let outbox_wake = Arc::new(Notify::new());
     let live = console::live::LiveChanges::default();
@@ -513,13 +515,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             cursor: journal_cursor,
             files: journal_files.clone(),
             journaled: journaled.clone(),
-            processed: vec![media_wake.clone(), dispatch_wake.clone()],
+            processed: vec![media_wake.clone(), dispatch_wake.clone(), search_wake.clone()],
             explain: explain_error,
             shutdown: stop_tasks.clone(),
             queue_media,
             metrics: metrics.clone(),
             outbox: outbox.clone(),
             live: live.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        search_index::SearchIndexer {
+            store: store.clone(),
+            wake: search_wake.clone(),
+            shutdown: stop_tasks.clone(),
         }
         .run(),
     );
@@ -530,6 +540,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             dispatch_wake.clone(),
             outbox_wake.clone(),
             media_wake.clone(),
+            search_wake.clone(),
         ],
         stop_tasks.clone(),
     ));

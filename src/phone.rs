@@ -64,9 +64,32 @@ pub fn looks_like_phone(s: &str) -> bool {
         && !number.trim_start().starts_with(['.', '-'])
 }
 
+/// Answers of [`normalize`] kept, at most (the table is emptied when full).
+const NORMALIZED_CACHE: usize = 4096;
+
 /// The canonical form (`wa_id` digits) of a phone number written in any usual way, read in
 /// `region` when it has no country code.
+///
+/// Every send normalizes its recipient, and libphonenumber's parse and format cost a few
+/// µs: the answers for the latest [`NORMALIZED_CACHE`] inputs are kept (a pure function of
+/// its inputs and of the compiled-in metadata).
 pub fn normalize(input: &str, region_code: Option<&str>) -> Result<String, PhoneError> {
+    type Cache = std::collections::HashMap<(String, Option<String>), Result<String, PhoneError>>;
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<Cache>> = std::sync::LazyLock::new(Default::default);
+    let key = (input.to_string(), region_code.map(str::to_string));
+    if let Some(hit) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return hit.clone();
+    }
+    let answer = normalize_uncached(input, region_code);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= NORMALIZED_CACHE {
+        cache.clear();
+    }
+    cache.insert(key, answer.clone());
+    answer
+}
+
+fn normalize_uncached(input: &str, region_code: Option<&str>) -> Result<String, PhoneError> {
     let invalid = |reason: &str| PhoneError::Invalid {
         input: input.to_string(),
         region: region_code.map(str::to_string),

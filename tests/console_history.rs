@@ -422,3 +422,72 @@ async fn a_store_from_before_the_indexes_is_migrated_to_the_same_inbox() {
     let (contacts, _) = found(&agent.get("/?q=moussa").await);
     assert_eq!(contacts.len(), 1, "contact words indexed again");
 }
+
+/// The search indexer follows the store in the background: a message is found shortly after
+/// it arrives, without waiting for anything but the search itself.
+#[tokio::test]
+async fn search_finds_a_message_shortly_after_it_arrives() {
+    let d = TestDaemon::start().await;
+    let t0 = std::time::Instant::now();
+    d.deliver_ok(&texts(
+        &[(phone(3), "Client 3".into(), "Le boubou brodé est prêt".into())],
+        now(),
+        "fresh",
+    ))
+    .await;
+    let hits = d
+        .eventually("the new message found by search", || async {
+            let (_, body) = d.api("/api/search?q=brode").await;
+            let hits = body["messages"].as_array().cloned().unwrap_or_default();
+            (!hits.is_empty()).then_some(hits)
+        })
+        .await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["contact"], phone(3));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "searchable {:?} after the delivery",
+        t0.elapsed()
+    );
+    let (_, h) = d.api("/healthz").await;
+    assert_eq!(h["search_backlog"], 0, "{h}");
+}
+
+/// A message stored just before a crash, its words not indexed yet (its text waits in the
+/// search queue, committed with the message), is indexed when walua starts again.
+#[tokio::test]
+async fn a_message_stored_before_a_crash_is_indexed_at_the_next_start() {
+    use walua::store::inbox::HistoryItem;
+    use walua::webhook::payload::Delivery;
+
+    let d = TestDaemon::start().await;
+    let (dir, text) = d.stop().await;
+    {
+        // What a crash right after the delivery's commit leaves: the message stored and its
+        // text queued, the indexer never run.
+        let store = Store::open(&dir.path().join("walua.redb")).unwrap();
+        let body = texts(
+            &[(
+                phone(4),
+                "Client 4".into(),
+                "Commande de thiéboudienne pour samedi".into(),
+            )],
+            now(),
+            "crash",
+        );
+        store
+            .import_history(&[HistoryItem::Delivery(1, Delivery::parse(&body))])
+            .unwrap();
+        store.probe_writable().unwrap();
+        assert_eq!(store.search_backlog().unwrap(), 1, "queued, not indexed");
+        assert!(store.search("thieboudienne", 10).unwrap().messages.is_empty());
+    }
+    let d = TestDaemon::start_in(dir, text).await;
+    d.eventually("the queued message indexed after the restart", || async {
+        let (_, body) = d.api("/api/search?q=thieboudienne").await;
+        (body["messages"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    let (_, h) = d.api("/healthz").await;
+    assert_eq!(h["search_backlog"], 0, "{h}");
+}

@@ -200,6 +200,9 @@ pub struct Health {
     pub journal: String,
     /// Deliveries journaled but not processed yet.
     pub journal_backlog: Option<u64>,
+    /// Messages stored whose words the console's search does not have yet
+    /// (`crate::search_index`).
+    pub search_backlog: Option<u64>,
     /// Send jobs in the outbox.
     pub outbox_depth: Option<u64>,
     /// Scripts loaded, and scripts whose last load failed.
@@ -221,17 +224,18 @@ pub async fn check_health(app: &App) -> Health {
             s.probe_writable()?;
             let backlog = journal.backlog(s.journal_applied()?);
             let depth = s.outbox_len()?;
+            let search = s.search_backlog()?;
             let cutoff = crate::store::now_ms() - OUTBOX_STUCK_AFTER.as_millis() as i64;
             let (overdue, _) = s.outbox_due(
                 cutoff,
                 crate::store::outbox::DueLimits::shared_by(1, 1),
                 &Default::default(),
             )?;
-            Ok((backlog, depth, overdue.into_iter().next()))
+            Ok((backlog, depth, search, overdue.into_iter().next()))
         })
         .await;
-    let (store, journal_backlog, outbox_depth) = match probe {
-        Ok((backlog, depth, overdue)) => {
+    let (store, journal_backlog, outbox_depth, search_backlog) = match probe {
+        Ok((backlog, depth, search, overdue)) => {
             if let Some(job) = overdue {
                 let late = (crate::store::now_ms() - job.next_attempt_ms) / 1000;
                 degraded.push(format!(
@@ -239,11 +243,11 @@ pub async fn check_health(app: &App) -> Health {
                     job.message_id, job.recipient
                 ));
             }
-            ("writable".to_string(), Some(backlog), Some(depth))
+            ("writable".to_string(), Some(backlog), Some(depth), Some(search))
         }
         Err(e) => {
             failing.push(format!("store cannot write: {e}"));
-            (e.to_string(), None, None)
+            (e.to_string(), None, None, None)
         }
     };
     let journal = match app.journal_files.failure() {
@@ -332,6 +336,7 @@ pub async fn check_health(app: &App) -> Health {
         store,
         journal,
         journal_backlog,
+        search_backlog,
         outbox_depth,
         scripts,
         lua_workers: serde_json::json!({

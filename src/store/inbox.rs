@@ -1,8 +1,13 @@
 //! The console's indexes and reads: conversations by recency (cursor pagination), unread and
 //! failed-send counters kept on the conversation, and a prefix search over contacts and
-//! message texts. Every index is maintained in the transaction that changes what it indexes,
-//! through one choke point per kind of write: [`write_conversation`] (every conversation
-//! write), [`remove_conversation`] (merges) and [`index_message`] (every new message).
+//! message texts. The conversation indexes are maintained in the transaction that changes
+//! what they index, through one choke point per kind of write: [`write_conversation`] (every
+//! conversation write) and [`remove_conversation`] (merges). A new message only queues its
+//! searchable text ([`index_message`]: one row appended to [`SEARCH_PENDING`] in the
+//! message's own transaction); the search indexer (`crate::search_index`) moves the queue
+//! into [`SEARCH_MESSAGES`] in large transactions ([`Store::index_pending`]), so message
+//! search lags the store by that task's pace (under a second; nothing is lost on a crash:
+//! the queue commits with the message, and what it holds at open is indexed then).
 //!
 //! What each index costs is stated beside its table; `benches/console_history.rs` measures it
 //! on 100,000 conversations and 1,000,000 messages (figures in the README).
@@ -31,9 +36,14 @@ pub(super) const CONVERSATIONS_BY_RECENCY: TableDefinition<(i64, &str), ()> =
 /// A handful of rows per conversation, rewritten only when one of those fields changes.
 pub(super) const SEARCH_CONTACTS: TableDefinition<(&str, &str), ()> = TableDefinition::new("search_contacts");
 /// (folded word, message id) → (): the words of each message's text (bodies, captions,
-/// button and list titles, template parameter values), written once with the message; about
-/// one row per distinct word (the bench prints the bytes per message).
+/// button and list titles, template parameter values), written once by the search indexer;
+/// about one row per distinct word (the bench prints the bytes per message).
 pub(super) const SEARCH_MESSAGES: TableDefinition<(&str, u64), ()> = TableDefinition::new("search_messages");
+/// Message id → its searchable text ([`message_text`]), not yet in [`SEARCH_MESSAGES`]:
+/// appended in the transaction that stores the message (ids grow, so the row lands on the
+/// table's last page), taken out by [`Store::index_pending`] in the transaction that writes
+/// its words. Empty whenever the indexer has caught up.
+pub(super) const SEARCH_PENDING: TableDefinition<u64, &str> = TableDefinition::new("search_pending");
 
 /// `META` key set once the indexes above cover the whole store (see [`migrate`]).
 const INDEXED: &str = "console_indexes";
@@ -58,7 +68,7 @@ const WORD_MAX: usize = 40;
 pub(super) struct ConvIndex<'txn> {
     recency: Table<'txn, (i64, &'static str), ()>,
     contact_words: Table<'txn, (&'static str, &'static str), ()>,
-    message_words: Table<'txn, (&'static str, u64), ()>,
+    pending: Table<'txn, u64, &'static str>,
     /// Off only for the bench's "without indexes" figure ([`Store::set_indexing`]).
     on: bool,
 }
@@ -72,7 +82,7 @@ impl<'txn> ConvIndex<'txn> {
         Ok(ConvIndex {
             recency: txn.open_table(CONVERSATIONS_BY_RECENCY)?,
             contact_words: txn.open_table(SEARCH_CONTACTS)?,
-            message_words: txn.open_table(SEARCH_MESSAGES)?,
+            pending: txn.open_table(SEARCH_PENDING)?,
             on: INDEXING.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
@@ -104,6 +114,16 @@ impl Indexed {
             wa_id: c.wa_id.clone(),
             user_id: c.user_id.clone(),
         }
+    }
+
+    /// Whether `c` has the fields the contact words come from as they are here (then its
+    /// words are these ones: nothing to compute or rewrite).
+    fn same_words_as(&self, c: &Conversation) -> bool {
+        self.contact == c.contact
+            && self.name == c.name
+            && self.username == c.username
+            && self.wa_id == c.wa_id
+            && self.user_id == c.user_id
     }
 
     fn words(&self) -> Vec<String> {
@@ -172,6 +192,9 @@ fn index_conversation(idx: &mut ConvIndex<'_>, old: Option<&Indexed>, c: &Conver
             idx.recency.insert((c.last_message_at, key), ())?;
         }
     }
+    if old.is_some_and(|o| o.same_words_as(c)) {
+        return Ok(());
+    }
     let new_words = Indexed::of(c).words();
     let old_words = old.map(Indexed::words);
     if old_words.as_ref() != Some(&new_words) {
@@ -204,14 +227,64 @@ pub(super) fn remove_conversation(
     Ok(())
 }
 
-/// Indexes the words of a new message.
+/// Queues the searchable text of a new message for the search indexer (nothing for a
+/// message without text: a sticker, an image without caption).
 pub(super) fn index_message(idx: &mut ConvIndex<'_>, m: &MessageRecord) -> Result<()> {
     if idx.on {
-        for w in message_words(&m.raw) {
-            idx.message_words.insert((w.as_str(), m.id), ())?;
+        let text = message_text(&m.raw);
+        if !text.is_empty() {
+            idx.pending.insert(m.id, text.as_str())?;
         }
     }
     Ok(())
+}
+
+/// Messages [`Store::index_pending`] takes per transaction, at most.
+pub const INDEX_BATCH: usize = 20_000;
+
+impl Store {
+    /// Moves up to `limit` messages from the search queue into the message word index, in
+    /// one transaction (words sorted, so that rows sharing a page are written together).
+    /// Returns how many it indexed; fewer than `limit` means the queue is empty.
+    ///
+    /// Not fsynced on its own, like the processor's commits: a crash before the next durable
+    /// commit rolls the queue back with the words, and they are indexed again (the rows are
+    /// keys: writing one twice changes nothing).
+    pub fn index_pending(&self, limit: usize) -> Result<usize> {
+        let mut txn = self.db()?.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| super::StoreError::Redb(redb::Error::from(e)))?;
+        let mut taken = 0;
+        {
+            let mut pending = txn.open_table(SEARCH_PENDING)?;
+            let mut rows: Vec<(String, u64)> = Vec::new();
+            while taken < limit {
+                let Some((id, text)) = pending.pop_first()? else { break };
+                let id = id.value();
+                rows.extend(words(text.value()).into_iter().map(|w| (w, id)));
+                taken += 1;
+            }
+            if taken > 0 {
+                rows.sort_unstable();
+                let mut index = txn.open_table(SEARCH_MESSAGES)?;
+                for (w, id) in &rows {
+                    index.insert((w.as_str(), *id), ())?;
+                }
+            }
+        }
+        if taken == 0 {
+            txn.abort()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(taken)
+    }
+
+    /// Messages stored and not yet searchable (the search indexer's backlog).
+    pub fn search_backlog(&self) -> Result<u64> {
+        let txn = self.db()?.begin_read()?;
+        Ok(txn.open_table(SEARCH_PENDING)?.len()?)
+    }
 }
 
 // ---------------------------------------------------------------- words
@@ -353,6 +426,7 @@ pub(super) fn migrate(store: &Store) -> Result<usize> {
             let mut conversations = txn.open_table(CONVERSATIONS)?;
             let mut idx = ConvIndex::open(&txn)?;
             idx.on = true;
+            let mut message_words_table = txn.open_table(SEARCH_MESSAGES)?;
             let index = txn.open_table(CONVERSATION_MESSAGES)?;
             let messages = txn.open_table(MESSAGES)?;
             let read = txn.open_table(CONSOLE_READ)?;
@@ -379,7 +453,7 @@ pub(super) fn migrate(store: &Store) -> Result<usize> {
                         Direction::Outbound => last_outbound = Some(id),
                     }
                     for w in message_words(&m.raw) {
-                        idx.message_words.insert((w.as_str(), id), ())?;
+                        message_words_table.insert((w.as_str(), id), ())?;
                     }
                 }
                 conv.inbound_total = inbound;
@@ -541,6 +615,7 @@ impl Store {
                 "conversations_by_recency",
                 "search_contacts",
                 "search_messages",
+                "search_pending",
                 "console_seen",
             ] {
                 let _ = txn.delete_table(TableDefinition::<&str, ()>::new(name));
@@ -1050,6 +1125,37 @@ mod tests {
         assert_eq!(words(&message_text(&raw)), ["aissatou"]);
         assert_eq!(query_terms("+221 77 12"), ["2217712"]);
         assert_eq!(query_terms("Fac factu"), ["factu"]);
+    }
+
+    /// A stored message waits in the search queue (committed with it, so it survives a
+    /// crash and a re-open) until the indexer writes its words; indexing is idempotent.
+    #[test]
+    fn messages_are_searchable_once_the_queue_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("walua.redb");
+        let body = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
+            {"field": "messages", "value": {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "221338601234", "phone_number_id": "1"},
+             "contacts": [{"profile": {"name": "Awa"}, "wa_id": "221771234567"}],
+             "messages": [{"from": "221771234567", "id": "wamid.q1", "timestamp": "1700000000",
+                           "type": "text", "text": {"body": "Où est ma livraison ?"}}]}}]}]});
+        {
+            let store = Store::open(&path).unwrap();
+            let d = crate::webhook::payload::Delivery::parse(&body);
+            store.apply_deliveries(&[(1, d)], &|_: i64| String::new(), false).unwrap();
+            assert_eq!(store.search_backlog().unwrap(), 1);
+            assert!(store.search("livraison", 10).unwrap().messages.is_empty());
+            // Contacts are indexed with the conversation, at once.
+            assert_eq!(store.search("awa", 10).unwrap().conversations.len(), 1);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.search_backlog().unwrap(), 1, "the queue survives a re-open");
+        assert_eq!(store.index_pending(INDEX_BATCH).unwrap(), 1);
+        assert_eq!(store.search_backlog().unwrap(), 0);
+        assert_eq!(store.index_pending(INDEX_BATCH).unwrap(), 0, "nothing left");
+        let hits = store.search("ou livr", 10).unwrap().messages;
+        assert_eq!(hits.len(), 1);
+        assert!(hits[0].snippet.contains("livraison"), "{}", hits[0].snippet);
     }
 
     #[test]

@@ -445,6 +445,7 @@ fn open_database(path: &Path) -> Result<Database> {
             txn.open_table(inbox::CONVERSATIONS_BY_RECENCY)?;
             txn.open_table(inbox::SEARCH_CONTACTS)?;
             txn.open_table(inbox::SEARCH_MESSAGES)?;
+            txn.open_table(inbox::SEARCH_PENDING)?;
             txn.open_table(templates::TEMPLATE_KEYS)?;
             txn.open_table(users::USERS)?;
             txn.open_table(users::SESSIONS)?;

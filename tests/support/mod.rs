@@ -246,11 +246,12 @@ impl TestDaemon {
         .await
     }
 
-    /// Waits until the journal is empty (every delivery processed).
+    /// Waits until the journal is empty (every delivery processed) and the search indexer
+    /// has caught up (every stored message searchable).
     pub async fn settled(&self) {
-        self.eventually("journal drained", || async {
+        self.eventually("journal drained and messages searchable", || async {
             let (_, h) = self.api("/healthz").await;
-            (h["journal_backlog"] == 0).then_some(())
+            (h["journal_backlog"] == 0 && h["search_backlog"] == 0).then_some(())
         })
         .await;
     }
