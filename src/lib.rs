@@ -27,6 +27,10 @@
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`stats`]: analytics (messages in and out, delivery, read and failure rates,
+//!   first-response times, conversations, billable messages) per day, template, campaign,
+//!   script and number: `GET /api/stats`, `walua stats`, the console's statistics page; the
+//!   aggregates behind them are in `store::stats`.
 //! - [`phone`]: phone numbers parsed with libphonenumber's rules into Meta's `wa_id` form.
 //! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
 //!   and runs the processor's and the dispatcher's drain loops.
@@ -57,6 +61,7 @@ pub mod phone;
 pub mod replay;
 pub mod scheduler;
 pub mod script;
+pub mod stats;
 pub mod store;
 pub mod systemd;
 pub mod templates;
@@ -555,6 +560,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         started_ms: store::now_ms(),
     });
     tasks.spawn(template_sync.clone().run(stop_tasks.clone()));
+    tasks.spawn(stats::follow(store.clone(), config.scripts.timezone, stop_tasks.clone()));
     // Stops the HTTP server; event streams end with it, so the drain does not wait for them.
     let stop_http = CancellationToken::new();
     let app = Arc::new(App {
