@@ -245,20 +245,13 @@ pub struct StatsReport {
     pub groups: Vec<(String, Counts)>,
 }
 
-/// Counts what changed since the follower's last step (at most [`CATCH_UP`] messages, and
-/// not while the aggregates are being rebuilt), then reads the figures of `q`. Blocking.
+/// Counts what changed since the follower's last step (at most [`CATCH_UP`] messages: a
+/// rebuild of a large store is left to the follower), then reads the figures of `q`.
+/// Blocking.
 pub fn report(store: &Store, tz: chrono_tz::Tz, q: &StatsQuery) -> Result<StatsReport, StoreError> {
     let mut counted = 0;
-    while counted < CATCH_UP {
-        let progress = store.stats_progress()?;
-        if progress.pending == 0 || progress.backfill.is_some() {
-            break;
-        }
-        let step = store.stats_follow(tz, FOLLOW_BATCH)?;
-        counted += step.taken;
-        if step.taken == 0 || step.backfilling {
-            break;
-        }
+    while counted < CATCH_UP && !store.stats_progress(tz)?.complete() {
+        counted += store.stats_follow(tz, FOLLOW_BATCH)?.taken.max(1);
     }
     let (from, to) = (day_number(q.from), day_number(q.to));
     let totals_rows = store.stats_rows("", from, to)?;
@@ -299,7 +292,7 @@ pub fn report(store: &Store, tz: chrono_tz::Tz, q: &StatsQuery) -> Result<StatsR
     Ok(StatsReport {
         query: q.clone(),
         timezone: tz.name().to_string(),
-        progress: store.stats_progress()?,
+        progress: store.stats_progress(tz)?,
         totals,
         groups,
     })
@@ -429,12 +422,21 @@ pub async fn api(app: &crate::App, query: Option<&str>) -> crate::http::HttpResp
 
 /// The stats follower: counts changed messages into the aggregates every second (at once
 /// while a backlog or a rebuild lasts, 10 ms apart so that other writers get their turn),
-/// until `shutdown`. Logs the start and end of a rebuild.
+/// until `shutdown`; it writes nothing while nothing changed. Logs the start and end of a
+/// rebuild.
 pub async fn follow(store: Store, tz: chrono_tz::Tz, shutdown: tokio_util::sync::CancellationToken) {
     let mut rebuild_started: Option<std::time::Instant> = None;
     let mut failing = false;
     loop {
-        let pause = match store.blocking(move |s| s.stats_follow(tz, FOLLOW_BATCH)).await {
+        let step = store
+            .blocking(move |s| {
+                if s.stats_progress(tz)?.complete() {
+                    return Ok(crate::store::stats::FollowStep::default());
+                }
+                s.stats_follow(tz, FOLLOW_BATCH)
+            })
+            .await;
+        let pause = match step {
             Ok(step) => {
                 failing = false;
                 if step.rebuild_started {

@@ -90,7 +90,7 @@ fn marketing() -> Value {
 }
 
 /// A status webhook about `wamid`, sent through `number`, with Meta's `pricing` object.
-fn status(number: &str, wamid: &str, status: &str, recipient: &str, pricing: Option<Value>) -> Value {
+fn status_webhook(number: &str, wamid: &str, status: &str, recipient: &str, pricing: Option<Value>) -> Value {
     let mut s = json!({"id": wamid, "status": status, "timestamp": now().to_string(), "recipient_id": recipient});
     if let Some(p) = pricing {
         s["pricing"] = p;
@@ -264,12 +264,12 @@ async fn shop_day(timezone: &str) -> Day {
 
     let wamid = |m: &Value| m["wamid"].as_str().unwrap().to_string();
     for s in [
-        status(DAKAR, &wamid(&greeting_awa), "delivered", AWA, Some(free_service())),
-        status(DAKAR, &wamid(&greeting_awa), "read", AWA, Some(free_service())),
-        status(DAKAR, &wamid(&template_binta), "delivered", BINTA, Some(marketing())),
-        status(DAKAR, &wamid(&template_binta), "read", BINTA, Some(marketing())),
-        status(DAKAR, &wamid(&reply_binta), "delivered", BINTA, Some(free_service())),
-        status(THIES, &wamid(&greeting_coumba), "failed", COUMBA, None),
+        status_webhook(DAKAR, &wamid(&greeting_awa), "delivered", AWA, Some(free_service())),
+        status_webhook(DAKAR, &wamid(&greeting_awa), "read", AWA, Some(free_service())),
+        status_webhook(DAKAR, &wamid(&template_binta), "delivered", BINTA, Some(marketing())),
+        status_webhook(DAKAR, &wamid(&template_binta), "read", BINTA, Some(marketing())),
+        status_webhook(DAKAR, &wamid(&reply_binta), "delivered", BINTA, Some(free_service())),
+        status_webhook(THIES, &wamid(&greeting_coumba), "failed", COUMBA, None),
     ] {
         d.deliver_ok(&s).await;
     }
@@ -527,7 +527,7 @@ async fn a_store_from_before_the_statistics_gets_them_at_start_and_again_for_ano
     {
         let store = walua::store::Store::open(&dir.path().join("walua.redb")).unwrap();
         store.strip_stats().unwrap();
-        let progress = store.stats_progress().unwrap();
+        let progress = store.stats_progress(chrono_tz::Africa::Dakar).unwrap();
         assert!(progress.backfill.is_some(), "no statistics any more: {progress:?}");
     }
     let d = TestDaemon::start_in(dir, text_.clone()).await;

@@ -414,8 +414,6 @@ struct StatsView {
     #[serde(default)]
     content: TemplateName,
     #[serde(default)]
-    attempts: u32,
-    #[serde(default)]
     origin: Option<String>,
     #[serde(default)]
     phone_number_id: Option<String>,
@@ -490,10 +488,13 @@ impl StatsView {
         !matches!(self.kind.as_str(), "mark_read" | "typing")
     }
 
-    /// Refused before any attempt (the 24 h window rule): the customer never got it, so it
-    /// plays no part in conversations and waits.
+    /// Refused when it was recorded, before any attempt (the 24 h window rule: failed without
+    /// ever being queued): the customer never got it, so it plays no part in conversations
+    /// and waits. Known the same way whenever the follower first sees the message.
     fn never_left(&self) -> bool {
-        self.direction == Direction::Outbound && self.status == "failed" && self.attempts == 0
+        self.direction == Direction::Outbound
+            && self.status == "failed"
+            && !self.statuses.iter().any(|s| s.status == "queued")
     }
 
     fn facts(&self, tz: chrono_tz::Tz) -> MessageFacts {
@@ -813,8 +814,9 @@ impl Store {
         Ok(step)
     }
 
-    /// How far the aggregates are.
-    pub fn stats_progress(&self) -> Result<StatsProgress> {
+    /// How far the aggregates for days in `tz` are (aggregates built for another zone are
+    /// about to be rebuilt).
+    pub fn stats_progress(&self, tz: chrono_tz::Tz) -> Result<StatsProgress> {
         let txn = self.db()?.begin_read()?;
         let pending = match txn.open_table(STATS_CHANGES) {
             Ok(t) => t.len()?,
@@ -822,10 +824,14 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let meta = txn.open_table(META)?;
-        let built = meta.get(STATS_BUILT_FOR)?.is_some();
+        let built_for = format!("{STATS_VERSION} {}", tz.name());
+        let built = meta
+            .get(STATS_BUILT_FOR)?
+            .is_some_and(|v| v.value() == built_for.as_bytes());
         let backfill = match (built, read_u64(&meta, STATS_BACKFILL)?) {
             (true, None) => None,
-            (_, at) => {
+            (built, at) => {
+                let at = if built { at } else { None };
                 let messages = txn.open_table(MESSAGES)?;
                 let last = messages.last()?.map(|(k, _)| k.value()).unwrap_or(0);
                 Some((at.unwrap_or(0), last))
@@ -957,6 +963,164 @@ mod tests {
         let answers: Vec<Option<u32>> = steps.iter().map(|f| f.response_s).collect();
         assert_eq!(answers, [None, None, None, Some(120), None, None, None, None]);
         assert_eq!(clock.waiting_since, Some(2_000 + 3 * WINDOW_SECS));
+    }
+
+    /// Rounds of history, written as walua would (ids in the order things happen): a
+    /// customer writes, the bot or an agent answers, a campaign sends a template; Meta's
+    /// statuses for round `i` come with round `i + 1` (or never).
+    fn import_rounds(store: &Store, range: std::ops::Range<u64>, day0: i64) {
+        for i in range {
+            let (inbound, rest) = round(store, i, day0);
+            store.import_history(&[inbound]).unwrap();
+            store.import_history(&rest(store)).unwrap();
+        }
+    }
+
+    type Rest = Box<dyn Fn(&Store) -> Vec<crate::store::inbox::HistoryItem>>;
+
+    /// Round `i`: the customer's message, and what follows it (ids allocated when called).
+    fn round(_: &Store, i: u64, day0: i64) -> (crate::store::inbox::HistoryItem, Rest) {
+        use crate::store::inbox::HistoryItem;
+        use crate::store::outbox::NewOutbound;
+        use crate::webhook::payload::Delivery;
+        let envelope = |fields: Value| {
+            let mut value = serde_json::json!({"messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "221338601234", "phone_number_id": "111"}});
+            value.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            Delivery::parse(&serde_json::json!({"object": "whatsapp_business_account",
+                "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}))
+        };
+        let phone = format!("22177000{:04}", i % 7);
+        let ts = day0 + i as i64 * 5_000;
+        let inbound = HistoryItem::Delivery(
+            3 * i + 1,
+            envelope(serde_json::json!({
+                "contacts": [{"profile": {"name": "C"}, "wa_id": phone}],
+                "messages": [{"from": phone, "id": format!("wamid.in.{i}"), "timestamp": ts.to_string(), "type": "text", "text": {"body": "bonjour"}}]
+            })),
+        );
+        let rest = move |store: &Store| {
+            let mut items = Vec::new();
+            for (k, origin) in [(0, if i % 3 == 0 { "console:fatou" } else { "script:on_message" }), (1, "campaign:7")] {
+                let template = origin.starts_with("campaign:");
+                let body = if template {
+                    serde_json::json!({"messaging_product": "whatsapp", "to": phone, "type": "template", "template": {"name": "promo", "language": {"code": "fr"}}})
+                } else {
+                    serde_json::json!({"messaging_product": "whatsapp", "to": phone, "type": "text", "text": {"body": "ok"}})
+                };
+                items.push(HistoryItem::Outbound {
+                    new: Box::new(NewOutbound {
+                        id: store.allocate_message_id(),
+                        recipient: phone.clone(),
+                        kind: if template { "template" } else { "text" }.into(),
+                        summary: String::new(),
+                        content: if template { serde_json::json!({"type": "template", "name": "promo", "lang": "fr"}) } else { Value::Null },
+                        body,
+                        free_form: false,
+                        allow_outside_window: true,
+                        dry_run: false,
+                        origin: origin.into(),
+                        reply_to: None,
+                        phone_number_id: Some("111".into()),
+                        record: None,
+                        chatter_file: None,
+                    }),
+                    at_ms: (ts + 30 + k * 600) * 1000,
+                    wamid: format!("wamid.out.{i}.{k}"),
+                });
+            }
+            // The statuses of the previous round's messages, a day later for some.
+            if i > 0 && i % 4 != 1 {
+                let prev = i - 1;
+                let statuses: Vec<Value> = (0..2)
+                    .flat_map(|k| {
+                        let wamid = format!("wamid.out.{prev}.{k}");
+                        let pricing = if k == 1 {
+                            serde_json::json!({"billable": true, "category": "marketing", "type": "regular"})
+                        } else {
+                            serde_json::json!({"billable": false, "category": "service", "type": "free_customer_service"})
+                        };
+                        if (prev + k) % 5 == 0 {
+                            vec![serde_json::json!({"id": wamid, "status": "failed", "timestamp": ts.to_string(), "recipient_id": "x",
+                                                    "errors": [{"code": 131049}]})]
+                        } else {
+                            vec![
+                                serde_json::json!({"id": wamid, "status": "delivered", "timestamp": ts.to_string(), "recipient_id": "x", "pricing": pricing}),
+                                serde_json::json!({"id": wamid, "status": "read", "timestamp": (ts + 86_400).to_string(), "recipient_id": "x", "pricing": pricing}),
+                            ]
+                        }
+                    })
+                    .collect();
+                items.push(HistoryItem::Delivery(3 * i + 2, envelope(serde_json::json!({"statuses": statuses}))));
+            }
+            items
+        };
+        (inbound, Box::new(rest))
+    }
+
+    fn all_rows(store: &Store) -> Vec<(&'static str, Vec<(i32, String, Counts)>)> {
+        ["", "number", "template", "campaign", "script"]
+            .into_iter()
+            .map(|dim| (dim, store.stats_rows(dim, 0, 100_000).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn counting_messages_as_they_change_gives_the_figures_of_a_rebuild_from_scratch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.redb")).unwrap();
+        let tz = chrono_tz::Africa::Dakar;
+        store.stats_follow(tz, 1).unwrap();
+        assert!(store.stats_progress(tz).unwrap().complete(), "a new store starts complete");
+        let day0 = 1_767_225_600; // 2026-01-01 00:00 UTC
+        for part in 0..3u64 {
+            import_rounds(&store, part * 20..part * 20 + 20, day0);
+            assert!(!store.stats_progress(tz).unwrap().complete());
+            // Small steps: a message's changes fall in different steps.
+            while store.stats_follow(tz, 7).unwrap().taken > 0 {}
+        }
+        assert!(store.stats_progress(tz).unwrap().complete());
+        let followed = all_rows(&store);
+
+        let totals: Counts = followed[0].1.iter().fold(Counts::default(), |mut t, (_, _, c)| {
+            t.add(c, 1);
+            t
+        });
+        assert_eq!((totals.messages_in, totals.messages_out), (60, 120));
+        assert_eq!(totals.out_by_sender["campaign"], 60);
+        assert_eq!(totals.out_by_sender["human"], 20);
+        assert_eq!(totals.responses["bot"].count + totals.responses["human"].count, 60, "every message answered");
+        assert_eq!(totals.responses["bot"].total_s, 40 * 30, "the bot answers after 30 s");
+        assert!(totals.failures[&131049] > 0 && totals.billable["marketing"] > 0 && totals.free["service"] > 0);
+        // A read status a day later counts on the message's own day.
+        let day = |ts: i64| local_day(ts, tz);
+        let first_day = &followed[0].1[0];
+        assert_eq!(first_day.0, day(day0));
+        assert!(first_day.2.read > 0, "{first_day:?}");
+        let campaign = &followed[3].1;
+        assert!(campaign.iter().all(|(_, v, _)| v == "7"));
+        assert!(followed[2].1.iter().all(|(_, v, _)| v == "promo"));
+
+        // The same store without its statistics (as before them), rebuilt from scratch.
+        store.strip_stats().unwrap();
+        assert!(store.stats_progress(tz).unwrap().backfill.is_some());
+        let first = store.stats_follow(tz, 50).unwrap();
+        assert!(first.rebuild_started && first.backfilling);
+        while !store.stats_progress(tz).unwrap().complete() {
+            store.stats_follow(tz, 50).unwrap();
+        }
+        assert_eq!(all_rows(&store), followed);
+
+        // Another time zone rebuilds them for its days.
+        let ny = chrono_tz::America::New_York;
+        assert!(!store.stats_progress(ny).unwrap().complete());
+        while !store.stats_progress(ny).unwrap().complete() {
+            store.stats_follow(ny, 1000).unwrap();
+        }
+        let shifted = all_rows(&store);
+        assert_ne!(shifted[0].1[0].0, followed[0].1[0].0, "New York's first day is the day before");
+        let sum = |rows: &[(i32, String, Counts)]| rows.iter().map(|r| r.2.messages_out).sum::<i64>();
+        assert_eq!(sum(&shifted[0].1), sum(&followed[0].1));
     }
 
     #[test]
