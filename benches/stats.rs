@@ -205,7 +205,11 @@ fn send(store: &Store, sink: &mut Sink, origin: &str, to: &str, number: &str, at
     let category = if origin.starts_with("campaign:") {
         "marketing"
     } else if new.kind == "template" {
-        if rng.random_bool(0.1) { "authentication" } else { "utility" }
+        if rng.random_bool(0.1) {
+            "authentication"
+        } else {
+            "utility"
+        }
     } else {
         "service"
     };
@@ -246,7 +250,8 @@ fn generate(store: &Store, contacts: usize, messages: usize, days: i64, seed: u6
         if rng.random_bool(0.55) {
             sink.delivery += 1;
             let body = inbound(number, &to, &format!("wamid.in.{seed}.{n}"), ts, &mut rng);
-            sink.items.push(HistoryItem::Delivery(sink.delivery, Delivery::parse(&body)));
+            sink.items
+                .push(HistoryItem::Delivery(sink.delivery, Delivery::parse(&body)));
             n += 1;
             match rng.random_range(0..10) {
                 0..=5 => {
@@ -466,10 +471,22 @@ async fn main() {
         ("a year by day", format!("from={year_ago}&to={today}&group_by=day")),
         ("a year by week", format!("from={year_ago}&to={today}&group_by=week")),
         ("a year by month", format!("from={year_ago}&to={today}&group_by=month")),
-        ("a year by template", format!("from={year_ago}&to={today}&group_by=template")),
-        ("a year by campaign", format!("from={year_ago}&to={today}&group_by=campaign")),
-        ("a year by script", format!("from={year_ago}&to={today}&group_by=script")),
-        ("a year by number", format!("from={year_ago}&to={today}&group_by=number")),
+        (
+            "a year by template",
+            format!("from={year_ago}&to={today}&group_by=template"),
+        ),
+        (
+            "a year by campaign",
+            format!("from={year_ago}&to={today}&group_by=campaign"),
+        ),
+        (
+            "a year by script",
+            format!("from={year_ago}&to={today}&group_by=script"),
+        ),
+        (
+            "a year by number",
+            format!("from={year_ago}&to={today}&group_by=number"),
+        ),
     ]
     .into_iter()
     .map(|(a, b)| (a.to_string(), b))
@@ -593,7 +610,10 @@ timezone = "Africa/Dakar"
     }
     for (name, q) in [
         ("GET /console/stats (30 days)", String::new()),
-        ("GET /console/stats (a year by month)", format!("from={year_ago}&to={today}&group_by=month")),
+        (
+            "GET /console/stats (a year by month)",
+            format!("from={year_ago}&to={today}&group_by=month"),
+        ),
     ] {
         let mut ms = Vec::new();
         for _ in 0..30 {

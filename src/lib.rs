@@ -560,7 +560,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         started_ms: store::now_ms(),
     });
     tasks.spawn(template_sync.clone().run(stop_tasks.clone()));
-    tasks.spawn(stats::follow(store.clone(), config.scripts.timezone, stop_tasks.clone()));
+    tasks.spawn(stats::follow(
+        store.clone(),
+        config.scripts.timezone,
+        stop_tasks.clone(),
+    ));
     // Stops the HTTP server; event streams end with it, so the drain does not wait for them.
     let stop_http = CancellationToken::new();
     let app = Arc::new(App {

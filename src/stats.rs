@@ -198,9 +198,7 @@ impl StatsQuery {
         };
         let date = |field: &'static str| -> Result<Option<NaiveDate>, StatsError> {
             param(field)
-                .map(|v| {
-                    NaiveDate::parse_from_str(&v, "%Y-%m-%d").map_err(|_| StatsError::BadDate { field, value: v })
-                })
+                .map(|v| NaiveDate::parse_from_str(&v, "%Y-%m-%d").map_err(|_| StatsError::BadDate { field, value: v }))
                 .transpose()
         };
         let (from, to) = (date("from")?, date("to")?);
@@ -441,7 +439,11 @@ pub async fn follow(store: Store, tz: chrono_tz::Tz, shutdown: tokio_util::sync:
                 failing = false;
                 if step.rebuild_started {
                     let messages = store.blocking(|s| s.message_count()).await.unwrap_or(0);
-                    tracing::info!(messages, timezone = tz.name(), "building the statistics from the stored messages");
+                    tracing::info!(
+                        messages,
+                        timezone = tz.name(),
+                        "building the statistics from the stored messages"
+                    );
                     rebuild_started = Some(std::time::Instant::now());
                 }
                 if !step.backfilling
@@ -512,7 +514,9 @@ pub fn human_secs(secs: f64) -> String {
 }
 
 fn percent(v: &Value) -> String {
-    v.as_f64().map(|r| format!("{:.1} %", r * 100.0)).unwrap_or_else(|| "-".into())
+    v.as_f64()
+        .map(|r| format!("{:.1} %", r * 100.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 fn median(f: &Value, who: &str) -> String {
@@ -634,7 +638,11 @@ pub fn render(answer: &Value) -> String {
         .flatten()
         .map(|g| {
             vec![
-                g["key"].as_str().filter(|k| !k.is_empty()).unwrap_or("(none)").to_string(),
+                g["key"]
+                    .as_str()
+                    .filter(|k| !k.is_empty())
+                    .unwrap_or("(none)")
+                    .to_string(),
                 g["messages_in"].to_string(),
                 g["messages_out"].to_string(),
                 percent(&g["delivery_rate"]),
@@ -724,18 +732,27 @@ mod tests {
         let q = StatsQuery::parse(None, today).unwrap();
         assert_eq!((q.from, q.to, q.group_by), (d("2026-03-02"), today, GroupBy::Day));
         let q = StatsQuery::parse(Some("from=2026-01-01&to=2026-01-31&group_by=template"), today).unwrap();
-        assert_eq!((q.from, q.to, q.group_by), (d("2026-01-01"), d("2026-01-31"), GroupBy::Template));
+        assert_eq!(
+            (q.from, q.to, q.group_by),
+            (d("2026-01-01"), d("2026-01-31"), GroupBy::Template)
+        );
         let q = StatsQuery::parse(Some("to=2026-02-10"), today).unwrap();
         assert_eq!(q.from, d("2026-01-12"));
         for (query, error) in [
-            ("from=2026-02-01&to=2026-01-01", "`from` (2026-02-01) is after `to` (2026-01-01)"),
+            (
+                "from=2026-02-01&to=2026-01-01",
+                "`from` (2026-02-01) is after `to` (2026-01-01)",
+            ),
             ("from=yesterday", "`from`: `yesterday` is not a date (YYYY-MM-DD)"),
             ("to=2026-02-30", "`to`: `2026-02-30` is not a date (YYYY-MM-DD)"),
             (
                 "group_by=hour",
                 "`group_by`: `hour` is not one of day, week, month, template, campaign, script, number",
             ),
-            ("from=2000-01-01&to=2026-01-01", "the range covers 9498 days; at most 3660"),
+            (
+                "from=2000-01-01&to=2026-01-01",
+                "the range covers 9498 days; at most 3660",
+            ),
         ] {
             let e = StatsQuery::parse(Some(query), today).unwrap_err();
             assert_eq!(e.to_string(), error, "{query}");
@@ -756,9 +773,7 @@ mod tests {
         for secs in [121u32, 601, 5, 5, 3700] {
             r.count += 1;
             r.total_s += secs as i64;
-            *r.buckets
-                .entry(crate::store::stats::response_bucket(secs))
-                .or_default() += 1;
+            *r.buckets.entry(crate::store::stats::response_bucket(secs)).or_default() += 1;
         }
         assert_eq!(percentile(&r, 0.5), Some(120));
         assert_eq!(percentile(&r, 0.9), Some(3700));

@@ -19,6 +19,7 @@ use support::*;
 
 const DAKAR: &str = "1111111111";
 const THIES: &str = "2222222222";
+const DAKAR_TOKEN: &str = "token-dakar-7f3a";
 const THIES_TOKEN: &str = "token-thies-91c2";
 
 const AWA: &str = "221771234567";
@@ -43,7 +44,7 @@ fn shop_config(dir: &std::path::Path, fake: &FakeGraph, timezone: &str) -> Strin
 [[whatsapp.accounts]]
 name = "dakar"
 phone_number_id = "{DAKAR}"
-access_token = "{ACCESS_TOKEN}"
+access_token = "{DAKAR_TOKEN}"
 
 [[whatsapp.accounts]]
 name = "thies"
@@ -214,7 +215,7 @@ async fn sent_to(d: &TestDaemon, contact: &str, n: usize) -> Vec<Value> {
 ///    to Binta delivered and read (billed: marketing), Fatou's reply delivered (free), and the
 ///    greeting to Coumba failed (131026).
 async fn shop_day(timezone: &str) -> Day {
-    let fake = FakeGraph::start(ACCESS_TOKEN).await;
+    let fake = FakeGraph::start(DAKAR_TOKEN).await;
     fake.add_number(THIES, THIES_TOKEN);
     let dir = tempfile::tempdir().unwrap();
     put_script(dir.path(), "on_message.lua", BOT);
@@ -336,11 +337,18 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     let day = shop_day("Africa/Dakar").await;
     let bot = day.outbound("script:");
     assert_eq!(bot.len(), 2);
-    let (to_awa, to_coumba) = if bot[0]["to"] == AWA { (bot[0], bot[1]) } else { (bot[1], bot[0]) };
+    let (to_awa, to_coumba) = if bot[0]["to"] == AWA {
+        (bot[0], bot[1])
+    } else {
+        (bot[1], bot[0])
+    };
     let bot_awa = day.waited("wamid.awa.1", to_awa);
     let bot_coumba = day.waited("wamid.coumba.1", to_coumba);
     let human = day.waited("wamid.binta.1", day.outbound("console:")[0]);
-    assert!((600..700).contains(&bot_awa) && (120..220).contains(&bot_coumba), "{bot_awa} {bot_coumba}");
+    assert!(
+        (600..700).contains(&bot_awa) && (120..220).contains(&bot_coumba),
+        "{bot_awa} {bot_coumba}"
+    );
     let bucket = |s: i64| walua::store::stats::response_bucket(s as u32);
 
     let stats = day.stats("day").await;
@@ -380,7 +388,9 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     // Every day of the range is a group; each message counts on its own day.
     let mut per_day: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for m in &day.messages {
-        let e = per_day.entry(day_of(m["timestamp"].as_i64().unwrap()).to_string()).or_default();
+        let e = per_day
+            .entry(day_of(m["timestamp"].as_i64().unwrap()).to_string())
+            .or_default();
         if m["direction"] == "inbound" {
             e.0 += 1;
         } else {
@@ -390,12 +400,22 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     let groups = stats["groups"].as_array().unwrap();
     assert!(groups.len() >= 5, "{} days", groups.len());
     assert_eq!(groups[0]["key"], day.first_day.to_string());
-    assert_eq!((groups[0]["messages_in"].clone(), groups[0]["messages_out"].clone()), (json!(1), json!(0)));
+    assert_eq!(
+        (groups[0]["messages_in"].clone(), groups[0]["messages_out"].clone()),
+        (json!(1), json!(0))
+    );
     for g in groups {
         let (i, o) = per_day.get(g["key"].as_str().unwrap()).copied().unwrap_or_default();
-        assert_eq!((g["messages_in"].as_i64(), g["messages_out"].as_i64()), (Some(i), Some(o)), "{g}");
+        assert_eq!(
+            (g["messages_in"].as_i64(), g["messages_out"].as_i64()),
+            (Some(i), Some(o)),
+            "{g}"
+        );
     }
-    let summed: i64 = groups.iter().map(|g| g["conversations"]["started_by_customer"].as_i64().unwrap()).sum();
+    let summed: i64 = groups
+        .iter()
+        .map(|g| g["conversations"]["started_by_customer"].as_i64().unwrap())
+        .sum();
     assert_eq!(summed, 3);
 
     // Per number: Dakar had Awa and Binta, Thiès had Coumba.
@@ -403,7 +423,14 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     assert_eq!(numbers["groups"].as_array().unwrap().len(), 2);
     let dakar = group(&numbers, DAKAR);
     assert_eq!(
-        (&dakar["messages_in"], &dakar["messages_out"], &dakar["attempted"], &dakar["delivered"], &dakar["read"], &dakar["failed"]),
+        (
+            &dakar["messages_in"],
+            &dakar["messages_out"],
+            &dakar["attempted"],
+            &dakar["delivered"],
+            &dakar["read"],
+            &dakar["failed"]
+        ),
         (&json!(3), &json!(4), &json!(4), &json!(3), &json!(2), &json!(1))
     );
     assert_eq!(dakar["failures"], json!([{"code": 131009, "count": 1}]));
@@ -413,26 +440,47 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     assert_eq!(dakar["delivery_rate"], 0.75);
     let thies = group(&numbers, THIES);
     assert_eq!(
-        (&thies["messages_in"], &thies["messages_out"], &thies["delivered"], &thies["failed"]),
+        (
+            &thies["messages_in"],
+            &thies["messages_out"],
+            &thies["delivered"],
+            &thies["failed"]
+        ),
         (&json!(1), &json!(1), &json!(0), &json!(1))
     );
     assert_eq!(thies["failures"], json!([{"code": 131026, "count": 1}]));
     assert_eq!(thies["first_response"]["bot"]["mean_s"], bot_coumba as f64);
     assert_eq!(thies["conversations"]["started_by_customer"], 1);
-    assert_eq!(numbers["totals"], stats["totals"], "the totals do not depend on the grouping");
+    assert_eq!(
+        numbers["totals"], stats["totals"],
+        "the totals do not depend on the grouping"
+    );
 
     // Per template: only template sends.
     let templates = day.stats("template").await;
-    let keys: Vec<&str> = templates["groups"].as_array().unwrap().iter().map(|g| g["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = templates["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["invoice_ready", "order_ready"], "same volume: by name");
     let order_ready = group(&templates, "order_ready");
     assert_eq!(
-        (&order_ready["messages_out"], &order_ready["delivered"], &order_ready["read"], &order_ready["billable"]),
+        (
+            &order_ready["messages_out"],
+            &order_ready["delivered"],
+            &order_ready["read"],
+            &order_ready["billable"]
+        ),
         (&json!(1), &json!(1), &json!(1), &json!({"marketing": 1}))
     );
     assert_eq!(order_ready["conversations"]["started_by_business"], 1);
     let invoice_ready = group(&templates, "invoice_ready");
-    assert_eq!((&invoice_ready["failed"], &invoice_ready["failure_rate"]), (&json!(1), &json!(1.0)));
+    assert_eq!(
+        (&invoice_ready["failed"], &invoice_ready["failure_rate"]),
+        (&json!(1), &json!(1.0))
+    );
     assert_eq!(invoice_ready["out_by_sender"]["integration"], 1);
 
     // Per script: the bot's two greetings, one read, one failed.
@@ -441,7 +489,13 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     assert_eq!(scripts["groups"].as_array().unwrap().len(), 1);
     let g = group(&scripts, script);
     assert_eq!(
-        (&g["messages_out"], &g["delivered"], &g["read"], &g["failed"], &g["first_response"]["bot"]["count"]),
+        (
+            &g["messages_out"],
+            &g["delivered"],
+            &g["read"],
+            &g["failed"],
+            &g["first_response"]["bot"]["count"]
+        ),
         (&json!(2), &json!(1), &json!(1), &json!(1), &json!(2))
     );
     // No campaign sent anything.
@@ -450,7 +504,12 @@ async fn a_day_at_the_shop_gives_exact_figures_per_day_number_template_and_scrip
     // Weeks and months hold the same messages.
     for by in ["week", "month"] {
         let s = day.stats(by).await;
-        let sum: i64 = s["groups"].as_array().unwrap().iter().map(|g| g["messages_in"].as_i64().unwrap()).sum();
+        let sum: i64 = s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["messages_in"].as_i64().unwrap())
+            .sum();
         assert_eq!(sum, 4, "{by}");
     }
     drop(day.fake);
@@ -474,14 +533,33 @@ async fn walua_stats_prints_the_figures_and_metrics_count_statuses_and_sends_per
             .map(str::to_string)
             .collect()
     };
-    assert!(out.starts_with(&format!("{from} → {to} (Africa/Dakar), by number")), "{out}");
+    assert!(
+        out.starts_with(&format!("{from} → {to} (Africa/Dakar), by number")),
+        "{out}"
+    );
     assert_eq!(line("messages in"), ["messages", "in", "4"]);
     assert_eq!(
         line("messages out"),
         ["messages", "out", "5", "(bot", "2,", "human", "1,", "integration", "2)"]
     );
-    assert_eq!(line("delivered"), ["delivered", "3", "of", "5", "attempted", "(60.0", "%)"]);
-    assert_eq!(line("conversations"), ["conversations", "started", "by", "customers", "3,", "by", "the", "business", "1"]);
+    assert_eq!(
+        line("delivered"),
+        ["delivered", "3", "of", "5", "attempted", "(60.0", "%)"]
+    );
+    assert_eq!(
+        line("conversations"),
+        [
+            "conversations",
+            "started",
+            "by",
+            "customers",
+            "3,",
+            "by",
+            "the",
+            "business",
+            "1"
+        ]
+    );
     assert_eq!(line("billable"), ["billable", "marketing", "1"]);
     // NUMBER IN OUT DELIVERED READ FAILED …
     assert_eq!(
@@ -498,17 +576,41 @@ async fn walua_stats_prints_the_figures_and_metrics_count_statuses_and_sends_per
     // A bad range through the CLI: the daemon's reason, exit 1.
     let (ok, out) = day.d.cli(&["stats", "--from", &to, "--to", &from]).await;
     assert!(!ok);
-    assert!(out.contains(&format!("walua answered 400: `from` ({to}) is after `to` ({from})")), "{out}");
+    assert!(
+        out.contains(&format!("walua answered 400: `from` ({to}) is after `to` ({from})")),
+        "{out}"
+    );
 
     let metrics = metrics_at(&day.d.http, &day.d.url("")).await;
     for (series, value) in [
-        (format!("walua_status_webhooks_total{{status=\"delivered\",number=\"{DAKAR}\"}}"), 3),
-        (format!("walua_status_webhooks_total{{status=\"read\",number=\"{DAKAR}\"}}"), 2),
-        (format!("walua_status_webhooks_total{{status=\"failed\",number=\"{THIES}\"}}"), 1),
-        (format!("walua_messages_out_total{{type=\"text\",status=\"sent\",number=\"{THIES}\"}}"), 1),
-        (format!("walua_messages_out_total{{type=\"text\",status=\"sent\",number=\"{DAKAR}\"}}"), 2),
-        (format!("walua_messages_out_total{{type=\"template\",status=\"sent\",number=\"{DAKAR}\"}}"), 1),
-        (format!("walua_messages_out_total{{type=\"template\",status=\"failed\",number=\"{DAKAR}\"}}"), 1),
+        (
+            format!("walua_status_webhooks_total{{status=\"delivered\",number=\"{DAKAR}\"}}"),
+            3,
+        ),
+        (
+            format!("walua_status_webhooks_total{{status=\"read\",number=\"{DAKAR}\"}}"),
+            2,
+        ),
+        (
+            format!("walua_status_webhooks_total{{status=\"failed\",number=\"{THIES}\"}}"),
+            1,
+        ),
+        (
+            format!("walua_messages_out_total{{type=\"text\",status=\"sent\",number=\"{THIES}\"}}"),
+            1,
+        ),
+        (
+            format!("walua_messages_out_total{{type=\"text\",status=\"sent\",number=\"{DAKAR}\"}}"),
+            2,
+        ),
+        (
+            format!("walua_messages_out_total{{type=\"template\",status=\"sent\",number=\"{DAKAR}\"}}"),
+            1,
+        ),
+        (
+            format!("walua_messages_out_total{{type=\"template\",status=\"failed\",number=\"{DAKAR}\"}}"),
+            1,
+        ),
     ] {
         let line = format!("{series} {value}");
         assert!(metrics.lines().any(|l| l == line), "missing {line} in\n{metrics}");
@@ -522,7 +624,12 @@ async fn a_store_from_before_the_statistics_gets_them_at_start_and_again_for_ano
     for by in ["day", "number", "template", "script"] {
         before.insert(by, day.stats(by).await);
     }
-    let Day { fake, d, messages, first_day } = day;
+    let Day {
+        fake,
+        d,
+        messages,
+        first_day,
+    } = day;
     let (dir, text_) = d.stop().await;
     {
         let store = walua::store::Store::open(&dir.path().join("walua.redb")).unwrap();
@@ -531,7 +638,12 @@ async fn a_store_from_before_the_statistics_gets_them_at_start_and_again_for_ano
         assert!(progress.backfill.is_some(), "no statistics any more: {progress:?}");
     }
     let d = TestDaemon::start_in(dir, text_.clone()).await;
-    let day = Day { fake, d, messages, first_day };
+    let day = Day {
+        fake,
+        d,
+        messages,
+        first_day,
+    };
     for (by, was) in &before {
         let now = day
             .d
@@ -544,10 +656,20 @@ async fn a_store_from_before_the_statistics_gets_them_at_start_and_again_for_ano
     }
 
     // Days in New York: the aggregates are rebuilt for the new zone; nothing is lost.
-    let Day { fake, d, messages, first_day } = day;
+    let Day {
+        fake,
+        d,
+        messages,
+        first_day,
+    } = day;
     let (dir, _) = d.stop().await;
     let d = TestDaemon::start_in(dir, text_.replace("Africa/Dakar", "America/New_York")).await;
-    let day = Day { fake, d, messages, first_day: first_day - chrono::Days::new(1) };
+    let day = Day {
+        fake,
+        d,
+        messages,
+        first_day: first_day - chrono::Days::new(1),
+    };
     let ny = day
         .d
         .eventually("the statistics rebuilt for New York", || async {
@@ -575,14 +697,20 @@ async fn a_store_from_before_the_statistics_gets_them_at_start_and_again_for_ano
 async fn bad_ranges_and_groupings_are_refused_with_the_reason() {
     let d = TestDaemon::start().await;
     for (query, reason) in [
-        ("from=2026-02-01&to=2026-01-01", "`from` (2026-02-01) is after `to` (2026-01-01)"),
+        (
+            "from=2026-02-01&to=2026-01-01",
+            "`from` (2026-02-01) is after `to` (2026-01-01)",
+        ),
         ("from=01/02/2026", "`from`: `01/02/2026` is not a date (YYYY-MM-DD)"),
         ("to=2026-02-30", "`to`: `2026-02-30` is not a date (YYYY-MM-DD)"),
         (
             "group_by=hour",
             "`group_by`: `hour` is not one of day, week, month, template, campaign, script, number",
         ),
-        ("from=2010-01-01&to=2026-01-01", "the range covers 5845 days; at most 3660"),
+        (
+            "from=2010-01-01&to=2026-01-01",
+            "the range covers 5845 days; at most 3660",
+        ),
     ] {
         let (status, body) = d.api(&format!("/api/stats?{query}")).await;
         assert_eq!((status, body["error"].as_str()), (400, Some(reason)), "{query}");
@@ -624,6 +752,9 @@ fn a_month_of_traffic(store: &walua::store::Store) {
             let ts = midnight + (c as i64) * 1800 + next(900) as i64;
             let body = text(DAKAR, &phone, "Client", &format!("wamid.in.{n}"), "bonjour", ts);
             items.push(HistoryItem::Delivery(n, Delivery::parse(&body)));
+            // Stored before the answer gets its id, as in the daemon.
+            store.import_history(&items).unwrap();
+            items.clear();
             let (origin, delay) = match next(10) {
                 0..=5 => ("script:on_message/on_message", 2 + next(20) as i64),
                 6..=8 => ("console:fatou", 120 + next(1500) as i64),
@@ -631,7 +762,8 @@ fn a_month_of_traffic(store: &walua::store::Store) {
             };
             let id = store.allocate_message_id();
             let wamid = format!("wamid.out.{n}");
-            let body = json!({"messaging_product": "whatsapp", "to": phone, "type": "text", "text": {"body": "Bonjour !"}});
+            let body =
+                json!({"messaging_product": "whatsapp", "to": phone, "type": "text", "text": {"body": "Bonjour !"}});
             items.push(HistoryItem::Outbound {
                 new: Box::new(NewOutbound {
                     id,
@@ -657,16 +789,24 @@ fn a_month_of_traffic(store: &walua::store::Store) {
                 json!([{"id": wamid, "status": "failed", "timestamp": (ts + delay + 2).to_string(), "recipient_id": phone,
                         "errors": [{"code": 131049, "title": "Not delivered to maintain healthy ecosystem engagement"}]}])
             } else {
-                let mut s = vec![json!({"id": wamid, "status": "delivered", "timestamp": (ts + delay + 2).to_string(), "recipient_id": phone, "pricing": free_service()})];
+                let mut s = vec![
+                    json!({"id": wamid, "status": "delivered", "timestamp": (ts + delay + 2).to_string(), "recipient_id": phone, "pricing": free_service()}),
+                ];
                 if next(3) > 0 {
                     s.push(json!({"id": wamid, "status": "read", "timestamp": (ts + delay + 60).to_string(), "recipient_id": phone, "pricing": free_service()}));
                 }
                 json!(s)
             };
             n += 1;
-            items.push(HistoryItem::Delivery(n, Delivery::parse(&to_number(DAKAR, json!({"statuses": statuses})))));
+            items.push(HistoryItem::Delivery(
+                n,
+                Delivery::parse(&to_number(DAKAR, json!({"statuses": statuses}))),
+            ));
         }
-        for (origin, template, count) in [("api", "order_ready", 3 + next(5)), ("campaign:7", "promo_tabaski", if back % 10 == 3 { 25 } else { 0 })] {
+        for (origin, template, count) in [
+            ("api", "order_ready", 3 + next(5)),
+            ("campaign:7", "promo_tabaski", if back % 10 == 3 { 25 } else { 0 }),
+        ] {
             for k in 0..count {
                 n += 1;
                 let phone = format!("2217713{:05}", (n + k) % 900);
@@ -696,16 +836,26 @@ fn a_month_of_traffic(store: &walua::store::Store) {
                     wamid: wamid.clone(),
                 });
                 let category = if origin == "api" { "utility" } else { "marketing" };
-                let pricing = json!({"billable": true, "pricing_model": "PMP", "category": category, "type": "regular"});
+                let pricing =
+                    json!({"billable": true, "pricing_model": "PMP", "category": category, "type": "regular"});
                 let s = match next(20) {
-                    0 => json!([{"id": wamid, "status": "failed", "timestamp": (at + 5).to_string(), "recipient_id": phone,
-                                 "errors": [{"code": 131026, "title": "Message undeliverable"}]}]),
-                    1..=9 => json!([{"id": wamid, "status": "delivered", "timestamp": (at + 5).to_string(), "recipient_id": phone, "pricing": pricing}]),
-                    _ => json!([{"id": wamid, "status": "delivered", "timestamp": (at + 5).to_string(), "recipient_id": phone, "pricing": pricing},
-                                {"id": wamid, "status": "read", "timestamp": (at + 300).to_string(), "recipient_id": phone, "pricing": pricing}]),
+                    0 => {
+                        json!([{"id": wamid, "status": "failed", "timestamp": (at + 5).to_string(), "recipient_id": phone,
+                                 "errors": [{"code": 131026, "title": "Message undeliverable"}]}])
+                    }
+                    1..=9 => {
+                        json!([{"id": wamid, "status": "delivered", "timestamp": (at + 5).to_string(), "recipient_id": phone, "pricing": pricing}])
+                    }
+                    _ => {
+                        json!([{"id": wamid, "status": "delivered", "timestamp": (at + 5).to_string(), "recipient_id": phone, "pricing": pricing},
+                                {"id": wamid, "status": "read", "timestamp": (at + 300).to_string(), "recipient_id": phone, "pricing": pricing}])
+                    }
                 };
                 n += 1;
-                items.push(HistoryItem::Delivery(n, Delivery::parse(&to_number(DAKAR, json!({"statuses": s})))));
+                items.push(HistoryItem::Delivery(
+                    n,
+                    Delivery::parse(&to_number(DAKAR, json!({"statuses": s}))),
+                ));
             }
         }
     }
@@ -716,7 +866,7 @@ fn a_month_of_traffic(store: &walua::store::Store) {
 #[tokio::test]
 async fn the_statistics_page_charts_a_month_of_traffic_on_a_desktop_and_a_phone() {
     let Some(driver) = browser::chromedriver() else { return };
-    let fake = FakeGraph::start(ACCESS_TOKEN).await;
+    let fake = FakeGraph::start(DAKAR_TOKEN).await;
     fake.add_number(THIES, THIES_TOKEN);
     let dir = tempfile::tempdir().unwrap();
     a_month_of_traffic(&walua::store::Store::open(&dir.path().join("walua.redb")).unwrap());
@@ -742,10 +892,27 @@ async fn the_statistics_page_charts_a_month_of_traffic_on_a_desktop_and_a_phone(
     // A viewer reads the page: the cards say what the API says.
     let c = browser::browser(&driver).await;
     browser::sign_in(&c, &d, "moussa").await;
-    c.find(fantoccini::Locator::Id("nav-stats")).await.unwrap().click().await.unwrap();
+    c.find(fantoccini::Locator::Id("nav-stats"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     browser::wait_for(&c, "the volume chart", "#svg-volume rect").await;
-    browser::wait_text(&c, "messages received", "#card-in strong", &totals["messages_in"].to_string()).await;
-    browser::wait_text(&c, "messages sent", "#card-out strong", &totals["messages_out"].to_string()).await;
+    browser::wait_text(
+        &c,
+        "messages received",
+        "#card-in strong",
+        &totals["messages_in"].to_string(),
+    )
+    .await;
+    browser::wait_text(
+        &c,
+        "messages sent",
+        "#card-out strong",
+        &totals["messages_out"].to_string(),
+    )
+    .await;
     let delivered = format!("{:.1} %", totals["delivery_rate"].as_f64().unwrap() * 100.0).replace('.', ",");
     browser::wait_text(&c, "the delivery rate", "#card-delivered strong", &delivered).await;
     let bars = c
@@ -759,11 +926,19 @@ async fn the_statistics_page_charts_a_month_of_traffic_on_a_desktop_and_a_phone(
     browser::wait_for(&c, "the templates", "#per-template tr[data-key=\"promo_tabaski\"]").await;
     browser::wait_for(&c, "the failures", "#failures tr[data-code=\"131049\"]").await;
     browser::wait_for(&c, "the pricing", "#pricing tr[data-category=\"marketing\"]").await;
-    browser::screenshots(&c, "stats").await;
+    // Tall enough to show the cards and the charts.
+    browser::screenshot(&c, "stats-desktop", 1280, 1500).await;
+    browser::screenshot(&c, "stats-phone", 412, 2000).await;
 
     // By week, from the presets: the same totals.
     c.goto(&d.url("/console/stats?group_by=week")).await.unwrap();
-    browser::wait_text(&c, "messages received by week", "#card-in strong", &totals["messages_in"].to_string()).await;
+    browser::wait_text(
+        &c,
+        "messages received by week",
+        "#card-in strong",
+        &totals["messages_in"].to_string(),
+    )
+    .await;
     c.close().await.unwrap();
 
     // A bad period in the page: the form again, with the reason in French.

@@ -17,9 +17,9 @@ use crate::stats::{GroupBy, StatsError, StatsQuery, StatsReport, percentile, rat
 use crate::store::stats::{Counts, Sender};
 
 /// The chart's drawing box (SVG user units; the image scales to the page's width).
-const W: f64 = 480.0;
-const H: f64 = 210.0;
-const LEFT: f64 = 40.0;
+const W: f64 = 440.0;
+const H: f64 = 200.0;
+const LEFT: f64 = 46.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 26.0;
@@ -44,7 +44,11 @@ pub async fn stats_page(app: &App, session: &ConsoleSession, query: &str) -> Htt
             let body = format!(
                 "<h2>{}</h2>{}<p class=\"notice error\" role=\"alert\" id=\"stats-error\">{}</p>",
                 t.title,
-                period_form(t, &StatsQuery::parse(None, today).expect("the defaults are valid"), today),
+                period_form(
+                    t,
+                    &StatsQuery::parse(None, today).expect("the defaults are valid"),
+                    today
+                ),
                 esc(&error_fr(t, &e))
             );
             return page(StatusCode::BAD_REQUEST, &layout(&FR, t.title, Some(session), &body));
@@ -59,7 +63,10 @@ pub async fn stats_page(app: &App, session: &ConsoleSession, query: &str) -> Htt
             let main = crate::stats::report(s, tz, &q)?;
             let mut by = Vec::new();
             for g in [GroupBy::Template, GroupBy::Campaign, GroupBy::Script, GroupBy::Number] {
-                let q = StatsQuery { group_by: g, ..q.clone() };
+                let q = StatsQuery {
+                    group_by: g,
+                    ..q.clone()
+                };
                 by.push(crate::stats::report(s, tz, &q)?);
             }
             Ok((main, by))
@@ -89,6 +96,7 @@ pub async fn stats_page(app: &App, session: &ConsoleSession, query: &str) -> Htt
     }
     body.push_str(&cards(t, &report.totals));
     let _ = write!(body, "<p class=\"why\">{}</p>", t.help);
+    body.push_str("<div class=\"charts\">");
     let _ = write!(
         body,
         "<section class=\"chart\" id=\"chart-volume\"><h3>{}</h3>{}<ul class=\"legend\"><li><span class=\"sw\" data-c=\"in\"></span>{}</li><li><span class=\"sw\" data-c=\"out\"></span>{}</li></ul></section>",
@@ -114,13 +122,15 @@ pub async fn stats_page(app: &App, session: &ConsoleSession, query: &str) -> Htt
         t.bot,
         t.human
     );
+    body.push_str("</div>");
     for (r, title, col, id) in [
         (&by[0], t.per_template, t.col_template, "per-template"),
         (&by[1], t.per_campaign, t.col_campaign, "per-campaign"),
         (&by[2], t.per_script, t.col_script, "per-script"),
         (&by[3], t.per_number, t.col_number, "per-number"),
     ] {
-        body.push_str(&group_table(t, r, title, col, id));
+        // Only numbers receive messages.
+        body.push_str(&group_table(t, r, title, col, id, id == "per-number"));
     }
     body.push_str(&failures_table(t, &report.totals));
     body.push_str(&pricing_table(t, &report.totals));
@@ -158,7 +168,11 @@ fn period_form(t: &StatsStrings, q: &StatsQuery, today: chrono::NaiveDate) -> St
             if g == q.group_by { " selected" } else { "" }
         );
     }
-    let _ = write!(out, "</select></label><button id=\"stats-show\">{}</button></form>", t.show);
+    let _ = write!(
+        out,
+        "</select></label><button id=\"stats-show\">{}</button></form>",
+        t.show
+    );
     out.push_str("<nav class=\"tabs\">");
     for (days, group, label) in [
         (7, "day", format!("7 {}", t.last_days)),
@@ -229,7 +243,13 @@ fn cards(t: &StatsStrings, c: &Counts) -> String {
             (n > 0).then(|| format!("{} {n}", sender_label(t, *s)))
         })
         .collect();
-    card(&mut out, "out", t.messages_out, c.messages_out.to_string(), esc(&senders.join(" · ")).into_owned());
+    card(
+        &mut out,
+        "out",
+        t.messages_out,
+        c.messages_out.to_string(),
+        esc(&senders.join(" · ")).into_owned(),
+    );
     card(
         &mut out,
         "delivered",
@@ -266,11 +286,14 @@ fn cards(t: &StatsStrings, c: &Counts) -> String {
             ))
         })
         .collect();
+    let first = crate::stats::RESPONDERS
+        .iter()
+        .find_map(|s| median_of(c, *s).map(|m| format!("{} {}", sender_label(t, *s), secs_fr(Some(m)))));
     card(
         &mut out,
         "response",
         t.first_response,
-        secs_fr(median_of(c, Sender::Bot)),
+        esc(&first.unwrap_or_else(|| "–".into())).into_owned(),
         esc(&responses.join(" · ")).into_owned(),
     );
     card(
@@ -313,27 +336,28 @@ fn x_label(group_by: GroupBy, key: &str) -> String {
     }
 }
 
-/// A round ceiling for an axis: 1, 2, 5, 10, 20, 50…
-fn nice_ceiling(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let magnitude = 10f64.powf(max.log10().floor());
-    for step in [1.0, 2.0, 5.0, 10.0] {
-        if max <= step * magnitude {
-            return step * magnitude;
-        }
-    }
-    10.0 * magnitude
+/// A round axis for values up to `max`: its top and the step between grid lines (1, 2 or
+/// 5 times a power of ten, at least 1; five intervals at most).
+fn nice_axis(max: f64) -> (f64, f64) {
+    let raw = (max / 5.0).max(1.0);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|s| s * magnitude)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * magnitude);
+    (step * (max / step).ceil().max(1.0), step)
 }
 
-/// The frame of a chart: the horizontal grid with its labels, and the x labels (at most 8).
-fn frame(report: &StatsReport, ymax: f64, y_label: &dyn Fn(f64) -> String) -> String {
+/// The frame of a chart: the horizontal grid every `step` up to `ymax` with its labels,
+/// and the x labels (at most 8).
+fn frame(report: &StatsReport, ymax: f64, step: f64, y_label: &dyn Fn(f64) -> String) -> String {
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let mut out = String::new();
-    for i in 0..=4 {
-        let v = ymax * i as f64 / 4.0;
-        let y = TOP + ph - ph * i as f64 / 4.0;
+    let lines = (ymax / step).round() as usize;
+    for i in 0..=lines {
+        let v = step * i as f64;
+        let y = TOP + ph - ph * v / ymax;
         let _ = write!(
             out,
             "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#d0d7de\" stroke-width=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" class=\"ax\">{}</text>",
@@ -377,8 +401,8 @@ fn volume_chart(report: &StatsReport) -> String {
         .map(|(_, c)| c.messages_in.max(c.messages_out))
         .max()
         .unwrap_or(0);
-    let ymax = nice_ceiling(max as f64);
-    let mut inner = frame(report, ymax, &|v| format!("{}", v.round() as i64));
+    let (ymax, step) = nice_axis(max as f64);
+    let mut inner = frame(report, ymax, step, &|v| format!("{}", v.round() as i64));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let n = report.groups.len().max(1) as f64;
     let band = pw / n;
@@ -441,16 +465,25 @@ fn polylines(points: &[Option<(f64, f64)>], colour: &str, class: &str) -> String
 /// Delivery, read and failure rates per group, 0 to 100 %.
 fn rates_chart(report: &StatsReport) -> String {
     let t = &FR.stats;
-    let mut inner = frame(report, 100.0, &|v| format!("{} %", v.round() as i64));
+    let mut inner = frame(report, 100.0, 25.0, &|v| format!("{} %", v.round() as i64));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let n = report.groups.len().max(1) as f64;
     let at = |i: usize, r: Option<f64>| r.map(|r| (LEFT + pw * (i as f64 + 0.5) / n, TOP + ph - ph * r));
     for (colour, class, f) in [
-        (C_DELIVERED, "delivered", (|c: &Counts| rate(c.delivered, c.attempted)) as fn(&Counts) -> Option<f64>),
+        (
+            C_DELIVERED,
+            "delivered",
+            (|c: &Counts| rate(c.delivered, c.attempted)) as fn(&Counts) -> Option<f64>,
+        ),
         (C_READ, "read", |c: &Counts| rate(c.read, c.delivered)),
         (C_FAILED, "failed", |c: &Counts| rate(c.failed, c.attempted)),
     ] {
-        let points: Vec<Option<(f64, f64)>> = report.groups.iter().enumerate().map(|(i, (_, c))| at(i, f(c))).collect();
+        let points: Vec<Option<(f64, f64)>> = report
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, (_, c))| at(i, f(c)))
+            .collect();
         inner.push_str(&polylines(&points, colour, class));
     }
     svg("svg-rates", t.chart_rates, &inner)
@@ -473,8 +506,8 @@ fn response_chart(report: &StatsReport) -> String {
     } else {
         (1.0, "s")
     };
-    let ymax = nice_ceiling(max as f64 / unit);
-    let mut inner = frame(report, ymax, &|v| format!("{} {label}", (v * 10.0).round() / 10.0));
+    let (ymax, step) = nice_axis(max as f64 / unit);
+    let mut inner = frame(report, ymax, step, &|v| format!("{} {label}", v.round() as i64));
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let n = report.groups.len().max(1) as f64;
     for (who, colour, class) in [(Sender::Bot, C_BOT, "bot"), (Sender::Human, C_HUMAN, "human")] {
@@ -483,7 +516,12 @@ fn response_chart(report: &StatsReport) -> String {
             .iter()
             .enumerate()
             .map(|(i, (_, c))| {
-                median_of(c, who).map(|s| (LEFT + pw * (i as f64 + 0.5) / n, TOP + ph - ph * (s as f64 / unit) / ymax))
+                median_of(c, who).map(|s| {
+                    (
+                        LEFT + pw * (i as f64 + 0.5) / n,
+                        TOP + ph - ph * (s as f64 / unit) / ymax,
+                    )
+                })
             })
             .collect();
         inner.push_str(&polylines(&points, colour, class));
@@ -492,32 +530,34 @@ fn response_chart(report: &StatsReport) -> String {
 }
 
 /// The figures per template, campaign, script or number.
-fn group_table(t: &StatsStrings, r: &StatsReport, title: &str, col: &str, id: &str) -> String {
+fn group_table(t: &StatsStrings, r: &StatsReport, title: &str, col: &str, id: &str, inbound: bool) -> String {
     let mut out = format!("<h3>{title}</h3>");
     if r.groups.is_empty() {
         let _ = write!(out, "<p class=\"empty\" id=\"{id}-none\">{}</p>", t.none);
         return out;
     }
+    let th_in = if inbound {
+        format!("<th>{}</th>", t.col_in)
+    } else {
+        String::new()
+    };
     let _ = write!(
         out,
-        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr><th>{col}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        t.col_in,
-        t.col_out,
-        t.col_delivered,
-        t.col_read,
-        t.col_failed,
-        t.col_billable,
-        t.col_bot_reply,
-        t.col_human_reply
+        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr><th>{col}</th>{th_in}<th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        t.col_out, t.col_delivered, t.col_read, t.col_failed, t.col_billable, t.col_bot_reply, t.col_human_reply
     );
     for (key, c) in &r.groups {
         let name = if key.is_empty() { t.unknown_number } else { key.as_str() };
         let _ = write!(
             out,
-            "<tr data-key=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-key=\"{}\"><td>{}</td>{}<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             attr(key),
             esc(name),
-            c.messages_in,
+            if inbound {
+                format!("<td class=\"n\">{}</td>", c.messages_in)
+            } else {
+                String::new()
+            },
             c.messages_out,
             pct(rate(c.delivered, c.attempted)),
             pct(rate(c.read, c.delivered)),
@@ -589,10 +629,11 @@ mod tests {
 
     #[test]
     fn axes_round_up_and_labels_are_short() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(7.0), 10.0);
-        assert_eq!(nice_ceiling(13.0), 20.0);
-        assert_eq!(nice_ceiling(420.0), 500.0);
+        assert_eq!(nice_axis(0.0), (1.0, 1.0));
+        assert_eq!(nice_axis(3.0), (3.0, 1.0));
+        assert_eq!(nice_axis(44.0), (50.0, 10.0));
+        assert_eq!(nice_axis(420.0), (500.0, 100.0));
+        assert_eq!(nice_axis(26.0), (30.0, 10.0));
         assert_eq!(x_label(GroupBy::Day, "2026-03-05"), "05/03");
         assert_eq!(x_label(GroupBy::Month, "2026-03"), "03/2026");
         assert_eq!(pct(Some(0.6667)), "66,7 %");

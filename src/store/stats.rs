@@ -42,7 +42,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableD
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Direction, META, MESSAGES, Result, Store, StoreError, decode, encode};
+use super::{Direction, MESSAGES, META, Result, Store, StoreError, decode, encode};
 use crate::store::outbox::WINDOW_SECS;
 
 /// Message ids written since the stats follower last looked: message id → ().
@@ -444,7 +444,10 @@ impl<'de> Deserialize<'de> for TemplateName {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any value")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<TemplateName, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<TemplateName, A::Error> {
                 let mut name = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "name" {
@@ -455,7 +458,10 @@ impl<'de> Deserialize<'de> for TemplateName {
                 }
                 Ok(TemplateName(name))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<TemplateName, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<TemplateName, A::Error> {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(TemplateName(None))
             }
@@ -524,7 +530,9 @@ impl StatsView {
                 f.script = Some(o.to_string());
             }
         }
-        let seen = |names: &[&str]| names.contains(&self.status.as_str()) || self.statuses.iter().any(|s| names.contains(&s.status.as_str()));
+        let seen = |names: &[&str]| {
+            names.contains(&self.status.as_str()) || self.statuses.iter().any(|s| names.contains(&s.status.as_str()))
+        };
         f.accepted = seen(&["sent", "delivered", "read", "played"]);
         f.delivered = seen(&["delivered", "read", "played"]);
         f.read = seen(&["read", "played"]);
@@ -533,7 +541,11 @@ impl StatsView {
         }
         f.pricing = self.statuses.iter().rev().find_map(|s| {
             let p = s.pricing.as_ref()?.as_object()?;
-            let category = p.get("category").and_then(Value::as_str).unwrap_or("unknown").to_string();
+            let category = p
+                .get("category")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_string();
             let billable = match p.get("billable").and_then(Value::as_bool) {
                 Some(b) => b,
                 None => p.get("type").and_then(Value::as_str) == Some("regular"),
@@ -902,7 +914,16 @@ mod tests {
 
     #[test]
     fn response_buckets_keep_two_significant_digits() {
-        for (secs, bucket) in [(0, 0), (7, 7), (99, 99), (100, 100), (125, 120), (601, 600), (3725, 3700), (86_399, 86_000)] {
+        for (secs, bucket) in [
+            (0, 0),
+            (7, 7),
+            (99, 99),
+            (100, 100),
+            (125, 120),
+            (601, 600),
+            (3725, 3700),
+            (86_399, 86_000),
+        ] {
             assert_eq!(response_bucket(secs), bucket, "{secs}");
         }
     }
@@ -946,14 +967,14 @@ mod tests {
     fn a_wait_starts_at_the_first_unanswered_message_and_ends_with_an_answer_within_a_day() {
         let mut clock = ConversationClock::default();
         let mut steps = vec![
-            inb(1_000),                       // opens a conversation and a wait
-            inb(1_030),                       // still the same wait
-            out(1_100, Sender::Campaign),     // not an answer
-            out(1_120, Sender::Bot),          // answers after 120 s
-            out(1_200, Sender::Human),        // nothing waits
-            inb(2_000),                       // a new wait
+            inb(1_000),                                  // opens a conversation and a wait
+            inb(1_030),                                  // still the same wait
+            out(1_100, Sender::Campaign),                // not an answer
+            out(1_120, Sender::Bot),                     // answers after 120 s
+            out(1_200, Sender::Human),                   // nothing waits
+            inb(2_000),                                  // a new wait
             out(2_000 + WINDOW_SECS + 1, Sender::Human), // too late to count; a new conversation
-            inb(2_000 + 3 * WINDOW_SECS),     // a new conversation and wait
+            inb(2_000 + 3 * WINDOW_SECS),                // a new conversation and wait
         ];
         for f in &mut steps {
             clock.step(f);
@@ -986,7 +1007,10 @@ mod tests {
         let envelope = |fields: Value| {
             let mut value = serde_json::json!({"messaging_product": "whatsapp",
                 "metadata": {"display_phone_number": "221338601234", "phone_number_id": "111"}});
-            value.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            value
+                .as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
             Delivery::parse(&serde_json::json!({"object": "whatsapp_business_account",
                 "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}))
         };
@@ -1001,7 +1025,17 @@ mod tests {
         );
         let rest = move |store: &Store| {
             let mut items = Vec::new();
-            for (k, origin) in [(0, if i % 3 == 0 { "console:fatou" } else { "script:on_message" }), (1, "campaign:7")] {
+            for (k, origin) in [
+                (
+                    0,
+                    if i % 3 == 0 {
+                        "console:fatou"
+                    } else {
+                        "script:on_message"
+                    },
+                ),
+                (1, "campaign:7"),
+            ] {
                 let template = origin.starts_with("campaign:");
                 let body = if template {
                     serde_json::json!({"messaging_product": "whatsapp", "to": phone, "type": "template", "template": {"name": "promo", "language": {"code": "fr"}}})
@@ -1014,7 +1048,11 @@ mod tests {
                         recipient: phone.clone(),
                         kind: if template { "template" } else { "text" }.into(),
                         summary: String::new(),
-                        content: if template { serde_json::json!({"type": "template", "name": "promo", "lang": "fr"}) } else { Value::Null },
+                        content: if template {
+                            serde_json::json!({"type": "template", "name": "promo", "lang": "fr"})
+                        } else {
+                            Value::Null
+                        },
                         body,
                         free_form: false,
                         allow_outside_window: true,
@@ -1051,7 +1089,10 @@ mod tests {
                         }
                     })
                     .collect();
-                items.push(HistoryItem::Delivery(3 * i + 2, envelope(serde_json::json!({"statuses": statuses}))));
+                items.push(HistoryItem::Delivery(
+                    3 * i + 2,
+                    envelope(serde_json::json!({"statuses": statuses})),
+                ));
             }
             items
         };
@@ -1071,7 +1112,10 @@ mod tests {
         let store = Store::open(&dir.path().join("w.redb")).unwrap();
         let tz = chrono_tz::Africa::Dakar;
         store.stats_follow(tz, 1).unwrap();
-        assert!(store.stats_progress(tz).unwrap().complete(), "a new store starts complete");
+        assert!(
+            store.stats_progress(tz).unwrap().complete(),
+            "a new store starts complete"
+        );
         let day0 = 1_767_225_600; // 2026-01-01 00:00 UTC
         for part in 0..3u64 {
             import_rounds(&store, part * 20..part * 20 + 20, day0);
@@ -1089,7 +1133,11 @@ mod tests {
         assert_eq!((totals.messages_in, totals.messages_out), (60, 120));
         assert_eq!(totals.out_by_sender["campaign"], 60);
         assert_eq!(totals.out_by_sender["human"], 20);
-        assert_eq!(totals.responses["bot"].count + totals.responses["human"].count, 60, "every message answered");
+        assert_eq!(
+            totals.responses["bot"].count + totals.responses["human"].count,
+            60,
+            "every message answered"
+        );
         assert_eq!(totals.responses["bot"].total_s, 40 * 30, "the bot answers after 30 s");
         assert!(totals.failures[&131049] > 0 && totals.billable["marketing"] > 0 && totals.free["service"] > 0);
         // A read status a day later counts on the message's own day.
@@ -1118,7 +1166,10 @@ mod tests {
             store.stats_follow(ny, 1000).unwrap();
         }
         let shifted = all_rows(&store);
-        assert_ne!(shifted[0].1[0].0, followed[0].1[0].0, "New York's first day is the day before");
+        assert_ne!(
+            shifted[0].1[0].0, followed[0].1[0].0,
+            "New York's first day is the day before"
+        );
         let sum = |rows: &[(i32, String, Counts)]| rows.iter().map(|r| r.2.messages_out).sum::<i64>();
         assert_eq!(sum(&shifted[0].1), sum(&followed[0].1));
     }
