@@ -78,7 +78,7 @@ pub async fn stats_page(app: &App, session: &ConsoleSession, query: &str) -> Htt
     let mut body = format!("<h2>{}</h2>", t.title);
     body.push_str(&period_form(t, &report.query, today));
     if let Some((at, last)) = report.progress.backfill {
-        let done = if last > 0 { at * 100 / last } else { 100 };
+        let done = (at * 100).checked_div(last).unwrap_or(100);
         let _ = write!(
             body,
             "<p class=\"notice\" id=\"stats-progress\">{} ({done} %)</p>",
@@ -313,7 +313,7 @@ fn cards(t: &StatsStrings, c: &Counts) -> String {
         "billable",
         t.billable,
         c.billable.values().sum::<i64>().to_string(),
-        esc(&format!("{} · {free} {}", billable.join(" · "), t.free).trim_start_matches(" · ")).into_owned(),
+        esc(format!("{} · {free} {}", billable.join(" · "), t.free).trim_start_matches(" · ")).into_owned(),
     );
     out.push_str("</section>");
     out

@@ -1028,7 +1028,7 @@ mod tests {
             for (k, origin) in [
                 (
                     0,
-                    if i % 3 == 0 {
+                    if i.is_multiple_of(3) {
                         "console:fatou"
                     } else {
                         "script:on_message"
@@ -1078,7 +1078,7 @@ mod tests {
                         } else {
                             serde_json::json!({"billable": false, "category": "service", "type": "free_customer_service"})
                         };
-                        if (prev + k) % 5 == 0 {
+                        if (prev + k).is_multiple_of(5) {
                             vec![serde_json::json!({"id": wamid, "status": "failed", "timestamp": ts.to_string(), "recipient_id": "x",
                                                     "errors": [{"code": 131049}]})]
                         } else {
@@ -1099,7 +1099,9 @@ mod tests {
         (inbound, Box::new(rest))
     }
 
-    fn all_rows(store: &Store) -> Vec<(&'static str, Vec<(i32, String, Counts)>)> {
+    type Rows = Vec<(i32, String, Counts)>;
+
+    fn all_rows(store: &Store) -> Vec<(&'static str, Rows)> {
         ["", "number", "template", "campaign", "script"]
             .into_iter()
             .map(|dim| (dim, store.stats_rows(dim, 0, 100_000).unwrap()))
