@@ -348,6 +348,33 @@ async fn main() {
     let store_path = dir.join("walua.redb");
     let done = dir.join("complete");
 
+    // WALUA_STATS_PROFILE=N: only the follower, N rebuilds of a 40,000-message store (for perf).
+    if let Some(rounds) = std::env::var("WALUA_STATS_PROFILE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("p.redb")).unwrap();
+        store.stats_follow(tz, 1).unwrap();
+        generate(&store, 4_000, 40_000, 30, 7, false);
+        let (taken, wall, cpu) = follow_all(&store, tz);
+        println!(
+            "change log: {taken} messages, {:.1} µs wall / {:.1} µs CPU per message",
+            us_per(wall, taken),
+            us_per(cpu, taken)
+        );
+        for _ in 0..rounds {
+            store.strip_stats().unwrap();
+            let (taken, wall, cpu) = follow_all(&store, tz);
+            println!(
+                "rebuild: {taken} messages, {:.1} µs wall / {:.1} µs CPU per message",
+                us_per(wall, taken),
+                us_per(cpu, taken)
+            );
+        }
+        return;
+    }
+
     // (a) The write cost of the change marks, and the follower's, on fresh stores.
     println!("(a) fresh stores, 40,000 messages, 4,000 conversations, batches of {BATCH} (console indexes on)");
     let n = 40_000;

@@ -243,12 +243,15 @@ pub struct StatsReport {
     pub groups: Vec<(String, Counts)>,
 }
 
-/// Counts what changed since the follower's last step (at most [`CATCH_UP`] messages: a
-/// rebuild of a large store is left to the follower), then reads the figures of `q`.
-/// Blocking.
+/// Counts what changed since the follower's last step (at most [`CATCH_UP`] messages; a
+/// rebuild is left to the follower), then reads the figures of `q`. Blocking.
 pub fn report(store: &Store, tz: chrono_tz::Tz, q: &StatsQuery) -> Result<StatsReport, StoreError> {
     let mut counted = 0;
-    while counted < CATCH_UP && !store.stats_progress(tz)?.complete() {
+    while counted < CATCH_UP {
+        let progress = store.stats_progress(tz)?;
+        if progress.complete() || progress.backfill.is_some() {
+            break;
+        }
         counted += store.stats_follow(tz, FOLLOW_BATCH)?.taken.max(1);
     }
     let (from, to) = (day_number(q.from), day_number(q.to));
