@@ -29,6 +29,10 @@
 //! - [`odoo`]: the Odoo JSON-RPC client (API key or password, typed faults, re-login,
 //!   invoice and report PDFs).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - [`stats`]: analytics (messages in and out, delivery, read and failure rates,
+//!   first-response times, conversations, billable messages) per day, template, campaign,
+//!   script and number: `GET /api/stats`, `walua stats`, the console's statistics page; the
+//!   aggregates behind them are in `store::stats`.
 //! - [`phone`]: phone numbers parsed with libphonenumber's rules into Meta's `wa_id` form.
 //! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
 //!   and runs the processor's and the dispatcher's drain loops.
@@ -61,6 +65,7 @@ pub mod replay;
 pub mod scheduler;
 pub mod script;
 pub mod search_index;
+pub mod stats;
 pub mod store;
 pub mod systemd;
 pub mod templates;
@@ -587,6 +592,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         .run(),
     );
+    tasks.spawn(stats::follow(
+        store.clone(),
+        config.scripts.timezone,
+        stop_tasks.clone(),
+    ));
     // Stops the HTTP server; event streams end with it, so the drain does not wait for them.
     let stop_http = CancellationToken::new();
     let app = Arc::new(App {

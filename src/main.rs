@@ -145,6 +145,10 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Analytics of a running daemon: messages in and out, delivery, read and failure rates,
+    /// first-response times, conversations and billable messages, per day or per template,
+    /// campaign, script or number.
+    Stats(walua::stats::StatsArgs),
 }
 
 #[derive(Subcommand)]
@@ -677,6 +681,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("user {name} removed; its sessions are signed out");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Stats(args) => runtime.block_on(async {
+            print!("{}", walua::stats::cli(&config, &args).await?);
             Ok(ExitCode::SUCCESS)
         }),
         Command::Conversations { limit } => runtime.block_on(async {

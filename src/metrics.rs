@@ -9,7 +9,8 @@
 //! |---|---|---|
 //! | `walua_webhook_deliveries_total` | `result` | POST /webhook answers: `accepted`, `bad_signature`, `too_large`, `invalid_json`, `journal_error`, `body_timeout` |
 //! | `walua_messages_in_total` | `type` | new inbound messages stored (redeliveries not counted) |
-//! | `walua_messages_out_total` | `type`, `status` | outbound status transitions: `queued`, `sent`, `failed`, `dry_run` |
+//! | `walua_messages_out_total` | `type`, `status`, `number` | outbound status transitions: `queued`, `sent`, `failed`, `dry_run`, by sending number (phone number id; `default` when none was chosen) |
+//! | `walua_status_webhooks_total` | `status`, `number` | status objects in Meta's webhooks (`sent`, `delivered`, `read`, `failed`, …), by business number, redeliveries included |
 //! | `walua_outbox_depth` | | send jobs waiting or in flight |
 //! | `walua_failed_runs` | `state` | hook, cron and message runs that failed: `retrying` or `parked` (`walua parked list`) |
 //! | `walua_outbox_retries_total` | | sends that failed and were scheduled again |
@@ -48,6 +49,7 @@ pub struct Metrics {
     deliveries: Counters,
     messages_in: Counters,
     messages_out: Counters,
+    status_webhooks: Counters,
     /// Send jobs in the outbox; set from the store at scrape time.
     pub outbox_depth: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Failed runs being retried / parked; set from the store at scrape time.
@@ -153,6 +155,7 @@ impl Metrics {
         let deliveries = Counters::default();
         let messages_in = Counters::default();
         let messages_out = Counters::default();
+        let status_webhooks = Counters::default();
         let outbox_depth = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let health = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let failed_runs = prometheus_client::metrics::family::Family::<
@@ -210,8 +213,13 @@ impl Metrics {
         );
         registry.register(
             "walua_messages_out",
-            "Outbound message status transitions, by type and status",
+            "Outbound message status transitions, by type, status and sending number",
             messages_out.clone(),
+        );
+        registry.register(
+            "walua_status_webhooks",
+            "Status objects received in Meta's webhooks, by status and business number (redeliveries included)",
+            status_webhooks.clone(),
         );
         registry.register(
             "walua_outbox_depth",
@@ -290,6 +298,7 @@ impl Metrics {
             deliveries,
             messages_in,
             messages_out,
+            status_webhooks,
             outbox_depth,
             failed_runs,
             health,
@@ -348,10 +357,25 @@ impl Metrics {
         self.messages_in.get_or_create(&vec![("type", kind.to_string())]).inc();
     }
 
-    /// Counts an outbound status transition.
-    pub fn message_out(&self, kind: &str, status: &str) {
+    /// Counts an outbound status transition of a message sent from business number
+    /// `number` (phone number id; `None`: the default account).
+    pub fn message_out(&self, kind: &str, status: &str, number: Option<&str>) {
         self.messages_out
-            .get_or_create(&vec![("type", kind.to_string()), ("status", status.to_string())])
+            .get_or_create(&vec![
+                ("type", kind.to_string()),
+                ("status", status.to_string()),
+                ("number", number_label(number)),
+            ])
+            .inc();
+    }
+
+    /// Counts a status object of a webhook about business number `number`.
+    pub fn status_webhook(&self, status: &str, number: &str) {
+        self.status_webhooks
+            .get_or_create(&vec![
+                ("status", status.to_string()),
+                ("number", number_label(Some(number))),
+            ])
             .inc();
     }
 
@@ -442,6 +466,14 @@ impl Metrics {
     }
 }
 
+/// The `number` label: the phone number id, `default` when none is known.
+fn number_label(number: Option<&str>) -> String {
+    match number {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => "default".to_string(),
+    }
+}
+
 /// The label of a script: `scenarios/order:ask` → `scenarios/order` (steps would make the
 /// label set grow with every scenario edit).
 fn script_label(script: &str) -> &str {
@@ -463,7 +495,8 @@ mod tests {
         let m = Metrics::new();
         m.delivery("accepted", Duration::from_millis(3));
         m.message_in("text");
-        m.message_out("text", "dry_run");
+        m.message_out("text", "dry_run", Some("1234567890"));
+        m.status_webhook("delivered", "1234567890");
         m.script_run("scenarios/order:ask", true);
         m.odoo_call("sale.order", "search_read", false, Duration::from_millis(40), true);
         m.odoo_call("sale.order", "action_confirm", true, Duration::from_millis(40), false);
@@ -472,7 +505,8 @@ mod tests {
             "walua_webhook_deliveries_total{result=\"accepted\"} 1",
             "walua_webhook_deliveries_total{result=\"bad_signature\"} 0",
             "walua_messages_in_total{type=\"text\"} 1",
-            "walua_messages_out_total{type=\"text\",status=\"dry_run\"} 1",
+            "walua_messages_out_total{type=\"text\",status=\"dry_run\",number=\"1234567890\"} 1",
+            "walua_status_webhooks_total{status=\"delivered\",number=\"1234567890\"} 1",
             "walua_outbox_depth 0",
             "walua_outbox_retries_total 0",
             "walua_script_runs_total{script=\"scenarios/order\"} 1",

@@ -73,7 +73,12 @@ async fn metrics_move_with_deliveries_sends_and_script_runs() {
     assert_eq!(sample(&m, "walua_ingest_seconds_count"), 1.0);
     assert!(sample(&m, "walua_script_seconds_count") >= 1.0);
     assert_eq!(sample(&m, "walua_script_errors_total{script=\"on_message\"}"), 0.0);
-    let m = metric_reaches(&d, "walua_messages_out_total{type=\"text\",status=\"dry_run\"}", 1.0).await;
+    let m = metric_reaches(
+        &d,
+        "walua_messages_out_total{type=\"text\",status=\"dry_run\",number=\"1234567890\"}",
+        1.0,
+    )
+    .await;
 
     // A redelivery of the same wamid is accepted but is no new message.
     d.deliver_ok(&text_delivery("221770000001", "wamid.OPS.1", "Bonjour", now() - 5))
@@ -116,10 +121,13 @@ async fn metrics_move_with_deliveries_sends_and_script_runs() {
         )
         .await;
     assert!((200..300).contains(&status), "{status} {body}");
-    let before_dry = sample(&m, "walua_messages_out_total{type=\"text\",status=\"dry_run\"}");
+    let before_dry = sample(
+        &m,
+        "walua_messages_out_total{type=\"text\",status=\"dry_run\",number=\"1234567890\"}",
+    );
     metric_reaches(
         &d,
-        "walua_messages_out_total{type=\"text\",status=\"dry_run\"}",
+        "walua_messages_out_total{type=\"text\",status=\"dry_run\",number=\"1234567890\"}",
         before_dry + 1.0,
     )
     .await;
@@ -139,9 +147,17 @@ async fn live_sends_count_sent_failed_retries_and_time() {
     let send = |text: &str| json!({"to": "221770000009", "type": "text", "text": text});
     let (status, body) = d.api_post("/api/messages", &send("un")).await;
     assert!(status < 300, "{status} {body}");
-    let m = metric_reaches(&d, "walua_messages_out_total{type=\"text\",status=\"sent\"}", 1.0).await;
+    let m = metric_reaches(
+        &d,
+        "walua_messages_out_total{type=\"text\",status=\"sent\",number=\"1234567890\"}",
+        1.0,
+    )
+    .await;
     assert_eq!(
-        sample(&m, "walua_messages_out_total{type=\"text\",status=\"queued\"}"),
+        sample(
+            &m,
+            "walua_messages_out_total{type=\"text\",status=\"queued\",number=\"1234567890\"}"
+        ),
         1.0
     );
     assert_eq!(
@@ -158,7 +174,12 @@ async fn live_sends_count_sent_failed_retries_and_time() {
         details: "test".into(),
     });
     d.api_post("/api/messages", &send("deux")).await;
-    metric_reaches(&d, "walua_messages_out_total{type=\"text\",status=\"failed\"}", 1.0).await;
+    metric_reaches(
+        &d,
+        "walua_messages_out_total{type=\"text\",status=\"failed\",number=\"1234567890\"}",
+        1.0,
+    )
+    .await;
     // The depth is read from the store before the counters are encoded: a scrape taken while
     // the failure was being committed shows the job still there. The next one does not.
     d.eventually("an empty outbox", || async {

@@ -11,6 +11,7 @@
 //! - [`compose`]: answers beyond text: the template picker of a closed window, attachments,
 //!   resend and cancel.
 //! - [`ops`]: the operations pages (outbox, scripts, parked runs, health); admins act.
+//! - [`stats`]: the statistics page (figures, SVG charts drawn on the server, tables).
 //! - [`handover`]: "Prendre la main" / "Rendre au bot": an agent takes a conversation over
 //!   and the scripts stay quiet for that contact until it is given back or lapses.
 
@@ -21,4 +22,5 @@ pub mod handover;
 pub mod live;
 pub mod ops;
 pub mod pages;
+pub mod stats;
 pub mod strings;

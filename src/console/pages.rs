@@ -88,6 +88,7 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
                     let action = action.to_string();
                     act(app, &session, &contact, &action, req).await
                 }
+                (&Method::GET, ["console", "stats"]) => super::stats::stats_page(app, &session, &query).await,
                 (_, s) if super::ops::is_ops(s) => {
                     let segs: Vec<&str> = s.to_vec();
                     super::ops::route(app, &session, &method, &segs, &query, req).await
@@ -182,8 +183,8 @@ pub(super) fn layout(t: &Strings, title: &str, session: Option<&ConsoleSession>,
     if let Some(s) = session {
         let _ = write!(
             out,
-            "<nav class=\"main\"><a href=\"/\">{}</a><a href=\"/console/outbox\" id=\"nav-ops\">{}</a></nav>",
-            t.inbox, t.operations
+            "<nav class=\"main\"><a href=\"/\">{}</a><a href=\"/console/outbox\" id=\"nav-ops\">{}</a><a href=\"/console/stats\" id=\"nav-stats\">{}</a></nav>",
+            t.inbox, t.operations, t.stats.title
         );
         let _ = write!(
             out,

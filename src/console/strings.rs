@@ -359,6 +359,8 @@ pub struct Strings {
     pub search_messages: &'static str,
     /// Nothing found.
     pub search_none: &'static str,
+    /// The statistics page's texts (see [`StatsStrings`]).
+    pub stats: StatsStrings,
 }
 
 /// French, the console's language.
@@ -541,4 +543,223 @@ pub const FR: Strings = Strings {
     search_contacts: "Contacts",
     search_messages: "Messages",
     search_none: "Aucun résultat.",
+    stats: STATS_FR,
+};
+
+/// The statistics page's texts (`/console/stats`).
+pub struct StatsStrings {
+    /// Main navigation link and page title.
+    pub title: &'static str,
+    /// Period form: first day.
+    pub from: &'static str,
+    /// Period form: last day.
+    pub to: &'static str,
+    /// Period form: grouping.
+    pub group_by: &'static str,
+    /// Grouping: per day.
+    pub by_day: &'static str,
+    /// Grouping: per week.
+    pub by_week: &'static str,
+    /// Grouping: per month.
+    pub by_month: &'static str,
+    /// Period form: the button.
+    pub show: &'static str,
+    /// Presets: the last N days (N before it).
+    pub last_days: &'static str,
+    /// Presets: the last twelve months.
+    pub last_year: &'static str,
+    /// Still counting: message writes not counted yet (the count before it).
+    pub pending: &'static str,
+    /// The aggregates are being rebuilt.
+    pub rebuilding: &'static str,
+    /// Nothing in the period.
+    pub empty: &'static str,
+    /// Card: inbound messages.
+    pub messages_in: &'static str,
+    /// Card: outbound messages.
+    pub messages_out: &'static str,
+    /// Senders: the bot.
+    pub bot: &'static str,
+    /// Senders: agents.
+    pub human: &'static str,
+    /// Senders: the API and the CLI.
+    pub integration: &'static str,
+    /// Senders: campaigns.
+    pub campaign: &'static str,
+    /// Senders: hook and cron scripts.
+    pub notification: &'static str,
+    /// Senders: anything else.
+    pub other: &'static str,
+    /// Card: delivery rate.
+    pub delivered: &'static str,
+    /// Card: read rate.
+    pub read: &'static str,
+    /// Card: failure rate.
+    pub failed: &'static str,
+    /// "of" in "3 of 5".
+    pub of: &'static str,
+    /// Read rate: of the delivered messages.
+    pub of_delivered: &'static str,
+    /// Card: first-response time.
+    pub first_response: &'static str,
+    /// Median.
+    pub median: &'static str,
+    /// 90th percentile.
+    pub p90: &'static str,
+    /// Answers counted.
+    pub answers: &'static str,
+    /// Card: conversations.
+    pub conversations: &'static str,
+    /// Conversations started by customers.
+    pub by_customers: &'static str,
+    /// Conversations started by the business.
+    pub by_business: &'static str,
+    /// Card: billable messages.
+    pub billable: &'static str,
+    /// Free messages.
+    pub free: &'static str,
+    /// Chart: messages per period.
+    pub chart_volume: &'static str,
+    /// Chart: rates per period.
+    pub chart_rates: &'static str,
+    /// Chart: median first response per period.
+    pub chart_response: &'static str,
+    /// Legend: received.
+    pub legend_in: &'static str,
+    /// Legend: sent.
+    pub legend_out: &'static str,
+    /// Table: per template.
+    pub per_template: &'static str,
+    /// Table: per campaign.
+    pub per_campaign: &'static str,
+    /// Table: per script.
+    pub per_script: &'static str,
+    /// Table: per number.
+    pub per_number: &'static str,
+    /// Table: failures by code.
+    pub failures: &'static str,
+    /// Table: pricing categories.
+    pub pricing: &'static str,
+    /// Column: template.
+    pub col_template: &'static str,
+    /// Column: campaign.
+    pub col_campaign: &'static str,
+    /// Column: script.
+    pub col_script: &'static str,
+    /// Column: business number.
+    pub col_number: &'static str,
+    /// Column: received.
+    pub col_in: &'static str,
+    /// Column: sent.
+    pub col_out: &'static str,
+    /// Column: delivered.
+    pub col_delivered: &'static str,
+    /// Column: read.
+    pub col_read: &'static str,
+    /// Column: failed.
+    pub col_failed: &'static str,
+    /// Column: billable.
+    pub col_billable: &'static str,
+    /// Column: median bot answer.
+    pub col_bot_reply: &'static str,
+    /// Column: median agent answer.
+    pub col_human_reply: &'static str,
+    /// Column: Meta error code.
+    pub col_code: &'static str,
+    /// Column: how many.
+    pub col_count: &'static str,
+    /// Column: what it means.
+    pub col_meaning: &'static str,
+    /// Column: pricing category.
+    pub col_category: &'static str,
+    /// Column: free.
+    pub col_free: &'static str,
+    /// A number walua does not know.
+    pub unknown_number: &'static str,
+    /// None in the period (tables).
+    pub none: &'static str,
+    /// How the figures are counted, under the cards.
+    pub help: &'static str,
+    /// A bad period: not a date (the value before it).
+    pub bad_date: &'static str,
+    /// A bad period: the start (before) is after the end (after).
+    pub reversed: (&'static str, &'static str),
+    /// A bad period: too long (the number of days before it).
+    pub too_long: &'static str,
+    /// A bad period: an unknown grouping (the value before it).
+    pub unknown_group: &'static str,
+}
+
+/// The statistics page in French.
+pub const STATS_FR: StatsStrings = StatsStrings {
+    title: "Statistiques",
+    from: "Du",
+    to: "au",
+    group_by: "Regrouper",
+    by_day: "par jour",
+    by_week: "par semaine",
+    by_month: "par mois",
+    show: "Afficher",
+    last_days: "derniers jours",
+    last_year: "12 derniers mois",
+    pending: "messages restent à compter : les chiffres seront complets dans quelques secondes.",
+    rebuilding: "Les statistiques sont en cours de calcul à partir des messages enregistrés : les chiffres sont incomplets.",
+    empty: "Aucun message sur cette période.",
+    messages_in: "Messages reçus",
+    messages_out: "Messages envoyés",
+    bot: "bot",
+    human: "agents",
+    integration: "API",
+    campaign: "campagnes",
+    notification: "notifications",
+    other: "autres",
+    delivered: "Remis",
+    read: "Lus",
+    failed: "Échecs",
+    of: "sur",
+    of_delivered: "des messages remis",
+    first_response: "Première réponse (médiane)",
+    median: "médiane",
+    p90: "90 %",
+    answers: "réponses",
+    conversations: "Conversations ouvertes",
+    by_customers: "par les clients",
+    by_business: "par l'entreprise",
+    billable: "Messages facturables",
+    free: "gratuits",
+    chart_volume: "Messages reçus et envoyés",
+    chart_rates: "Taux de remise, de lecture et d'échec",
+    chart_response: "Première réponse, médiane (bot et agents)",
+    legend_in: "Reçus",
+    legend_out: "Envoyés",
+    per_template: "Par modèle",
+    per_campaign: "Par campagne",
+    per_script: "Par script",
+    per_number: "Par numéro",
+    failures: "Échecs par code Meta",
+    pricing: "Facturation par catégorie",
+    col_template: "Modèle",
+    col_campaign: "Campagne",
+    col_script: "Script",
+    col_number: "Numéro",
+    col_in: "Reçus",
+    col_out: "Envoyés",
+    col_delivered: "Remis",
+    col_read: "Lus",
+    col_failed: "Échecs",
+    col_billable: "Facturables",
+    col_bot_reply: "Réponse bot",
+    col_human_reply: "Réponse agents",
+    col_code: "Code",
+    col_count: "Nombre",
+    col_meaning: "Signification",
+    col_category: "Catégorie",
+    col_free: "Gratuits",
+    unknown_number: "inconnu",
+    none: "Aucun sur cette période.",
+    help: "Un message compte le jour où il a été reçu ou mis en file (fuseau des scripts) ; ses accusés de remise et de lecture suivent ce jour-là. Taux de remise et d'échec : sur les envois qui ont eu une réponse de Meta ; taux de lecture : sur les messages remis. Première réponse : du premier message du client resté sans réponse à la réponse suivante du bot, d'un agent ou de l'API, dans les 24 h. Une conversation s'ouvre avec un message qui suit 24 h de silence.",
+    bad_date: "n'est pas une date (AAAA-MM-JJ).",
+    reversed: ("La date de début", "est après la date de fin"),
+    too_long: "jours : la période est trop longue (3 660 jours au plus).",
+    unknown_group: "n'est pas un regroupement connu (jour, semaine, mois).",
 };

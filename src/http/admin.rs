@@ -321,6 +321,7 @@ pub async fn route(app: &App, peer: SocketAddr, req: Request<Incoming>) -> HttpR
         (&Method::POST, ["users"]) => users::create(app, req).await,
         (&Method::POST, ["users", name, "password"]) => users::set_password(app, name, req).await,
         (&Method::DELETE, ["users", name]) => users::remove(app, name).await,
+        (&Method::GET, ["stats"]) => crate::stats::api(app, req.uri().query()).await,
         (&Method::GET, ["events"]) => {
             let result = app.store.blocking(move |s| s.events(limit)).await;
             respond(result.map(|e| serde_json::json!({ "events": e })))

@@ -482,7 +482,8 @@ impl Outbox {
     /// Logs a recorded message and wakes the worker when it was queued.
     pub fn recorded(&self, record: &MessageRecord, origin: &str) {
         let recipient = record.to.as_deref().unwrap_or("?");
-        self.metrics.message_out(&record.kind, &record.status);
+        self.metrics
+            .message_out(&record.kind, &record.status, record.phone_number_id.as_deref());
         if let Some(live) = &self.live {
             live.bump();
         }
@@ -963,7 +964,7 @@ impl SendContext {
                 self.live.bump();
                 match outcome {
                     "retry" => self.metrics.outbox_retry(),
-                    other => self.metrics.message_out(&kind, other),
+                    other => self.metrics.message_out(&kind, other, job.phone_number_id.as_deref()),
                 }
             }
         }

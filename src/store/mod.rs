@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod parked;
 pub mod partners;
 pub mod records;
+pub mod stats;
 pub mod templates;
 pub mod users;
 
@@ -290,6 +291,9 @@ pub struct ApplyReport {
     pub events: usize,
     /// What Meta's template webhooks changed in the template registry.
     pub template_changes: Vec<templates::TemplateChange>,
+    /// The status objects of the batch's deliveries, redeliveries included: (status, business
+    /// number), for `walua_status_webhooks_total` (filled by the delivery processor).
+    pub status_webhooks: Vec<(String, String)>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -1308,6 +1312,8 @@ struct Tables<'txn> {
     campaign_recent: Table<'txn, &'static str, &'static [u8]>,
     /// The console's indexes, kept with every conversation and message write.
     idx: inbox::ConvIndex<'txn>,
+    /// Message ids written, for the stats follower (see [`stats`]).
+    stats_changes: stats::ChangeMarks<'txn>,
     message_ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -1315,6 +1321,7 @@ impl<'txn> Tables<'txn> {
     fn open(txn: &'txn WriteTransaction, message_ids: &Arc<std::sync::atomic::AtomicU64>) -> Result<Self> {
         Ok(Tables {
             idx: inbox::ConvIndex::open(txn)?,
+            stats_changes: stats::ChangeMarks::open(txn)?,
             messages: txn.open_table(MESSAGES)?,
             wamids: txn.open_table(WAMIDS)?,
             conversations: txn.open_table(CONVERSATIONS)?,
@@ -1381,6 +1388,7 @@ impl<'txn> Tables<'txn> {
             self.campaign_tally(campaign, m)?;
         }
         self.messages.insert(m.id, encode(m).as_slice())?;
+        self.stats_changes.mark(m.id)?;
         Ok(())
     }
 

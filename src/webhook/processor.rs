@@ -108,6 +108,9 @@ impl DeliveryProcessor {
             for kind in &report.new_kinds {
                 self.metrics.message_in(kind);
             }
+            for (status, number) in &report.status_webhooks {
+                self.metrics.status_webhook(status, number);
+            }
             if !report.template_changes.is_empty() {
                 let (store, metrics, outbox, changes) = (
                     self.store.clone(),
@@ -168,10 +171,30 @@ pub fn process_batch(
         .collect();
     // Not fsynced on its own: see `Store::apply_deliveries_deferred`.
     let applied = store.apply_deliveries_deferred(cursor_after(&mark), &batch, explain, queue_media);
-    if applied.is_err() {
-        cursor.rewind(mark);
+    match applied {
+        Ok(mut report) => {
+            report.status_webhooks = status_webhooks(&batch);
+            Ok(report)
+        }
+        Err(e) => {
+            cursor.rewind(mark);
+            Err(e)
+        }
     }
-    applied
+}
+
+/// Every status object of `batch`: (status, the business number it is about).
+fn status_webhooks(batch: &[(u64, Delivery)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (_, delivery) in batch {
+        for change in &delivery.changes {
+            if let crate::webhook::payload::Change::Messages(v) = change {
+                let number = v.phone_number_id.clone().unwrap_or_default();
+                out.extend(v.statuses.iter().map(|s| (s.status.clone(), number.clone())));
+            }
+        }
+    }
+    out
 }
 
 fn cursor_after(mark: &super::journal::CursorMark) -> u64 {
