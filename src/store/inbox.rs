@@ -1142,7 +1142,9 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             let d = crate::webhook::payload::Delivery::parse(&body);
-            store.apply_deliveries(&[(1, d)], &|_: i64| String::new(), false).unwrap();
+            store
+                .apply_deliveries(&[(1, d)], &|_: i64| String::new(), false)
+                .unwrap();
             assert_eq!(store.search_backlog().unwrap(), 1);
             assert!(store.search("livraison", 10).unwrap().messages.is_empty());
             // Contacts are indexed with the conversation, at once.
