@@ -246,6 +246,37 @@ async fn a_csv_audience_skips_bad_duplicate_and_opted_out_lines_with_reasons_and
     assert!(shown.contains("131026 1") && shown.contains("opted_out"), "{shown}");
     let (ok, listed) = d.cli(&["campaign", "list"]).await;
     assert!(ok && listed.contains("Tabaski") && listed.contains("100 %"), "{listed}");
+
+    // The analytics (issue 25) count the same campaign the same way, under its id.
+    let stats = d
+        .eventually("the campaign's statistics", || async {
+            let (status, s) = d.api("/api/stats?group_by=campaign").await;
+            assert_eq!(status, 200, "{s}");
+            (s["complete"] == true && s["groups"].as_array().is_some_and(|g| !g.is_empty())).then_some(s)
+        })
+        .await;
+    let groups = stats["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{stats:#}");
+    let g = &groups[0];
+    assert_eq!(g["key"], id.to_string(), "{g:#}");
+    assert_eq!(
+        (
+            &g["messages_out"],
+            &g["attempted"],
+            &g["delivered"],
+            &g["read"],
+            &g["failed"],
+            &g["out_by_sender"]["campaign"]
+        ),
+        (&json!(2), &json!(2), &json!(1), &json!(1), &json!(1), &json!(2)),
+        "{g:#}"
+    );
+    assert_eq!(g["failures"], json!([{"code": 131026, "count": 1}]), "{g:#}");
+    // Awa's send opened a conversation; Fatou's failed, so it opened none.
+    assert_eq!(g["conversations"]["started_by_business"], 1, "{g:#}");
+    let (_, by_template) = d.api("/api/stats?group_by=template").await;
+    assert_eq!(by_template["groups"][0]["key"], "promo_tabaski", "{by_template:#}");
+    assert_eq!(by_template["groups"][0]["messages_out"], 2, "{by_template:#}");
 }
 
 #[tokio::test]
