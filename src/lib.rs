@@ -33,6 +33,8 @@
 //!   first-response times, conversations, billable messages) per day, template, campaign,
 //!   script and number: `GET /api/stats`, `walua stats`, the console's statistics page; the
 //!   aggregates behind them are in `store::stats`.
+//! - [`search_index`]: the background task that writes new messages' words into the
+//!   console's search index, off the transactions that store them.
 //! - [`phone`]: phone numbers parsed with libphonenumber's rules into Meta's `wa_id` form.
 //! - [`pace`]: spaces the batches of the processor, the dispatcher and the outbox under load,
 //!   and runs the processor's and the dispatcher's drain loops.
@@ -41,8 +43,6 @@
 //! - [`systemd`]: `sd_notify` readiness, reload, stop, watchdog and status.
 //! - [`init`]: `walua init DIR`, a fresh install layout with the default scripts.
 //! - [`cli`]: the client side of `walua conversations` / `walua messages`.
-//! - [`templates`]: WhatsApp message templates kept as TOML files: Meta's rules, creation
-//!   JSON, and the parameters of a send.
 //!
 //! Data flows one way: HTTP in → journal (durable, then 200) → parse → store → scripts
 //! (dispatch, exactly once) → outbox → Graph API, whose answers and status webhooks come back
