@@ -606,6 +606,19 @@ pub const TEMPLATE_HOLD_RECHECK: Duration = Duration::from_secs(600);
 
 type Keyed = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
+/// How often the per-recipient buckets forget the recipients whose bucket is full again.
+const PAIR_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Drops the per-recipient buckets that are back to a full burst (a recipient not written
+/// to for `pair_interval × pair_burst`): such a bucket is the same as none. Without it the
+/// limiter keeps one entry per recipient ever sent to, and a 100,000-recipient campaign
+/// grew the daemon by ~7 MB that it never gave back. Returns how many buckets remain.
+fn prune_pair_buckets(pair: &Keyed) -> usize {
+    pair.retain_recent();
+    pair.shrink_to_fit();
+    pair.len()
+}
+
 impl OutboxWorker {
     /// Recovers interrupted sends, then sends until shutdown.
     pub async fn run(self) {
@@ -642,9 +655,15 @@ impl OutboxWorker {
         let writer = tokio::spawn(outbox_writer(self.store.clone(), outcome_rx));
 
         let mut pacer = crate::pace::BatchPacer::new(MARK_INTERVAL);
+        let mut pair_pruned = tokio::time::Instant::now();
         'outer: loop {
             if self.shutdown.is_cancelled() {
                 break;
+            }
+            if pair_pruned.elapsed() >= PAIR_PRUNE_INTERVAL {
+                let left = prune_pair_buckets(&pair);
+                tracing::trace!(left, "per-recipient buckets pruned");
+                pair_pruned = tokio::time::Instant::now();
             }
             // Each batch's `sending` mark is a durable commit: an fsync, and a write of every
             // page changed since the last durable commit (conversations and per-contact
@@ -1031,5 +1050,26 @@ mod tests {
             );
         }
         assert!(backoff(b, 40) <= Duration::from_secs(750));
+    }
+
+    #[test]
+    fn recipients_whose_bucket_is_full_again_are_forgotten_and_the_others_kept() {
+        let pair: Keyed = RateLimiter::keyed(
+            Quota::with_period(Duration::from_millis(40))
+                .unwrap()
+                .allow_burst(NonZeroU32::new(2).unwrap()),
+        );
+        for i in 0..1000 {
+            assert!(pair.check_key(&format!("2217710{i:05}")).is_ok());
+        }
+        assert_eq!(prune_pair_buckets(&pair), 1000, "all of them were just written to");
+        // 2 × 40 ms later every bucket is full again, except one written to now.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(pair.check_key(&"221770000000".to_string()).is_ok());
+        assert_eq!(prune_pair_buckets(&pair), 1);
+        // A forgotten recipient starts again with a full burst: the pair rate still holds.
+        let awa = "221771000001".to_string();
+        assert!(pair.check_key(&awa).is_ok() && pair.check_key(&awa).is_ok());
+        assert!(pair.check_key(&awa).is_err());
     }
 }
