@@ -551,6 +551,57 @@ fn no_way_of_catching_the_budget_error_keeps_a_bare_sandbox_running() {
     assert!(failed.is_empty(), "held the sandbox:\n\n{}", failed.join("\n\n"));
 }
 
+/// Keys chosen to land in one slot of Lua's own number hashes (integers: `i % (2^k - 1)`;
+/// floats: 31 bits of the mantissa). The rehash that reinserts them ran O(n²) inside one
+/// instruction, where the budget cannot interrupt; `load` built its constants table the same
+/// way. The vendored Lua now seeds and mixes number hashes (`vendor/lua-src`, `ltable.c`).
+const HASH_FLOODS: &[(&str, u64, &str)] = &[
+    (
+        "integer keys that are multiples of 2^18 - 1",
+        40,
+        "while true do local t = {} for i = 1, 200000 do t[i * 262143] = true end end",
+    ),
+    (
+        "integer keys that are multiples of 2^17 - 1, looked up",
+        40,
+        "while true do\n\
+           local t = {}\n\
+           for i = 1, 100000 do t[i * 131071] = i end\n\
+           local s = 0\n\
+           for i = 1, 100000 do s = s + t[i * 131071] end\n\
+         end",
+    ),
+    (
+        "float keys that differ only in the low bits of their mantissa",
+        40,
+        "while true do local t = {} for i = 1, 200000 do t[1.5 + i * 2^-50] = true end end",
+    ),
+    (
+        // A larger budget, so that the chunk is built before the budget runs out.
+        "a chunk of 60,000 such float constants, compiled by load",
+        1000,
+        "local parts = {'return {'}\n\
+         for i = 1, 60000 do parts[#parts + 1] = string.format('%.17g,', 1.5 + i * 2^-50) end\n\
+         parts[#parts + 1] = '}'\n\
+         local src = table.concat(parts)\n\
+         while true do assert(load(src)) end",
+    ),
+];
+
+#[test]
+fn keys_chosen_to_collide_in_lua_hashes_do_not_hold_a_bare_sandbox() {
+    // Before the seeded hashes each of these held the sandbox for seconds in one instruction.
+    const HANG: Duration = Duration::from_secs(3);
+    let mut failed = Vec::new();
+    for (what, budget_ms, program) in HASH_FLOODS {
+        match run_bare(program, Duration::from_millis(*budget_ms), HANG) {
+            Ok((took, result)) => eprintln!("{what}: stopped after {took:?}: {result}"),
+            Err(e) => failed.push(format!("{what}: {e}\n{program}")),
+        }
+    }
+    assert!(failed.is_empty(), "held the sandbox:\n\n{}", failed.join("\n\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pcall_loop_in_a_coroutine_is_interrupted_not_wedged_and_the_others_are_answered() {
     let catcher = r#"

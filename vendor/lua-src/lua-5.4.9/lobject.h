@@ -744,6 +744,7 @@ typedef struct Table {
   Node *lastfree;  /* any free position is before this position */
   struct Table *metatable;
   GCObject *gclist;
+  unsigned int walua_seed;  /* walua: the state's seed, for the number hashes */
 } Table;
 
 

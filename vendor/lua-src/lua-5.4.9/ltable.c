@@ -25,6 +25,7 @@
 
 #include <math.h>
 #include <limits.h>
+#include <string.h>
 
 #include "lua.h"
 
@@ -100,48 +101,43 @@ static const TValue absentkey = {ABSTKEYCONSTANT};
 
 
 /*
-** Hash for integers. To allow a good hash, use the remainder operator
-** ('%'). If integer fits as a non-negative int, compute an int
-** remainder, which is faster. Otherwise, use an unsigned-integer
-** remainder, which uses all bits and ensures a non-negative result.
+** walua: numbers are hashed with the state's random seed and a 64-bit
+** mixer (splitmix64's finalizer), then reduced to a power of 2. Lua's
+** own hashes ('i % ((sizenode-1)|1)' for integers, 31 bits of the
+** mantissa for floats) let a script choose keys that all land in one
+** slot (t[i * 131071], or floats differing in their low bits): every
+** lookup then walks one long chain, and the rehash that reinserts them
+** runs O(n^2) inside a single instruction, where the CPU budget cannot
+** interrupt it (10^6 such keys held a 40 ms sandbox 9.5 s; 40,000 such
+** float constants made 'load' take 4.2 s). Without the seed, which a
+** script cannot read, it cannot tell which keys collide.
 */
-static Node *hashint (const Table *t, lua_Integer i) {
-  lua_Unsigned ui = l_castS2U(i);
-  if (ui <= cast_uint(INT_MAX))
-    return hashmod(t, cast_int(ui));
-  else
-    return hashmod(t, ui);
+static lua_Unsigned walua_numhash (const Table *t, lua_Unsigned x) {
+  x += cast(lua_Unsigned, t->walua_seed) * 0x9E3779B97F4A7C15ULL;
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBULL;
+  x ^= x >> 31;
+  return x;
 }
 
+static Node *hashint (const Table *t, lua_Integer i) {
+  return hashpow2(t, walua_numhash(t, l_castS2U(i)));
+}
 
 /*
-** Hash for floating-point numbers.
-** The main computation should be just
-**     n = frexp(n, &i); return (n * INT_MAX) + i
-** but there are some numerical subtleties.
-** In a two-complement representation, INT_MAX does not has an exact
-** representation as a float, but INT_MIN does; because the absolute
-** value of 'frexp' is smaller than 1 (unless 'n' is inf/NaN), the
-** absolute value of the product 'frexp * -INT_MIN' is smaller or equal
-** to INT_MAX. Next, the use of 'unsigned int' avoids overflows when
-** adding 'i'; the use of '~u' (instead of '-u') avoids problems with
-** INT_MIN.
+** walua: a float key is never integral here (those are normalized to
+** integer keys first) nor NaN, so equal keys have equal bits.
 */
-#if !defined(l_hashfloat)
-static int l_hashfloat (lua_Number n) {
-  int i;
-  lua_Integer ni;
-  n = l_mathop(frexp)(n, &i) * -cast_num(INT_MIN);
-  if (!lua_numbertointeger(n, &ni)) {  /* is 'n' inf/-inf/NaN? */
-    lua_assert(luai_numisnan(n) || l_mathop(fabs)(n) == cast_num(HUGE_VAL));
-    return 0;
-  }
-  else {  /* normal case */
-    unsigned int u = cast_uint(i) + cast_uint(ni);
-    return cast_int(u <= cast_uint(INT_MAX) ? u : ~u);
-  }
+static Node *hashflt (const Table *t, lua_Number n) {
+  lua_Unsigned u = 0;
+  memcpy(&u, &n, sizeof(n) < sizeof(u) ? sizeof(n) : sizeof(u));
+  return hashpow2(t, walua_numhash(t, u));
 }
-#endif
+
+
+/* walua: Lua's 'l_hashfloat' is replaced by 'hashflt' above. */
 
 
 /*
@@ -156,7 +152,7 @@ static Node *mainpositionTV (const Table *t, const TValue *key) {
     }
     case LUA_VNUMFLT: {
       lua_Number n = fltvalue(key);
-      return hashmod(t, l_hashfloat(n));
+      return hashflt(t, n);  /* walua: was hashmod(t, l_hashfloat(n)) */
     }
     case LUA_VSHRSTR: {
       TString *ts = tsvalue(key);
@@ -630,6 +626,7 @@ Table *luaH_new (lua_State *L) {
   t->flags = cast_byte(maskflags);  /* table has no metamethod fields */
   t->array = NULL;
   t->alimit = 0;
+  t->walua_seed = G(L)->seed;  /* walua: see walua_numhash */
   setnodevector(L, t, 0);
   return t;
 }
