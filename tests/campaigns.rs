@@ -737,3 +737,120 @@ async fn the_console_shows_a_campaigns_progress_and_report_and_an_admin_pauses_i
     browser::wait_for(&b, "the running state", "#campaign-status[data-status='running']").await;
     b.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_admin_creates_a_campaign_from_a_csv_file_in_the_console_checks_the_draft_and_starts_it() {
+    let Some(driver) = browser::chromedriver() else { return };
+    let (fake, d) = shop("", "").await;
+    for (name, role) in [("aminata", "admin"), ("moussa", "agent")] {
+        let (status, body) = d
+            .api_post(
+                "/api/users",
+                &json!({"name": name, "role": role, "password": browser::PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // A French spreadsheet's export: ";" and a BOM; one number twice, one invalid.
+    let csv = d.dir.path().join("korite.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "\u{feff}to;1\n{};Awa\n{};Fatou\n+221 77 100 00 01;Awa encore\n12;Personne\n",
+            number(1),
+            number(2)
+        ),
+    )
+    .unwrap();
+
+    // An agent sees the campaigns but not the form, and cannot post it.
+    let b = browser::browser(&driver).await;
+    browser::sign_in(&b, &d, "moussa").await;
+    b.goto(&d.url("/console/campaigns")).await.unwrap();
+    browser::wait_for(&b, "the page", "nav.tabs").await;
+    assert!(
+        b.find(fantoccini::Locator::Css("#new-campaign")).await.is_err(),
+        "no form for an agent"
+    );
+    b.close().await.unwrap();
+
+    let b = browser::browser(&driver).await;
+    browser::sign_in(&b, &d, "aminata").await;
+    b.goto(&d.url("/console/campaigns")).await.unwrap();
+    // First with a start time walua cannot read: refused with the reason, nothing recorded.
+    browser::wait_for(&b, "the name", "#campaign-name")
+        .await
+        .send_keys("Korité")
+        .await
+        .unwrap();
+    browser::screenshots(&b, "campaign-new").await;
+    b.find(fantoccini::Locator::Css("#campaign-csv"))
+        .await
+        .unwrap()
+        .send_keys(csv.to_str().unwrap())
+        .await
+        .unwrap();
+    b.find(fantoccini::Locator::Css("#campaign-at"))
+        .await
+        .unwrap()
+        .send_keys("demain matin")
+        .await
+        .unwrap();
+    b.find(fantoccini::Locator::Css("#campaign-create"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser::wait_for(&b, "the refusal", "p.notice.error").await;
+    let (_, list) = d.api("/api/campaigns").await;
+    assert_eq!(list["campaigns"], json!([]), "a refused form records nothing");
+
+    // Again, with no start time: a draft, and its report.
+    browser::wait_for(&b, "the name", "#campaign-name")
+        .await
+        .send_keys("Korité")
+        .await
+        .unwrap();
+    b.find(fantoccini::Locator::Css("#campaign-csv"))
+        .await
+        .unwrap()
+        .send_keys(csv.to_str().unwrap())
+        .await
+        .unwrap();
+    b.find(fantoccini::Locator::Css("#campaign-create"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser::wait_for(&b, "the draft", "#campaign-status[data-status='draft']").await;
+    browser::wait_text(&b, "the skip reasons", "#skipped_by_reason", "Numéro invalide").await;
+    let (_, list) = d.api("/api/campaigns").await;
+    let id = list["campaigns"][0]["id"].clone();
+    let draft = report(&d, &id).await;
+    assert_eq!(
+        (&draft["total"], &draft["skipped"], &draft["pending"]),
+        (&json!(4), &json!(2), &json!(2)),
+        "{draft}"
+    );
+    assert_eq!(list["campaigns"][0]["name"], "Korité");
+    assert!(sends_by_recipient(&fake).is_empty(), "a draft sends nothing");
+
+    browser::wait_for(&b, "the start button", "button.start")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser::wait_for(&b, "the start notice", "p.notice.ok").await;
+    d.eventually("the campaign done", || async {
+        (report(&d, &id).await["status"] == "done").then_some(())
+    })
+    .await;
+    b.refresh().await.unwrap();
+    browser::wait_for(&b, "the finished state", "#campaign-status[data-status='done']").await;
+    let sends = sends_by_recipient(&fake);
+    assert_eq!(sends.len(), 2, "{sends:?}");
+    assert!(sends.values().all(|n| *n == 1), "{sends:?}");
+    b.close().await.unwrap();
+}

@@ -1,16 +1,18 @@
 //! The campaigns page of the console: every campaign with its progress, and one campaign's
 //! report (the figures of `GET /api/campaigns/{id}`, failures by Meta code, skipped
-//! recipients with their reasons). An admin starts, pauses, resumes and cancels from here;
-//! campaigns are created with `walua campaign create` or the API.
+//! recipients with their reasons). An admin creates one here from a CSV file (a draft, whose
+//! report shows who is skipped before anything is sent), and starts, pauses, resumes and
+//! cancels it; `walua campaign create` and the API can also create from an Odoo domain.
 
 use std::fmt::Write as _;
 
-use hyper::StatusCode;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use serde_json::Value;
 
-use super::accounts::ConsoleSession;
+use super::accounts::{self, ConsoleSession};
 use super::ops::{button, header, read_only_notice};
-use super::pages::{esc, layout, page, plain};
+use super::pages::{attr, esc, layout, page, plain, redirect, url_segment};
 use super::strings::{FR, Strings};
 use crate::App;
 use crate::campaign::Action;
@@ -80,7 +82,99 @@ pub(super) async fn list_page(app: &App, session: &ConsoleSession, query: &str) 
         }
         body.push_str("</tbody></table></div>");
     }
+    body.push_str(&new_form(app, session));
     page(StatusCode::OK, &layout(t, t.ops_campaigns, Some(session), &body))
+}
+
+/// The form that creates a campaign (admins only): a name, an approved template, the CSV
+/// file of recipients and, optionally, when it starts.
+fn new_form(app: &App, session: &ConsoleSession) -> String {
+    let t = &FR;
+    if !session.role.can_administer() {
+        return String::new();
+    }
+    let mut out = format!("<section id=\"new-campaign\"><h3>{}</h3>", t.campaign_new_title);
+    let choices = app.outbox.templates().map(|c| c.choices(None)).unwrap_or_default();
+    if choices.is_empty() {
+        let _ = write!(out, "<p class=\"notice\">{}</p></section>", t.campaign_new_no_templates);
+        return out;
+    }
+    let _ = write!(
+        out,
+        "<form method=\"post\" action=\"/console/campaigns/new\" enctype=\"multipart/form-data\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><label>{} <input name=\"name\" id=\"campaign-name\" required maxlength=\"200\"></label><label>{} <select name=\"template\" id=\"campaign-template\" required>",
+        attr(&session.csrf),
+        t.campaign_new_name,
+        t.campaign_new_template
+    );
+    for d in &choices {
+        let (name, lang) = (d["name"].as_str().unwrap_or(""), d["language"].as_str().unwrap_or(""));
+        let _ = write!(
+            out,
+            "<option value=\"{}\">{} ({}) — {}</option>",
+            attr(&format!("{name}|{lang}")),
+            esc(name),
+            esc(lang),
+            esc(d["category"].as_str().unwrap_or(""))
+        );
+    }
+    let _ = write!(
+        out,
+        "</select></label><label>{} <input type=\"file\" name=\"csv\" id=\"campaign-csv\" accept=\".csv,text/csv\" required></label><label>{} <input name=\"at\" id=\"campaign-at\" placeholder=\"2026-12-24 09:00\"></label><button id=\"campaign-create\">{}</button></form></section>",
+        t.campaign_new_csv, t.campaign_new_at, t.campaign_new_submit
+    );
+    out
+}
+
+/// `POST /console/campaigns/new` (multipart): creates a draft from the form, then shows its
+/// report; a refusal (unknown template, nobody to send to, a bad time…) goes back to the
+/// list with the reason, and nothing is recorded.
+pub(super) async fn create(app: &App, session: &ConsoleSession, req: Request<Incoming>) -> HttpResponse {
+    let t = &FR;
+    let back = |e: &str| redirect(&format!("/console/campaigns?err={}", url_segment(e)));
+    let form = match super::compose::read_multipart(app, req).await {
+        Ok(f) => f,
+        Err(e) => return back(&e),
+    };
+    if !accounts::csrf_ok(session, form.get("csrf")) {
+        return plain(StatusCode::FORBIDDEN, "bad form token");
+    }
+    if !session.role.can_administer() {
+        return plain(StatusCode::FORBIDDEN, t.forbidden);
+    }
+    let Some(file) = &form.file else {
+        return back(t.campaign_csv_missing);
+    };
+    let Ok(csv) = std::str::from_utf8(&file.bytes) else {
+        return back(t.campaign_csv_not_utf8);
+    };
+    let (template, lang) = form
+        .get("template")
+        .split_once('|')
+        .unwrap_or((form.get("template"), ""));
+    let at = form.get("at").trim();
+    let spec = crate::campaign::audience::CampaignSpec {
+        name: form.get("name").trim().to_string(),
+        template: template.to_string(),
+        lang: lang.to_string(),
+        from: None,
+        at: (!at.is_empty()).then(|| at.to_string()),
+        start: false,
+        recipients: None,
+        csv: Some(csv.to_string()),
+        odoo: None,
+    };
+    let by = format!("console:{}", session.user);
+    match crate::campaign::create(app, spec, &by).await {
+        Ok((c, _)) => {
+            tracing::info!(user = %session.user, campaign = c.id, "campaign created in the console");
+            redirect(&format!(
+                "/console/campaigns/{}?ok={}",
+                c.id,
+                url_segment(t.campaign_created)
+            ))
+        }
+        Err(e) => back(&e.to_string()),
+    }
 }
 
 /// `GET /console/campaigns/{id}`.

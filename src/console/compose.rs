@@ -42,7 +42,8 @@ pub struct Multipart {
 }
 
 impl Multipart {
-    fn get(&self, name: &str) -> &str {
+    /// The value of text field `name` (empty when absent).
+    pub(super) fn get(&self, name: &str) -> &str {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
@@ -52,7 +53,7 @@ impl Multipart {
 }
 
 /// Reads a multipart/form-data body (at most [`MAX_ATTACHMENT`] and the server's read timeout).
-async fn read_multipart(app: &App, req: Request<Incoming>) -> Result<Multipart, String> {
+pub(super) async fn read_multipart(app: &App, req: Request<Incoming>) -> Result<Multipart, String> {
     let boundary = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)

@@ -42,6 +42,7 @@ pub async fn route(
         (&Method::GET, ["console", "health"]) => health_page(app, session).await,
         (&Method::GET, ["console", "campaigns"]) => super::campaigns::list_page(app, session, query).await,
         (&Method::GET, ["console", "campaigns", id]) => super::campaigns::report_page(app, session, id, query).await,
+        (&Method::POST, ["console", "campaigns", "new"]) => super::campaigns::create(app, session, req).await,
         (&Method::POST, ["console", page, rest @ ..]) => {
             let f = form(req).await;
             if !accounts::csrf_ok(session, field(&f, "csrf")) {
