@@ -44,8 +44,8 @@ hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # µs of walua CPU per delivery: $1 ticks before, $2 ticks after, $3 deliveries
 per_delivery() { python3 -c "import os,sys; t=os.sysconf('SC_CLK_TCK'); print(f'{($2-$1)/t*1e6/max($3,1):.0f}')"; }
-# waits until walua has processed everything journaled
-drained() { for _ in $(seq 1 600); do curl -sf -H "authorization: Bearer bench-admin" "http://127.0.0.1:$1/healthz" | grep -q '"journal_backlog":0' && return 0; sleep 0.1; done; }
+# Everything the deliveries caused is done: processed (journal) and indexed for search.
+drained() { for _ in $(seq 1 600); do curl -sf -H "authorization: Bearer bench-admin" "http://127.0.0.1:$1/healthz" | grep "\"journal_backlog\":0" | grep -q "\"search_backlog\":0" && return 0; sleep 0.1; done; }
 wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no answer from $1" >&2; return 1; }
 
 config() { # $1 dir, $2 port, $3 extra [whatsapp] keys
