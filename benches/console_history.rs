@@ -29,6 +29,9 @@ use walua::webhook::payload::Delivery;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 const ADMIN_TOKEN: &str = "bench-admin-token";
 const PASSWORD: &str = "baobab-de-Thiès-2026";
 /// Messages per write transaction while generating.
@@ -494,60 +497,8 @@ dir = "{scripts}"
         templates = dir.join("templates").display(),
     );
     let config = Config::from_toml(&dir.join("walua.toml"), &config_text).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(async move {
-        walua::run(config, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("daemon runs");
-    });
-    let base = format!("http://{addr}");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let user = format!("bench{}", std::process::id());
-    let mut ready = false;
-    for _ in 0..600 {
-        if let Ok(r) = http
-            .post(format!("{base}/api/users"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"name": user, "role": "agent", "password": PASSWORD}))
-            .send()
-            .await
-        {
-            assert!(r.status().is_success(), "user add: {}", r.status());
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the daemon answers");
-    let r = http
-        .post(format!("{base}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("user", &user)
-                .append_pair("password", PASSWORD)
-                .finish(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let cookie = r
-        .headers()
-        .get("set-cookie")
-        .expect("signed in")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let d = daemon::BenchDaemon::start(config, ADMIN_TOKEN, "agent", PASSWORD).await;
+    let (base, http, cookie) = (d.base.clone(), d.http.clone(), d.cookie.clone());
     let client = Client { http, base, cookie };
 
     let (_, first) = client.get("/").await;
@@ -638,8 +589,7 @@ dir = "{scripts}"
     println!(
         "\nworst p99: inbox {worst_inbox:.1} ms (target 100), thread {worst_thread:.1} ms (target 100), search {worst_search:.1} ms (target 300)"
     );
-    let _ = stop.send(());
-    let _ = daemon.await;
+    d.stop().await;
 
     // With WALUA_HISTORY_MIGRATION=1: how long a store of that size written before the
     // indexes takes to migrate at open (on a copy).

@@ -75,6 +75,19 @@ fn number(i: usize) -> String {
     format!("22177{:07}", 1_000_000 + i)
 }
 
+/// Console accounts (name, role), all with the browser tests' password.
+async fn add_users(d: &TestDaemon, users: &[(&str, &str)]) {
+    for (name, role) in users {
+        let (status, body) = d
+            .api_post(
+                "/api/users",
+                &json!({"name": name, "role": role, "password": browser::PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
 async fn create(d: &TestDaemon, body: Value) -> Value {
     let (status, c) = d.api_post("/api/campaigns", &body).await;
     assert_eq!(status, 201, "campaign created: {c}");
@@ -668,15 +681,7 @@ async fn an_odoo_domain_audience_sends_to_each_partners_mobile_with_its_fields_a
 async fn the_console_shows_a_campaigns_progress_and_report_and_an_admin_pauses_it() {
     let Some(driver) = browser::chromedriver() else { return };
     let (_fake, d) = shop("max_per_second = 4", "").await;
-    for (name, role) in [("aminata", "admin"), ("moussa", "viewer")] {
-        let (status, body) = d
-            .api_post(
-                "/api/users",
-                &json!({"name": name, "role": role, "password": browser::PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    add_users(&d, &[("aminata", "admin"), ("moussa", "viewer")]).await;
     let mut recipients: Vec<Value> = (1..=200)
         .map(|i| json!({"to": number(i), "params": [format!("Client {i}")]}))
         .collect();
@@ -742,15 +747,7 @@ async fn the_console_shows_a_campaigns_progress_and_report_and_an_admin_pauses_i
 async fn an_admin_creates_a_campaign_from_a_csv_file_in_the_console_checks_the_draft_and_starts_it() {
     let Some(driver) = browser::chromedriver() else { return };
     let (fake, d) = shop("", "").await;
-    for (name, role) in [("aminata", "admin"), ("moussa", "agent")] {
-        let (status, body) = d
-            .api_post(
-                "/api/users",
-                &json!({"name": name, "role": role, "password": browser::PASSWORD}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
+    add_users(&d, &[("aminata", "admin"), ("moussa", "agent")]).await;
     // A French spreadsheet's export: ";" and a BOM; one number twice, one invalid.
     let csv = d.dir.path().join("korite.csv");
     std::fs::write(
