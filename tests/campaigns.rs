@@ -88,6 +88,20 @@ async fn add_users(d: &TestDaemon, users: &[(&str, &str)]) {
     }
 }
 
+/// Fills the console's new-campaign form (name, CSV file, start time) and sends it.
+async fn submit_campaign_form(b: &fantoccini::Client, name: &str, csv: &std::path::Path, at: Option<&str>) {
+    let mut fields = vec![("#campaign-name", name), ("#campaign-csv", csv.to_str().unwrap())];
+    fields.extend(at.map(|at| ("#campaign-at", at)));
+    for (css, text) in fields {
+        browser::wait_for(b, css, css).await.send_keys(text).await.unwrap();
+    }
+    browser::wait_for(b, "the create button", "#campaign-create")
+        .await
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn create(d: &TestDaemon, body: Value) -> Value {
     let (status, c) = d.api_post("/api/campaigns", &body).await;
     assert_eq!(status, 201, "campaign created: {c}");
@@ -774,53 +788,16 @@ async fn an_admin_creates_a_campaign_from_a_csv_file_in_the_console_checks_the_d
     let b = browser::browser(&driver).await;
     browser::sign_in(&b, &d, "aminata").await;
     b.goto(&d.url("/console/campaigns")).await.unwrap();
-    // First with a start time walua cannot read: refused with the reason, nothing recorded.
-    browser::wait_for(&b, "the name", "#campaign-name")
-        .await
-        .send_keys("Korité")
-        .await
-        .unwrap();
+    browser::wait_for(&b, "the form", "#campaign-name").await;
     browser::screenshots(&b, "campaign-new").await;
-    b.find(fantoccini::Locator::Css("#campaign-csv"))
-        .await
-        .unwrap()
-        .send_keys(csv.to_str().unwrap())
-        .await
-        .unwrap();
-    b.find(fantoccini::Locator::Css("#campaign-at"))
-        .await
-        .unwrap()
-        .send_keys("demain matin")
-        .await
-        .unwrap();
-    b.find(fantoccini::Locator::Css("#campaign-create"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // First with a start time walua cannot read: refused with the reason, nothing recorded.
+    submit_campaign_form(&b, "Korité", &csv, Some("demain matin")).await;
     browser::wait_for(&b, "the refusal", "p.notice.error").await;
     let (_, list) = d.api("/api/campaigns").await;
     assert_eq!(list["campaigns"], json!([]), "a refused form records nothing");
 
     // Again, with no start time: a draft, and its report.
-    browser::wait_for(&b, "the name", "#campaign-name")
-        .await
-        .send_keys("Korité")
-        .await
-        .unwrap();
-    b.find(fantoccini::Locator::Css("#campaign-csv"))
-        .await
-        .unwrap()
-        .send_keys(csv.to_str().unwrap())
-        .await
-        .unwrap();
-    b.find(fantoccini::Locator::Css("#campaign-create"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_campaign_form(&b, "Korité", &csv, None).await;
     browser::wait_for(&b, "the draft", "#campaign-status[data-status='draft']").await;
     browser::wait_text(&b, "the skip reasons", "#skipped_by_reason", "Numéro invalide").await;
     let (_, list) = d.api("/api/campaigns").await;
